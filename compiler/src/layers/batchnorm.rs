@@ -1,0 +1,57 @@
+//! `batchnorm`: batch normalisation per channel (images) or per feature (vectors,
+//! sequences), with a learnt scale and shift and running statistics for inference.
+
+use super::args::{ArgSpec, ArgType, ArgValue, Args};
+use super::{Arity, Layer, LayerSpec, ParamRole, ParamSpec, ShapeError, needs_features};
+use crate::diagnostic::Diagnostic;
+use crate::init::Init;
+use crate::shape::Shape;
+
+pub static SPEC: LayerSpec = LayerSpec {
+    name: "batchnorm",
+    doc: "normalise each channel over the batch, then scale and shift",
+    shape_rule: "any feature shape → the same shape (statistics per channel or feature)",
+    arity: Arity::One,
+    args: &[
+        ArgSpec::named("eps", ArgType::Float, ArgValue::Float(1e-5), "added to the variance"),
+        ArgSpec::named(
+            "momentum",
+            ArgType::Float,
+            ArgValue::Float(0.1),
+            "weight of the newest batch in the running statistics",
+        ),
+    ],
+    build,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm {
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+fn build(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(BatchNorm {
+        eps: args.float_in("eps", 0.0, f64::INFINITY, false)?,
+        momentum: args.float_in("momentum", 0.0, 1.0, true)?,
+    }))
+}
+
+impl Layer for BatchNorm {
+    fn infer(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        match inputs[0] {
+            Shape::Tokens { .. } => Err(needs_features("batchnorm", &inputs[0])),
+            s => Ok(s),
+        }
+    }
+
+    fn params(&self, inputs: &[Shape]) -> Vec<ParamSpec> {
+        let c = inputs[0].channels().unwrap_or(0);
+        vec![
+            ParamSpec::fixed("weight", vec![c], ParamRole::Trainable, Init::Ones),
+            ParamSpec::fixed("bias", vec![c], ParamRole::Trainable, Init::Zeros),
+            ParamSpec::fixed("running_mean", vec![c], ParamRole::Buffer, Init::Zeros),
+            ParamSpec::fixed("running_var", vec![c], ParamRole::Buffer, Init::Ones),
+        ]
+    }
+}

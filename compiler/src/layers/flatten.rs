@@ -1,0 +1,31 @@
+//! `flatten`: an image or a whole sequence as one vector (row-major, channels outermost).
+
+use super::args::Args;
+use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use crate::diagnostic::Diagnostic;
+use crate::shape::Shape;
+
+pub static SPEC: LayerSpec = LayerSpec {
+    name: "flatten",
+    doc: "reshape to a vector, channels outermost",
+    shape_rule: "[c, h, w] → [c·h·w]; seq[t, n] → [t·n]; [n] → [n]",
+    arity: Arity::One,
+    args: &[],
+    build,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flatten;
+
+fn build(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(Flatten))
+}
+
+impl Layer for Flatten {
+    fn infer(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        match inputs[0] {
+            Shape::Tokens { .. } => Err(needs_features("flatten", &inputs[0])),
+            ref s => Ok(Shape::Vector { n: s.elements() }),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Recurrent layers over a sequence: `rnn` (Elman, tanh), `lstm` and `gru`, with PyTorch's
+//! parameter names, gate order and two bias vectors, so weights can be exchanged with it.
+
+use super::args::{ArgSpec, ArgType, ArgValue, Args};
+use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
+use crate::diagnostic::Diagnostic;
+use crate::init::Init;
+use crate::shape::Shape;
+
+const ARGS: &[ArgSpec] = &[
+    ArgSpec::required("hidden", ArgType::Int, "size of the hidden state"),
+    ArgSpec::named(
+        "last",
+        ArgType::Bool,
+        ArgValue::Bool(false),
+        "return only the last hidden state instead of the sequence",
+    ),
+    ArgSpec::named(
+        "bias",
+        ArgType::Bool,
+        ArgValue::Bool(true),
+        "learnt biases (PyTorch's bias_ih and bias_hh)",
+    ),
+    ArgSpec::optional("init", ArgType::Init, "weight initialiser (default: xavier)"),
+];
+
+const RULE: &str = "seq[t, n] → seq[t, hidden], or [hidden] with `last: true`";
+
+pub static RNN: LayerSpec = LayerSpec {
+    name: "rnn",
+    doc: "Elman recurrent layer: h = tanh(W x + U h + b)",
+    shape_rule: RULE,
+    arity: Arity::One,
+    args: ARGS,
+    build: build_rnn,
+};
+
+pub static LSTM: LayerSpec = LayerSpec {
+    name: "lstm",
+    doc: "long short-term memory (gates i, f, g, o)",
+    shape_rule: RULE,
+    arity: Arity::One,
+    args: ARGS,
+    build: build_lstm,
+};
+
+pub static GRU: LayerSpec = LayerSpec {
+    name: "gru",
+    doc: "gated recurrent unit (gates r, z, n)",
+    shape_rule: RULE,
+    arity: Arity::One,
+    args: ARGS,
+    build: build_gru,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    Rnn,
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    /// Number of stacked gate blocks in each weight matrix.
+    fn gates(self) -> u64 {
+        match self {
+            Cell::Rnn => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Cell::Rnn => "rnn",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recurrent {
+    pub cell: Cell,
+    pub hidden: u64,
+    pub last: bool,
+    pub bias: bool,
+    pub init: Option<Init>,
+}
+
+fn build_rnn(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    build(args, Cell::Rnn)
+}
+
+fn build_lstm(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    build(args, Cell::Lstm)
+}
+
+fn build_gru(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    build(args, Cell::Gru)
+}
+
+fn build(args: &Args, cell: Cell) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(Recurrent {
+        cell,
+        hidden: args.int_at_least("hidden", 1)?,
+        last: args.bool("last"),
+        bias: args.bool("bias"),
+        init: args.init("init"),
+    }))
+}
+
+impl Layer for Recurrent {
+    fn infer(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        match inputs[0] {
+            Shape::Seq { .. } if self.last => Ok(Shape::Vector { n: self.hidden }),
+            Shape::Seq { steps, .. } => Ok(Shape::Seq { steps, features: self.hidden }),
+            Shape::Tokens { .. } => Err(ShapeError::new(
+                format!("`{}` needs a sequence of feature vectors, found token ids", self.cell.name()),
+                "token ids",
+            )
+            .help("embed the tokens first (`|> embedding(dim)`), or declare the input as `onehot`")),
+            ref other => Err(ShapeError::new(
+                format!(
+                    "`{}` needs a sequence (`seq[t, n]`), found {} {other}",
+                    self.cell.name(),
+                    other.describe_kind()
+                ),
+                format!("input is {other}"),
+            )),
+        }
+    }
+
+    fn params(&self, inputs: &[Shape]) -> Vec<ParamSpec> {
+        let n = inputs[0].channels().unwrap_or(0);
+        let g = self.cell.gates() * self.hidden;
+        let init = Some(self.init.unwrap_or(Init::Xavier));
+        let mut ps = vec![
+            ParamSpec::weight("weight_ih", vec![g, n], init),
+            ParamSpec::weight("weight_hh", vec![g, self.hidden], init),
+        ];
+        if self.bias {
+            for name in ["bias_ih", "bias_hh"] {
+                ps.push(ParamSpec {
+                    name,
+                    dims: vec![g],
+                    role: ParamRole::Trainable,
+                    init: ParamInit::Fixed(Init::Zeros),
+                });
+            }
+        }
+        ps
+    }
+
+    fn macs(&self, inputs: &[Shape], _output: &Shape) -> u64 {
+        let (steps, n) = match inputs[0] {
+            Shape::Seq { steps, features } => (steps, features),
+            _ => (0, 0),
+        };
+        let g = self.cell.gates() * self.hidden;
+        steps.saturating_mul(g.saturating_mul(n.saturating_add(self.hidden)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lstm_parameters_match_pytorch() {
+        // torch.nn.LSTM(65, 256): 4·256·(65 + 256) + 2·4·256 = 330,752
+        let l = Recurrent { cell: Cell::Lstm, hidden: 256, last: false, bias: true, init: None };
+        let x = Shape::Seq { steps: 64, features: 65 };
+        let total: u64 = l.params(&[x]).iter().map(ParamSpec::elements).sum();
+        assert_eq!(total, 330_752);
+        assert_eq!(l.infer(&[x]).unwrap(), Shape::Seq { steps: 64, features: 256 });
+    }
+
+    #[test]
+    fn gru_last_returns_a_vector() {
+        let l = Recurrent { cell: Cell::Gru, hidden: 32, last: true, bias: true, init: None };
+        assert_eq!(l.infer(&[Shape::Seq { steps: 5, features: 8 }]).unwrap(), Shape::Vector { n: 32 });
+    }
+}

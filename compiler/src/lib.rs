@@ -1,0 +1,129 @@
+//! nnc's compiler: from a `.net` file to checked layer graphs and their shape plans.
+//!
+//! The stages, one module each, each producing a printable structure:
+//!
+//! 1. [`load`] + [`syntax`]: files (with `include`s) to ASTs,
+//! 2. [`resolve`]: definitions gathered, names and arguments checked statically,
+//! 3. [`expand`]: blocks, repetition and conditionals evaluated into a [`graph::Graph`],
+//!    every layer's shape checked by its rule in [`layers`],
+//! 4. [`train`]: the `train` section checked against its network,
+//! 5. [`plan`]: the shape plan printed by `nnc compile`.
+//!
+//! Nothing here prints: problems come back as [`diagnostic::Diagnostic`]s, which the
+//! caller renders with [`diagnostic::render`].
+
+pub mod diagnostic;
+pub mod expand;
+pub mod fmt;
+pub mod graph;
+pub mod init;
+pub mod layers;
+pub mod load;
+pub mod plan;
+pub mod resolve;
+pub mod shape;
+pub mod source;
+pub mod suggest;
+pub mod syntax;
+pub mod train;
+pub mod value;
+
+use diagnostic::{Diagnostic, Diagnostics};
+use graph::Graph;
+use source::SourceMap;
+use std::path::{Path, PathBuf};
+use train::TrainConfig;
+
+/// A model that passed every check.
+#[derive(Debug)]
+pub struct Model {
+    pub sources: SourceMap,
+    /// The main file's networks, in source order.
+    pub networks: Vec<Graph>,
+    /// The main file's train sections, checked.
+    pub trains: Vec<TrainConfig>,
+}
+
+impl Model {
+    pub fn network(&self, name: &str) -> Option<&Graph> {
+        self.networks.iter().find(|g| g.name == name)
+    }
+
+    pub fn train_config(&self, network: &str) -> Option<&TrainConfig> {
+        self.trains.iter().find(|t| t.network == network)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The main file could not be read (a usage or I/O problem, not a model error).
+    #[error(transparent)]
+    Read(#[from] load::ReadError),
+    /// The model has errors, each a located diagnostic.
+    #[error("the model has {} error{}", .diagnostics.len(), if .diagnostics.len() == 1 { "" } else { "s" })]
+    Invalid { sources: SourceMap, diagnostics: Vec<Diagnostic> },
+}
+
+/// Stack for the compiler's thread: evaluation recurses through nested expressions and
+/// block calls, whose depth the limits in [`syntax`] and [`expand`] bound; this leaves a
+/// wide margin under those bounds even in unoptimised builds.
+const STACK_BYTES: usize = 256 << 20;
+
+/// Compiles a model file and everything it includes.
+pub fn compile_file(path: &Path) -> Result<Model, Error> {
+    let path = path.to_path_buf();
+    on_big_stack(move || {
+        let (program, diagnostics) = load::load(&path)?;
+        compile_program(&program, diagnostics)
+    })
+}
+
+/// Compiles source text that is not in a file; `include`s resolve against `dir`.
+pub fn compile_str(name: &str, text: &str, dir: Option<PathBuf>) -> Result<Model, Error> {
+    let (name, text) = (name.to_string(), text.to_string());
+    on_big_stack(move || {
+        let (program, diagnostics) = load::load_str(&name, &text, dir);
+        compile_program(&program, diagnostics)
+    })
+}
+
+fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .name("nnc-compile".into())
+        .stack_size(STACK_BYTES)
+        .spawn(f)
+        .and_then(|h| h.join().map_err(|_| std::io::Error::other("compiler thread failed")))
+        .unwrap_or_else(|e| panic!("cannot run the compiler thread: {e}"))
+}
+
+fn compile_program(program: &load::Program, mut diagnostics: Diagnostics) -> Result<Model, Error> {
+    let invalid = |diagnostics: Diagnostics| Error::Invalid {
+        sources: program.sources.clone(),
+        diagnostics: diagnostics.into_vec(),
+    };
+    // Syntax errors leave items missing; checking the rest would report phantom
+    // "unknown name" errors for them.
+    if diagnostics.has_errors() {
+        return Err(invalid(diagnostics));
+    }
+    let resolved = resolve::resolve(program, &mut diagnostics);
+    let mut networks = Vec::new();
+    if resolved.expandable {
+        for net in &resolved.items.networks {
+            if let Some(g) = expand::network(&resolved.items, net, &mut diagnostics) {
+                networks.push(g);
+            }
+        }
+    }
+    let mut trains = Vec::new();
+    for t in &resolved.items.trains {
+        let graph = networks.iter().find(|g: &&Graph| g.name == t.network.name);
+        if let Some(cfg) = train::check(t, graph, &mut diagnostics) {
+            trains.push(cfg);
+        }
+    }
+    if diagnostics.has_errors() {
+        return Err(invalid(diagnostics));
+    }
+    Ok(Model { sources: program.sources.clone(), networks, trains })
+}

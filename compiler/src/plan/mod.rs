@@ -1,0 +1,205 @@
+//! The shape plan: what `nnc compile` prints. One row per layer (and one per block use,
+//! with its layers indented under it), totals, memory at a batch size, and the training
+//! set-up. It is plain data: [`text`] renders it for people, serde for tools.
+
+mod text;
+
+use crate::graph::{Graph, NodeId, ScopeId};
+use crate::source::SourceMap;
+use crate::train::TrainConfig;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub network: String,
+    /// `file:line:col` of the network's name.
+    pub defined_at: String,
+    pub rows: Vec<Row>,
+    pub totals: Totals,
+    pub memory: Memory,
+    pub train: Option<TrainConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    Input,
+    Layer,
+    /// A block use; the rows under it (one level deeper) are its contents.
+    Block,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub kind: RowKind,
+    /// Block nesting depth (0 for the network's own layers).
+    pub depth: usize,
+    /// `conv2` or `basic3`; unique within its block.
+    pub name: String,
+    /// `stage2.bottleneck1.conv2`: the prefix of its parameters' names.
+    pub path: String,
+    /// The call with evaluated arguments.
+    pub op: String,
+    /// Output shape (for a block, of its last layer).
+    pub output: String,
+    /// Trainable parameters (for a block, of everything in it).
+    pub params: u64,
+    /// Multiply-accumulates per example (for a block, of everything in it).
+    pub macs: u64,
+    /// Where it is written: a line of the network's file, or `file:line` elsewhere.
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Totals {
+    pub layers: usize,
+    pub params: u64,
+    /// Non-trainable state such as batch-norm running statistics.
+    pub buffers: u64,
+    pub macs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Memory {
+    pub batch: u64,
+    /// Every layer output for one batch, f32, without buffer reuse.
+    pub activation_bytes: u64,
+    /// Parameters and buffers, f32.
+    pub parameter_bytes: u64,
+}
+
+impl Plan {
+    pub fn new(graph: &Graph, sources: &SourceMap, batch: u64, train: Option<TrainConfig>) -> Plan {
+        let home = graph.span.file;
+        let line = |span: crate::source::Span| {
+            let l = sources.line(span);
+            if span.file == home { l.to_string() } else { format!("{}:{l}", sources.get(span.file).name) }
+        };
+        // Sums over each scope's subtree, and the last node created in it.
+        let n_scopes = graph.scopes.len();
+        let mut params = vec![0u64; n_scopes];
+        let mut macs = vec![0u64; n_scopes];
+        let mut last: Vec<Option<NodeId>> = vec![None; n_scopes];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for s in graph.scope_chain(n.scope) {
+                let s = s.0 as usize;
+                params[s] = params[s].saturating_add(n.trainable_params());
+                macs[s] = macs[s].saturating_add(n.macs);
+                last[s] = Some(NodeId(i as u32));
+            }
+        }
+        let mut rows = Vec::new();
+        let mut open: Vec<ScopeId> = Vec::new();
+        for n in &graph.nodes {
+            let chain = graph.scope_chain(n.scope);
+            let common = open.iter().zip(&chain).take_while(|(a, b)| a == b).count();
+            open.truncate(common);
+            for &s in &chain[common..] {
+                let scope = graph.scope(s);
+                let i = s.0 as usize;
+                rows.push(Row {
+                    kind: RowKind::Block,
+                    depth: open.len(),
+                    name: scope.name.clone(),
+                    path: scope.path.clone(),
+                    op: scope.call.clone(),
+                    output: last[i].map(|l| graph.node(l).shape.to_string()).unwrap_or_default(),
+                    params: params[i],
+                    macs: macs[i],
+                    line: line(scope.span),
+                });
+                open.push(s);
+            }
+            let is_input = matches!(n.kind, crate::graph::NodeKind::Input(_));
+            rows.push(Row {
+                kind: if is_input { RowKind::Input } else { RowKind::Layer },
+                depth: open.len(),
+                name: n.name.clone(),
+                path: n.path.clone(),
+                op: n.description.clone(),
+                output: n.shape.to_string(),
+                params: n.trainable_params(),
+                macs: n.macs,
+                line: line(n.span),
+            });
+        }
+        let activations = graph.nodes.iter().map(|n| n.shape.elements()).fold(0u64, u64::saturating_add);
+        let all_params = graph.trainable_params().saturating_add(graph.buffer_params());
+        Plan {
+            network: graph.name.clone(),
+            defined_at: sources.location(graph.span),
+            rows,
+            totals: Totals {
+                layers: graph
+                    .nodes
+                    .iter()
+                    .filter(|n| !matches!(n.kind, crate::graph::NodeKind::Input(_)))
+                    .count(),
+                params: graph.trainable_params(),
+                buffers: graph.buffer_params(),
+                macs: graph.macs(),
+            },
+            memory: Memory {
+                batch,
+                activation_bytes: activations.saturating_mul(4).saturating_mul(batch),
+                parameter_bytes: all_params.saturating_mul(4),
+            },
+            train,
+        }
+    }
+}
+
+/// `61706` → `61,706`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `246824` → `241.0 KiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `4089184256` → `4.09 G`.
+pub fn metric(n: u64) -> String {
+    let v = n as f64;
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.2} K", v / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} M", v / 1e6),
+        _ => format!("{:.2} G", v / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(61706), "61,706");
+        assert_eq!(thousands(138357544), "138,357,544");
+        assert_eq!(bytes(1000), "1000 B");
+        assert_eq!(bytes(246824), "241.0 KiB");
+        assert_eq!(metric(4_089_184_256), "4.09 G");
+    }
+}

@@ -1,0 +1,75 @@
+//! `nnc compile`: the shape plan.
+
+use super::{EXIT_USAGE, Ui};
+use clap::ValueEnum;
+use nnc_compiler::plan::Plan;
+use nnc_compiler::train::MAX_BATCH;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file.
+    file: PathBuf,
+    /// Batch size for the memory estimate.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH))]
+    batch: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Only this network (default: every network in the file).
+    #[arg(long)]
+    network: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(ui: &Ui, args: &Args) -> u8 {
+    let model = match ui.compile(&args.file) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let graphs: Vec<_> = match &args.network {
+        Some(name) => match model.network(name) {
+            Some(g) => vec![g],
+            None => {
+                let names: Vec<&str> = model.networks.iter().map(|g| g.name.as_str()).collect();
+                eprintln!(
+                    "error: `{}` has no network `{name}` (it has: {})",
+                    args.file.display(),
+                    names.join(", ")
+                );
+                return EXIT_USAGE;
+            }
+        },
+        None => model.networks.iter().collect(),
+    };
+    let plans: Vec<Plan> = graphs
+        .iter()
+        .map(|g| Plan::new(g, &model.sources, args.batch, model.train_config(&g.name).cloned()))
+        .collect();
+    match args.format {
+        Format::Text => {
+            let texts: Vec<String> = plans.iter().map(ToString::to_string).collect();
+            print!("{}", texts.join("\n"));
+        }
+        Format::Json => {
+            let json = if plans.len() == 1 {
+                serde_json::to_string_pretty(&plans[0])
+            } else {
+                serde_json::to_string_pretty(&plans)
+            };
+            match json {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("error: cannot encode the plan as JSON: {e}");
+                    return EXIT_USAGE;
+                }
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,98 @@
+//! Command-line parsing and the commands.
+
+mod compile;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nnc_compiler::diagnostic::{self, Color};
+use nnc_compiler::{Error, Model};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit status: the model has errors (or `fmt --check` found unformatted files).
+pub const EXIT_MODEL: u8 = 1;
+/// Exit status: bad usage or an I/O problem.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "nnc", version, about = "A compiler for neural networks", propagate_version = true)]
+struct Cli {
+    /// When to colour diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a model and print its shape plan.
+    Compile(compile::Args),
+    /// Check models; print only errors.
+    Check {
+        /// Model files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let color = match cli.color {
+        ColorChoice::Always => Color::Always,
+        ColorChoice::Never => Color::Never,
+        ColorChoice::Auto if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() => {
+            Color::Always
+        }
+        ColorChoice::Auto => Color::Never,
+    };
+    let ui = Ui { color };
+    let status = match cli.command {
+        Command::Compile(args) => compile::run(&ui, &args),
+        Command::Check { files } => {
+            let mut worst = 0;
+            for f in &files {
+                if let Err(code) = ui.compile(f) {
+                    worst = worst.max(code);
+                }
+            }
+            worst
+        }
+    };
+    ExitCode::from(status)
+}
+
+/// Output settings shared by the commands.
+pub struct Ui {
+    color: Color,
+}
+
+impl Ui {
+    /// Compiles a file, printing its diagnostics on failure; `Err` holds the exit status.
+    pub fn compile(&self, path: &Path) -> Result<Model, u8> {
+        nnc_compiler::compile_file(path).map_err(|e| self.report(e))
+    }
+
+    /// Prints a compile error and returns the exit status it calls for.
+    pub fn report(&self, e: Error) -> u8 {
+        match e {
+            Error::Read(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+            Error::Invalid { sources, diagnostics } => {
+                eprint!("{}", diagnostic::render(&sources, &diagnostics, self.color));
+                let n = diagnostics.iter().filter(|d| d.is_error()).count();
+                eprintln!("error: could not compile: {n} error{}", if n == 1 { "" } else { "s" });
+                EXIT_MODEL
+            }
+        }
+    }
+}
