@@ -13,6 +13,7 @@
 //! caller renders with [`diagnostic::render`].
 
 pub mod diagnostic;
+pub mod dot;
 pub mod expand;
 pub mod fmt;
 pub mod graph;

@@ -1,6 +1,8 @@
 //! Command-line parsing and the commands.
 
 mod compile;
+mod fmt;
+mod graph;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nnc_compiler::diagnostic::{self, Color};
@@ -41,6 +43,10 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Format model files in the canonical layout.
+    Fmt(fmt::Args),
+    /// Print the layer graph in Graphviz DOT.
+    Graph(graph::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -56,6 +62,8 @@ pub fn run() -> ExitCode {
     let ui = Ui { color };
     let status = match cli.command {
         Command::Compile(args) => compile::run(&ui, &args),
+        Command::Fmt(args) => fmt::run(&ui, &args),
+        Command::Graph(args) => graph::run(&ui, &args),
         Command::Check { files } => {
             let mut worst = 0;
             for f in &files {

@@ -52,8 +52,11 @@ struct Builder<'t> {
 }
 
 impl Builder<'_> {
+    /// The pair's span without the whitespace and comments that pest's implicit skipping
+    /// leaves at the end of rules ending in an optional part (`stage`, `expr`, ...).
     fn span(&self, p: &Pair<'_, Rule>) -> Span {
-        span(self.file, self.base, p.as_span())
+        let s = span(self.file, self.base, p.as_span());
+        Span { end: trim_end(self.text, s.start as usize, s.end as usize) as u32, ..s }
     }
 
     fn item(&mut self, pair: Pair<'_, Rule>) -> Item {
@@ -352,6 +355,42 @@ impl Builder<'_> {
         };
         Expr { kind, span: sp }
     }
+}
+
+/// The end of the last token in `text[start..end]`, skipping trailing whitespace and
+/// comments.
+fn trim_end(text: &str, start: usize, mut end: usize) -> usize {
+    loop {
+        let trimmed = start + text[start..end].trim_end().len();
+        if trimmed == end && !ends_in_comment(text, start, end) {
+            return end;
+        }
+        end = trimmed;
+        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1).max(start);
+        if let Some(hash) = comment_start(&text[line_start..end]) {
+            end = line_start + hash;
+        } else if trimmed == end {
+            return end;
+        }
+    }
+}
+
+fn ends_in_comment(text: &str, start: usize, end: usize) -> bool {
+    let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1).max(start);
+    comment_start(&text[line_start..end]).is_some()
+}
+
+/// Where a `#` comment starts in one line of text (outside strings).
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '#' if !in_string => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A pair's children without keyword tokens (`let`, `network`, ...), which the grammar
