@@ -166,6 +166,13 @@ pub fn unknown_callable<'a>(
     }
 }
 
+/// A `let`-bound or parameter name used where a layer or block is called.
+pub fn not_callable(name: &str, span: Span) -> Diagnostic {
+    Diagnostic::error(format!("`{name}` is a value, not a layer or block"))
+        .at(span, "cannot be called or used as a stage")
+        .with_note("names bound with `let` or declared as parameters hold tensors and numbers; layers are applied by name (`x |> relu`)")
+}
+
 pub fn unknown_block_arg<'a>(
     block: &str,
     arg: &str,
@@ -271,6 +278,8 @@ impl<'a> Checker<'_, 'a, '_> {
                     }
                 }
             }
+        } else if bound.contains(&name) {
+            self.diagnostics.push(not_callable(name, c.name.span));
         } else if !builtin_names().contains(&name) && !CTORS.contains(&name) {
             let mut candidates: Vec<&str> = layers::KINDS.iter().map(|k| k.name).collect();
             candidates.extend(self.items.blocks.keys().copied());

@@ -170,7 +170,7 @@ pub fn check(def: &TrainDef, graph: Option<&Graph>, diagnostics: &mut Diagnostic
             "epochs" => int(&value, span, 1, 1_000_000).map(|v| cfg.epochs = v),
             "clip" => float(&value, span, Positive).map(|v| cfg.clip = Some(v)),
             "seed" => int(&value, span, 0, i64::MAX as u64).map(|v| cfg.seed = v),
-            "augment" => augment(&value, span, input).map(|v| cfg.augment = v),
+            "augment" => augment(&s.value, input).map(|v| cfg.augment = v),
             "mean" => per_channel(&value, span, input, Any).map(|v| cfg.mean = v),
             "std" => per_channel(&value, span, input, Positive).map(|v| cfg.std = v),
             "data" => match value {
@@ -509,11 +509,17 @@ fn schedule(v: &Value, span: Span) -> Result<Schedule, Diagnostic> {
     }
 }
 
-fn augment(v: &Value, span: Span, input: Option<Shape>) -> Result<Vec<Augment>, Diagnostic> {
-    let items: Vec<&Value> = match v {
-        Value::List(items) => items.iter().collect(),
-        single => vec![single],
+/// Augmentations, from the expression so that an error can point at the item.
+fn augment(e: &Expr, input: Option<Shape>) -> Result<Vec<Augment>, Diagnostic> {
+    let span = e.span;
+    let exprs: Vec<&Expr> = match &e.kind {
+        ExprKind::List(items) => items.iter().collect(),
+        _ => vec![e],
     };
+    let mut items = Vec::new();
+    for x in exprs {
+        items.push((constant(x)?, x.span));
+    }
     if let Some(s) = input {
         if !matches!(s, Shape::Image { .. }) && !items.is_empty() {
             return Err(Diagnostic::error(format!(
@@ -524,7 +530,8 @@ fn augment(v: &Value, span: Span, input: Option<Shape>) -> Result<Vec<Augment>, 
         }
     }
     let mut out = Vec::new();
-    for item in items {
+    for (item, span) in &items {
+        let span = *span;
         out.push(match item {
             Value::Symbol(s) if s == "hflip" => Augment::Hflip,
             Value::Ctor(c) if c.name == "random_crop" => {

@@ -67,6 +67,14 @@ impl Expander<'_> {
                     .collect(),
             });
         }
+        match env.lookup(name) {
+            Some(Value::Poison) => return Value::Poison,
+            Some(_) => {
+                self.error(crate::resolve::not_callable(name, call.name.span));
+                return Value::Poison;
+            }
+            None => {}
+        }
         let mut candidates: Vec<&str> = crate::layers::KINDS.iter().map(|k| k.name).collect();
         candidates.extend(items.blocks.keys().copied());
         candidates.extend(builtins::NAMES);

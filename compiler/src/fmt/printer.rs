@@ -138,7 +138,11 @@ impl Printer<'_> {
     /// goes at the end of the current output line.
     pub fn trailing(&mut self, end: usize) {
         if let Some(c) = self.comments.get(self.next) {
-            if !c.own_line && c.start >= end && !self.src[end..c.start].contains('\n') {
+            if !c.own_line
+                && c.start >= end
+                && self.src[end..c.start].trim().is_empty()
+                && !self.src[end..c.start].contains('\n')
+            {
                 let text = c.text.clone();
                 self.next += 1;
                 self.write(&format!("{MARK}"));

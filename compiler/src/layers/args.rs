@@ -254,11 +254,15 @@ impl Args {
     /// position, others by name and only where they differ from the default.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        for (spec, value) in self.spec.args.iter().zip(&self.values) {
+        // A layer whose only positional argument is optional reads best without the name:
+        // `dropout(0.25)`, `lrn(3)`.
+        let lone = !self.spec.args.iter().any(|a| a.default == ArgDefault::Required);
+        for (i, (spec, value)) in self.spec.args.iter().zip(&self.values).enumerate() {
             let Some((v, _)) = value else { continue };
             match spec.default {
                 ArgDefault::Required => parts.push(v.to_string()),
                 ArgDefault::Value(d) if d == *v => {}
+                _ if lone && i == 0 && spec.positional => parts.push(v.to_string()),
                 _ => parts.push(format!("{}: {v}", spec.name)),
             }
         }

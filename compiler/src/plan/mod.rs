@@ -42,12 +42,25 @@ pub struct Row {
     pub op: String,
     /// Output shape (for a block, of its last layer).
     pub output: String,
+    /// The same shape as numbers, outermost first (empty for a block).
+    pub dims: Vec<u64>,
     /// Trainable parameters (for a block, of everything in it).
     pub params: u64,
     /// Multiply-accumulates per example (for a block, of everything in it).
     pub macs: u64,
     /// Where it is written: a line of the network's file, or `file:line` elsewhere.
     pub line: String,
+    /// The layer's parameter tensors, with the names checkpoints use.
+    pub tensors: Vec<TensorRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorRow {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub role: crate::layers::ParamRole,
+    /// `he`, `xavier`, `zeros`, `normal(0.01)`, ...
+    pub init: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -71,9 +84,16 @@ pub struct Memory {
 impl Plan {
     pub fn new(graph: &Graph, sources: &SourceMap, batch: u64, train: Option<TrainConfig>) -> Plan {
         let home = graph.span.file;
+        let home_dir = std::path::Path::new(&sources.get(home).name).parent().map(|p| p.to_path_buf());
         let line = |span: crate::source::Span| {
             let l = sources.line(span);
-            if span.file == home { l.to_string() } else { format!("{}:{l}", sources.get(span.file).name) }
+            if span.file == home {
+                return l.to_string();
+            }
+            // Other files as the main file's `include` names them: `blocks/resnet.net:22`.
+            let name = std::path::Path::new(&sources.get(span.file).name);
+            let short = home_dir.as_deref().and_then(|d| name.strip_prefix(d).ok()).unwrap_or(name);
+            format!("{}:{l}", short.display())
         };
         // Sums over each scope's subtree, and the last node created in it.
         let n_scopes = graph.scopes.len();
@@ -104,9 +124,11 @@ impl Plan {
                     path: scope.path.clone(),
                     op: scope.call.clone(),
                     output: last[i].map(|l| graph.node(l).shape.to_string()).unwrap_or_default(),
+                    dims: Vec::new(),
                     params: params[i],
                     macs: macs[i],
                     line: line(scope.span),
+                    tensors: Vec::new(),
                 });
                 open.push(s);
             }
@@ -118,9 +140,20 @@ impl Plan {
                 path: n.path.clone(),
                 op: n.description.clone(),
                 output: n.shape.to_string(),
+                dims: n.shape.dims(),
                 params: n.trainable_params(),
                 macs: n.macs,
                 line: line(n.span),
+                tensors: n
+                    .params
+                    .iter()
+                    .map(|p| TensorRow {
+                        name: p.name.clone(),
+                        dims: p.dims.clone(),
+                        role: p.role,
+                        init: p.init.to_string(),
+                    })
+                    .collect(),
             });
         }
         let activations = graph.nodes.iter().map(|n| n.shape.elements()).fold(0u64, u64::saturating_add);

@@ -75,7 +75,7 @@ impl fmt::Display for Plan {
         )?;
         writeln!(
             f,
-            "memory      at batch {}: activations {}, parameters {}",
+            "memory      at batch {}: activations {} (every layer output, no reuse), parameters {}",
             self.memory.batch,
             bytes(self.memory.activation_bytes),
             bytes(self.memory.parameter_bytes)

@@ -77,70 +77,75 @@ fn is_punctuation(token: &str) -> bool {
 }
 
 pub fn to_diagnostic(e: &Error<Rule>, text: &str, file: FileId, base: usize) -> Diagnostic {
-    let pos = base
+    let mut pos = base
         + match e.location {
             InputLocation::Pos(p) => p,
             InputLocation::Span((s, _)) => s,
         };
-    let found = describe_found(text, pos);
-    let found_len = found.1.max(1).min(text.len().saturating_sub(pos).max(0));
-    let span = Span::new(file, pos..pos + found_len);
-    match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => {
-            let mut tokens: BTreeSet<String> = BTreeSet::new();
-            if let Some(attempts) = e.parse_attempts() {
-                tokens = attempts
-                    .expected_tokens()
-                    .into_iter()
-                    .map(|t| t.to_string())
-                    .filter(|t| is_punctuation(t))
-                    .collect();
-            }
-            let starts_expression = positives.iter().filter(|r| is_expression_start(**r)).count() >= 2;
-            let starts_stage = positives.contains(&Rule::stage) || positives.contains(&Rule::group);
-            let mut expected: Vec<String> = Vec::new();
-            let mut push = |s: &str| {
-                if !expected.iter().any(|e| e == s) {
-                    expected.push(s.to_string());
-                }
-            };
-            // Literal punctuation first: "expected `)` or `,`" is the most precise hint.
-            for t in &tokens {
-                let opens = t == "(" || t == "[";
-                if !(opens && (starts_expression || starts_stage)) {
-                    push(&format!("`{t}`"));
-                }
-            }
-            for r in positives {
-                if starts_expression && is_expression_start(*r) {
-                    push("an expression");
-                } else if let Some(d) = describe(*r) {
-                    push(d);
-                }
-            }
-            let list = join_or(&expected);
-            let message = if list.is_empty() {
-                format!("unexpected {}", found.0)
-            } else {
-                format!("expected {list}, found {}", found.0)
-            };
-            let label =
-                if list.is_empty() { "unexpected here".to_string() } else { format!("expected {list}") };
-            let mut d = Diagnostic::error(message).at(span, label);
-            if tokens.contains(")") || tokens.contains("]") || tokens.contains("}") {
-                if let Some(open) = unclosed_before(text, pos) {
-                    d = d.with_secondary(Span::new(file, open..open + 1), "unclosed delimiter");
-                }
-            }
-            d
-        }
-        ErrorVariant::CustomError { message } => {
-            // pest reports its own resource limits this way ("call limit reached").
-            Diagnostic::error(format!("the parser gave up: {message}"))
-                .at(span, "while parsing here")
-                .with_note("the file is too large or too deeply nested to parse")
+    let ErrorVariant::ParsingError { positives, .. } = &e.variant else {
+        // pest reports its own resource limits this way ("call limit reached").
+        let message = e.variant.message();
+        return Diagnostic::error(format!("the parser gave up: {message}"))
+            .at(
+                Span::new(file, pos..pos + describe_found(text, pos).1.max(1).min(text.len() - pos)),
+                "while parsing here",
+            )
+            .with_note("the file is too large or too deeply nested to parse");
+    };
+    let mut positives = positives.clone();
+    let mut tokens: BTreeSet<String> = BTreeSet::new();
+    if let Some(attempts) = e.parse_attempts() {
+        tokens = attempts
+            .expected_tokens()
+            .into_iter()
+            .map(|t| t.to_string())
+            .filter(|t| is_punctuation(t))
+            .collect();
+        // pest places the error where the failing rule began (`batch 64` at `batch`);
+        // the literal it wanted (`=`) was expected further on, which is where the fix goes.
+        if base + attempts.max_position > pos && !tokens.is_empty() {
+            pos = base + attempts.max_position;
+            positives.clear();
         }
     }
+    let found = describe_found(text, pos);
+    let found_len = found.1.max(1).min(text.len().saturating_sub(pos));
+    let span = Span::new(file, pos..pos + found_len);
+    let starts_expression = positives.iter().filter(|r| is_expression_start(**r)).count() >= 2;
+    let starts_stage = positives.contains(&Rule::stage) || positives.contains(&Rule::group);
+    let mut expected: Vec<String> = Vec::new();
+    let mut push = |s: &str| {
+        if !expected.iter().any(|e| e == s) {
+            expected.push(s.to_string());
+        }
+    };
+    // Literal punctuation first: "expected `)` or `,`" is the most precise hint.
+    for t in &tokens {
+        let opens = t == "(" || t == "[";
+        if !(opens && (starts_expression || starts_stage)) {
+            push(&format!("`{t}`"));
+        }
+    }
+    for r in &positives {
+        if starts_expression && is_expression_start(*r) {
+            push("an expression");
+        } else if let Some(d) = describe(*r) {
+            push(d);
+        }
+    }
+    let list = join_or(&expected);
+    let (message, label) = if list.is_empty() {
+        (format!("unexpected {}", found.0), "unexpected here".to_string())
+    } else {
+        (format!("expected {list}, found {}", found.0), format!("expected {list}"))
+    };
+    let mut d = Diagnostic::error(message).at(span, label);
+    if tokens.contains(")") || tokens.contains("]") || tokens.contains("}") {
+        if let Some(open) = unclosed_before(text, pos) {
+            d = d.with_secondary(Span::new(file, open..open + 1), "this delimiter is never closed");
+        }
+    }
+    d
 }
 
 /// Rules any of which can begin an expression; when several are expected the message
@@ -165,13 +170,14 @@ fn is_expression_start(r: Rule) -> bool {
     )
 }
 
-/// The innermost bracket opened before `pos` and not closed by then, if that bracket is on
-/// an earlier line than `pos` (on the same line the caret already shows it).
+/// The innermost bracket opened before `pos` that no bracket in the whole file closes,
+/// if it is on an earlier line than `pos` (on the same line the caret already shows it).
 fn unclosed_before(text: &str, pos: usize) -> Option<usize> {
-    let mut stack = Vec::new();
     let bytes = text.as_bytes();
+    let mut stack: Vec<usize> = Vec::new();
+    let mut unclosed: Vec<usize> = Vec::new();
     let mut i = 0;
-    while i < pos.min(bytes.len()) {
+    while i < bytes.len() {
         match bytes[i] {
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' {
@@ -186,14 +192,24 @@ fn unclosed_before(text: &str, pos: usize) -> Option<usize> {
                 }
             }
             b'(' | b'[' | b'{' => stack.push(i),
-            b')' | b']' | b'}' => {
-                stack.pop();
+            c @ (b')' | b']' | b'}') => {
+                let opener = match c {
+                    b')' => b'(',
+                    b']' => b'[',
+                    _ => b'{',
+                };
+                // A closer matches the nearest opener of its kind; openers skipped over
+                // on the way are never closed.
+                if let Some(k) = stack.iter().rposition(|&o| bytes[o] == opener) {
+                    unclosed.extend(stack.drain(k..).skip(1));
+                }
             }
             _ => {}
         }
         i += 1;
     }
-    let open = stack.pop()?;
+    unclosed.extend(stack);
+    let open = unclosed.into_iter().filter(|&o| o < pos).max()?;
     text[open..pos.min(text.len())].contains('\n').then_some(open)
 }
 

@@ -1,0 +1,151 @@
+//! The `nnc` command as a user runs it: output streams and exit statuses
+//! (0 ok, 1 the model has errors, 2 usage or I/O problems).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn nnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nnc")).args(args).env("NO_COLOR", "1").output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally, not by a signal")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fresh scratch directory under the target directory.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn compile_prints_the_plan() {
+    let o = nnc(&["compile", "examples/lenet5.net", "--batch", "32"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("conv1     conv(6, 5, pad: 2)"), "{out}");
+    assert!(out.contains("61,706"), "{out}");
+    assert!(out.contains("at batch 32"), "{out}");
+    assert!(o.stderr.is_empty());
+}
+
+#[test]
+fn compile_json_is_valid_and_complete() {
+    let o = nnc(&["compile", "examples/resnet18.net", "--format", "json"]);
+    assert_eq!(code(&o), 0);
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["network"], "resnet18");
+    assert_eq!(plan["totals"]["params"], 11_689_512);
+    let rows = plan["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["kind"] == "block" && r["op"] == "basic_stage(128, 2, stride: 2)"));
+    let first_conv = rows.iter().find(|r| r["op"].as_str().unwrap().starts_with("conv(64, 7")).unwrap();
+    assert_eq!(first_conv["tensors"][0]["name"], "stem1.conv1.weight");
+    assert_eq!(first_conv["tensors"][0]["dims"], serde_json::json!([64, 3, 7, 7]));
+    assert_eq!(first_conv["tensors"][0]["init"], "he");
+}
+
+#[test]
+fn compile_selects_a_network() {
+    let o = nnc(&["compile", "examples/lenet5.net", "--network", "nope"]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("has no network `nope`"));
+}
+
+#[test]
+fn model_errors_exit_1_with_located_messages() {
+    let o = nnc(&["compile", "tests/errors/add_shape_mismatch.net"]);
+    assert_eq!(code(&o), 1);
+    let err = text(&o.stderr);
+    assert!(err.contains("tests/errors/add_shape_mismatch.net:5:10"), "{err}");
+    assert!(err.contains("error: could not compile: 1 error"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn io_and_usage_problems_exit_2() {
+    let missing = nnc(&["compile", "no/such/model.net"]);
+    assert_eq!(code(&missing), 2);
+    assert!(text(&missing.stderr).contains("cannot read `no/such/model.net`"));
+    let dir = nnc(&["check", "examples"]);
+    assert_eq!(code(&dir), 2);
+    assert!(text(&dir.stderr).contains("it is a directory"));
+    assert_eq!(code(&nnc(&["compile"])), 2);
+    assert_eq!(code(&nnc(&["frobnicate"])), 2);
+    assert_eq!(code(&nnc(&["compile", "examples/lenet5.net", "--batch", "0"])), 2);
+}
+
+#[test]
+fn check_is_quiet_on_success() {
+    let o = nnc(&["check", "examples/lenet5.net", "examples/googlenet.net", "examples/blocks/resnet.net"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+}
+
+#[test]
+fn check_reports_the_worst_status() {
+    let o = nnc(&["check", "examples/lenet5.net", "tests/errors/unknown_layer.net"]);
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn colour_is_off_unless_asked() {
+    let plain = nnc(&["check", "tests/errors/unknown_layer.net"]);
+    assert!(!text(&plain.stderr).contains('\u{1b}'));
+    let coloured = nnc(&["--color", "always", "check", "tests/errors/unknown_layer.net"]);
+    assert!(text(&coloured.stderr).contains('\u{1b}'));
+}
+
+#[test]
+fn fmt_check_rewrite_and_stdin() {
+    let dir = scratch("fmt");
+    let messy = dir.join("messy.net");
+    std::fs::write(&messy, "network  net( x:[10] ){x|>dense( 10 )   # out\n}\n").unwrap();
+    let path = messy.to_str().unwrap();
+
+    let check = nnc(&["fmt", "--check", path]);
+    assert_eq!(code(&check), 1);
+    assert!(text(&check.stdout).contains("not formatted"));
+
+    assert_eq!(code(&nnc(&["fmt", path])), 0);
+    let formatted = std::fs::read_to_string(&messy).unwrap();
+    assert_eq!(formatted, "network net(x: [10]) {\n    x |> dense(10)  # out\n}\n");
+    assert_eq!(code(&nnc(&["fmt", "--check", path])), 0);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["fmt", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"network net(x:[10]){x}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "network net(x: [10]) {\n    x\n}\n");
+}
+
+#[test]
+fn fmt_refuses_files_with_syntax_errors() {
+    let o = nnc(&["fmt", "--check", "tests/errors/syntax_unclosed_paren.net"]);
+    assert_eq!(code(&o), 1);
+    assert!(text(&o.stderr).contains("syntax_unclosed_paren.net:5:1"));
+}
+
+#[test]
+fn graph_prints_dot_with_block_clusters() {
+    let o = nnc(&["graph", "examples/resnet18.net"]);
+    assert_eq!(code(&o), 0);
+    let dot = text(&o.stdout);
+    assert!(dot.starts_with("digraph \"resnet18\" {"));
+    assert!(dot.contains("subgraph cluster_"));
+    assert!(dot.contains("label=\"basic_stage2: basic_stage(128, 2, stride: 2)\""));
+    // 68 edges along the chain of 69 nodes, plus the second input of each of the 8 adds.
+    assert_eq!(dot.matches(" -> ").count(), 76);
+    assert!(dot.trim_end().ends_with('}'));
+}
