@@ -12,6 +12,10 @@
 //! Nothing here prints: problems come back as [`diagnostic::Diagnostic`]s, which the
 //! caller renders with [`diagnostic::render`].
 
+// Diagnostics travel only on error paths, and rarely; boxing each one to shrink
+// `Result<_, Diagnostic>` would cost clarity everywhere for no measurable gain.
+#![allow(clippy::result_large_err)]
+
 pub mod diagnostic;
 pub mod dot;
 pub mod expand;

@@ -263,19 +263,19 @@ impl<'a> Checker<'_, 'a, '_> {
                 self.calls.entry(cur).or_default().push((b.name.name.as_str(), c.name.span));
             }
             for a in &c.args {
-                if let Some(n) = &a.name {
-                    if !b.params.iter().any(|p| p.name.name == n.name) {
-                        let params = b.params.iter().map(|p| p.name.name.as_str());
-                        self.diagnostics.push(unknown_block_arg(name, &n.name, n.span, params));
-                    }
+                if let Some(n) = &a.name
+                    && !b.params.iter().any(|p| p.name.name == n.name)
+                {
+                    let params = b.params.iter().map(|p| p.name.name.as_str());
+                    self.diagnostics.push(unknown_block_arg(name, &n.name, n.span, params));
                 }
             }
         } else if let Some(spec) = layers::lookup(name) {
             for a in &c.args {
-                if let Some(n) = &a.name {
-                    if !spec.args.iter().any(|s| s.name == n.name) {
-                        self.diagnostics.push(unknown_arg(spec, &n.name, n.span));
-                    }
+                if let Some(n) = &a.name
+                    && !spec.args.iter().any(|s| s.name == n.name)
+                {
+                    self.diagnostics.push(unknown_arg(spec, &n.name, n.span));
                 }
             }
         } else if bound.contains(&name) {

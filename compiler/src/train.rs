@@ -174,7 +174,10 @@ pub fn check(def: &TrainDef, graph: Option<&Graph>, diagnostics: &mut Diagnostic
             "mean" => per_channel(&value, span, input, Any).map(|v| cfg.mean = v),
             "std" => per_channel(&value, span, input, Positive).map(|v| cfg.std = v),
             "data" => match value {
-                Value::Str(p) => Ok(cfg.data = Some(p)),
+                Value::Str(p) => {
+                    let _: () = cfg.data = Some(p);
+                    Ok(())
+                }
                 v => Err(expected(span, "a path in quotes", &v)),
             },
             _ => {
@@ -520,14 +523,15 @@ fn augment(e: &Expr, input: Option<Shape>) -> Result<Vec<Augment>, Diagnostic> {
     for x in exprs {
         items.push((constant(x)?, x.span));
     }
-    if let Some(s) = input {
-        if !matches!(s, Shape::Image { .. }) && !items.is_empty() {
-            return Err(Diagnostic::error(format!(
-                "augmentation needs an image input, but the network reads {} {s}",
-                s.describe_kind()
-            ))
-            .at(span, "only images can be cropped or flipped"));
-        }
+    if let Some(s) = input
+        && !matches!(s, Shape::Image { .. })
+        && !items.is_empty()
+    {
+        return Err(Diagnostic::error(format!(
+            "augmentation needs an image input, but the network reads {} {s}",
+            s.describe_kind()
+        ))
+        .at(span, "only images can be cropped or flipped"));
     }
     let mut out = Vec::new();
     for (item, span) in &items {
@@ -549,10 +553,10 @@ fn augment(e: &Expr, input: Option<Shape>) -> Result<Vec<Augment>, Diagnostic> {
             other => {
                 let mut d = Diagnostic::error(format!("unknown augmentation {}", other.describe()))
                     .at(span, "expected `random_crop(pad: n)` or `hflip`");
-                if let Value::Symbol(s) | Value::Ctor(Ctor { name: s, .. }) = other {
-                    if let Some(x) = did_you_mean(s, ["random_crop", "hflip"]) {
-                        d = d.with_help(format!("did you mean `{x}`?"));
-                    }
+                if let Value::Symbol(s) | Value::Ctor(Ctor { name: s, .. }) = other
+                    && let Some(x) = did_you_mean(s, ["random_crop", "hflip"])
+                {
+                    d = d.with_help(format!("did you mean `{x}`?"));
                 }
                 return Err(d);
             }
@@ -566,14 +570,15 @@ fn per_channel(v: &Value, span: Span, input: Option<Shape>, range: Range) -> Res
         Value::List(items) => items.iter().map(|i| float(i, span, range)).collect::<Result<Vec<_>, _>>()?,
         single => vec![float(single, span, range)?],
     };
-    if let Some(Shape::Image { c, .. }) = input {
-        if values.len() != 1 && values.len() as u64 != c {
-            return Err(Diagnostic::error(format!(
-                "{} values given for an input with {c} channels",
-                values.len()
-            ))
-            .at(span, format!("give one value, or {c}")));
-        }
+    if let Some(Shape::Image { c, .. }) = input
+        && values.len() != 1
+        && values.len() as u64 != c
+    {
+        return Err(Diagnostic::error(format!(
+            "{} values given for an input with {c} channels",
+            values.len()
+        ))
+        .at(span, format!("give one value, or {c}")));
     }
     Ok(values)
 }
@@ -619,7 +624,7 @@ impl fmt::Display for Schedule {
             Schedule::Step { every, gamma } => {
                 write!(f, "step(every: {every}, gamma: {})", format_float(gamma))
             }
-            Schedule::Cosine { min_lr } if min_lr == 0.0 => write!(f, "cosine"),
+            Schedule::Cosine { min_lr: 0.0 } => write!(f, "cosine"),
             Schedule::Cosine { min_lr } => write!(f, "cosine(min_lr: {})", format_float(min_lr)),
         }
     }

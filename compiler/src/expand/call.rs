@@ -229,12 +229,11 @@ impl Expander<'_> {
         let mut values: Vec<Option<Value>> = vec![None; block.params.len()];
         let mut given: Vec<Option<Span>> = vec![None; block.params.len()];
         let mut ok = true;
-        let mut next = 0;
         let positional = piped
             .map(|v| (v, call.name.span))
             .into_iter()
             .chain(raw.iter().filter(|a| a.name.is_none()).map(|a| (a.value.clone(), a.span)));
-        for (v, span) in positional {
+        for (next, (v, span)) in positional.enumerate() {
             if next >= block.params.len() {
                 self.error(
                     Diagnostic::error(format!(
@@ -250,7 +249,6 @@ impl Expander<'_> {
             }
             values[next] = Some(v);
             given[next] = Some(span);
-            next += 1;
         }
         for a in raw.iter().filter(|a| a.name.is_some()) {
             let (arg, arg_span) = a.name.as_ref().expect("filtered to named");

@@ -17,11 +17,11 @@ fn prec(e: &Expr) -> u8 {
 impl Printer<'_> {
     /// Prints `e`, parenthesised if it binds looser than `min`.
     pub fn expr(&mut self, e: &Expr, min: u8) {
-        if let Some(s) = self.flat(e, min) {
-            if self.col() + s.chars().count() <= WIDTH || !self.breakable(e) {
-                self.write(&s);
-                return;
-            }
+        if let Some(s) = self.flat(e, min)
+            && (self.col() + s.chars().count() <= WIDTH || !self.breakable(e))
+        {
+            self.write(&s);
+            return;
         }
         let parens = prec(e) < min;
         if parens {
@@ -136,11 +136,11 @@ impl Printer<'_> {
             self.write(&c.name.name);
             return;
         }
-        if let Some(s) = self.flat_call(c) {
-            if stage || self.col() + s.chars().count() <= WIDTH {
-                self.write(&s);
-                return;
-            }
+        if let Some(s) = self.flat_call(c)
+            && (stage || self.col() + s.chars().count() <= WIDTH)
+        {
+            self.write(&s);
+            return;
         }
         let args: Vec<(Option<&Ident>, &Expr)> = c.args.iter().map(|a| (a.name.as_ref(), &a.value)).collect();
         self.broken_list(&format!("{}(", c.name.name), &args, ")", c.span.end as usize);

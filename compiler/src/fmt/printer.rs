@@ -137,17 +137,13 @@ impl Printer<'_> {
     /// After code that ended at source position `end`: a comment on the same source line
     /// goes at the end of the current output line.
     pub fn trailing(&mut self, end: usize) {
-        if let Some(c) = self.comments.get(self.next) {
-            if !c.own_line
-                && c.start >= end
-                && self.src[end..c.start].trim().is_empty()
-                && !self.src[end..c.start].contains('\n')
-            {
-                let text = c.text.clone();
-                self.next += 1;
-                self.write(&format!("{MARK}"));
-                self.write(&text);
-            }
+        let Some(c) = self.comments.get(self.next) else { return };
+        let between = self.src.get(end..c.start).unwrap_or("\n");
+        if !c.own_line && between.trim().is_empty() && !between.contains('\n') {
+            let text = c.text.clone();
+            self.next += 1;
+            self.write(&format!("{MARK}"));
+            self.write(&text);
         }
     }
 

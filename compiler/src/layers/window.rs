@@ -75,7 +75,7 @@ impl Window {
             ),
             format!("window is larger than the {h}×{w} input"),
         );
-        let (ph, pw) = ((eh.saturating_sub(h) + 1) / 2, (ew.saturating_sub(w) + 1) / 2);
+        let (ph, pw) = (eh.saturating_sub(h).div_ceil(2), ew.saturating_sub(w).div_ceil(2));
         e.help(format!(
             "use a smaller window, remove an earlier downsampling step, or pad the input (`pad: {}`)",
             ph.max(pw)

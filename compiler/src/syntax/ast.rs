@@ -77,7 +77,7 @@ pub enum InputType {
     /// `[c, h, w]` or `[n]`.
     Tensor { dims: Vec<Expr>, span: Span },
     /// `seq[len] of onehot(n)` / `seq[len] of tokens(n)`.
-    Seq { len: Expr, item: Ident, size: Expr, span: Span },
+    Seq { len: Box<Expr>, item: Ident, size: Box<Expr>, span: Span },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -132,7 +132,7 @@ impl Builder<'_> {
                 let mut item = it.next().expect("grammar: seq item").into_inner();
                 let item_name = self.ident(item.next().expect("grammar: seq item name"));
                 let size = self.expr(item.next().expect("grammar: seq item size"));
-                InputType::Seq { len, item: item_name, size, span: ty_span }
+                InputType::Seq { len: Box::new(len), item: item_name, size: Box::new(size), span: ty_span }
             }
             _ => unreachable!("grammar: input types are tensor or seq"),
         };
@@ -204,8 +204,7 @@ impl Builder<'_> {
             Rule::group => {
                 let mut stages = Vec::new();
                 let mut prev_end = self.span(&op).start as usize + 1;
-                let mut inner = op.into_inner().peekable();
-                while let Some(p) = inner.next() {
+                for p in op.into_inner() {
                     if p.as_rule() == Rule::pipe {
                         continue;
                     }

@@ -140,10 +140,10 @@ pub fn to_diagnostic(e: &Error<Rule>, text: &str, file: FileId, base: usize) -> 
         (format!("expected {list}, found {}", found.0), format!("expected {list}"))
     };
     let mut d = Diagnostic::error(message).at(span, label);
-    if tokens.contains(")") || tokens.contains("]") || tokens.contains("}") {
-        if let Some(open) = unclosed_before(text, pos) {
-            d = d.with_secondary(Span::new(file, open..open + 1), "this delimiter is never closed");
-        }
+    if (tokens.contains(")") || tokens.contains("]") || tokens.contains("}"))
+        && let Some(open) = unclosed_before(text, pos)
+    {
+        d = d.with_secondary(Span::new(file, open..open + 1), "this delimiter is never closed");
     }
     d
 }

@@ -63,10 +63,9 @@ fn item_starts(text: &str) -> Vec<usize> {
     let mut starts = vec![0];
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        let is_item = ["block", "network", "train", "include"].iter().any(|kw| {
-            line.strip_prefix(kw)
-                .is_some_and(|rest| rest.starts_with(|c: char| c == ' ' || c == '\t' || c == '"'))
-        });
+        let is_item = ["block", "network", "train", "include"]
+            .iter()
+            .any(|kw| line.strip_prefix(kw).is_some_and(|rest| rest.starts_with([' ', '\t', '"'])));
         if is_item && offset > 0 {
             starts.push(offset);
         }
