@@ -100,7 +100,10 @@ impl Printer<'_> {
     /// or right after an opening brace).
     pub fn blank(&mut self) {
         let trimmed = self.out.trim_end();
-        if trimmed.is_empty() || trimmed.ends_with('{') || trimmed.ends_with('(') || trimmed.ends_with('[') {
+        // The code of the last line, without a comment trailing it.
+        let last = trimmed.rsplit('\n').next().unwrap_or("");
+        let code = last.split(MARK).next().unwrap_or("").trim_end();
+        if trimmed.is_empty() || code.ends_with('{') || code.ends_with('(') || code.ends_with('[') {
             return;
         }
         self.out.truncate(trimmed.len());
@@ -145,6 +148,21 @@ impl Printer<'_> {
             self.write(&format!("{MARK}"));
             self.write(&text);
         }
+    }
+
+    /// The position just after the first `{` at or after `pos` (only whitespace and
+    /// comments can come between).
+    fn after_brace(&self, pos: usize) -> usize {
+        let mut in_comment = false;
+        for (i, c) in self.src[pos..].char_indices() {
+            match c {
+                '\n' => in_comment = false,
+                '#' => in_comment = true,
+                '{' if !in_comment => return pos + i + 1,
+                _ => {}
+            }
+        }
+        pos
     }
 
     /// Whether any comment lies inside `span` (such code cannot go on one line).
@@ -203,7 +221,7 @@ impl Printer<'_> {
             }
             Item::Train(t) => {
                 self.write(&format!("train {} {{", t.network.name));
-                self.trailing(t.network.span.end as usize);
+                self.trailing(self.after_brace(t.network.span.end as usize));
                 let key_width = t.settings.iter().map(|s| s.key.name.len()).max().unwrap_or(0);
                 for s in &t.settings {
                     let start = s.key.span.start as usize;

@@ -1,0 +1,179 @@
+//! No input makes the compiler panic, hang or run away with memory: arbitrary bytes, token
+//! soup and mutated example files all end in a plan or in located diagnostics.
+
+mod common;
+
+use nnc_compiler::diagnostic::{Color, render};
+use nnc_compiler::plan::Plan;
+use nnc_compiler::{Error, Model};
+use proptest::prelude::*;
+
+/// The outcome must be a printable plan or printable, located diagnostics.
+fn check_outcome(result: Result<Model, Error>) {
+    match result {
+        Ok(model) => {
+            for g in &model.networks {
+                let plan = Plan::new(g, &model.sources, 1, None);
+                assert!(!plan.to_string().is_empty());
+            }
+        }
+        Err(Error::Invalid { sources, diagnostics }) => {
+            assert!(!diagnostics.is_empty(), "invalid without a diagnostic");
+            for d in &diagnostics {
+                let p = d.primary.as_ref().expect("every diagnostic is located");
+                assert!(p.span.start <= p.span.end);
+                assert!(p.span.end as usize <= sources.get(p.span.file).text.len());
+            }
+            assert!(!render(&sources, &diagnostics, Color::Never).is_empty());
+            assert!(!render(&sources, &diagnostics, Color::Always).is_empty());
+        }
+        Err(Error::Read(e)) => panic!("text input cannot fail to read: {e}"),
+    }
+}
+
+const TOKENS: &[&str] = &[
+    "network",
+    "block",
+    "train",
+    "include",
+    "let",
+    "init",
+    "if",
+    "else",
+    "and",
+    "or",
+    "not",
+    "true",
+    "false",
+    "seq",
+    "of",
+    "onehot",
+    "tokens",
+    "x",
+    "y",
+    "image",
+    "conv",
+    "dense",
+    "relu",
+    "add",
+    "concat",
+    "lstm",
+    "basic",
+    "channels",
+    "sgd",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "=",
+    "|>",
+    "*",
+    "+",
+    "-",
+    "/",
+    "%",
+    "==",
+    "!=",
+    "<",
+    ">=",
+    "0",
+    "1",
+    "3",
+    "64",
+    "9999999999999999999999",
+    "1e400",
+    "0.5",
+    "\"a.net\"",
+    "#c\n",
+    "\n",
+    " ",
+    "\u{0}",
+    "é",
+    "\u{202e}",
+];
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("robustness");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("bytes-{:x}.net", bytes.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))));
+        std::fs::write(&path, &bytes).unwrap();
+        check_outcome(nnc_compiler::compile_file(&path));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..120)) {
+        let text = tokens.join(" ");
+        check_outcome(nnc_compiler::compile_str("soup.net", &text, None));
+        let _ = nnc_compiler::fmt::format("soup.net", &text);
+    }
+
+    /// Valid prefixes followed by soup reach deep into the grammar and the checker.
+    #[test]
+    fn network_with_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..60)) {
+        let text = format!("network n(x: [3, 8, 8]) {{\n    x |> {}\n}}\n", tokens.join(" "));
+        check_outcome(nnc_compiler::compile_str("soup.net", &text, None));
+    }
+
+    #[test]
+    fn mutated_examples_never_panic(
+        which in 0usize..64,
+        edits in prop::collection::vec((0usize..100_000, 0usize..12, prop::sample::select(TOKENS), 0u8..4), 1..6),
+    ) {
+        let examples = common::examples();
+        let (_, original) = &examples[which % examples.len()];
+        let mut text: Vec<char> = original.chars().collect();
+        for (at, len, token, kind) in edits {
+            let at = at % (text.len() + 1);
+            let end = (at + len).min(text.len());
+            match kind {
+                0 => { text.drain(at..end); }
+                1 => { text.splice(at..at, token.chars()); }
+                2 => { text.splice(at..end, token.chars()); }
+                _ => { let copy: Vec<char> = text[at..end].to_vec(); text.splice(at..at, copy); }
+            }
+        }
+        let text: String = text.into_iter().collect();
+        check_outcome(common::compile_example_text(&text));
+        let _ = nnc_compiler::fmt::format("mutated.net", &text);
+    }
+}
+
+/// Deep nesting, long operator chains and huge repetition are refused with a message.
+#[test]
+fn pathological_inputs_are_refused_quickly() {
+    let deep = format!("network n(x: [1]) {{ x |> dense({}1{}) }}", "(".repeat(100_000), ")".repeat(100_000));
+    let long = format!("network n(x: [1]) {{ x |> dense(1{}) }}", " + 1".repeat(100_000));
+    let neg = format!("network n(x: [1]) {{ x |> dense({}1) }}", "-".repeat(10_000));
+    let ifs = format!("network n(x: [1]) {{ x |> dense({} 1 }}) }}", "if true { 1 } else ".repeat(20_000));
+    let reps = "block b(x) { x |> relu * 1000 }\nnetwork n(x: [1]) { x |> b * 1000 }";
+    for text in [deep.as_str(), long.as_str(), neg.as_str(), ifs.as_str(), reps] {
+        match nnc_compiler::compile_str("p.net", text, None) {
+            Err(Error::Invalid { diagnostics, .. }) => assert!(!diagnostics.is_empty()),
+            other => panic!("expected a refusal, got {:?}", other.map(|m| m.networks.len())),
+        }
+    }
+}
+
+/// Very large but representable models are planned exactly; the limit is per tensor.
+#[test]
+fn large_models_are_counted_without_overflow() {
+    let big = common::compile_ok("big.net", "network n(x: [100000]) { x |> dense(100000) |> dense(100000) }");
+    assert_eq!(big.networks[0].trainable_params(), 20_000_200_000);
+}
+
+#[test]
+fn empty_and_whitespace_files_are_model_errors() {
+    for text in ["", "   \n\n", "# only a comment\n"] {
+        let Err(Error::Invalid { diagnostics, .. }) = nnc_compiler::compile_str("e.net", text, None) else {
+            panic!("{text:?} should be refused");
+        };
+        assert!(diagnostics[0].message.contains("defines no network"));
+    }
+}
