@@ -1,0 +1,71 @@
+//! The language reference covers every layer, argument and train setting the compiler
+//! knows, so adding a layer without documenting it fails here.
+
+use nnc_compiler::layers::KINDS;
+use nnc_compiler::train::SETTINGS;
+
+fn reference() -> String {
+    std::fs::read_to_string("docs/language.md").unwrap()
+}
+
+/// The text from a layer's `###` heading to the next heading.
+fn section<'a>(doc: &'a str, layer: &str) -> Option<&'a str> {
+    let start = doc.lines().position(|l| l.starts_with("### ") && l.contains(&format!("`{layer}`")))?;
+    let lines: Vec<&str> = doc.lines().collect();
+    let from = doc.find(lines[start])?;
+    let rest = &doc[from + lines[start].len()..];
+    let end = rest.find("\n### ").or_else(|| rest.find("\n## ")).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+#[test]
+fn every_layer_and_argument_is_documented() {
+    let doc = reference();
+    for kind in KINDS {
+        let text = section(&doc, kind.name).unwrap_or_else(|| panic!("no section for `{}`", kind.name));
+        for arg in kind.args {
+            // Layers documented together (`avgpool` "as for `maxpool`") may defer their table.
+            let deferred = text.replace('\n', " ").contains("Arguments and shape as for `");
+            assert!(
+                deferred || text.contains(&format!("`{}`", arg.name)),
+                "`{}` of `{}` is undocumented",
+                arg.name,
+                kind.name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_train_setting_is_documented() {
+    let doc = reference();
+    let train = &doc[doc.find("## The train section").unwrap()..];
+    for (name, _) in SETTINGS {
+        assert!(train.contains(&format!("| `{name}` |")), "train setting `{name}` is undocumented");
+    }
+}
+
+/// The error shown in the reference is the one the compiler prints today.
+#[test]
+fn the_documented_error_is_current() {
+    let doc = reference();
+    let snapshot = std::fs::read_to_string(
+        "tests/snapshots/diagnostics__bad_models_have_reviewed_diagnostics@add_shape_mismatch.net.snap",
+    )
+    .unwrap();
+    let body = snapshot.splitn(3, "---\n").nth(2).unwrap();
+    let message: String = body.lines().take_while(|l| !l.is_empty()).map(|l| format!("{l}\n")).collect();
+    assert!(doc.contains(&message), "docs/language.md shows an outdated error:\n{message}");
+}
+
+/// The README's tour shows the real LeNet-5 file and the plan `nnc compile` prints for it.
+#[test]
+fn the_readme_tour_is_current() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let example = std::fs::read_to_string("examples/lenet5.net").unwrap();
+    assert!(readme.contains(&example), "README shows an outdated examples/lenet5.net");
+    let model = nnc_compiler::compile_file(std::path::Path::new("examples/lenet5.net")).unwrap();
+    let g = &model.networks[0];
+    let plan = nnc_compiler::plan::Plan::new(g, &model.sources, 1, model.train_config(&g.name).cloned());
+    assert!(readme.contains(&plan.to_string()), "README shows an outdated plan:\n{plan}");
+}
