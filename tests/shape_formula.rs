@@ -98,14 +98,13 @@ proptest! {
                 }
             }
         }
-        if fails_at.is_none() {
-            if let Some(n) = dense {
+        if fails_at.is_none()
+            && let Some(n) = dense {
                 stages.push("flatten".into());
                 expected.push((format!("[{}]", c * h * w), 0));
                 stages.push(format!("dense({n})"));
                 expected.push((format!("[{n}]"), c * h * w * n + n));
             }
-        }
         let source = format!(
             "network chain(x: [{}, {}, {}]) {{\n    x\n    |> {}\n}}\n",
             input.0, input.1, input.2, stages.join("\n    |> ")
