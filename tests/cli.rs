@@ -149,3 +149,16 @@ fn graph_prints_dot_with_block_clusters() {
     assert_eq!(dot.matches(" -> ").count(), 76);
     assert!(dot.trim_end().ends_with('}'));
 }
+
+#[test]
+fn warnings_are_printed_but_do_not_fail() {
+    let dir = scratch("warn");
+    let file = dir.join("w.net");
+    std::fs::write(&file, "network n(x: [10]) {\n    let unused = x |> relu\n    x |> dense(2)\n}\n")
+        .unwrap();
+    let o = nnc(&["check", file.to_str().unwrap()]);
+    assert_eq!(code(&o), 0);
+    let err = text(&o.stderr);
+    assert!(err.contains("warning: `unused` is never used"), "{err}");
+    assert!(err.contains("w.net:2:9"), "{err}");
+}

@@ -139,3 +139,14 @@ fn includes_share_blocks_and_are_read_once() {
     assert_eq!(files, ["examples/x.net", "examples/blocks/resnet.net"]);
     assert_eq!(model.networks[0].node(model.networks[0].output).shape.to_string(), "[64, 8, 8]");
 }
+
+#[test]
+fn unused_bindings_parameters_and_inputs_are_warned_about() {
+    let model = compile_ok(
+        "w.net",
+        "block down(x, c, stride = 2, _spare = 0) {\n    let y = x |> conv(c, 3, stride: stride, pad: 1)\n    let s = x |> conv(c, 1, stride: stride)\n    relu(y + x)\n}\n\n\
+         network net(image: [64, 16, 16], label: [10]) {\n    image |> down(64, stride: 1)\n}\n",
+    );
+    let warnings: Vec<&str> = model.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(warnings, ["`s` is never used", "input `label` is never used"]);
+}

@@ -159,8 +159,4 @@ impl Diagnostics {
     pub fn into_vec(self) -> Vec<Diagnostic> {
         self.list
     }
-
-    pub fn as_slice(&self) -> &[Diagnostic] {
-        &self.list
-    }
 }

@@ -47,6 +47,8 @@ pub struct Model {
     pub networks: Vec<Graph>,
     /// The main file's train sections, checked.
     pub trains: Vec<TrainConfig>,
+    /// Problems that do not stop compilation (unused bindings).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Model {
@@ -102,9 +104,11 @@ fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
 }
 
 fn compile_program(program: &load::Program, mut diagnostics: Diagnostics) -> Result<Model, Error> {
+    // A failed compilation reports only its errors: the warnings that accompany them are
+    // mostly their consequences (a misspelt name leaves the intended one unused).
     let invalid = |diagnostics: Diagnostics| Error::Invalid {
         sources: program.sources.clone(),
-        diagnostics: diagnostics.into_vec(),
+        diagnostics: diagnostics.into_vec().into_iter().filter(Diagnostic::is_error).collect(),
     };
     // Syntax errors leave items missing; checking the rest would report phantom
     // "unknown name" errors for them.
@@ -130,5 +134,5 @@ fn compile_program(program: &load::Program, mut diagnostics: Diagnostics) -> Res
     if diagnostics.has_errors() {
         return Err(invalid(diagnostics));
     }
-    Ok(Model { sources: program.sources.clone(), networks, trains })
+    Ok(Model { sources: program.sources.clone(), networks, trains, warnings: diagnostics.into_vec() })
 }

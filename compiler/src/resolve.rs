@@ -11,7 +11,7 @@ use crate::load::Program;
 use crate::source::Span;
 use crate::suggest::did_you_mean;
 use crate::syntax::ast::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The program's definitions, by kind.
 #[derive(Debug, Default)]
@@ -102,10 +102,11 @@ pub fn resolve<'a>(program: &'a Program, diagnostics: &mut Diagnostics) -> Resol
             );
         }
     }
-    let mut checker = Checker { items: &items, diagnostics, calls: BTreeMap::new(), current: None };
+    let mut checker =
+        Checker { items: &items, diagnostics, calls: BTreeMap::new(), current: None, used: HashSet::new() };
     for b in items.blocks.values() {
         checker.current = Some(b.name.name.as_str());
-        let bound: Vec<&str> = b.params.iter().map(|p| p.name.name.as_str()).collect();
+        let bound: Vec<Binding> = b.params.iter().map(|p| (p.name.name.as_str(), p.name.span)).collect();
         for (i, p) in b.params.iter().enumerate() {
             if let Some(first) = b.params[..i].iter().find(|q| q.name.name == p.name.name) {
                 checker.diagnostics.push(duplicate("parameter", &p.name, first.name.span));
@@ -115,11 +116,13 @@ pub fn resolve<'a>(program: &'a Program, diagnostics: &mut Diagnostics) -> Resol
             }
         }
         checker.body(&b.body, &bound);
+        checker.warn_unused(&bound, |n| format!("parameter `{n}` of `{}`", b.name.name));
     }
     checker.current = None;
     for n in &items.networks {
-        let bound: Vec<&str> = n.inputs.iter().map(|i| i.name.name.as_str()).collect();
+        let bound: Vec<Binding> = n.inputs.iter().map(|i| (i.name.name.as_str(), i.name.span)).collect();
         checker.body(&n.body, &bound);
+        checker.warn_unused(&bound, |n| format!("input `{n}`"));
     }
     let expandable = checker.check_recursion();
     Resolved { items, expandable }
@@ -188,38 +191,62 @@ pub fn unknown_block_arg<'a>(
     }
 }
 
+/// A name in scope and where it was bound.
+type Binding<'a> = (&'a str, Span);
+
 struct Checker<'i, 'a, 'd> {
     items: &'i Items<'a>,
     diagnostics: &'d mut Diagnostics,
     /// Block → blocks it calls, with the call site (for recursion).
     calls: BTreeMap<&'a str, Vec<(&'a str, Span)>>,
     current: Option<&'a str>,
+    /// Bindings (by where they were bound) that some expression refers to.
+    used: HashSet<Span>,
 }
 
 impl<'a> Checker<'_, 'a, '_> {
-    fn body(&mut self, body: &'a Body, outer: &[&'a str]) {
+    fn body(&mut self, body: &'a Body, outer: &[Binding<'a>]) {
         let mut bound = outer.to_vec();
         for s in &body.stmts {
             match s {
                 Stmt::Let { name, value, .. } => {
                     self.expr(value, &bound);
-                    bound.push(&name.name);
+                    bound.push((&name.name, name.span));
                 }
                 Stmt::Init { value, .. } => self.expr(value, &bound),
             }
         }
         self.expr(&body.result, &bound);
+        self.warn_unused(&bound[outer.len()..], |n| format!("`{n}`"));
     }
 
-    fn expr(&mut self, e: &'a Expr, bound: &[&'a str]) {
+    /// Warns about bindings nothing refers to: often a typo for the name meant, as in
+    /// `relu(y + x)` where the projected shortcut `s` was intended.
+    fn warn_unused(&mut self, bindings: &[Binding<'a>], what: impl Fn(&str) -> String) {
+        for &(name, span) in bindings {
+            if !self.used.contains(&span) && !name.starts_with('_') {
+                self.diagnostics.push(
+                    Diagnostic::warning(format!("{} is never used", what(name)))
+                        .at(span, "bound here")
+                        .with_help(format!("use it, or rename it to `_{name}` if it is meant to be unused")),
+                );
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &'a Expr, bound: &[Binding<'a>]) {
         match &e.kind {
             ExprKind::Int { .. } | ExprKind::Float { .. } | ExprKind::Bool(_) | ExprKind::Str(_) => {}
-            ExprKind::Name(id) => {
-                if !bound.contains(&id.name.as_str()) && !SYMBOLS.contains(&id.name.as_str()) {
-                    let scope: Vec<&str> = bound.iter().rev().copied().collect();
+            ExprKind::Name(id) => match bound.iter().rev().find(|(n, _)| *n == id.name) {
+                Some((_, at)) => {
+                    self.used.insert(*at);
+                }
+                None if SYMBOLS.contains(&id.name.as_str()) => {}
+                None => {
+                    let scope: Vec<&str> = bound.iter().rev().map(|(n, _)| *n).collect();
                     self.diagnostics.push(bad_name(self.items, &id.name, e.span, scope));
                 }
-            }
+            },
             ExprKind::List(items) => items.iter().for_each(|i| self.expr(i, bound)),
             ExprKind::Call(c) => self.call(c, bound),
             ExprKind::Unary(_, inner) => self.expr(inner, bound),
@@ -241,7 +268,7 @@ impl<'a> Checker<'_, 'a, '_> {
         }
     }
 
-    fn stages(&mut self, stages: &'a [Stage], bound: &[&'a str]) {
+    fn stages(&mut self, stages: &'a [Stage], bound: &[Binding<'a>]) {
         for s in stages {
             match &s.kind {
                 StageKind::Call(c) => self.call(c, bound),
@@ -253,7 +280,7 @@ impl<'a> Checker<'_, 'a, '_> {
         }
     }
 
-    fn call(&mut self, c: &'a Call, bound: &[&'a str]) {
+    fn call(&mut self, c: &'a Call, bound: &[Binding<'a>]) {
         for a in &c.args {
             self.expr(&a.value, bound);
         }
@@ -278,7 +305,9 @@ impl<'a> Checker<'_, 'a, '_> {
                     self.diagnostics.push(unknown_arg(spec, &n.name, n.span));
                 }
             }
-        } else if bound.contains(&name) {
+        } else if let Some((_, at)) = bound.iter().rev().find(|(n, _)| *n == name) {
+            // Misused, but used: the error says so; an "unused" warning would not help.
+            self.used.insert(*at);
             self.diagnostics.push(not_callable(name, c.name.span));
         } else if !builtin_names().contains(&name) && !CTORS.contains(&name) {
             let mut candidates: Vec<&str> = layers::KINDS.iter().map(|k| k.name).collect();

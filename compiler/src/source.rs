@@ -85,11 +85,6 @@ impl SourceMap {
         &self.files[id.0 as usize]
     }
 
-    /// The source text a span covers.
-    pub fn snippet(&self, span: Span) -> &str {
-        self.get(span.file).text.get(span.range()).unwrap_or("")
-    }
-
     /// `file:line:col` of the start of a span.
     pub fn location(&self, span: Span) -> String {
         let file = self.get(span.file);

@@ -85,7 +85,9 @@ pub struct Ui {
 impl Ui {
     /// Compiles a file, printing its diagnostics on failure; `Err` holds the exit status.
     pub fn compile(&self, path: &Path) -> Result<Model, u8> {
-        nnc_compiler::compile_file(path).map_err(|e| self.report(e))
+        let model = nnc_compiler::compile_file(path).map_err(|e| self.report(e))?;
+        eprint!("{}", diagnostic::render(&model.sources, &model.warnings, self.color));
+        Ok(model)
     }
 
     /// Prints a compile error and returns the exit status it calls for.

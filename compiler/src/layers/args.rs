@@ -156,10 +156,6 @@ impl Args {
         self.values[i].and_then(|(_, s)| s).unwrap_or(self.call)
     }
 
-    pub fn is_given(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
     pub fn int(&self, name: &str) -> i64 {
         match self.get(name) {
             Some(ArgValue::Int(i)) => i,
