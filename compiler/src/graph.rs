@@ -94,6 +94,8 @@ impl Node {
 pub struct Scope {
     /// `basic3` — the block's name and its occurrence in the parent scope.
     pub name: String,
+    /// The block's name: `basic`.
+    pub block: String,
     pub path: String,
     pub parent: Option<ScopeId>,
     /// The call with evaluated arguments: `basic(128, stride: 2)`.

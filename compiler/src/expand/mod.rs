@@ -43,6 +43,7 @@ pub fn network(items: &Items<'_>, net: &ast::NetworkDef, diagnostics: &mut Diagn
         nodes: Vec::new(),
         scopes: vec![Scope {
             name: String::new(),
+            block: String::new(),
             path: String::new(),
             parent: None,
             call: net.name.name.clone(),
@@ -215,7 +216,7 @@ impl Expander<'_> {
     pub(crate) fn open_scope(&mut self, parent: ScopeId, block: &str, call: String, span: Span) -> ScopeId {
         let name = self.fresh_name(parent, block);
         let path = self.path(parent, &name);
-        self.scopes.push(Scope { name, path, parent: Some(parent), call, span });
+        self.scopes.push(Scope { name, block: block.to_string(), path, parent: Some(parent), call, span });
         ScopeId(self.scopes.len() as u32 - 1)
     }
 

@@ -38,6 +38,8 @@ pub struct Row {
     pub name: String,
     /// `stage2.bottleneck1.conv2`: the prefix of its parameters' names.
     pub path: String,
+    /// The layer kind (`conv`), `input`, or for a block use the block's name.
+    pub op_kind: String,
     /// The call with evaluated arguments.
     pub op: String,
     /// Output shape (for a block, of its last layer).
@@ -122,6 +124,7 @@ impl Plan {
                     depth: open.len(),
                     name: scope.name.clone(),
                     path: scope.path.clone(),
+                    op_kind: scope.block.clone(),
                     op: scope.call.clone(),
                     output: last[i].map(|l| graph.node(l).shape.to_string()).unwrap_or_default(),
                     dims: Vec::new(),
@@ -138,6 +141,7 @@ impl Plan {
                 depth: open.len(),
                 name: n.name.clone(),
                 path: n.path.clone(),
+                op_kind: n.kind_name().to_string(),
                 op: n.description.clone(),
                 output: n.shape.to_string(),
                 dims: n.shape.dims(),
