@@ -24,6 +24,8 @@ pub mod graph;
 pub mod init;
 pub mod layers;
 pub mod load;
+pub mod lower;
+pub mod ops;
 pub mod plan;
 pub mod resolve;
 pub mod shape;

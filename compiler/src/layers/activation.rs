@@ -3,6 +3,8 @@
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
+use crate::lower::{Lower, batched};
+use crate::ops::{Op, TensorId, UnaryFn};
 use crate::shape::Shape;
 
 const RULE: &str = "any feature shape → the same shape";
@@ -85,5 +87,16 @@ impl Layer for Activation {
             Shape::Tokens { .. } => Err(needs_features(self.name(), &inputs[0])),
             s => Ok(s),
         }
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], output: &Shape) -> TensorId {
+        let f = match *self {
+            Activation::Relu => UnaryFn::Relu,
+            Activation::LeakyRelu { slope } => UnaryFn::LeakyRelu(slope as f32),
+            Activation::Tanh => UnaryFn::Tanh,
+            Activation::Sigmoid => UnaryFn::Sigmoid,
+        };
+        let len = cx.batch() * output.elements() as usize;
+        cx.op(Op::Unary { len, f }, vec![inputs[0]], batched(cx.batch(), output))
     }
 }

@@ -4,6 +4,8 @@
 use super::args::Args;
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
+use crate::lower::{Lower, batched};
+use crate::ops::{Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -39,6 +41,11 @@ impl Layer for Add {
             }
         }
         Ok(first)
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], output: &Shape) -> TensorId {
+        let op = Op::Add { len: cx.batch() * output.elements() as usize, inputs: inputs.len() };
+        cx.op(op, inputs.to_vec(), batched(cx.batch(), output))
     }
 }
 

@@ -5,6 +5,8 @@ use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Layer, LayerSpec, ParamRole, ParamSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
 use crate::init::Init;
+use crate::lower::{Lower, batched};
+use crate::ops::{Layout, Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -53,5 +55,18 @@ impl Layer for BatchNorm {
             ParamSpec::fixed("running_mean", vec![c], ParamRole::Buffer, Init::Zeros),
             ParamSpec::fixed("running_var", vec![c], ParamRole::Buffer, Init::Ones),
         ]
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let channels = shapes[0].channels().unwrap_or(0) as usize;
+        let params: Vec<TensorId> = (0..4).map(|i| cx.param(i, Layout::Same)).collect();
+        let fold = cx.op(Op::BatchNormFold { channels, eps: self.eps as f32 }, params, vec![2, channels]);
+        // Images normalise per channel over positions; vectors and sequences per feature.
+        let (outer, inner) = match shapes[0] {
+            Shape::Image { h, w, .. } => (cx.batch(), (h * w) as usize),
+            other => (cx.batch() * other.elements() as usize / channels, 1),
+        };
+        let op = Op::ScaleShiftChannel { outer, channels, inner };
+        cx.op(op, vec![inputs[0], fold], batched(cx.batch(), output))
     }
 }

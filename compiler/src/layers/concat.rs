@@ -4,6 +4,8 @@
 use super::args::Args;
 use super::{Arity, Layer, LayerSpec, ShapeError};
 use crate::diagnostic::Diagnostic;
+use crate::lower::{Lower, batched};
+use crate::ops::{Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -43,6 +45,19 @@ impl Layer for Concat {
             );
         }
         Ok(out)
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        // Joined along the outermost per-example axis of images and vectors, and along
+        // features within each step of a sequence.
+        let (outer, inners): (usize, Vec<usize>) = match output {
+            Shape::Seq { steps, .. } => (
+                cx.batch() * *steps as usize,
+                shapes.iter().map(|s| s.channels().unwrap_or(0) as usize).collect(),
+            ),
+            _ => (cx.batch(), shapes.iter().map(|s| s.elements() as usize).collect()),
+        };
+        cx.op(Op::Concat { outer, inners }, inputs.to_vec(), batched(cx.batch(), output))
     }
 }
 

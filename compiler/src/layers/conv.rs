@@ -5,6 +5,8 @@ use super::window::Window;
 use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError, needs_image};
 use crate::diagnostic::Diagnostic;
 use crate::init::Init;
+use crate::lower::{Lower, batched};
+use crate::ops::{Layout, Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -108,6 +110,22 @@ impl Layer for Conv {
         let c = inputs[0].channels().unwrap_or(0);
         let (kh, kw) = self.window.kernel;
         output.elements().saturating_mul(c / self.groups).saturating_mul(kh * kw)
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let Shape::Image { c, h, w } = shapes[0] else { unreachable!("checked: conv reads images") };
+        let win = self.window.batched(cx.batch(), c, h, w);
+        let weight = cx.param(0, Layout::Same);
+        let dims = batched(cx.batch(), output);
+        let k = self.out as usize;
+        let y =
+            cx.op(Op::Conv2d { win, k, groups: self.groups as usize }, vec![inputs[0], weight], dims.clone());
+        if !self.bias {
+            return y;
+        }
+        let bias = cx.param(1, Layout::Same);
+        let op = Op::AddChannel { outer: cx.batch(), channels: k, inner: win.oh * win.ow };
+        cx.op(op, vec![y, bias], dims)
     }
 }
 

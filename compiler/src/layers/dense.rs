@@ -5,6 +5,8 @@ use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
 use crate::init::Init;
+use crate::lower::{Lower, batched};
+use crate::ops::{Layout, Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -78,6 +80,20 @@ impl Layer for Dense {
 
     fn macs(&self, inputs: &[Shape], output: &Shape) -> u64 {
         output.elements().saturating_mul(Dense::in_features(&inputs[0]))
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        // Rows are examples, or every step of every sequence.
+        let rows = cx.batch() * (output.elements() / self.out) as usize;
+        let (k, n) = (Dense::in_features(&shapes[0]) as usize, self.out as usize);
+        let weight = cx.param(0, Layout::Transposed);
+        let dims = batched(cx.batch(), output);
+        let y = cx.op(Op::MatMul { m: rows, k, n }, vec![inputs[0], weight], dims.clone());
+        if !self.bias {
+            return y;
+        }
+        let bias = cx.param(1, Layout::Same);
+        cx.op(Op::AddChannel { outer: rows, channels: n, inner: 1 }, vec![y, bias], dims)
     }
 }
 

@@ -4,6 +4,8 @@
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
+use crate::lower::Lower;
+use crate::ops::TensorId;
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -36,5 +38,9 @@ impl Layer for Dropout {
             Shape::Tokens { .. } => Err(needs_features("dropout", &inputs[0])),
             s => Ok(s),
         }
+    }
+
+    fn lower(&self, _: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], _: &Shape) -> TensorId {
+        inputs[0] // inference: the identity
     }
 }

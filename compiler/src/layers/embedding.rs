@@ -5,6 +5,8 @@ use super::args::{ArgSpec, ArgType, Args};
 use super::{Arity, Layer, LayerSpec, ParamSpec, ShapeError};
 use crate::diagnostic::Diagnostic;
 use crate::init::Init;
+use crate::lower::{Lower, batched};
+use crate::ops::{Layout, Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -54,5 +56,18 @@ impl Layer for Embedding {
             vec![vocab, self.dim],
             Some(self.init.unwrap_or(Init::Normal { std: 1.0 })),
         )]
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let Shape::Tokens { steps, vocab } = shapes[0] else {
+            unreachable!("checked: embedding reads tokens")
+        };
+        let table = cx.param(0, Layout::Same);
+        let op = Op::Embedding {
+            count: cx.batch() * steps as usize,
+            vocab: vocab as usize,
+            dim: self.dim as usize,
+        };
+        cx.op(op, vec![inputs[0], table], batched(cx.batch(), output))
     }
 }

@@ -3,6 +3,8 @@
 use super::args::Args;
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
+use crate::lower::Lower;
+use crate::ops::TensorId;
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -27,5 +29,9 @@ impl Layer for Flatten {
             Shape::Tokens { .. } => Err(needs_features("flatten", &inputs[0])),
             ref s => Ok(Shape::Vector { n: s.elements() }),
         }
+    }
+
+    fn lower(&self, _: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], _: &Shape) -> TensorId {
+        inputs[0] // the same values, read as a vector
     }
 }

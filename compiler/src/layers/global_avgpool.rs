@@ -3,6 +3,8 @@
 use super::args::Args;
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_image};
 use crate::diagnostic::Diagnostic;
+use crate::lower::{Lower, batched};
+use crate::ops::{Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -27,5 +29,13 @@ impl Layer for GlobalAvgPool {
             Shape::Image { c, .. } => Ok(Shape::Vector { n: c }),
             ref other => Err(needs_image("global_avgpool", other)),
         }
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let Shape::Image { c, h, w } = shapes[0] else {
+            unreachable!("checked: global_avgpool reads images")
+        };
+        let op = Op::GlobalAvgPool { n: cx.batch(), c: c as usize, hw: (h * w) as usize };
+        cx.op(op, vec![inputs[0]], batched(cx.batch(), output))
     }
 }

@@ -5,6 +5,8 @@
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_image};
 use crate::diagnostic::Diagnostic;
+use crate::lower::{Lower, batched};
+use crate::ops::{Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -45,5 +47,19 @@ impl Layer for Lrn {
             s @ Shape::Image { .. } => Ok(s),
             ref other => Err(needs_image("lrn", other)),
         }
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let Shape::Image { c, h, w } = shapes[0] else { unreachable!("checked: lrn reads images") };
+        let op = Op::Lrn {
+            n: cx.batch(),
+            c: c as usize,
+            hw: (h * w) as usize,
+            size: self.size as usize,
+            alpha: self.alpha as f32,
+            beta: self.beta as f32,
+            k: self.k as f32,
+        };
+        cx.op(op, vec![inputs[0]], batched(cx.batch(), output))
     }
 }

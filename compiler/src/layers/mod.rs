@@ -21,6 +21,8 @@ mod recurrent;
 mod softmax;
 
 use crate::init::Init;
+use crate::lower::Lower;
+use crate::ops::TensorId;
 use crate::shape::Shape;
 use args::{ArgSpec, Args};
 use std::fmt;
@@ -150,6 +152,9 @@ pub trait Layer: fmt::Debug + Send + Sync {
     fn macs(&self, _inputs: &[Shape], _output: &Shape) -> u64 {
         0
     }
+    /// Adds the tensor ops that compute this layer (inference form) and returns the
+    /// output tensor. Called only on checked shapes.
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId;
 }
 
 /// Every layer kind the language has.

@@ -4,6 +4,8 @@ use super::args::{ArgSpec, ArgType, ArgValue, Args, Padding};
 use super::window::Window;
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_image};
 use crate::diagnostic::Diagnostic;
+use crate::lower::{Lower, batched};
+use crate::ops::{Op, TensorId};
 use crate::shape::Shape;
 
 const ARGS: &[ArgSpec] = &[
@@ -100,6 +102,16 @@ impl Layer for Pool {
         };
         let p = self.window.place(kind, h, w)?;
         Ok(Shape::Image { c, h: p.out.0, w: p.out.1 })
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let Shape::Image { c, h, w } = shapes[0] else { unreachable!("checked: pools read images") };
+        let win = self.window.batched(cx.batch(), c, h, w);
+        let reduce = match self.reduce {
+            Reduce::Max => crate::ops::Reduce::Max,
+            Reduce::Mean => crate::ops::Reduce::Mean,
+        };
+        cx.op(Op::Pool2d { win, reduce }, vec![inputs[0]], batched(cx.batch(), output))
     }
 }
 

@@ -5,6 +5,8 @@ use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
 use crate::diagnostic::Diagnostic;
 use crate::init::Init;
+use crate::lower::{Lower, batched};
+use crate::ops::{Layout, Op, TensorId};
 use crate::shape::Shape;
 
 const ARGS: &[ArgSpec] = &[
@@ -159,6 +161,31 @@ impl Layer for Recurrent {
         };
         let g = self.cell.gates() * self.hidden;
         steps.saturating_mul(g.saturating_mul(n.saturating_add(self.hidden)))
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let Shape::Seq { steps, features } = shapes[0] else {
+            unreachable!("checked: recurrent layers read sequences")
+        };
+        let cell = match self.cell {
+            Cell::Rnn => crate::ops::Cell::Rnn,
+            Cell::Lstm => crate::ops::Cell::Lstm,
+            Cell::Gru => crate::ops::Cell::Gru,
+        };
+        let mut args = vec![inputs[0], cx.param(0, Layout::Transposed), cx.param(1, Layout::Transposed)];
+        if self.bias {
+            args.extend([cx.param(2, Layout::Same), cx.param(3, Layout::Same)]);
+        }
+        let r = crate::ops::Recurrence {
+            cell,
+            n: cx.batch(),
+            t: steps as usize,
+            f: features as usize,
+            h: self.hidden as usize,
+            last: self.last,
+            bias: self.bias,
+        };
+        cx.op(Op::Recurrent(r), args, batched(cx.batch(), output))
     }
 }
 

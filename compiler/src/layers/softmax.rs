@@ -4,6 +4,8 @@
 use super::args::Args;
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
+use crate::lower::{Lower, batched};
+use crate::ops::{Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -33,5 +35,11 @@ impl Layer for Softmax {
             .help("flatten it or pool it to a vector first")),
             ref other => Err(needs_features("softmax", other)),
         }
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], output: &Shape) -> TensorId {
+        let cols = output.channels().unwrap_or(1) as usize;
+        let rows = cx.batch() * output.elements() as usize / cols;
+        cx.op(Op::Softmax { rows, cols }, vec![inputs[0]], batched(cx.batch(), output))
     }
 }

@@ -83,6 +83,29 @@ impl Window {
     }
 }
 
+impl Window {
+    /// The window over a batch of `[c, h, w]` images, for lowering (shapes are checked).
+    pub fn batched(&self, n: usize, c: u64, h: u64, w: u64) -> crate::ops::Window2d {
+        let p = self.place("", h, w).expect("lowering runs on checked shapes");
+        let u = |x: u64| x as usize;
+        crate::ops::Window2d {
+            n,
+            c: u(c),
+            h: u(h),
+            w: u(w),
+            kh: u(self.kernel.0),
+            kw: u(self.kernel.1),
+            sh: u(self.stride.0),
+            sw: u(self.stride.1),
+            dh: u(self.dilation.0),
+            dw: u(self.dilation.1),
+            pad: p.pad.map(u),
+            oh: u(p.out.0),
+            ow: u(p.out.1),
+        }
+    }
+}
+
 /// TensorFlow's `same` padding: output `ceil(input / stride)`, the odd pixel at the end.
 fn same(input: u64, k: u64, s: u64, d: u64) -> (u64, u64) {
     let out = input.div_ceil(s);

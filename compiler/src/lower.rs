@@ -1,0 +1,86 @@
+//! Stage 4: lowering. Turns a checked layer graph into a [`TensorGraph`] for one batch
+//! size, each layer through its own `lower` (in its file under `layers/`).
+//!
+//! `flatten` and inference-mode `dropout` lower to nothing: their output is their input
+//! tensor, read with other dimensions.
+
+use crate::graph::{Graph, Node, NodeKind};
+use crate::ops::{Layout, Op, OpNode, ParamInfo, Role, Tensor, TensorGraph, TensorId};
+use crate::shape::Shape;
+
+/// The dimensions of a per-example shape with the batch in front.
+pub fn batched(batch: usize, shape: &Shape) -> Vec<usize> {
+    std::iter::once(batch).chain(shape.dims().into_iter().map(|d| d as usize)).collect()
+}
+
+/// What a layer's `lower` builds with.
+pub struct Lower<'g> {
+    graph: TensorGraph,
+    node: Option<&'g Node>,
+}
+
+impl Lower<'_> {
+    pub fn batch(&self) -> usize {
+        self.graph.batch
+    }
+
+    /// The current layer's `index`-th parameter (in the order its `params` lists them),
+    /// stored in `layout`.
+    pub fn param(&mut self, index: usize, layout: Layout) -> TensorId {
+        let node = self.node.expect("params are read while lowering a layer");
+        let p = &node.params[index];
+        let torch_dims: Vec<usize> = p.dims.iter().map(|&d| d as usize).collect();
+        let dims = match layout {
+            Layout::Same => torch_dims.clone(),
+            Layout::Transposed => {
+                assert_eq!(torch_dims.len(), 2, "only matrices are transposed");
+                vec![torch_dims[1], torch_dims[0]]
+            }
+        };
+        let info = ParamInfo {
+            name: p.name.clone(),
+            torch_dims,
+            layout,
+            trainable: p.role == crate::layers::ParamRole::Trainable,
+            init: p.init,
+        };
+        self.tensor(p.name.clone(), dims, Role::Param(info))
+    }
+
+    /// Adds `op` on `inputs`, producing a new tensor of `dims`.
+    pub fn op(&mut self, op: Op, inputs: Vec<TensorId>, dims: Vec<usize>) -> TensorId {
+        let layer = self.node.map(|n| n.path.clone()).unwrap_or_default();
+        let output = self.tensor(format!("{layer}:{}", op.name()), dims, Role::Activation);
+        self.graph.ops.push(OpNode { op, inputs, output, layer });
+        output
+    }
+
+    fn tensor(&mut self, name: String, dims: Vec<usize>, role: Role) -> TensorId {
+        self.graph.tensors.push(Tensor { name, dims, role });
+        TensorId(self.graph.tensors.len() as u32 - 1)
+    }
+}
+
+/// Lowers a checked network for `batch` examples per run.
+pub fn lower(graph: &Graph, batch: usize) -> TensorGraph {
+    let mut cx = Lower { graph: TensorGraph { batch, ..TensorGraph::default() }, node: None };
+    let mut tensor_of: Vec<TensorId> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let id = match &node.kind {
+            NodeKind::Input(_) => {
+                let t = cx.tensor(node.name.clone(), batched(batch, &node.shape), Role::Input);
+                cx.graph.inputs.push(t);
+                t
+            }
+            NodeKind::Layer { layer, .. } => {
+                let inputs: Vec<TensorId> = node.inputs.iter().map(|i| tensor_of[i.0 as usize]).collect();
+                let shapes: Vec<Shape> = node.inputs.iter().map(|i| graph.node(*i).shape).collect();
+                cx.node = Some(node);
+                layer.lower(&mut cx, &inputs, &shapes, &node.shape)
+            }
+        };
+        tensor_of.push(id);
+    }
+    cx.graph.output = tensor_of[graph.output.0 as usize];
+    cx.graph
+}
