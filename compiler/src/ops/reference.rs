@@ -254,7 +254,9 @@ mod tests {
     use super::*;
     use crate::ops::UnaryFn;
 
-    fn win(c: usize, h: usize, w: usize, k: usize, s: usize, p: usize, oh: usize, ow: usize) -> Window2d {
+    /// A square window over one `c`-channel image: (height, width), kernel, stride,
+    /// padding, output (height, width).
+    fn win(c: usize, (h, w): (usize, usize), k: usize, s: usize, p: usize, (oh, ow): (usize, usize)) -> Window2d {
         Window2d { n: 1, c, h, w, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pad: [p; 4], oh, ow }
     }
 
@@ -268,10 +270,10 @@ mod tests {
     fn conv_sums_the_window_with_zero_padding() {
         let x: Vec<f32> = (1..=9).map(|v| v as f32).collect(); // 3×3: 1..9
         let w = vec![1.0; 4]; // 2×2 of ones
-        let op = Op::Conv2d { win: win(1, 3, 3, 2, 1, 0, 2, 2), k: 1, groups: 1 };
+        let op = Op::Conv2d { win: win(1, (3, 3), 2, 1, 0, (2, 2)), k: 1, groups: 1 };
         assert_eq!(eval_new(&op, &[&x, &w], 4), [12.0, 16.0, 24.0, 28.0]);
         // Padding 1, stride 2: windows at the corners see one, two or four values.
-        let op = Op::Conv2d { win: win(1, 3, 3, 2, 2, 1, 2, 2), k: 1, groups: 1 };
+        let op = Op::Conv2d { win: win(1, (3, 3), 2, 2, 1, (2, 2)), k: 1, groups: 1 };
         assert_eq!(eval_new(&op, &[&x, &w], 4), [1.0, 5.0, 11.0, 28.0]);
     }
 
@@ -280,16 +282,16 @@ mod tests {
         // Two groups of one channel each; each output sees only its own channel.
         let x = vec![1.0, 2.0]; // [1, 2, 1, 1]
         let w = vec![10.0, 100.0]; // [2, 1, 1, 1]
-        let op = Op::Conv2d { win: win(2, 1, 1, 1, 1, 0, 1, 1), k: 2, groups: 2 };
+        let op = Op::Conv2d { win: win(2, (1, 1), 1, 1, 0, (1, 1)), k: 2, groups: 2 };
         assert_eq!(eval_new(&op, &[&x, &w], 2), [10.0, 200.0]);
     }
 
     #[test]
     fn pools_ignore_padding_for_max_and_count_it_for_mean() {
         let x = vec![1.0, 2.0, 3.0, 4.0]; // 2×2
-        let max = Op::Pool2d { win: win(1, 2, 2, 2, 2, 1, 2, 2), reduce: Reduce::Max };
+        let max = Op::Pool2d { win: win(1, (2, 2), 2, 2, 1, (2, 2)), reduce: Reduce::Max };
         assert_eq!(eval_new(&max, &[&x], 4), [1.0, 2.0, 3.0, 4.0]);
-        let mean = Op::Pool2d { win: win(1, 2, 2, 2, 2, 1, 2, 2), reduce: Reduce::Mean };
+        let mean = Op::Pool2d { win: win(1, (2, 2), 2, 2, 1, (2, 2)), reduce: Reduce::Mean };
         assert_eq!(eval_new(&mean, &[&x], 4), [0.25, 0.5, 0.75, 1.0]);
     }
 
