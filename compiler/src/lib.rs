@@ -22,6 +22,7 @@ pub mod expand;
 pub mod fmt;
 pub mod graph;
 pub mod init;
+pub mod kernel;
 pub mod layers;
 pub mod load;
 pub mod lower;

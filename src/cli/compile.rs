@@ -19,6 +19,19 @@ pub struct Args {
     /// Only this network (default: every network in the file).
     #[arg(long)]
     network: Option<String>,
+    /// Print a later stage instead of the plan: the tensor-op graph (`ops`) or the fused
+    /// kernels with their loop nests (`kernels`), for `--batch` examples.
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+    /// Threads to schedule kernels for (with `--emit kernels`; default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Ops,
+    Kernels,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,6 +60,18 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         },
         None => model.networks.iter().collect(),
     };
+    if let Some(emit) = args.emit {
+        let threads =
+            args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        for g in &graphs {
+            let ops = nnc_compiler::lower::lower(g, args.batch as usize);
+            match emit {
+                Emit::Ops => super::out(&ops.to_string()),
+                Emit::Kernels => super::out(&nnc_compiler::kernel::fuse::fuse(&ops, threads).to_string()),
+            }
+        }
+        return 0;
+    }
     let plans: Vec<Plan> = graphs
         .iter()
         .map(|g| Plan::new(g, &model.sources, args.batch, model.train_config(&g.name).cloned()))
@@ -54,7 +79,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     match args.format {
         Format::Text => {
             let texts: Vec<String> = plans.iter().map(ToString::to_string).collect();
-            print!("{}", texts.join("\n"));
+            super::out(&format!("{}", texts.join("\n")));
         }
         Format::Json => {
             let json = if plans.len() == 1 {
@@ -63,7 +88,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
                 serde_json::to_string_pretty(&plans)
             };
             match json {
-                Ok(s) => println!("{s}"),
+                Ok(s) => super::out(&format!("{s}\n")),
                 Err(e) => {
                     eprintln!("error: cannot encode the plan as JSON: {e}");
                     return EXIT_USAGE;

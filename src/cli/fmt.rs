@@ -2,7 +2,7 @@
 
 use super::{EXIT_MODEL, EXIT_USAGE, Ui};
 use nnc_compiler::diagnostic;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -52,14 +52,13 @@ fn one(ui: &Ui, path: &Path, check: bool) -> u8 {
     };
     if check {
         if formatted != text {
-            println!("{name}: not formatted");
+            super::out(&format!("{name}: not formatted\n"));
             return EXIT_MODEL;
         }
         return 0;
     }
     if stdin {
-        print!("{formatted}");
-        let _ = std::io::stdout().flush();
+        super::out(&format!("{formatted}"));
         return 0;
     }
     if formatted != text {
@@ -67,7 +66,7 @@ fn one(ui: &Ui, path: &Path, check: bool) -> u8 {
             eprintln!("error: cannot write `{name}`: {e}");
             return EXIT_USAGE;
         }
-        println!("formatted {name}");
+        super::out(&format!("formatted {name}\n"));
     }
     0
 }

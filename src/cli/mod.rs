@@ -77,6 +77,20 @@ pub fn run() -> ExitCode {
     ExitCode::from(status)
 }
 
+/// Writes to standard output. A closed pipe (`nnc compile ... | head`) ends the program
+/// quietly, as it does for other command-line tools; any other write error is reported.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(EXIT_USAGE.into());
+        }
+        std::process::exit(0);
+    }
+}
+
 /// Output settings shared by the commands.
 pub struct Ui {
     color: Color,

@@ -1,0 +1,269 @@
+//! Stage 5: fusion. Groups the tensor ops into kernels and writes each group as a loop
+//! nest.
+//!
+//! - Ops that read only parameters (batch-norm folding) become prologue kernels.
+//! - A convolution or matrix product absorbs the element-wise ops that follow it — bias,
+//!   batch-norm affine, activations, a residual `add` — into its epilogue, as long as each
+//!   intermediate feeds only the next op. Intermediates that are fused away are never
+//!   stored.
+//! - Other runs of element-wise ops become one vectorised `Map`.
+//! - Pooling, softmax, LRN, concatenation, embedding and recurrences are kernels of
+//!   their own.
+
+use super::*;
+use crate::ops::{Op, OpNode, Role, TensorGraph};
+
+/// Groups and schedules `graph`'s ops for `threads` threads.
+pub fn fuse(graph: &TensorGraph, threads: usize) -> Program {
+    let mut uses = vec![0usize; graph.tensors.len()];
+    for node in &graph.ops {
+        for t in &node.inputs {
+            uses[t.0 as usize] += 1;
+        }
+    }
+    uses[graph.output.0 as usize] += 1;
+    // Ops whose inputs are all parameters (or computed only from parameters).
+    let mut static_tensor: Vec<bool> =
+        graph.tensors.iter().map(|t| matches!(t.role, Role::Param(_))).collect();
+    let mut prologue = Vec::new();
+    let mut body = Vec::new();
+    for (i, node) in graph.ops.iter().enumerate() {
+        if node.inputs.iter().all(|t| static_tensor[t.0 as usize]) {
+            static_tensor[node.output.0 as usize] = true;
+            prologue.push(i);
+        } else {
+            body.push(i);
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Option<(Vec<usize>, Shape2)> = None;
+    for i in body {
+        let node = &graph.ops[i];
+        if let Some((group, shape)) = &mut current {
+            let last = &graph.ops[*group.last().expect("groups are not empty")];
+            if let Some(next) = absorb(graph, &uses, last.output, *shape, node) {
+                group.push(i);
+                *shape = next;
+                continue;
+            }
+        }
+        if let Some((group, _)) = current.take() {
+            groups.push(group);
+        }
+        match anchor_shape(node) {
+            Some(shape) => current = Some((vec![i], shape)),
+            None => groups.push(vec![i]),
+        }
+    }
+    if let Some((group, _)) = current {
+        groups.push(group);
+    }
+    let mut program = Program { kernels: Vec::new(), threads };
+    if !prologue.is_empty() {
+        program.kernels.push(Build::new(graph, threads).prologue(&prologue));
+    }
+    for group in groups {
+        let name = format!("k{}", program.kernels.len());
+        let kernel = Build::new(graph, threads).kernel(name, &group);
+        program.kernels.push(kernel);
+    }
+    program
+}
+
+/// How an element-wise tail can index the anchor's output: as rows × cols of a matrix
+/// product (per-row or per-column parameters), or as `[outer, channels, inner]` of a map.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Shape2 {
+    /// A product `[rows, cols]` per image, channels along rows (convolution).
+    GemmRows { rows: usize, cols: usize },
+    /// A product `[rows, cols]`, channels along columns (dense).
+    GemmCols { rows: usize, cols: usize },
+    /// An element-wise chain; `channels` once a channel op has fixed the structure.
+    Map { len: usize, channels: Option<(usize, usize, usize)> },
+}
+
+fn anchor_shape(node: &OpNode) -> Option<Shape2> {
+    match node.op {
+        Op::Conv2d { win, k, .. } => Some(Shape2::GemmRows { rows: k, cols: win.oh * win.ow }),
+        Op::MatMul { m, n, .. } => Some(Shape2::GemmCols { rows: m, cols: n }),
+        Op::AddChannel { outer, channels, inner } | Op::ScaleShiftChannel { outer, channels, inner } => {
+            Some(Shape2::Map { len: outer * channels * inner, channels: Some((outer, channels, inner)) })
+        }
+        Op::Unary { len, .. } | Op::Add { len, .. } => Some(Shape2::Map { len, channels: None }),
+        _ => None,
+    }
+}
+
+/// Whether `node` can join a group whose current value is `value`, and the group's shape
+/// after it does.
+fn absorb(
+    graph: &TensorGraph,
+    uses: &[usize],
+    value: TensorId,
+    shape: Shape2,
+    node: &OpNode,
+) -> Option<Shape2> {
+    if uses[value.0 as usize] != 1 || node.inputs.first() != Some(&value) {
+        return None;
+    }
+    // `add` may take the group's value in any position; others take it first.
+    match (node.op.clone(), shape) {
+        (Op::Unary { .. }, s) => Some(s),
+        (Op::Add { .. }, s) if node.inputs.iter().filter(|t| **t == value).count() == 1 => Some(s),
+        (Op::AddChannel { channels, inner, .. } | Op::ScaleShiftChannel { channels, inner, .. }, s) => {
+            match s {
+                Shape2::GemmRows { rows, cols } if channels == rows && inner == cols => Some(s),
+                Shape2::GemmCols { cols, .. } if channels == cols && inner == 1 => Some(s),
+                Shape2::Map { len, channels: None } => {
+                    let outer = len / (channels * inner);
+                    Some(Shape2::Map { len, channels: Some((outer, channels, inner)) })
+                }
+                Shape2::Map { channels: Some((_, c, i)), .. } if (c, i) == (channels, inner) => Some(s),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+    .filter(|_| graph.output != value)
+}
+
+/// Writes groups as kernels.
+struct Build<'g> {
+    graph: &'g TensorGraph,
+    threads: usize,
+    vars: u16,
+    scratch: Vec<usize>,
+}
+
+/// An operand of the element-wise tail, before it is placed in a loop nest.
+enum Operand {
+    /// A per-channel parameter at this element offset from the tensor's start.
+    Channel(TensorId, usize),
+    /// A tensor of the group's shape.
+    Same(TensorId),
+}
+
+impl<'g> Build<'g> {
+    fn new(graph: &'g TensorGraph, threads: usize) -> Build<'g> {
+        Build { graph, threads, vars: 0, scratch: Vec::new() }
+    }
+
+    fn var(&mut self) -> Var {
+        self.vars += 1;
+        Var(self.vars - 1)
+    }
+
+    fn scratch(&mut self, len: usize) -> Ptr {
+        self.scratch.push(len);
+        Ptr::scratch(self.scratch.len() as u16 - 1)
+    }
+
+    /// Splits a batch loop across threads when there is more than one thread and more
+    /// than one iteration.
+    fn parallel(&self, extent: usize) -> Parallel {
+        if self.threads > 1 && extent > 1 { Parallel::Loop { extent } } else { Parallel::Serial }
+    }
+
+    fn kernel(mut self, name: String, group: &[usize]) -> Kernel {
+        let nodes: Vec<&OpNode> = group.iter().map(|&i| &self.graph.ops[i]).collect();
+        let last = nodes[nodes.len() - 1];
+        let (body, parallel) = self.body(&nodes);
+        let mut reads: Vec<TensorId> = Vec::new();
+        for n in &nodes {
+            for t in &n.inputs {
+                if !nodes.iter().any(|m| m.output == *t) && !reads.contains(t) {
+                    reads.push(*t);
+                }
+            }
+        }
+        let mut layers: Vec<String> = Vec::new();
+        for n in &nodes {
+            if !layers.contains(&n.layer) {
+                layers.push(n.layer.clone());
+            }
+        }
+        Kernel {
+            name,
+            label: nodes.iter().map(|n| n.op.name()).collect::<Vec<_>>().join(" + "),
+            layers,
+            parallel,
+            body,
+            scratch: self.scratch,
+            reads,
+            writes: vec![last.output],
+            macs: nodes.iter().map(|n| n.op.macs()).sum(),
+        }
+    }
+
+    /// One serial kernel computing everything that depends only on parameters (batch-norm
+    /// folding), run before the rest.
+    fn prologue(mut self, ops: &[usize]) -> Kernel {
+        let mut body = Vec::new();
+        let mut layers = Vec::new();
+        let mut reads = Vec::new();
+        let mut writes = Vec::new();
+        for &i in ops {
+            let node = &self.graph.ops[i];
+            body.extend(self.body(&[node]).0);
+            layers.push(node.layer.clone());
+            reads.extend(node.inputs.iter().copied());
+            writes.push(node.output);
+        }
+        let mut names: Vec<&str> = ops.iter().map(|&i| self.graph.ops[i].op.name()).collect();
+        names.dedup();
+        Kernel {
+            name: "k0".into(),
+            label: format!("prologue: {}", names.join(", ")),
+            layers,
+            parallel: Parallel::Serial,
+            body,
+            scratch: self.scratch,
+            reads,
+            writes,
+            macs: 0,
+        }
+    }
+
+    /// Element-wise ops as steps on a running value that starts as `start`.
+    fn steps(nodes: &[&OpNode], start: TensorId) -> Vec<(Option<Operand>, Option<Operand>, Step)> {
+        let mut steps = Vec::new();
+        let mut value = start;
+        for node in nodes {
+            let prev = value;
+            value = node.output;
+            match node.op {
+                Op::Unary { f, .. } => steps.push((None, None, Step::Unary(f))),
+                Op::AddChannel { .. } => {
+                    steps.push((Some(Operand::Channel(node.inputs[1], 0)), None, Step::Add))
+                }
+                Op::ScaleShiftChannel { channels, .. } => steps.push((
+                    Some(Operand::Channel(node.inputs[1], 0)),
+                    Some(Operand::Channel(node.inputs[1], channels)),
+                    Step::ScaleShift,
+                )),
+                Op::Add { .. } => {
+                    for t in node.inputs.iter().filter(|t| **t != prev) {
+                        steps.push((Some(Operand::Same(*t)), None, Step::Add));
+                    }
+                }
+                _ => unreachable!("only element-wise ops are absorbed"),
+            }
+        }
+        steps
+    }
+}
+
+/// One element-wise step applied to the running value.
+#[derive(Clone, Copy)]
+enum Step {
+    Unary(UnaryFn),
+    /// value + operand
+    Add,
+    /// value · operand₁ + operand₂
+    ScaleShift,
+}
+
+type Tail = [(Option<Operand>, Option<Operand>, Step)];
+
+mod body;
+mod recurrent;

@@ -1,0 +1,310 @@
+//! Loop nests for each kind of group.
+
+use super::{Build, Operand, Step, Tail};
+use crate::kernel::*;
+use crate::ops::{Op, OpNode};
+
+impl Build<'_> {
+    /// The statements of a group's kernel and how they split across threads.
+    pub(super) fn body(&mut self, nodes: &[&OpNode]) -> (Vec<Stmt>, Parallel) {
+        let first = nodes[0];
+        let out = Ptr::tensor(nodes[nodes.len() - 1].output);
+        let x = |i: usize| Ptr::tensor(first.inputs[i]);
+        match first.op {
+            Op::Conv2d { win, k, groups } => {
+                let tail = Self::steps(&nodes[1..], first.output);
+                self.conv(&win, k, groups, x(0), x(1), out, &tail)
+            }
+            Op::MatMul { m, k, n } => {
+                let tail = Self::steps(&nodes[1..], first.output);
+                let epilogue = gemm_epilogue(&tail, |p| EInst::Col(p), |t| EInst::Elem(Ptr::tensor(t), n));
+                let g = Gemm { m, n, k, a: x(0), lda: k, b: x(1), ldb: n, c: out, ldc: n, epilogue };
+                (vec![Stmt::Gemm(g)], Parallel::Serial)
+            }
+            Op::Unary { .. } | Op::Add { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
+                let tail = Self::steps(nodes, first.inputs[0]);
+                self.map_chain(first, &tail, out)
+            }
+            Op::BatchNormFold { channels, eps } => {
+                use Inst::*;
+                let insts = vec![
+                    Load(x(0)),
+                    Load(x(1)),
+                    Load(x(2)),
+                    Load(x(3)),
+                    Const(eps),
+                    Bin(BinOp::Add, 3, 4),
+                    Sqrt(5),
+                    Bin(BinOp::Div, 0, 6),
+                    Store(out.clone(), 7),
+                    Bin(BinOp::Mul, 2, 7),
+                    Bin(BinOp::Sub, 1, 9),
+                    Store(out.plus(channels), 10),
+                ];
+                (vec![Stmt::Map(Map { len: channels, insts })], Parallel::Serial)
+            }
+            Op::Pool2d { win, reduce } => {
+                let n = self.var();
+                let w = window(&win);
+                let pool = Pool {
+                    src: x(0).plus_var(n, win.c * win.h * win.w),
+                    dst: out.plus_var(n, win.c * win.oh * win.ow),
+                    win: w,
+                    reduce,
+                };
+                (
+                    vec![Stmt::Loop { var: n, extent: win.n, body: vec![Stmt::Pool(pool)] }],
+                    self.parallel(win.n),
+                )
+            }
+            Op::GlobalAvgPool { n, c, hw } => {
+                let s = RowSum { src: x(0), dst: out, rows: n * c, len: hw, scale: 1.0 / hw as f32 };
+                (vec![Stmt::RowSum(s)], Parallel::Serial)
+            }
+            Op::Softmax { rows, cols } => {
+                (vec![Stmt::Softmax(Softmax { src: x(0), dst: out, rows, cols })], Parallel::Serial)
+            }
+            Op::Lrn { n, c, hw, size, alpha, beta, k } => {
+                let b = self.var();
+                let l = Lrn {
+                    src: x(0).plus_var(b, c * hw),
+                    dst: out.plus_var(b, c * hw),
+                    c,
+                    hw,
+                    size,
+                    alpha,
+                    beta,
+                    k,
+                };
+                (vec![Stmt::Loop { var: b, extent: n, body: vec![Stmt::Lrn(l)] }], self.parallel(n))
+            }
+            Op::Concat { outer, ref inners } => {
+                let o = self.var();
+                let total: usize = inners.iter().sum();
+                let mut at = 0;
+                let mut copies = Vec::new();
+                for (i, &inner) in inners.iter().enumerate() {
+                    let insts = vec![
+                        Inst::Load(x(i).plus_var(o, inner)),
+                        Inst::Store(out.plus(at).plus_var(o, total), 0),
+                    ];
+                    copies.push(Stmt::Map(Map { len: inner, insts }));
+                    at += inner;
+                }
+                (vec![Stmt::Loop { var: o, extent: outer, body: copies }], self.parallel(outer))
+            }
+            Op::Embedding { count, vocab, dim } => {
+                let g = Gather { ids: x(0), table: x(1), dst: out, count, vocab, dim };
+                (vec![Stmt::Gather(g)], Parallel::Serial)
+            }
+            Op::Recurrent(r) => self.recurrent(&r, first, out),
+        }
+    }
+
+    /// A convolution per image and group: unfold the image (unless the kernel is 1×1
+    /// with stride 1 and no padding) and multiply by the weights, epilogue fused.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        win: &crate::ops::Window2d,
+        k: usize,
+        groups: usize,
+        x: Ptr,
+        weight: Ptr,
+        out: Ptr,
+        tail: &Tail,
+    ) -> (Vec<Stmt>, Parallel) {
+        let (cg, kg) = (win.c / groups, k / groups);
+        let (ohw, hw) = (win.oh * win.ow, win.h * win.w);
+        let kk = cg * win.kh * win.kw;
+        let n = self.var();
+        let g = if groups > 1 { Some(self.var()) } else { None };
+        let at_group = |p: Ptr, coef: usize| match g {
+            Some(g) => p.plus_var(g, coef),
+            None => p,
+        };
+        let image = at_group(x.plus_var(n, win.c * hw), cg * hw);
+        let out_block = at_group(out.plus_var(n, k * ohw), kg * ohw);
+        let direct = win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && win.pad == [0; 4];
+        let mut stmts = Vec::new();
+        let b = if direct {
+            image
+        } else {
+            let col = self.scratch(kk * ohw);
+            let mut w = window(win);
+            w.c = cg;
+            stmts.push(Stmt::Im2col(Im2col { src: image, dst: col.clone(), win: w }));
+            col
+        };
+        let epilogue = gemm_epilogue(
+            tail,
+            |p| EInst::Row(at_group(p, kg)),
+            |t| EInst::Elem(at_group(Ptr::tensor(t).plus_var(n, k * ohw), kg * ohw), ohw),
+        );
+        stmts.push(Stmt::Gemm(Gemm {
+            m: kg,
+            n: ohw,
+            k: kk,
+            a: at_group(weight, kg * kk),
+            lda: kk,
+            b,
+            ldb: ohw,
+            c: out_block,
+            ldc: ohw,
+            epilogue,
+        }));
+        let per_image = match g {
+            Some(g) => vec![Stmt::Loop { var: g, extent: groups, body: stmts }],
+            None => stmts,
+        };
+        (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n))
+    }
+
+    /// A run of element-wise ops as one map, looping over channels when a per-channel
+    /// parameter is involved.
+    fn map_chain(&mut self, first: &OpNode, tail: &Tail, out: Ptr) -> (Vec<Stmt>, Parallel) {
+        let structure = tail_structure(first);
+        let src = Ptr::tensor(first.inputs[0]);
+        match structure {
+            None => {
+                let len = match first.op {
+                    Op::Unary { len, .. } | Op::Add { len, .. } => len,
+                    _ => unreachable!("channel ops have a structure"),
+                };
+                let insts = map_insts(tail, src, |_, p| Inst::Load(p), |t| Inst::Load(Ptr::tensor(t)), out);
+                (vec![Stmt::Map(Map { len, insts })], Parallel::Serial)
+            }
+            Some((outer, channels, 1)) => {
+                // Channel parameters vary along the map: load them as vectors.
+                let o = self.var();
+                let row = |p: Ptr| p.plus_var(o, channels);
+                let insts = map_insts(
+                    tail,
+                    row(src),
+                    |_, p| Inst::Load(p),
+                    |t| Inst::Load(row(Ptr::tensor(t))),
+                    row(out),
+                );
+                let map = Stmt::Map(Map { len: channels, insts });
+                (vec![Stmt::Loop { var: o, extent: outer, body: vec![map] }], self.parallel(outer))
+            }
+            Some((outer, channels, inner)) => {
+                let (o, c) = (self.var(), self.var());
+                let at = |p: Ptr| p.plus_var(o, channels * inner).plus_var(c, inner);
+                let insts = map_insts(
+                    tail,
+                    at(src),
+                    |_, p| Inst::Bcast(p.plus_var(c, 1)),
+                    |t| Inst::Load(at(Ptr::tensor(t))),
+                    at(out),
+                );
+                let map = Stmt::Map(Map { len: inner, insts });
+                let inner_loop = Stmt::Loop { var: c, extent: channels, body: vec![map] };
+                (vec![Stmt::Loop { var: o, extent: outer, body: vec![inner_loop] }], self.parallel(outer))
+            }
+        }
+    }
+}
+
+/// The `[outer, channels, inner]` structure a map chain's channel ops impose, if any.
+fn tail_structure(first: &OpNode) -> Option<(usize, usize, usize)> {
+    match first.op {
+        Op::AddChannel { outer, channels, inner } | Op::ScaleShiftChannel { outer, channels, inner } => {
+            Some((outer, channels, inner))
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn window(w: &crate::ops::Window2d) -> Window {
+    Window {
+        c: w.c,
+        h: w.h,
+        w: w.w,
+        kh: w.kh,
+        kw: w.kw,
+        sh: w.sh,
+        sw: w.sw,
+        dh: w.dh,
+        dw: w.dw,
+        pad: w.pad,
+        oh: w.oh,
+        ow: w.ow,
+    }
+}
+
+/// The epilogue of a matrix product: the accumulator through each step.
+/// `channel` makes a per-channel parameter operand, `same` a same-shaped tensor operand.
+pub(super) fn gemm_epilogue(
+    tail: &Tail,
+    channel: impl Fn(Ptr) -> EInst,
+    same: impl Fn(TensorId) -> EInst,
+) -> Vec<EInst> {
+    if tail.is_empty() {
+        return Vec::new();
+    }
+    let mut e = vec![EInst::Acc];
+    let operand = |e: &mut Vec<EInst>, o: &Operand| {
+        e.push(match o {
+            Operand::Channel(t, off) => channel(Ptr::tensor(*t).plus(*off)),
+            Operand::Same(t) => same(*t),
+        });
+        e.len() - 1
+    };
+    for (a, b, step) in tail {
+        let cur = e.len() - 1;
+        match step {
+            Step::Unary(f) => e.push(EInst::Unary(*f, cur)),
+            Step::Add => {
+                let x = operand(&mut e, a.as_ref().expect("add has an operand"));
+                e.push(EInst::Bin(BinOp::Add, cur, x));
+            }
+            Step::ScaleShift => {
+                let s = operand(&mut e, a.as_ref().expect("scale"));
+                let t = operand(&mut e, b.as_ref().expect("shift"));
+                e.push(EInst::Bin(BinOp::Mul, cur, s));
+                let scaled = e.len() - 1;
+                e.push(EInst::Bin(BinOp::Add, scaled, t));
+            }
+        }
+    }
+    e
+}
+
+/// A map program: load `src`, apply each step, store to `dst`.
+pub(super) fn map_insts(
+    tail: &Tail,
+    src: Ptr,
+    channel: impl Fn(usize, Ptr) -> Inst,
+    same: impl Fn(TensorId) -> Inst,
+    dst: Ptr,
+) -> Vec<Inst> {
+    let mut m = vec![Inst::Load(src)];
+    let operand = |m: &mut Vec<Inst>, o: &Operand| {
+        m.push(match o {
+            Operand::Channel(t, off) => channel(*off, Ptr::tensor(*t).plus(*off)),
+            Operand::Same(t) => same(*t),
+        });
+        m.len() - 1
+    };
+    for (a, b, step) in tail {
+        let cur = m.len() - 1;
+        match step {
+            Step::Unary(f) => m.push(Inst::Unary(*f, cur)),
+            Step::Add => {
+                let x = operand(&mut m, a.as_ref().expect("add has an operand"));
+                m.push(Inst::Bin(BinOp::Add, cur, x));
+            }
+            Step::ScaleShift => {
+                let s = operand(&mut m, a.as_ref().expect("scale"));
+                let t = operand(&mut m, b.as_ref().expect("shift"));
+                m.push(Inst::Bin(BinOp::Mul, cur, s));
+                let scaled = m.len() - 1;
+                m.push(Inst::Bin(BinOp::Add, scaled, t));
+            }
+        }
+    }
+    let last = m.len() - 1;
+    m.push(Inst::Store(dst, last));
+    m
+}

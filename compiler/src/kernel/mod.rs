@@ -1,0 +1,267 @@
+//! Stage 5's output: kernels as loop nests.
+//!
+//! A kernel is a loop nest with constant trip counts whose leaves are a few primitives —
+//! a register-tiled matrix product with a fused epilogue ([`Gemm`]), a vectorised
+//! element-wise program ([`Map`]), image-to-column unfolding, pooling, row reductions,
+//! softmax, LRN and gathers. Every address is a buffer plus an offset affine in the
+//! enclosing loop variables, with constant coefficients, so code generation turns each
+//! into constants and one multiply-add per loop level. The listing printed by
+//! `nnc compile --emit kernels` is this structure's `Display`.
+
+mod display;
+pub mod fuse;
+
+use crate::ops::{TensorId, UnaryFn};
+
+/// A loop variable, numbered within its kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u16);
+
+/// Memory a kernel reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Buffer {
+    /// A tensor of the graph (input, parameter or activation).
+    Tensor(TensorId),
+    /// The kernel's `i`-th scratch buffer; each thread has its own copy.
+    Scratch(u16),
+}
+
+/// An element address: `buf + offset + Σ coef · var`, in f32 elements.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ptr {
+    pub buf: Buffer,
+    pub offset: i64,
+    pub terms: Vec<(Var, i64)>,
+}
+
+impl Ptr {
+    pub fn tensor(t: TensorId) -> Ptr {
+        Ptr { buf: Buffer::Tensor(t), offset: 0, terms: Vec::new() }
+    }
+
+    pub fn scratch(i: u16) -> Ptr {
+        Ptr { buf: Buffer::Scratch(i), offset: 0, terms: Vec::new() }
+    }
+
+    /// This address moved by `k` elements.
+    pub fn plus(&self, k: usize) -> Ptr {
+        Ptr { offset: self.offset + k as i64, ..self.clone() }
+    }
+
+    /// This address moved by `coef · var` elements.
+    pub fn plus_var(&self, var: Var, coef: usize) -> Ptr {
+        let mut p = self.clone();
+        if coef != 0 {
+            match p.terms.iter_mut().find(|(v, _)| *v == var) {
+                Some((_, c)) => *c += coef as i64,
+                None => p.terms.push((var, coef as i64)),
+            }
+        }
+        p
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+}
+
+/// One instruction of an element-wise program. Operands are indices of earlier
+/// instructions; `Store` produces nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inst {
+    /// The element at `ptr + i`.
+    Load(Ptr),
+    /// The element at `ptr`, the same for every `i`.
+    Bcast(Ptr),
+    Const(f32),
+    Unary(UnaryFn, usize),
+    Sqrt(usize),
+    Bin(BinOp, usize, usize),
+    Store(Ptr, usize),
+}
+
+/// `for i in 0..len` (four at a time, then the rest one by one): run `insts`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Map {
+    pub len: usize,
+    pub insts: Vec<Inst>,
+}
+
+/// One instruction of a matrix-product epilogue, applied to each element `(row, col)` of
+/// the product before it is stored. Operands are indices of earlier instructions; the
+/// last instruction's value is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EInst {
+    /// The accumulated product.
+    Acc,
+    /// `ptr[row]`: a per-row parameter (a conv's bias or batch-norm scale).
+    Row(Ptr),
+    /// `ptr[col]`: a per-column parameter (a dense layer's bias).
+    Col(Ptr),
+    /// `ptr[row · ld + col]`: a tensor of the product's shape (a residual).
+    Elem(Ptr, usize),
+    Const(f32),
+    Unary(UnaryFn, usize),
+    Bin(BinOp, usize, usize),
+}
+
+/// `c[i, j] = epilogue(Σₚ a[i, p] · b[p, j])` for `i < m`, `j < n`, `p < k`, all three
+/// matrices row-major with the given leading dimensions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Ptr,
+    pub lda: usize,
+    pub b: Ptr,
+    pub ldb: usize,
+    pub c: Ptr,
+    pub ldc: usize,
+    pub epilogue: Vec<EInst>,
+}
+
+/// A 2-D window over `c` planes of `h × w`: kernel, stride, dilation, padding (top,
+/// bottom, left, right) and the output size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub pad: [usize; 4],
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// Unfolds `c` planes for a convolution: `dst[(ch·kh + i)·kw + j, y·ow + x]` is the
+/// input pixel under kernel tap `(i, j)` of output pixel `(y, x)`, or 0 in the padding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Im2col {
+    pub src: Ptr,
+    pub dst: Ptr,
+    pub win: Window,
+}
+
+/// Max or mean pooling of `win.c` planes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub src: Ptr,
+    pub dst: Ptr,
+    pub win: Window,
+    pub reduce: crate::ops::Reduce,
+}
+
+/// `dst[r] = scale · Σᵢ src[r · len + i]` for `r < rows`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowSum {
+    pub src: Ptr,
+    pub dst: Ptr,
+    pub rows: usize,
+    pub len: usize,
+    pub scale: f32,
+}
+
+/// Softmax of each of `rows` rows of `cols` values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Softmax {
+    pub src: Ptr,
+    pub dst: Ptr,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Local response normalisation of one image (`c` planes of `hw`), as the `Lrn` op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lrn {
+    pub src: Ptr,
+    pub dst: Ptr,
+    pub c: usize,
+    pub hw: usize,
+    pub size: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub k: f32,
+}
+
+/// `dst[i·dim..] = table[ids[i]·dim..]` for `i < count`; ids are i32 bit patterns, and
+/// an id outside `0..vocab` yields zeros.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gather {
+    pub ids: Ptr,
+    pub table: Ptr,
+    pub dst: Ptr,
+    pub count: usize,
+    pub vocab: usize,
+    pub dim: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    Loop { var: Var, extent: usize, body: Vec<Stmt> },
+    Gemm(Gemm),
+    Map(Map),
+    Im2col(Im2col),
+    Pool(Pool),
+    RowSum(RowSum),
+    Softmax(Softmax),
+    Lrn(Lrn),
+    Gather(Gather),
+}
+
+/// How a kernel's work is split across threads. The generated function receives the
+/// range `[start, end)` of the split dimension that its thread computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallel {
+    /// One thread runs everything (`start..end` is `0..1`).
+    Serial,
+    /// The first statement is a loop; its iterations are split.
+    Loop { extent: usize },
+}
+
+impl Parallel {
+    /// Number of units the range runs over.
+    pub fn extent(self) -> usize {
+        match self {
+            Parallel::Serial => 1,
+            Parallel::Loop { extent } => extent,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// `k7`
+    pub name: String,
+    /// The fused ops: `conv2d + scale_shift_channel + relu`.
+    pub label: String,
+    /// The layers the ops came from.
+    pub layers: Vec<String>,
+    pub parallel: Parallel,
+    pub body: Vec<Stmt>,
+    /// Sizes (in f32) of the scratch buffers, per thread.
+    pub scratch: Vec<usize>,
+    /// Tensors the kernel reads and the one it writes, for the memory plan.
+    pub reads: Vec<TensorId>,
+    pub writes: Vec<TensorId>,
+    /// Multiply-accumulates it performs, for GFLOP/s.
+    pub macs: u64,
+}
+
+/// The kernels of one network, in execution order.
+#[derive(Clone, Debug, Default)]
+pub struct Program {
+    pub kernels: Vec<Kernel>,
+    /// Threads the kernels were scheduled for (scratch is sized per thread).
+    pub threads: usize,
+}
