@@ -79,7 +79,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     match args.format {
         Format::Text => {
             let texts: Vec<String> = plans.iter().map(ToString::to_string).collect();
-            super::out(&format!("{}", texts.join("\n")));
+            super::out(&texts.join("\n"));
         }
         Format::Json => {
             let json = if plans.len() == 1 {

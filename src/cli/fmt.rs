@@ -58,7 +58,7 @@ fn one(ui: &Ui, path: &Path, check: bool) -> u8 {
         return 0;
     }
     if stdin {
-        super::out(&format!("{formatted}"));
+        super::out(&formatted);
         return 0;
     }
     if formatted != text {

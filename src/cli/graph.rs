@@ -23,7 +23,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     };
     match graph {
         Some(g) => {
-            super::out(&format!("{}", nnc_compiler::dot::to_dot(g)));
+            super::out(&nnc_compiler::dot::to_dot(g));
             0
         }
         None => {

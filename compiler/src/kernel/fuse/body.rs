@@ -17,7 +17,7 @@ impl Build<'_> {
             }
             Op::MatMul { m, k, n } => {
                 let tail = Self::steps(&nodes[1..], first.output);
-                let epilogue = gemm_epilogue(&tail, |p| EInst::Col(p), |t| EInst::Elem(Ptr::tensor(t), n));
+                let epilogue = gemm_epilogue(&tail, EInst::Col, |t| EInst::Elem(Ptr::tensor(t), n));
                 let g = Gemm { m, n, k, a: x(0), lda: k, b: x(1), ldb: n, c: out, ldc: n, epilogue };
                 (vec![Stmt::Gemm(g)], Parallel::Serial)
             }

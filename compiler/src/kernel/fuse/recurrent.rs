@@ -9,7 +9,7 @@ use crate::ops::{Cell, OpNode, Recurrence};
 /// Sequences processed together: the largest of 4, 2, 1 dividing the batch, so that each
 /// block's recurrent product fills a register tile's rows and blocks run independently.
 fn block_rows(n: usize) -> usize {
-    [4, 2, 1].into_iter().find(|b| n % b == 0).unwrap_or(1)
+    [4, 2, 1].into_iter().find(|b| n.is_multiple_of(*b)).unwrap_or(1)
 }
 
 impl Build<'_> {
