@@ -16,6 +16,7 @@
 // `Result<_, Diagnostic>` would cost clarity everywhere for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod codegen;
 pub mod diagnostic;
 pub mod dot;
 pub mod expand;
@@ -26,6 +27,7 @@ pub mod kernel;
 pub mod layers;
 pub mod load;
 pub mod lower;
+pub mod memory;
 pub mod ops;
 pub mod plan;
 pub mod resolve;

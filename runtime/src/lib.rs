@@ -1,1 +1,7 @@
-//! nnc runtime.
+//! nnc's runtime: the arena that holds a compiled network's buffers, the executor that
+//! runs its generated kernels (on a pool of worker threads), parameter initialisation,
+//! and checkpoints.
+
+pub mod arena;
+pub mod exec;
+pub mod init;

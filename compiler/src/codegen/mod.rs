@@ -1,0 +1,156 @@
+//! Stage 7: code generation. Each kernel becomes one Cranelift function, all in one JIT
+//! module, with every shape, stride and offset a constant.
+//!
+//! A kernel's function has the signature
+//! `extern "C" fn(arena: *mut u8, start: u64, end: u64, thread: u64)`: the arena holds
+//! every buffer at the offset the memory plan gave it; `start..end` is the part of the
+//! kernel's parallel dimension this call computes; `thread` selects the scratch copies.
+
+mod emit;
+mod gemm;
+mod map;
+mod math;
+mod rows;
+mod window;
+
+use crate::kernel::{Parallel, Program, Stmt};
+use crate::memory::MemoryPlan;
+use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module};
+use emit::Emit;
+use std::time::{Duration, Instant};
+
+/// A generated kernel.
+pub type KernelFn = unsafe extern "C" fn(arena: *mut u8, start: u64, end: u64, thread: u64);
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Run Cranelift's IR verifier on every function (tests; costs ~20 % compile time).
+    pub verify: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { verify: cfg!(debug_assertions) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("this CPU is not supported by the code generator: {0}")]
+    Host(String),
+    #[error("code generation failed in kernel {kernel}: {message}")]
+    Kernel { kernel: String, message: String },
+}
+
+/// Machine code for a program. The functions stay valid while this value lives.
+pub struct Compiled {
+    _module: JITModule,
+    pub kernels: Vec<KernelFn>,
+    /// Whether the host has FMA (otherwise multiply-add pairs were generated).
+    pub fma: bool,
+    /// Time spent building IR and compiling it.
+    pub time: Duration,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Compiled({} kernels)", self.kernels.len())
+    }
+}
+
+/// Compiles every kernel of `program` for the host CPU.
+pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result<Compiled, CodegenError> {
+    let started = Instant::now();
+    let host = |e: &dyn std::fmt::Display| CodegenError::Host(e.to_string());
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(|e| host(&e))?;
+    flags.set("enable_verifier", if options.verify { "true" } else { "false" }).map_err(|e| host(&e))?;
+    let isa_builder = cranelift_native::builder().map_err(|e| host(&e))?;
+    let isa = isa_builder.finish(settings::Flags::new(flags)).map_err(|e| host(&e))?;
+    let fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()));
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    let mut ids = Vec::with_capacity(program.kernels.len());
+    let mut ctx = module.make_context();
+    let mut fbc = FunctionBuilderContext::new();
+    for (index, kernel) in program.kernels.iter().enumerate() {
+        let fail = |message: String| CodegenError::Kernel { kernel: kernel.name.clone(), message };
+        let id =
+            module.declare_function(&kernel.name, Linkage::Local, &sig).map_err(|e| fail(e.to_string()))?;
+        ctx.func.signature = sig.clone();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let params = b.block_params(entry).to_vec();
+            let mut e = Emit {
+                b: &mut b,
+                plan,
+                kernel: index,
+                arena: params[0],
+                start: params[1],
+                end: params[2],
+                thread: params[3],
+                vars: Default::default(),
+                read_only: kernel.reads.clone(),
+                has_fma: fma,
+            };
+            e.stmts(&kernel.body, kernel.parallel);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(module.target_config());
+        }
+        module.define_function(id, &mut ctx).map_err(|e| fail(format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        ids.push(id);
+    }
+    module.finalize_definitions().map_err(|e| CodegenError::Host(e.to_string()))?;
+    let kernels = ids
+        .into_iter()
+        .map(|id| {
+            // SAFETY: each function was defined above with exactly this signature, and the
+            // module that owns the code lives in the returned value.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id)) }
+        })
+        .collect();
+    Ok(Compiled { _module: module, kernels, fma, time: started.elapsed() })
+}
+
+impl Emit<'_, '_> {
+    /// Emits statements; with `Parallel::Loop`, the first (a loop) runs over
+    /// `start..end` instead of its full extent.
+    fn stmts(&mut self, stmts: &[Stmt], parallel: Parallel) {
+        for (i, s) in stmts.iter().enumerate() {
+            match s {
+                Stmt::Loop { var, extent, body } => {
+                    if i == 0 && matches!(parallel, Parallel::Loop { .. }) {
+                        let (from, to) = (self.start, self.end);
+                        self.for_range(Some(*var), from, to, 1, false, |e, _| {
+                            e.stmts(body, Parallel::Serial)
+                        });
+                    } else {
+                        self.for_count(Some(*var), *extent, 1, |e, _| e.stmts(body, Parallel::Serial));
+                    }
+                }
+                Stmt::Gemm(g) => self.gemm(g),
+                Stmt::Map(m) => self.map(m),
+                Stmt::Im2col(c) => self.im2col(c),
+                Stmt::Pool(p) => self.pool(p),
+                Stmt::RowSum(r) => self.row_sum(r),
+                Stmt::Softmax(s) => self.softmax(s),
+                Stmt::Lrn(l) => self.lrn(l),
+                Stmt::Gather(g) => self.gather(g),
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Row-wise primitives: sums (global average pooling), softmax, local response
+//! normalisation, and embedding gathers.
+
+use super::emit::{Addr, Emit, F32, F32X4};
+use crate::kernel::{Gather, Lrn, RowSum, Softmax};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_frontend::Variable;
+
+impl Emit<'_, '_> {
+    /// Folds `len` elements from `row` into a vector and a scalar accumulator (four at a
+    /// time, then one by one) with `step`, and returns both.
+    fn fold_row(
+        &mut self,
+        row: Addr,
+        len: usize,
+        init: f32,
+        step: &mut dyn FnMut(&mut Self, Type, Value, Value) -> Value,
+    ) -> (Value, Value) {
+        let vacc = self.b.declare_var(F32X4);
+        let sacc = self.b.declare_var(F32);
+        let vinit = self.fconst(F32X4, init);
+        let sinit = self.fconst(F32, init);
+        self.b.def_var(vacc, vinit);
+        self.b.def_var(sacc, sinit);
+        let vec_len = len / 4 * 4;
+        self.for_count(None, vec_len, 4, |e, i| {
+            let at = e.at(row, i);
+            let v = e.load(F32X4, at, 0, None);
+            let old = e.b.use_var(vacc);
+            let new = step(e, F32X4, old, v);
+            e.b.def_var(vacc, new);
+        });
+        if vec_len < len {
+            let from = self.iconst(vec_len as i64);
+            let to = self.iconst(len as i64);
+            self.for_range(None, from, to, 1, true, |e, i| {
+                let at = e.at(row, i);
+                let v = e.load(F32, at, 0, None);
+                let old = e.b.use_var(sacc);
+                let new = step(e, F32, old, v);
+                e.b.def_var(sacc, new);
+            });
+        }
+        (self.b.use_var(vacc), self.b.use_var(sacc))
+    }
+
+    pub fn row_sum(&mut self, r: &RowSum) {
+        let src = self.addr(&r.src, 0);
+        let dst = self.addr(&r.dst, 0);
+        self.for_count(None, r.rows, 1, |e, row| {
+            let start = e.b.ins().imul_imm_s(row, r.len as i64);
+            let at = e.at(src, start);
+            let (v, s) = e.fold_row(at, r.len, 0.0, &mut |e, _, a, x| e.b.ins().fadd(a, x));
+            let total = e.hsum(v);
+            let total = e.b.ins().fadd(total, s);
+            let scale = e.fconst(F32, r.scale);
+            let mean = e.b.ins().fmul(total, scale);
+            let out = e.at(dst, row);
+            e.store(mean, out, 0);
+        });
+    }
+
+    pub fn softmax(&mut self, s: &Softmax) {
+        let src = self.addr(&s.src, 0);
+        let dst = self.addr(&s.dst, 0);
+        self.for_count(None, s.rows, 1, |e, row| {
+            let start = e.b.ins().imul_imm_s(row, s.cols as i64);
+            let x = e.at(src, start);
+            let y = e.at(dst, start);
+            let (v, sc) = e.fold_row(x, s.cols, f32::NEG_INFINITY, &mut |e, ty, a, b| e.max(ty, a, b));
+            let m = e.hmax(v);
+            let m = e.max(F32, m, sc);
+            // y = exp(x − max), summed on the way.
+            let sum = e.b.declare_var(F32);
+            let zero = e.fconst(F32, 0.0);
+            e.b.def_var(sum, zero);
+            e.each(s.cols, &mut |e, ty, i| {
+                let at = e.at(x, i);
+                let v = e.load(ty, at, 0, None);
+                let mv = e.splat(ty, m);
+                let d = e.b.ins().fsub(v, mv);
+                let ex = e.exp(ty, d);
+                let out = e.at(y, i);
+                e.store(ex, out, 0);
+                let part = if ty == F32X4 { e.hsum(ex) } else { ex };
+                let old = e.b.use_var(sum);
+                let new = e.b.ins().fadd(old, part);
+                e.b.def_var(sum, new);
+            });
+            let one = e.fconst(F32, 1.0);
+            let total = e.b.use_var(sum);
+            let inv = e.b.ins().fdiv(one, total);
+            e.each(s.cols, &mut |e, ty, i| {
+                let at = e.at(y, i);
+                let v = e.load(ty, at, 0, None);
+                let k = e.splat(ty, inv);
+                let scaled = e.b.ins().fmul(v, k);
+                e.store(scaled, at, 0);
+            });
+        });
+    }
+
+    /// Calls `body` for elements `0..len`: as vectors four at a time, then as scalars.
+    fn each(&mut self, len: usize, body: &mut dyn FnMut(&mut Self, Type, Value)) {
+        let vec_len = len / 4 * 4;
+        self.for_count(None, vec_len, 4, |e, i| body(e, F32X4, i));
+        if vec_len < len {
+            let from = self.iconst(vec_len as i64);
+            let to = self.iconst(len as i64);
+            self.for_range(None, from, to, 1, true, |e, i| body(e, F32, i));
+        }
+    }
+
+    pub fn lrn(&mut self, l: &Lrn) {
+        let src = self.addr(&l.src, 0);
+        let dst = self.addr(&l.dst, 0);
+        let (before, after) = (l.size / 2, (l.size - 1) / 2);
+        let zero = self.iconst(0);
+        let last = self.iconst(l.c as i64 - 1);
+        self.for_count(None, l.c, 1, |e, ch| {
+            // Channels lo..=hi, clipped to the image's channels.
+            let lo = e.b.ins().iadd_imm_s(ch, -(before as i64));
+            let neg = e.b.ins().icmp(IntCC::SignedLessThan, lo, zero);
+            let lo = e.b.ins().select(neg, zero, lo);
+            let hi = e.b.ins().iadd_imm_s(ch, after as i64);
+            let over = e.b.ins().icmp(IntCC::SignedGreaterThan, hi, last);
+            let hi = e.b.ins().select(over, last, hi);
+            let end = e.b.ins().iadd_imm_s(hi, 1);
+            let plane = e.b.ins().imul_imm_s(ch, l.hw as i64);
+            e.each(l.hw, &mut |e, ty, p| {
+                let acc: Variable = e.b.declare_var(ty);
+                let z = e.fconst(ty, 0.0);
+                e.b.def_var(acc, z);
+                e.for_range(None, lo, end, 1, true, |e, q| {
+                    let at = e.b.ins().imul_imm_s(q, l.hw as i64);
+                    let at = e.b.ins().iadd(at, p);
+                    let a = e.at(src, at);
+                    let v = e.load(ty, a, 0, Some(&l.src));
+                    let old = e.b.use_var(acc);
+                    let new = e.fma(v, v, old);
+                    e.b.def_var(acc, new);
+                });
+                // y = x · (k + alpha/size · Σx²)^(−beta) = x · exp(−beta · ln(...))
+                let sum = e.b.use_var(acc);
+                let scale = e.fconst(ty, l.alpha / l.size as f32);
+                let k = e.fconst(ty, l.k);
+                let d = e.fma(sum, scale, k);
+                let ln = e.log(ty, d);
+                let nb = e.fconst(ty, -l.beta);
+                let t = e.b.ins().fmul(ln, nb);
+                let factor = e.exp(ty, t);
+                let idx = e.b.ins().iadd(plane, p);
+                let xa = e.at(src, idx);
+                let x = e.load(ty, xa, 0, Some(&l.src));
+                let y = e.b.ins().fmul(x, factor);
+                let ya = e.at(dst, idx);
+                e.store(y, ya, 0);
+            });
+        });
+    }
+
+    pub fn gather(&mut self, g: &Gather) {
+        let ids = self.addr(&g.ids, 0);
+        let table = self.addr(&g.table, 0);
+        let dst = self.addr(&g.dst, 0);
+        let vocab = self.b.ins().iconst(types::I32, g.vocab as i64);
+        self.for_count(None, g.count, 1, |e, i| {
+            let at = e.at(ids, i);
+            let flags = MemFlagsData::new().with_notrap();
+            let id = e.b.ins().load(types::I32, flags, at.base, at.offset);
+            let row_start = e.b.ins().imul_imm_s(i, g.dim as i64);
+            let out = e.at(dst, row_start);
+            // Unsigned comparison: negative ids are out of range too.
+            let valid = e.b.ins().icmp(IntCC::UnsignedLessThan, id, vocab);
+            let yes = e.b.create_block();
+            let no = e.b.create_block();
+            let done = e.b.create_block();
+            e.b.ins().brif(valid, yes, &[], no, &[]);
+            e.b.switch_to_block(yes);
+            let id64 = e.b.ins().uextend(types::I64, id);
+            let src_start = e.b.ins().imul_imm_s(id64, g.dim as i64);
+            let src = e.at(table, src_start);
+            e.each(g.dim, &mut |e, ty, k| {
+                let s = e.at(src, k);
+                let v = e.load(ty, s, 0, Some(&g.table));
+                let d = e.at(out, k);
+                e.store(v, d, 0);
+            });
+            e.b.ins().jump(done, &[]);
+            e.b.switch_to_block(no);
+            e.each(g.dim, &mut |e, ty, k| {
+                let z = e.fconst(ty, 0.0);
+                let d = e.at(out, k);
+                e.store(z, d, 0);
+            });
+            e.b.ins().jump(done, &[]);
+            e.b.switch_to_block(done);
+        });
+    }
+}

@@ -1,0 +1,195 @@
+//! Running a compiled network: lower, fuse, plan and generate code once, then run the
+//! kernels in order over one arena as often as needed.
+
+use crate::arena::{AllocError, Arena};
+use nnc_compiler::codegen::{self, CodegenError, Compiled};
+use nnc_compiler::graph::Graph;
+use nnc_compiler::kernel::{Parallel, Program, fuse::fuse};
+use nnc_compiler::memory::{self, MemoryPlan};
+use nnc_compiler::ops::{TensorGraph, TensorId};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Worker threads (including the caller's).
+    pub threads: usize,
+    /// Surround every buffer with canary bytes and check them after each kernel.
+    pub guard: bool,
+    /// Run Cranelift's verifier on the generated IR.
+    pub verify: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            guard: false,
+            verify: cfg!(debug_assertions),
+        }
+    }
+}
+
+/// Time spent in each compilation phase.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub lower: Duration,
+    pub fuse: Duration,
+    pub plan: Duration,
+    pub codegen: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    #[error("kernel {kernel} wrote outside its buffers: the guard bytes {side} `{buffer}` were overwritten")]
+    Guard { kernel: String, buffer: String, side: &'static str },
+}
+
+/// Bytes written around every buffer in guard mode.
+const GUARD_BYTES: usize = 64;
+/// The canary: a signalling-NaN bit pattern that computed floats never produce.
+const CANARY: [u8; 4] = 0x7fa5_a5a5u32.to_le_bytes();
+
+/// A network compiled for one batch size, with its buffers.
+pub struct Executable {
+    pub graph: TensorGraph,
+    pub program: Program,
+    pub plan: MemoryPlan,
+    pub timings: Timings,
+    compiled: Compiled,
+    arena: Arena,
+}
+
+impl Executable {
+    /// Compiles a checked network for `batch` examples per run.
+    pub fn build(network: &Graph, batch: usize, options: &Options) -> Result<Executable, Error> {
+        let t = Instant::now();
+        let graph = nnc_compiler::lower::lower(network, batch);
+        let lower = t.elapsed();
+        let mut e = Executable::from_ops(graph, options)?;
+        e.timings.lower = lower;
+        Ok(e)
+    }
+
+    /// Compiles an already lowered graph (tests build single ops this way).
+    pub fn from_ops(graph: TensorGraph, options: &Options) -> Result<Executable, Error> {
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let program = fuse(&graph, options.threads.max(1));
+        timings.fuse = t.elapsed();
+        let t = Instant::now();
+        let plan = memory::plan(&graph, &program, if options.guard { GUARD_BYTES } else { 0 });
+        timings.plan = t.elapsed();
+        let compiled = codegen::compile(&program, &plan, codegen::Options { verify: options.verify })?;
+        timings.codegen = compiled.time;
+        let arena = Arena::new(plan.size)?;
+        let mut e = Executable { graph, program, plan, timings, compiled, arena };
+        if e.plan.guard > 0 {
+            for i in 0..e.plan.regions.len() {
+                if e.plan.regions[i].live.is_none() {
+                    e.arm(i);
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    /// The values of a stored tensor (parameters in their internal layout).
+    pub fn tensor(&self, t: TensorId) -> &[f32] {
+        let offset = self.plan.tensors[t.0 as usize].expect("the tensor is stored");
+        self.arena.floats(offset, self.graph.tensor(t).len())
+    }
+
+    pub fn tensor_mut(&mut self, t: TensorId) -> &mut [f32] {
+        let offset = self.plan.tensors[t.0 as usize].expect("the tensor is stored");
+        let len = self.graph.tensor(t).len();
+        self.arena.floats_mut(offset, len)
+    }
+
+    /// Fills every parameter from its initialiser, reproducibly from `seed`.
+    pub fn init_params(&mut self, seed: u64) {
+        let params: Vec<(TensorId, nnc_compiler::ops::ParamInfo)> =
+            self.graph.params().map(|(t, p)| (t, p.clone())).collect();
+        for (t, info) in params {
+            let mut rng = crate::init::Rng::stream(seed, &info.name);
+            let torch = crate::init::values(info.init, &info.torch_dims, &mut rng);
+            let internal = crate::init::to_internal(&info, &torch);
+            self.tensor_mut(t).copy_from_slice(&internal);
+        }
+    }
+
+    pub fn output(&self) -> &[f32] {
+        self.tensor(self.graph.output)
+    }
+
+    /// Runs every kernel once, on the calling thread.
+    pub fn run(&mut self) -> Result<(), Error> {
+        for k in 0..self.program.kernels.len() {
+            if self.plan.guard > 0 {
+                self.arm_kernel(k);
+            }
+            let f = self.compiled.kernels[k];
+            let end = match self.program.kernels[k].parallel {
+                Parallel::Serial => 1,
+                Parallel::Loop { extent } => extent as u64,
+            };
+            // SAFETY: the kernel was generated for this memory plan, whose buffers all lie
+            // inside the arena; thread 0's scratch copies exist for any thread count.
+            unsafe { f(self.arena.as_mut_ptr(), 0, end, 0) };
+            if self.plan.guard > 0 {
+                self.check(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the canaries of the buffers that come alive at kernel `k`.
+    fn arm_kernel(&mut self, k: usize) {
+        for i in 0..self.plan.regions.len() {
+            if self.plan.regions[i].live.is_some_and(|(first, _)| first == k) {
+                self.arm(i);
+            }
+        }
+    }
+
+    fn arm(&mut self, region: usize) {
+        let r = self.plan.regions[region].clone();
+        let g = self.plan.guard;
+        let bytes = self.arena.bytes_mut();
+        for copy in 0..r.copies {
+            let at = r.offset + copy * r.stride;
+            for range in [at - g..at, at + r.bytes..at + r.bytes + g] {
+                for (i, b) in bytes[range].iter_mut().enumerate() {
+                    *b = CANARY[i % 4];
+                }
+            }
+        }
+    }
+
+    /// Checks the canaries of every buffer live during kernel `k`.
+    fn check(&self, k: usize) -> Result<(), Error> {
+        let g = self.plan.guard;
+        let bytes = self.arena.bytes();
+        for r in &self.plan.regions {
+            if r.live.is_some_and(|(first, last)| k < first || k > last) {
+                continue;
+            }
+            for copy in 0..r.copies {
+                let at = r.offset + copy * r.stride;
+                for (side, range) in [("before", at - g..at), ("after", at + r.bytes..at + r.bytes + g)] {
+                    if bytes[range].iter().enumerate().any(|(i, b)| *b != CANARY[i % 4]) {
+                        return Err(Error::Guard {
+                            kernel: self.program.kernels[k].name.clone(),
+                            buffer: r.name.clone(),
+                            side,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
