@@ -10,6 +10,7 @@ mod emit;
 mod gemm;
 mod map;
 mod math;
+pub mod probe;
 mod rows;
 mod window;
 

@@ -91,3 +91,50 @@ pub fn assert_agree(what: &str, generated: &[f32], reference: &[f32]) {
         );
     }
 }
+
+/// Builds small tensor graphs by hand for kernel tests.
+#[derive(Default)]
+pub struct Builder {
+    pub graph: TensorGraph,
+}
+
+impl Builder {
+    pub fn new(batch: usize) -> Builder {
+        Builder { graph: TensorGraph { batch, ..TensorGraph::default() } }
+    }
+
+    fn tensor(&mut self, name: &str, dims: Vec<usize>, role: Role) -> nnc_compiler::ops::TensorId {
+        self.graph.tensors.push(nnc_compiler::ops::Tensor { name: name.into(), dims, role });
+        nnc_compiler::ops::TensorId(self.graph.tensors.len() as u32 - 1)
+    }
+
+    pub fn input(&mut self, dims: Vec<usize>) -> nnc_compiler::ops::TensorId {
+        let t = self.tensor("x", dims, Role::Input);
+        self.graph.inputs.push(t);
+        t
+    }
+
+    /// A parameter drawn uniformly from ±`a` (internal layout = PyTorch's).
+    pub fn param(&mut self, name: &str, dims: Vec<usize>, a: f64) -> nnc_compiler::ops::TensorId {
+        let info = nnc_compiler::ops::ParamInfo {
+            name: name.into(),
+            torch_dims: dims.clone(),
+            layout: nnc_compiler::ops::Layout::Same,
+            trainable: true,
+            init: nnc_compiler::init::Init::Uniform { a },
+        };
+        self.tensor(name, dims, Role::Param(info))
+    }
+
+    pub fn op(
+        &mut self,
+        op: nnc_compiler::ops::Op,
+        inputs: Vec<nnc_compiler::ops::TensorId>,
+        dims: Vec<usize>,
+    ) -> nnc_compiler::ops::TensorId {
+        let out = self.tensor("y", dims, Role::Activation);
+        self.graph.ops.push(nnc_compiler::ops::OpNode { op, inputs, output: out, layer: "test".into() });
+        self.graph.output = out;
+        out
+    }
+}

@@ -23,7 +23,7 @@ impl Build<'_> {
             }
             Op::Unary { .. } | Op::Add { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
                 let tail = Self::steps(nodes, first.inputs[0]);
-                self.map_chain(first, &tail, out)
+                self.map_chain(nodes, &tail, out)
             }
             Op::BatchNormFold { channels, eps } => {
                 use Inst::*;
@@ -162,8 +162,9 @@ impl Build<'_> {
 
     /// A run of element-wise ops as one map, looping over channels when a per-channel
     /// parameter is involved.
-    fn map_chain(&mut self, first: &OpNode, tail: &Tail, out: Ptr) -> (Vec<Stmt>, Parallel) {
-        let structure = tail_structure(first);
+    fn map_chain(&mut self, nodes: &[&OpNode], tail: &Tail, out: Ptr) -> (Vec<Stmt>, Parallel) {
+        let first = nodes[0];
+        let structure = nodes.iter().find_map(|n| channel_structure(n));
         let src = Ptr::tensor(first.inputs[0]);
         match structure {
             None => {
@@ -206,9 +207,10 @@ impl Build<'_> {
     }
 }
 
-/// The `[outer, channels, inner]` structure a map chain's channel ops impose, if any.
-fn tail_structure(first: &OpNode) -> Option<(usize, usize, usize)> {
-    match first.op {
+/// The `[outer, channels, inner]` structure of a per-channel op (fusion only groups
+/// channel ops that agree on it).
+fn channel_structure(node: &OpNode) -> Option<(usize, usize, usize)> {
+    match node.op {
         Op::AddChannel { outer, channels, inner } | Op::ScaleShiftChannel { outer, channels, inner } => {
             Some((outer, channels, inner))
         }

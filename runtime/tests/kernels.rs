@@ -1,0 +1,199 @@
+//! Every kind of generated kernel against the reference implementation, under proptest
+//! over random shapes, strides, paddings, groups and batch sizes (including 1 and odd
+//! sizes that leave remainder tiles), with guard bytes checked after each kernel.
+
+mod common;
+
+use common::{Builder, assert_agree, run_both};
+use nnc_compiler::ops::{Cell, Op, Recurrence, Reduce, UnaryFn, Window2d};
+use proptest::prelude::*;
+
+/// A window geometry that fits, or `None`.
+#[allow(clippy::too_many_arguments)]
+fn window(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    d: (usize, usize),
+    pad: [usize; 4],
+    ceil: bool,
+) -> Option<Window2d> {
+    let axis = |size: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize| -> Option<usize> {
+        let span = d * (k - 1) + 1;
+        let padded = size + p0 + p1;
+        if padded < span {
+            return None;
+        }
+        if !ceil {
+            return Some((padded - span) / s + 1);
+        }
+        let mut out = (padded - span).div_ceil(s) + 1;
+        if (out - 1) * s >= size + p0 {
+            out -= 1;
+        }
+        Some(out)
+    };
+    let oh = axis(h, k.0, s.0, d.0, pad[0], pad[1])?;
+    let ow = axis(w, k.1, s.1, d.1, pad[2], pad[3])?;
+    Some(Window2d { n, c, h, w, kh: k.0, kw: k.1, sh: s.0, sw: s.1, dh: d.0, dw: d.1, pad, oh, ow })
+}
+
+fn check(what: &str, b: Builder, seed: u64) {
+    let (generated, reference) = run_both(&b.graph, seed, 1);
+    assert_agree(what, &generated, &reference);
+}
+
+proptest! {
+    #[test]
+    fn conv_with_fused_epilogue(
+        n in 1usize..4, cg in 1usize..5, kg in 1usize..7, groups in 1usize..3,
+        h in 1usize..12, w in 1usize..12, k in (1usize..5, 1usize..5), s in (1usize..3, 1usize..3),
+        d in (1usize..3, 1usize..3), pad in prop::array::uniform4(0usize..3),
+        bias in any::<bool>(), bn in any::<bool>(), act in 0usize..3, residual in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let (c, kk) = (cg * groups, kg * groups);
+        let Some(win) = window(n, c, h, w, k, s, d, pad, false) else { return Ok(()) };
+        let mut b = Builder::new(n);
+        let x = b.input(vec![n, c, h, w]);
+        let weight = b.param("w", vec![kk, cg, k.0, k.1], 0.5);
+        let dims = vec![n, kk, win.oh, win.ow];
+        let mut y = b.op(Op::Conv2d { win, k: kk, groups }, vec![x, weight], dims.clone());
+        let inner = win.oh * win.ow;
+        if bias {
+            let bv = b.param("b", vec![kk], 0.5);
+            y = b.op(Op::AddChannel { outer: n, channels: kk, inner }, vec![y, bv], dims.clone());
+        }
+        if bn {
+            let ss = b.param("ss", vec![2, kk], 1.0);
+            y = b.op(Op::ScaleShiftChannel { outer: n, channels: kk, inner }, vec![y, ss], dims.clone());
+        }
+        if residual {
+            let other = b.input(dims.clone());
+            y = b.op(Op::Add { len: n * kk * inner, inputs: 2 }, vec![y, other], dims.clone());
+        }
+        let f = [UnaryFn::Relu, UnaryFn::Tanh, UnaryFn::LeakyRelu(0.1)][act];
+        b.op(Op::Unary { len: n * kk * inner, f }, vec![y], dims);
+        check("conv", b, seed);
+    }
+
+    #[test]
+    fn matmul_with_bias_and_activation(m in 1usize..19, k in 1usize..40, n in 1usize..40, act in 0usize..4, seed in any::<u64>()) {
+        let mut b = Builder::new(m);
+        let x = b.input(vec![m, k]);
+        let w = b.param("w", vec![k, n], 0.5);
+        let bias = b.param("b", vec![n], 0.5);
+        let y = b.op(Op::MatMul { m, k, n }, vec![x, w], vec![m, n]);
+        let y = b.op(Op::AddChannel { outer: m, channels: n, inner: 1 }, vec![y, bias], vec![m, n]);
+        let f = [UnaryFn::Relu, UnaryFn::Tanh, UnaryFn::Sigmoid, UnaryFn::LeakyRelu(0.01)][act];
+        b.op(Op::Unary { len: m * n, f }, vec![y], vec![m, n]);
+        check("matmul", b, seed);
+    }
+
+    #[test]
+    fn pooling(
+        n in 1usize..3, c in 1usize..4, h in 1usize..13, w in 1usize..13, k in (1usize..5, 1usize..5),
+        s in (1usize..4, 1usize..4), pad in (0usize..3, 0usize..3), ceil in any::<bool>(), max in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let pad = [pad.0.min(k.0 / 2), pad.0.min(k.0 / 2), pad.1.min(k.1 / 2), pad.1.min(k.1 / 2)];
+        let Some(win) = window(n, c, h, w, k, s, (1, 1), pad, ceil) else { return Ok(()) };
+        let mut b = Builder::new(n);
+        let x = b.input(vec![n, c, h, w]);
+        let reduce = if max { Reduce::Max } else { Reduce::Mean };
+        b.op(Op::Pool2d { win, reduce }, vec![x], vec![n, c, win.oh, win.ow]);
+        check("pool", b, seed);
+    }
+
+    #[test]
+    fn element_wise_maps(len in 1usize..70, f in 0usize..4, scale in 0.1f64..20.0, seed in any::<u64>()) {
+        let mut b = Builder::new(1);
+        let x = b.input(vec![len]);
+        let y = b.input(vec![len]);
+        let s = b.op(Op::Add { len, inputs: 2 }, vec![x, y], vec![len]);
+        let f = [UnaryFn::Relu, UnaryFn::Tanh, UnaryFn::Sigmoid, UnaryFn::LeakyRelu(0.2)][f];
+        // Scale the inputs up to reach the polynomials' outer ranges.
+        let k = b.param("k", vec![2, 1], scale);
+        let t = b.op(Op::ScaleShiftChannel { outer: 1, channels: 1, inner: len }, vec![s, k], vec![len]);
+        b.op(Op::Unary { len, f }, vec![t], vec![len]);
+        check("map", b, seed);
+    }
+
+    #[test]
+    fn channel_maps_and_batchnorm_fold(outer in 1usize..4, channels in 1usize..9, inner in 1usize..11, seed in any::<u64>()) {
+        let mut b = Builder::new(outer);
+        let x = b.input(vec![outer, channels, inner]);
+        let gamma = b.param("g", vec![channels], 1.0);
+        let beta = b.param("b", vec![channels], 1.0);
+        let mean = b.param("m", vec![channels], 1.0);
+        let var = b.param("running_var", vec![channels], 1.0);
+        let fold = b.op(Op::BatchNormFold { channels, eps: 1e-5 }, vec![gamma, beta, mean, var], vec![2, channels]);
+        let y = b.op(Op::ScaleShiftChannel { outer, channels, inner }, vec![x, fold], vec![outer, channels, inner]);
+        b.op(Op::Unary { len: outer * channels * inner, f: UnaryFn::Relu }, vec![y], vec![outer, channels, inner]);
+        check("batchnorm", b, seed);
+    }
+
+    #[test]
+    fn softmax_rows(rows in 1usize..6, cols in 1usize..40, scale in 0.1f64..50.0, seed in any::<u64>()) {
+        let mut b = Builder::new(rows);
+        let x = b.input(vec![rows, cols]);
+        let k = b.param("k", vec![2, 1], scale);
+        let t = b.op(Op::ScaleShiftChannel { outer: 1, channels: 1, inner: rows * cols }, vec![x, k], vec![rows, cols]);
+        b.op(Op::Softmax { rows, cols }, vec![t], vec![rows, cols]);
+        check("softmax", b, seed);
+    }
+
+    #[test]
+    fn lrn(n in 1usize..3, c in 1usize..9, hw in 1usize..11, size in 1usize..7, seed in any::<u64>()) {
+        let mut b = Builder::new(n);
+        let x = b.input(vec![n, c, hw]);
+        b.op(Op::Lrn { n, c, hw, size, alpha: 0.5, beta: 0.75, k: 1.5 }, vec![x], vec![n, c, hw]);
+        check("lrn", b, seed);
+    }
+
+    #[test]
+    fn global_average_pool_and_concat(n in 1usize..4, c in 1usize..6, hw in 1usize..30, parts in prop::collection::vec(1usize..9, 1..4), seed in any::<u64>()) {
+        let mut b = Builder::new(n);
+        let x = b.input(vec![n, c, hw]);
+        let pooled = b.op(Op::GlobalAvgPool { n, c, hw }, vec![x], vec![n, c]);
+        let mut inputs = vec![pooled];
+        let mut inners = vec![c];
+        for p in parts {
+            inputs.push(b.input(vec![n, p]));
+            inners.push(p);
+        }
+        let total = inners.iter().sum();
+        b.op(Op::Concat { outer: n, inners }, inputs, vec![n, total]);
+        check("concat", b, seed);
+    }
+
+    #[test]
+    fn embedding(count in 1usize..20, vocab in 1usize..30, dim in 1usize..13, seed in any::<u64>()) {
+        let mut b = Builder::new(count);
+        let ids = b.input(vec![count]);
+        let table = b.param("table", vec![vocab, dim], 1.0);
+        b.op(Op::Embedding { count, vocab, dim }, vec![ids, table], vec![count, dim]);
+        check("embedding", b, seed);
+    }
+
+    #[test]
+    fn recurrent_cells(
+        cell in 0usize..3, n in 1usize..6, t in 1usize..6, f in 1usize..9, h in 1usize..11,
+        last in any::<bool>(), bias in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let cell = [Cell::Rnn, Cell::Lstm, Cell::Gru][cell];
+        let g = cell.gates() * h;
+        let mut b = Builder::new(n);
+        let x = b.input(vec![n, t, f]);
+        let mut inputs = vec![x, b.param("w_ih", vec![f, g], 0.5), b.param("w_hh", vec![h, g], 0.5)];
+        if bias {
+            inputs.push(b.param("b_ih", vec![g], 0.5));
+            inputs.push(b.param("b_hh", vec![g], 0.5));
+        }
+        let r = Recurrence { cell, n, t, f, h, last, bias };
+        let dims = if last { vec![n, h] } else { vec![n, t, h] };
+        b.op(Op::Recurrent(r), inputs, dims);
+        check("recurrent", b, seed);
+    }
+}
