@@ -2,6 +2,7 @@
 //! kernels in order over one arena as often as needed.
 
 use crate::arena::{AllocError, Arena};
+use crate::pool::Pool;
 use nnc_compiler::codegen::{self, CodegenError, Compiled};
 use nnc_compiler::graph::Graph;
 use nnc_compiler::kernel::{Parallel, Program, fuse::fuse};
@@ -46,6 +47,8 @@ pub enum Error {
     Alloc(#[from] AllocError),
     #[error("kernel {kernel} wrote outside its buffers: the guard bytes {side} `{buffer}` were overwritten")]
     Guard { kernel: String, buffer: String, side: &'static str },
+    #[error("cannot start worker threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Bytes written around every buffer in guard mode.
@@ -61,6 +64,7 @@ pub struct Executable {
     pub timings: Timings,
     compiled: Compiled,
     arena: Arena,
+    pool: Option<Pool>,
 }
 
 impl Executable {
@@ -86,7 +90,9 @@ impl Executable {
         let compiled = codegen::compile(&program, &plan, codegen::Options { verify: options.verify })?;
         timings.codegen = compiled.time;
         let arena = Arena::new(plan.size)?;
-        let mut e = Executable { graph, program, plan, timings, compiled, arena };
+        let threads = program.threads;
+        let pool = if threads > 1 { Some(Pool::new(threads).map_err(Error::Threads)?) } else { None };
+        let mut e = Executable { graph, program, plan, timings, compiled, arena, pool };
         if e.plan.guard > 0 {
             for i in 0..e.plan.regions.len() {
                 if e.plan.regions[i].live.is_none() {
@@ -125,20 +131,26 @@ impl Executable {
         self.tensor(self.graph.output)
     }
 
-    /// Runs every kernel once, on the calling thread.
+    /// Threads kernels are split across.
+    pub fn threads(&self) -> usize {
+        self.program.threads
+    }
+
+    /// Runs every kernel once, splitting parallel kernels across the worker threads.
     pub fn run(&mut self) -> Result<(), Error> {
         for k in 0..self.program.kernels.len() {
             if self.plan.guard > 0 {
                 self.arm_kernel(k);
             }
             let f = self.compiled.kernels[k];
-            let end = match self.program.kernels[k].parallel {
-                Parallel::Serial => 1,
-                Parallel::Loop { extent } => extent as u64,
-            };
-            // SAFETY: the kernel was generated for this memory plan, whose buffers all lie
-            // inside the arena; thread 0's scratch copies exist for any thread count.
-            unsafe { f(self.arena.as_mut_ptr(), 0, end, 0) };
+            let arena = self.arena.as_mut_ptr();
+            match (self.program.kernels[k].parallel, &self.pool) {
+                // SAFETY: the kernel was generated for this memory plan, whose buffers all
+                // lie inside the arena, with scratch copies for every pool thread.
+                (Parallel::Loop { extent }, Some(pool)) => unsafe { pool.run(f, arena, extent as u64) },
+                (Parallel::Loop { extent }, None) => unsafe { f(arena, 0, extent as u64, 0) },
+                (Parallel::Serial, _) => unsafe { f(arena, 0, 1, 0) },
+            }
             if self.plan.guard > 0 {
                 self.check(k)?;
             }

@@ -5,3 +5,4 @@
 pub mod arena;
 pub mod exec;
 pub mod init;
+pub mod pool;

@@ -81,3 +81,13 @@ fn char_rnn() {
 fn char_lstm() {
     check("char_lstm.net", 4, 1);
 }
+
+/// The same networks split across worker threads (uneven and empty shares included).
+#[test]
+fn threaded() {
+    check("lenet5.net", 5, 2);
+    check("lenet5.net", 2, 3);
+    check("resnet18_cifar.net", 3, 2);
+    check("char_lstm.net", 8, 3);
+    check("googlenet.net", 2, 2);
+}
