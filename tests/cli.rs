@@ -162,3 +162,139 @@ fn warnings_are_printed_but_do_not_fail() {
     assert!(err.contains("warning: `unused` is never used"), "{err}");
     assert!(err.contains("w.net:2:9"), "{err}");
 }
+
+/// An IDX file of `count` 28×28 images with a deterministic pattern.
+fn idx_digits(path: &Path, count: usize) {
+    let mut b = vec![0u8, 0, 8, 3];
+    for d in [count as u32, 28, 28] {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend((0..count * 784).map(|i| ((i * 37) % 256) as u8));
+    std::fs::write(path, b).unwrap();
+}
+
+/// LeNet-5 weights from the runtime's initialiser, saved as a checkpoint.
+fn lenet_weights(path: &Path) {
+    let model = nnc_compiler::compile_file(Path::new("examples/lenet5.net")).unwrap();
+    let options = nnc_runtime::exec::Options { threads: 1, guard: false, verify: false };
+    let mut exec = nnc_runtime::exec::Executable::build(&model.networks[0], 1, &options).unwrap();
+    exec.init_params(5);
+    nnc_runtime::checkpoint::save(&exec, path, Default::default()).unwrap();
+}
+
+#[test]
+fn predict_prints_top_classes_and_writes_outputs() {
+    let dir = scratch("predict");
+    let (weights, digits) = (dir.join("w.safetensors"), dir.join("digits.idx"));
+    lenet_weights(&weights);
+    idx_digits(&digits, 5);
+    let (w, d) = (weights.to_str().unwrap(), digits.to_str().unwrap());
+    let o =
+        nnc(&["predict", "examples/lenet5.net", "--weights", w, "--input", d, "--top", "2", "--batch", "2"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let lines: Vec<String> = text(&o.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines[0].starts_with("0\t") && lines[0].matches('(').count() == 2, "{}", lines[0]);
+
+    let csv = dir.join("logits.csv");
+    assert_eq!(
+        code(&nnc(&[
+            "predict",
+            "examples/lenet5.net",
+            "--weights",
+            w,
+            "--input",
+            d,
+            "--output",
+            csv.to_str().unwrap()
+        ])),
+        0
+    );
+    let rows: Vec<Vec<f32>> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r.len() == 10));
+    // The printed top class is the largest logit, whatever the batch size.
+    for (line, row) in lines.iter().zip(&rows) {
+        let best = (0..10).max_by(|a, b| row[*a].total_cmp(&row[*b])).unwrap();
+        assert_eq!(line.split('\t').nth(1).unwrap().split(' ').next().unwrap(), best.to_string());
+    }
+    let npy = dir.join("logits.npy");
+    assert_eq!(
+        code(&nnc(&[
+            "predict",
+            "examples/lenet5.net",
+            "--weights",
+            w,
+            "--input",
+            d,
+            "--output",
+            npy.to_str().unwrap()
+        ])),
+        0
+    );
+    let bytes = std::fs::read(&npy).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY\x01\x00"));
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + header_len) % 64, 0);
+    assert!(String::from_utf8_lossy(&bytes[10..10 + header_len]).contains("'shape': (5, 10)"));
+    assert_eq!(bytes.len(), 10 + header_len + 5 * 10 * 4);
+}
+
+#[test]
+fn predict_explains_bad_inputs_and_weights() {
+    let dir = scratch("predict-errors");
+    let weights = dir.join("w.safetensors");
+    lenet_weights(&weights);
+    let w = weights.to_str().unwrap();
+    let small = dir.join("small.f32");
+    std::fs::write(&small, [0u8; 100 * 4]).unwrap();
+    let o = nnc(&["predict", "examples/lenet5.net", "--weights", w, "--input", small.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("not a whole number of examples of 784"), "{}", text(&o.stderr));
+    let digits = dir.join("d.idx");
+    idx_digits(&digits, 1);
+    let o = nnc(&["predict", "examples/alexnet.net", "--weights", w, "--input", digits.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("the network's input [3, 224, 224] has 150528"), "{}", text(&o.stderr));
+    let o =
+        nnc(&["predict", "examples/resnet18_cifar.net", "--weights", w, "--input", digits.to_str().unwrap()]);
+    assert_ne!(code(&o), 0);
+    let o = nnc(&[
+        "predict",
+        "examples/lenet5.net",
+        "--weights",
+        "nope.safetensors",
+        "--input",
+        digits.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(text(&o.stderr).contains("cannot read `nope.safetensors`"));
+}
+
+#[test]
+fn bench_reports_compile_phases_and_throughput() {
+    let o = nnc(&[
+        "bench",
+        "examples/lenet5.net",
+        "--batch",
+        "4",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--kernels",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    for needle in
+        ["lenet5 at batch 4 on 2 threads", "codegen", "examples/s", "GFLOP/s", "conv2d + add_channel + tanh"]
+    {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}

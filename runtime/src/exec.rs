@@ -139,21 +139,27 @@ impl Executable {
     /// Runs every kernel once, splitting parallel kernels across the worker threads.
     pub fn run(&mut self) -> Result<(), Error> {
         for k in 0..self.program.kernels.len() {
-            if self.plan.guard > 0 {
-                self.arm_kernel(k);
-            }
-            let f = self.compiled.kernels[k];
-            let arena = self.arena.as_mut_ptr();
-            match (self.program.kernels[k].parallel, &self.pool) {
-                // SAFETY: the kernel was generated for this memory plan, whose buffers all
-                // lie inside the arena, with scratch copies for every pool thread.
-                (Parallel::Loop { extent }, Some(pool)) => unsafe { pool.run(f, arena, extent as u64) },
-                (Parallel::Loop { extent }, None) => unsafe { f(arena, 0, extent as u64, 0) },
-                (Parallel::Serial, _) => unsafe { f(arena, 0, 1, 0) },
-            }
-            if self.plan.guard > 0 {
-                self.check(k)?;
-            }
+            self.run_kernel(k)?;
+        }
+        Ok(())
+    }
+
+    /// Runs kernel `k` alone (for profiling; its inputs are whatever the arena holds).
+    pub fn run_kernel(&mut self, k: usize) -> Result<(), Error> {
+        if self.plan.guard > 0 {
+            self.arm_kernel(k);
+        }
+        let f = self.compiled.kernels[k];
+        let arena = self.arena.as_mut_ptr();
+        match (self.program.kernels[k].parallel, &self.pool) {
+            // SAFETY: the kernel was generated for this memory plan, whose buffers all lie
+            // inside the arena, with scratch copies for every pool thread.
+            (Parallel::Loop { extent }, Some(pool)) => unsafe { pool.run(f, arena, extent as u64) },
+            (Parallel::Loop { extent }, None) => unsafe { f(arena, 0, extent as u64, 0) },
+            (Parallel::Serial, _) => unsafe { f(arena, 0, 1, 0) },
+        }
+        if self.plan.guard > 0 {
+            self.check(k)?;
         }
         Ok(())
     }

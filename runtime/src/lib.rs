@@ -3,6 +3,8 @@
 //! and checkpoints.
 
 pub mod arena;
+pub mod checkpoint;
+pub mod data;
 pub mod exec;
 pub mod init;
 pub mod pool;

@@ -1,8 +1,10 @@
 //! Command-line parsing and the commands.
 
+mod bench;
 mod compile;
 mod fmt;
 mod graph;
+mod predict;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nnc_compiler::diagnostic::{self, Color};
@@ -47,6 +49,10 @@ enum Command {
     Fmt(fmt::Args),
     /// Print the layer graph in Graphviz DOT.
     Graph(graph::Args),
+    /// Run a trained network on examples from a file.
+    Predict(predict::Args),
+    /// Time compilation and inference.
+    Bench(bench::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -64,6 +70,8 @@ pub fn run() -> ExitCode {
         Command::Compile(args) => compile::run(&ui, &args),
         Command::Fmt(args) => fmt::run(&ui, &args),
         Command::Graph(args) => graph::run(&ui, &args),
+        Command::Predict(args) => predict::run(&ui, &args),
+        Command::Bench(args) => bench::run(&ui, &args),
         Command::Check { files } => {
             let mut worst = 0;
             for f in &files {
@@ -89,6 +97,34 @@ pub fn out(text: &str) {
         }
         std::process::exit(0);
     }
+}
+
+/// The network `name` of a model, or its first; reports the problem and returns `None`
+/// when there is no such network.
+pub fn network<'m>(
+    model: &'m Model,
+    name: Option<&str>,
+    file: &Path,
+) -> Option<&'m nnc_compiler::graph::Graph> {
+    let found = match name {
+        Some(n) => model.network(n),
+        None => model.networks.first(),
+    };
+    if found.is_none() {
+        let names: Vec<&str> = model.networks.iter().map(|g| g.name.as_str()).collect();
+        match name {
+            Some(n) => {
+                eprintln!("error: `{}` has no network `{n}` (it has: {})", file.display(), names.join(", "))
+            }
+            None => eprintln!("error: `{}` defines only blocks; there is no network", file.display()),
+        }
+    }
+    found
+}
+
+/// The thread count to use: as asked, or every core.
+pub fn threads(asked: Option<usize>) -> usize {
+    asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, 256)
 }
 
 /// Output settings shared by the commands.

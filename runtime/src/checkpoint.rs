@@ -1,0 +1,124 @@
+//! Checkpoints in safetensors: every parameter and buffer under its PyTorch name, in
+//! PyTorch's layout and dtype (f32), so that `torch.load_state_dict(safetensors.torch.
+//! load_file(path))` reads what nnc writes and nnc reads what PyTorch writes.
+//!
+//! Loading checks every tensor: a missing, extra, mis-shaped, wrongly typed or corrupt
+//! tensor is an error that names it.
+
+use crate::exec::Executable;
+use crate::init::{to_internal, to_torch};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write `{path}`: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("`{path}` is not a valid safetensors file: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("`{path}` has no tensor `{name}`, which the network needs ({shape:?})")]
+    Missing { path: String, name: String, shape: Vec<usize> },
+    #[error("`{path}` has tensors the network does not use: {}", .names.join(", "))]
+    Extra { path: String, names: Vec<String> },
+    #[error("tensor `{name}` in `{path}` has shape {found:?}, but the network needs {expected:?}")]
+    Shape { path: String, name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tensor `{name}` in `{path}` is {dtype:?}; nnc reads f32")]
+    Dtype { path: String, name: String, dtype: Dtype },
+}
+
+/// Tensors whose names start with this are not parameters (optimizer state, later) and
+/// are not required on load.
+pub const STATE_PREFIX: &str = "__";
+
+/// Every parameter and buffer of `exec`, in PyTorch's layout, by PyTorch's name.
+pub fn state(exec: &Executable) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    exec.graph
+        .params()
+        .map(|(t, info)| (info.name.clone(), info.torch_dims.clone(), to_torch(info, exec.tensor(t))))
+        .collect()
+}
+
+/// Writes the parameters (and `metadata`) to `path`, atomically: a temporary file beside
+/// it, then a rename, so an interrupted write never leaves a truncated checkpoint.
+pub fn save(
+    exec: &Executable,
+    path: &Path,
+    metadata: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let name = path.display().to_string();
+    let state = state(exec);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
+        .into_iter()
+        .map(|(n, dims, values)| (n, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, dims, data)| {
+            TensorView::new(Dtype::F32, dims.clone(), data)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let write = |source| CheckpointError::Write { path: name.clone(), source };
+    std::fs::write(&tmp, data).map_err(write)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        write(e)
+    })
+}
+
+/// Reads `path` into `exec`'s parameters and returns the file's metadata.
+pub fn load(exec: &mut Executable, path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+    let name = path.display().to_string();
+    if path.is_dir() {
+        let source = std::io::Error::other("it is a directory");
+        return Err(CheckpointError::Read { path: name, source });
+    }
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: name.clone(), source })?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
+    let params: Vec<_> = exec.graph.params().map(|(t, info)| (t, info.clone())).collect();
+    let mut extra: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with(STATE_PREFIX) && !params.iter().any(|(_, p)| p.name == *n))
+        .map(str::to_string)
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(CheckpointError::Extra { path: name, names: extra });
+    }
+    for (t, info) in params {
+        let view = file.tensor(&info.name).map_err(|_| CheckpointError::Missing {
+            path: name.clone(),
+            name: info.name.clone(),
+            shape: info.torch_dims.clone(),
+        })?;
+        if view.dtype() != Dtype::F32 {
+            return Err(CheckpointError::Dtype { path: name, name: info.name.clone(), dtype: view.dtype() });
+        }
+        if view.shape() != info.torch_dims.as_slice() {
+            return Err(CheckpointError::Shape {
+                path: name,
+                name: info.name.clone(),
+                expected: info.torch_dims.clone(),
+                found: view.shape().to_vec(),
+            });
+        }
+        let values: Vec<f32> =
+            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let internal = to_internal(&info, &values);
+        exec.tensor_mut(t).copy_from_slice(&internal);
+    }
+    Ok(header.metadata().clone().unwrap_or_default())
+}

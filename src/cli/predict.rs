@@ -1,0 +1,186 @@
+//! `nnc predict`: run a trained network on examples from a file.
+
+use super::{EXIT_MODEL, EXIT_USAGE, Ui, out};
+use nnc_compiler::graph::{Graph, NodeKind};
+use nnc_compiler::ops::Op;
+use nnc_runtime::checkpoint;
+use nnc_runtime::data::input::{self, InputSpec};
+use nnc_runtime::exec::{Executable, Options};
+use std::fmt::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file.
+    file: PathBuf,
+    /// Trained parameters (safetensors, PyTorch names and layouts).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Examples: an IDX file (optionally .gz; bytes are pixels scaled to [0, 1]) or raw
+    /// little-endian f32. The train section's mean and std are applied.
+    #[arg(long)]
+    input: PathBuf,
+    /// Examples per run.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch: u64,
+    /// Classes to list per example.
+    #[arg(long, default_value_t = 1)]
+    top: usize,
+    /// Write the outputs instead: `.csv` (one row per example) or `.npy`.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// The network (default: the first in the file).
+    #[arg(long)]
+    network: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(ui: &Ui, args: &Args) -> u8 {
+    let model = match ui.compile(&args.file) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let Some(graph) = super::network(&model, args.network.as_deref(), &args.file) else { return EXIT_USAGE };
+    let Some(spec) = input_spec(graph, model.train_config(&graph.name)) else {
+        eprintln!(
+            "error: `nnc predict` needs a network with exactly one input; `{}` has {}",
+            graph.name,
+            graph.inputs.len()
+        );
+        return EXIT_USAGE;
+    };
+    let examples = match input::read(&args.input, &spec) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let batch = (args.batch as usize).min(examples.count);
+    let options = Options { threads: super::threads(args.threads), ..Options::default() };
+    let mut exec = match Executable::build(graph, batch, &options) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Err(e) = checkpoint::load(&mut exec, &args.weights) {
+        eprintln!("error: {e}");
+        return EXIT_MODEL;
+    }
+    let per_in = spec.elements();
+    let per_out = graph.node(graph.output).shape.elements() as usize;
+    let mut outputs = Vec::with_capacity(examples.count * per_out);
+    let input = exec.graph.inputs[0];
+    for chunk in examples.values.chunks(batch * per_in) {
+        let slot = exec.tensor_mut(input);
+        slot.fill(0.0);
+        slot[..chunk.len()].copy_from_slice(chunk);
+        if let Err(e) = exec.run() {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+        let rows = chunk.len() / per_in;
+        outputs.extend_from_slice(&exec.output()[..rows * per_out]);
+    }
+    let dims: Vec<usize> = graph.node(graph.output).shape.dims().iter().map(|&d| d as usize).collect();
+    match &args.output {
+        Some(path) => match write_outputs(path, &outputs, examples.count, &dims) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: cannot write `{}`: {e}", path.display());
+                EXIT_USAGE
+            }
+        },
+        None if dims.len() == 1 => {
+            let probabilities = ends_in_softmax(&exec);
+            out(&top_classes(&outputs, per_out, args.top, probabilities));
+            0
+        }
+        None => {
+            eprintln!(
+                "error: the output {} is not a vector of class scores; write it with `--output file.csv`",
+                graph.node(graph.output).shape
+            );
+            EXIT_USAGE
+        }
+    }
+}
+
+/// The input the network reads and how to prepare it.
+fn input_spec(graph: &Graph, train: Option<&nnc_compiler::train::TrainConfig>) -> Option<InputSpec> {
+    let [input] = graph.inputs[..] else { return None };
+    let node = graph.node(input);
+    let NodeKind::Input(encoding) = node.kind else { return None };
+    let (mean, std) = train.map(|t| (t.mean.clone(), t.std.clone())).unwrap_or_default();
+    Some(InputSpec { shape: node.shape, encoding, mean, std })
+}
+
+fn ends_in_softmax(exec: &Executable) -> bool {
+    exec.graph.ops.last().is_some_and(|o| matches!(o.op, Op::Softmax { .. }) && o.output == exec.graph.output)
+}
+
+/// `example  class (probability) ...` for each example.
+fn top_classes(outputs: &[f32], classes: usize, top: usize, probabilities: bool) -> String {
+    let mut s = String::new();
+    for (i, row) in outputs.chunks(classes).enumerate() {
+        let p: Vec<f32> = if probabilities {
+            row.to_vec()
+        } else {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            e.iter().map(|v| v / sum).collect()
+        };
+        let mut order: Vec<usize> = (0..classes).collect();
+        order.sort_by(|a, b| p[*b].total_cmp(&p[*a]).then(a.cmp(b)));
+        let _ = write!(s, "{i}");
+        for &c in order.iter().take(top.max(1)) {
+            let _ = write!(s, "\t{c} ({:.3})", p[c]);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// CSV (one row per example) or NPY (little-endian f32, shape `[examples, ...dims]`).
+fn write_outputs(
+    path: &std::path::Path,
+    values: &[f32],
+    count: usize,
+    dims: &[usize],
+) -> std::io::Result<()> {
+    let per: usize = dims.iter().product();
+    let bytes = match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => {
+            let shape: Vec<String> =
+                std::iter::once(count).chain(dims.iter().copied()).map(|d| d.to_string()).collect();
+            let shape =
+                if shape.len() == 1 { format!("({},)", shape[0]) } else { format!("({})", shape.join(", ")) };
+            let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+            // Magic (6) + version (2) + length (2) + header + newline, padded to 64.
+            while (10 + header.len() + 1) % 64 != 0 {
+                header.push(' ');
+            }
+            header.push('\n');
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend((header.len() as u16).to_le_bytes());
+            b.extend(header.as_bytes());
+            b.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            b
+        }
+        _ => {
+            let mut s = String::new();
+            for row in values.chunks(per) {
+                let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+                s.push_str(&cells.join(","));
+                s.push('\n');
+            }
+            s.into_bytes()
+        }
+    };
+    std::fs::write(path, bytes)
+}
