@@ -88,6 +88,14 @@ impl Emit<'_, '_> {
         }
     }
 
+    /// Loads an operand of a matrix product's inner loop, in program order (product
+    /// kernels are compiled without reordering; see `codegen::compile`).
+    pub fn load_operand(&mut self, ty: Type, a: Addr, bytes: i32) -> Value {
+        let flags = MemFlagsData::new().with_notrap();
+        let (base, off) = self.displace(a, bytes);
+        self.b.ins().load(ty, flags, base, off)
+    }
+
     /// Loads a value of type `ty` (`F32` or `F32X4`) at `a` plus `bytes`.
     pub fn load(&mut self, ty: Type, a: Addr, bytes: i32, from: Option<&Ptr>) -> Value {
         let flags = self.flags(from);

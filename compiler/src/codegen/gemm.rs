@@ -103,14 +103,21 @@ impl Emit<'_, '_> {
         let a_base = self.b.ins().iadd(bases.a.base, a_row);
         let j_bytes = self.b.ins().ishl_imm_u(j, 2);
         let b_base = self.b.ins().iadd(bases.b.base, j_bytes);
-        self.for_count(None, g.k, 1, |e, p| {
+        // The k loop, unrolled by four: constant offsets in the load immediates for the
+        // unrolled steps, one counter update and one address computation per four.
+        let unroll = if g.k >= 4 { 4 } else { 1 };
+        let main = g.k / unroll * unroll;
+        let step = |e: &mut Self, p: Value, sub: usize| {
             let b_row = e.b.ins().imul_imm_s(p, (g.ldb * 4) as i64);
             let b_at = Addr { base: e.b.ins().iadd(b_base, b_row), offset: bases.b.offset };
-            let bv: Vec<Value> = (0..width).map(|c| e.load(ty(c), b_at, col_bytes(c), Some(&g.b))).collect();
             let p_bytes = e.b.ins().ishl_imm_u(p, 2);
             let a_at = Addr { base: e.b.ins().iadd(a_base, p_bytes), offset: bases.a.offset };
+            let b_sub = (sub * g.ldb * 4) as i32;
+            let bv: Vec<Value> =
+                (0..width).map(|c| e.load_operand(ty(c), b_at, b_sub + col_bytes(c))).collect();
             for (r, row) in acc.iter().enumerate() {
-                let s = e.load(F32, a_at, (r * g.lda * 4) as i32, Some(&g.a));
+                let a_off = (r * g.lda * 4 + sub * 4) as i32;
+                let s = e.load_operand(F32, a_at, a_off);
                 let sv = if vecs > 0 { Some(e.b.ins().splat(F32X4, s)) } else { None };
                 for (c, &var) in row.iter().enumerate() {
                     let x = if c < vecs { sv.expect("splat for vectors") } else { s };
@@ -119,7 +126,17 @@ impl Emit<'_, '_> {
                     e.b.def_var(var, new);
                 }
             }
+        };
+        self.for_count(None, main, unroll, |e, p| {
+            for sub in 0..unroll {
+                step(e, p, sub);
+            }
         });
+        if main < g.k {
+            let from = self.iconst(main as i64);
+            let to = self.iconst(g.k as i64);
+            self.for_range(None, from, to, 1, true, |e, p| step(e, p, 0));
+        }
         // Epilogue and store.
         let c_row = self.b.ins().imul_imm_s(i, (g.ldc * 4) as i64);
         let c_at = Addr { base: self.b.ins().iadd(bases.c.base, c_row), offset: bases.c.offset };

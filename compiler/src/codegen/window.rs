@@ -72,7 +72,7 @@ impl Emit<'_, '_> {
                     let ri = e.b.ins().imul_imm_s(i, w.kw as i64);
                     let r = e.b.ins().iadd(r, ri);
                     let r = e.b.ins().iadd(r, j);
-                    let r = e.b.ins().imul_imm_s(r, ohw as i64);
+                    let r = e.b.ins().imul_imm_s(r, c.ld as i64);
                     let dst_row = e.at(dst, r);
                     let tap_x = e.b.ins().imul_imm_s(j, w.dw as i64);
                     let (x0, x1) = e.valid_range(tap_x, w.pad[2], w.sw, w.w, w.ow);

@@ -170,7 +170,9 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                     writeln!(f, "{pad}  {line}")?;
                 }
             }
-            Stmt::Im2col(c) => writeln!(f, "{pad}im2col {} → {}: {}", c.src, c.dst, window_text(&c.win))?,
+            Stmt::Im2col(c) => {
+                writeln!(f, "{pad}im2col {} → {} (ld {}): {}", c.src, c.dst, c.ld, window_text(&c.win))?
+            }
             Stmt::Pool(p) => {
                 let r = match p.reduce {
                     crate::ops::Reduce::Max => "maxpool",

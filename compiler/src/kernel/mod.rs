@@ -144,12 +144,14 @@ pub struct Window {
     pub ow: usize,
 }
 
-/// Unfolds `c` planes for a convolution: `dst[(ch·kh + i)·kw + j, y·ow + x]` is the
-/// input pixel under kernel tap `(i, j)` of output pixel `(y, x)`, or 0 in the padding.
+/// Unfolds `c` planes for a convolution: `dst[(ch·kh + i)·kw + j, y·ow + x]` (rows `ld`
+/// apart) is the input pixel under kernel tap `(i, j)` of output pixel `(y, x)`, or 0 in
+/// the padding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Im2col {
     pub src: Ptr,
     pub dst: Ptr,
+    pub ld: usize,
     pub win: Window,
 }
 

@@ -127,14 +127,15 @@ impl Build<'_> {
         let out_block = at_group(out.plus_var(n, k * ohw), kg * ohw);
         let direct = win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && win.pad == [0; 4];
         let mut stmts = Vec::new();
-        let b = if direct {
-            image
+        let (b, ldb) = if direct {
+            (image, ohw)
         } else {
-            let col = self.scratch(kk * ohw);
+            let ld = unaliased(ohw);
+            let col = self.scratch(kk * ld);
             let mut w = window(win);
             w.c = cg;
-            stmts.push(Stmt::Im2col(Im2col { src: image, dst: col.clone(), win: w }));
-            col
+            stmts.push(Stmt::Im2col(Im2col { src: image, dst: col.clone(), ld, win: w }));
+            (col, ld)
         };
         let epilogue = gemm_epilogue(
             tail,
@@ -148,7 +149,7 @@ impl Build<'_> {
             a: at_group(weight, kg * kk),
             lda: kk,
             b,
-            ldb: ohw,
+            ldb,
             c: out_block,
             ldc: ohw,
             epilogue,
@@ -216,6 +217,14 @@ fn channel_structure(node: &OpNode) -> Option<(usize, usize, usize)> {
         }
         _ => None,
     }
+}
+
+/// A row stride (in floats) for `n` columns that is not a multiple of 1 KiB floats: rows
+/// 4 KiB apart map to the same L1 sets, so a product walking down a column panel of such
+/// a matrix would evict its own panel.
+fn unaliased(n: usize) -> usize {
+    let padded = n.div_ceil(8) * 8;
+    if padded % 256 < 8 || padded % 256 > 248 { padded + 8 } else { padded }
 }
 
 pub(super) fn window(w: &crate::ops::Window2d) -> Window {
