@@ -32,10 +32,7 @@ impl Lower<'_> {
         let torch_dims: Vec<usize> = p.dims.iter().map(|&d| d as usize).collect();
         let dims = match layout {
             Layout::Same => torch_dims.clone(),
-            Layout::Transposed => {
-                assert_eq!(torch_dims.len(), 2, "only matrices are transposed");
-                vec![torch_dims[1], torch_dims[0]]
-            }
+            Layout::Transposed => vec![torch_dims[1..].iter().product(), torch_dims[0]],
         };
         let info = ParamInfo {
             name: p.name.clone(),

@@ -87,11 +87,19 @@ pub fn values(init: Init, dims: &[usize], rng: &mut Rng) -> Vec<f32> {
     }
 }
 
+/// A parameter's PyTorch shape as a matrix: the first dimension by the rest.
+fn as_matrix(info: &ParamInfo) -> (usize, usize) {
+    (info.torch_dims[0], info.torch_dims[1..].iter().product())
+}
+
 /// Converts PyTorch-layout values to the tensor's internal layout.
 pub fn to_internal(info: &ParamInfo, torch: &[f32]) -> Vec<f32> {
     match info.layout {
         Layout::Same => torch.to_vec(),
-        Layout::Transposed => transpose(torch, info.torch_dims[0], info.torch_dims[1]),
+        Layout::Transposed => {
+            let (rows, cols) = as_matrix(info);
+            transpose(torch, rows, cols)
+        }
     }
 }
 
@@ -99,7 +107,10 @@ pub fn to_internal(info: &ParamInfo, torch: &[f32]) -> Vec<f32> {
 pub fn to_torch(info: &ParamInfo, internal: &[f32]) -> Vec<f32> {
     match info.layout {
         Layout::Same => internal.to_vec(),
-        Layout::Transposed => transpose(internal, info.torch_dims[1], info.torch_dims[0]),
+        Layout::Transposed => {
+            let (rows, cols) = as_matrix(info);
+            transpose(internal, cols, rows)
+        }
     }
 }
 

@@ -115,16 +115,26 @@ impl Layer for Conv {
     fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
         let Shape::Image { c, h, w } = shapes[0] else { unreachable!("checked: conv reads images") };
         let win = self.window.batched(cx.batch(), c, h, w);
-        let weight = cx.param(0, Layout::Same);
         let dims = batched(cx.batch(), output);
         let k = self.out as usize;
-        let y =
-            cx.op(Op::Conv2d { win, k, groups: self.groups as usize }, vec![inputs[0], weight], dims.clone());
+        // A window that covers the whole unpadded input once (LeNet's C5) is a dense layer
+        // over the flattened image: one product over the batch instead of one
+        // single-column product per image.
+        let whole = win.oh == 1 && win.ow == 1 && win.pad == [0; 4] && (win.kh, win.kw) == (win.h, win.w);
+        let (y, inner) = if whole && self.groups == 1 && win.dh == 1 && win.dw == 1 {
+            let weight = cx.param(0, Layout::Transposed);
+            let op = Op::MatMul { m: cx.batch(), k: win.c * win.h * win.w, n: k };
+            (cx.op(op, vec![inputs[0], weight], dims.clone()), 1)
+        } else {
+            let weight = cx.param(0, Layout::Same);
+            let op = Op::Conv2d { win, k, groups: self.groups as usize };
+            (cx.op(op, vec![inputs[0], weight], dims.clone()), win.oh * win.ow)
+        };
         if !self.bias {
             return y;
         }
         let bias = cx.param(1, Layout::Same);
-        let op = Op::AddChannel { outer: cx.batch(), channels: k, inner: win.oh * win.ow };
+        let op = Op::AddChannel { outer: cx.batch(), channels: k, inner };
         cx.op(op, vec![y, bias], dims)
     }
 }

@@ -46,8 +46,9 @@ pub struct ParamInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     Same,
-    /// A 2-D `[a, b]` tensor stored as `[b, a]` (dense and recurrent weights, so that
-    /// `x · w` reads `w` row by row).
+    /// `[a, b, ...]` stored as the matrix `[b·..., a]` (dense and recurrent weights, and
+    /// the weights of convolutions computed as one product, so that `x · w` reads `w` row
+    /// by row).
     Transposed,
 }
 
