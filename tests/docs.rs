@@ -58,7 +58,8 @@ fn the_documented_error_is_current() {
     assert!(doc.contains(&message), "docs/language.md shows an outdated error:\n{message}");
 }
 
-/// The README's tour shows the real LeNet-5 file and the plan `nnc compile` prints for it.
+/// The README's tour shows the real LeNet-5 file and the plan `nnc compile` prints for it
+/// (on two threads, as on the two-core machine the project is built and tested on).
 #[test]
 fn the_readme_tour_is_current() {
     let readme = std::fs::read_to_string("README.md").unwrap();
@@ -66,6 +67,6 @@ fn the_readme_tour_is_current() {
     assert!(readme.contains(&example), "README shows an outdated examples/lenet5.net");
     let model = nnc_compiler::compile_file(std::path::Path::new("examples/lenet5.net")).unwrap();
     let g = &model.networks[0];
-    let plan = nnc_compiler::plan::Plan::new(g, &model.sources, 1, model.train_config(&g.name).cloned());
+    let plan = nnc_compiler::plan::Plan::new(g, &model.sources, 1, 2, model.train_config(&g.name).cloned());
     assert!(readme.contains(&plan.to_string()), "README shows an outdated plan:\n{plan}");
 }

@@ -13,7 +13,7 @@ fn check_outcome(result: Result<Model, Error>) {
     match result {
         Ok(model) => {
             for g in &model.networks {
-                let plan = Plan::new(g, &model.sources, 1, None);
+                let plan = Plan::new(g, &model.sources, 1, 1, None);
                 assert!(!plan.to_string().is_empty());
             }
         }

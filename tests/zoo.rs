@@ -65,7 +65,7 @@ fn every_example_has_a_reviewed_plan() {
         let plans: Vec<String> = model
             .networks
             .iter()
-            .map(|g| Plan::new(g, &model.sources, 64, model.train_config(&g.name).cloned()).to_string())
+            .map(|g| Plan::new(g, &model.sources, 64, 1, model.train_config(&g.name).cloned()).to_string())
             .collect();
         insta::assert_snapshot!(plans.join("\n"));
     });
@@ -74,7 +74,7 @@ fn every_example_has_a_reviewed_plan() {
 #[test]
 fn plan_as_json() {
     let model = compile("lenet5.net");
-    let plan = Plan::new(&model.networks[0], &model.sources, 64, model.trains.first().cloned());
+    let plan = Plan::new(&model.networks[0], &model.sources, 64, 1, model.trains.first().cloned());
     insta::assert_json_snapshot!(plan);
 }
 
@@ -108,4 +108,18 @@ fn recurrent_examples_read_sequences() {
     assert_eq!(g.trainable_params(), 4 * 256 * (128 + 256) + 8 * 256 + 256 * 128 + 128);
     let rnn = compile("char_rnn.net");
     assert_eq!(rnn.networks[0].trainable_params(), 256 * (128 + 256) + 2 * 256 + 256 * 128 + 128);
+}
+
+/// The fused kernels and their loop nests, as `nnc compile --emit kernels` prints them,
+/// for networks that exercise each kind of fusion.
+#[test]
+fn kernel_listings() {
+    for (file, batch) in
+        [("lenet5.net", 4), ("resnet18_cifar.net", 2), ("char_lstm.net", 8), ("googlenet.net", 1)]
+    {
+        let model = compile(file);
+        let ops = nnc_compiler::lower::lower(&model.networks[0], batch);
+        let program = nnc_compiler::kernel::fuse::fuse(&ops, 2);
+        insta::assert_snapshot!(format!("kernels@{file}"), program.to_string());
+    }
 }

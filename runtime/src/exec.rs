@@ -80,10 +80,21 @@ impl Executable {
 
     /// Compiles an already lowered graph (tests build single ops this way).
     pub fn from_ops(graph: TensorGraph, options: &Options) -> Result<Executable, Error> {
-        let mut timings = Timings::default();
         let t = Instant::now();
         let program = fuse(&graph, options.threads.max(1));
-        timings.fuse = t.elapsed();
+        let fuse = t.elapsed();
+        let mut e = Executable::from_program(graph, program, options)?;
+        e.timings.fuse = fuse;
+        Ok(e)
+    }
+
+    /// Plans memory for and compiles kernels that are already scheduled.
+    pub fn from_program(
+        graph: TensorGraph,
+        program: Program,
+        options: &Options,
+    ) -> Result<Executable, Error> {
+        let mut timings = Timings::default();
         let t = Instant::now();
         let plan = memory::plan(&graph, &program, if options.guard { GUARD_BYTES } else { 0 });
         timings.plan = t.elapsed();

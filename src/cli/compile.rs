@@ -23,7 +23,7 @@ pub struct Args {
     /// kernels with their loop nests (`kernels`), for `--batch` examples.
     #[arg(long, value_enum)]
     emit: Option<Emit>,
-    /// Threads to schedule kernels for (with `--emit kernels`; default: all cores).
+    /// Threads to schedule kernels for, which sizes their scratch (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -60,9 +60,8 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         },
         None => model.networks.iter().collect(),
     };
+    let threads = super::threads(args.threads);
     if let Some(emit) = args.emit {
-        let threads =
-            args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         for g in &graphs {
             let ops = nnc_compiler::lower::lower(g, args.batch as usize);
             match emit {
@@ -74,7 +73,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     }
     let plans: Vec<Plan> = graphs
         .iter()
-        .map(|g| Plan::new(g, &model.sources, args.batch, model.train_config(&g.name).cloned()))
+        .map(|g| Plan::new(g, &model.sources, args.batch, threads, model.train_config(&g.name).cloned()))
         .collect();
     match args.format {
         Format::Text => {

@@ -41,7 +41,7 @@ pub fn plan_summary(model: &Model) -> Vec<String> {
         .iter()
         .flat_map(|g| {
             let plan =
-                nnc_compiler::plan::Plan::new(g, &model.sources, 8, model.train_config(&g.name).cloned());
+                nnc_compiler::plan::Plan::new(g, &model.sources, 8, 1, model.train_config(&g.name).cloned());
             let mut lines: Vec<String> = plan
                 .rows
                 .iter()

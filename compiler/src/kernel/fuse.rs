@@ -13,6 +13,10 @@
 use super::*;
 use crate::ops::{Op, OpNode, Role, TensorGraph};
 
+/// Below this much work (multiply-adds or elements touched), a kernel runs on one thread:
+/// about 20 µs, several times the cost of a dispatch to the workers.
+pub const MIN_PARALLEL_WORK: usize = 1 << 17;
+
 /// Groups and schedules `graph`'s ops for `threads` threads.
 pub fn fuse(graph: &TensorGraph, threads: usize) -> Program {
     let mut uses = vec![0usize; graph.tensors.len()];
@@ -158,10 +162,15 @@ impl<'g> Build<'g> {
         Ptr::scratch(self.scratch.len() as u16 - 1)
     }
 
-    /// Splits a batch loop across threads when there is more than one thread and more
-    /// than one iteration.
-    fn parallel(&self, extent: usize) -> Parallel {
-        if self.threads > 1 && extent > 1 { Parallel::Loop { extent } } else { Parallel::Serial }
+    /// Splits a loop of `extent` iterations doing `work` (multiply-adds or elements) in
+    /// all across threads, when there is more than one of each and enough work to pay for
+    /// waking the workers.
+    fn parallel(&self, extent: usize, work: usize) -> Parallel {
+        if self.threads > 1 && extent > 1 && work >= MIN_PARALLEL_WORK {
+            Parallel::Loop { extent }
+        } else {
+            Parallel::Serial
+        }
     }
 
     fn kernel(mut self, name: String, group: &[usize]) -> Kernel {

@@ -77,14 +77,26 @@ pub struct Totals {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Memory {
     pub batch: u64,
-    /// Every layer output for one batch, f32, without buffer reuse.
-    pub activation_bytes: u64,
+    /// Threads the kernels are scheduled for (each has its own scratch).
+    pub threads: usize,
+    /// The arena a compiled run needs: parameters, inputs, stored activations and
+    /// scratch, with buffers whose lifetimes do not overlap sharing memory.
+    pub arena_bytes: u64,
+    /// The same if no two buffers shared memory.
+    pub arena_without_reuse_bytes: u64,
     /// Parameters and buffers, f32.
     pub parameter_bytes: u64,
 }
 
 impl Plan {
-    pub fn new(graph: &Graph, sources: &SourceMap, batch: u64, train: Option<TrainConfig>) -> Plan {
+    /// The plan of `graph`, with memory figures for `batch` examples on `threads` threads.
+    pub fn new(
+        graph: &Graph,
+        sources: &SourceMap,
+        batch: u64,
+        threads: usize,
+        train: Option<TrainConfig>,
+    ) -> Plan {
         let home = graph.span.file;
         let home_dir = std::path::Path::new(&sources.get(home).name).parent().map(|p| p.to_path_buf());
         let line = |span: crate::source::Span| {
@@ -160,7 +172,9 @@ impl Plan {
                     .collect(),
             });
         }
-        let activations = graph.nodes.iter().map(|n| n.shape.elements()).fold(0u64, u64::saturating_add);
+        let ops = crate::lower::lower(graph, batch as usize);
+        let program = crate::kernel::fuse::fuse(&ops, threads);
+        let arena = crate::memory::plan(&ops, &program, 0);
         let all_params = graph.trainable_params().saturating_add(graph.buffer_params());
         Plan {
             network: graph.name.clone(),
@@ -178,7 +192,9 @@ impl Plan {
             },
             memory: Memory {
                 batch,
-                activation_bytes: activations.saturating_mul(4).saturating_mul(batch),
+                threads,
+                arena_bytes: arena.size as u64,
+                arena_without_reuse_bytes: arena.without_reuse as u64,
                 parameter_bytes: all_params.saturating_mul(4),
             },
             train,

@@ -73,12 +73,16 @@ impl fmt::Display for Plan {
             thousands(self.totals.macs),
             metric(self.totals.macs)
         )?;
+        let m = &self.memory;
         writeln!(
             f,
-            "memory      at batch {}: activations {} (every layer output, no reuse), parameters {}",
-            self.memory.batch,
-            bytes(self.memory.activation_bytes),
-            bytes(self.memory.parameter_bytes)
+            "memory      at batch {} on {} thread{}: arena {} ({} if no buffers shared), of which parameters {}",
+            m.batch,
+            m.threads,
+            if m.threads == 1 { "" } else { "s" },
+            bytes(m.arena_bytes),
+            bytes(m.arena_without_reuse_bytes),
+            bytes(m.parameter_bytes)
         )?;
         if let Some(t) = &self.train {
             writeln!(f)?;

@@ -54,7 +54,7 @@ impl Build<'_> {
                 };
                 (
                     vec![Stmt::Loop { var: n, extent: win.n, body: vec![Stmt::Pool(pool)] }],
-                    self.parallel(win.n),
+                    self.parallel(win.n, win.n * win.c * win.oh * win.ow * win.kh * win.kw),
                 )
             }
             Op::GlobalAvgPool { n, c, hw } => {
@@ -76,7 +76,10 @@ impl Build<'_> {
                     beta,
                     k,
                 };
-                (vec![Stmt::Loop { var: b, extent: n, body: vec![Stmt::Lrn(l)] }], self.parallel(n))
+                (
+                    vec![Stmt::Loop { var: b, extent: n, body: vec![Stmt::Lrn(l)] }],
+                    self.parallel(n, n * c * hw * size),
+                )
             }
             Op::Concat { outer, ref inners } => {
                 let o = self.var();
@@ -91,7 +94,10 @@ impl Build<'_> {
                     copies.push(Stmt::Map(Map { len: inner, insts }));
                     at += inner;
                 }
-                (vec![Stmt::Loop { var: o, extent: outer, body: copies }], self.parallel(outer))
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: copies }],
+                    self.parallel(outer, outer * total),
+                )
             }
             Op::Embedding { count, vocab, dim } => {
                 let g = Gather { ids: x(0), table: x(1), dst: out, count, vocab, dim };
@@ -158,7 +164,10 @@ impl Build<'_> {
             Some(g) => vec![Stmt::Loop { var: g, extent: groups, body: stmts }],
             None => stmts,
         };
-        (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n))
+        (
+            vec![Stmt::Loop { var: n, extent: win.n, body: per_image }],
+            self.parallel(win.n, win.n * k * ohw * kk),
+        )
     }
 
     /// A run of element-wise ops as one map, looping over channels when a per-channel
@@ -188,7 +197,10 @@ impl Build<'_> {
                     row(out),
                 );
                 let map = Stmt::Map(Map { len: channels, insts });
-                (vec![Stmt::Loop { var: o, extent: outer, body: vec![map] }], self.parallel(outer))
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: vec![map] }],
+                    self.parallel(outer, outer * channels),
+                )
             }
             Some((outer, channels, inner)) => {
                 let (o, c) = (self.var(), self.var());
@@ -202,7 +214,10 @@ impl Build<'_> {
                 );
                 let map = Stmt::Map(Map { len: inner, insts });
                 let inner_loop = Stmt::Loop { var: c, extent: channels, body: vec![map] };
-                (vec![Stmt::Loop { var: o, extent: outer, body: vec![inner_loop] }], self.parallel(outer))
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: vec![inner_loop] }],
+                    self.parallel(outer, outer * channels * inner),
+                )
             }
         }
     }

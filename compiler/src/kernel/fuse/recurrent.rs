@@ -134,6 +134,9 @@ impl Build<'_> {
             let copy = vec![Load(state), Store(out.plus_var(blk, rb * h), 0)];
             block.push(Stmt::Map(Map { len: rb * h, insts: copy }));
         }
-        (vec![Stmt::Loop { var: blk, extent: blocks, body: block }], self.parallel(blocks))
+        (
+            vec![Stmt::Loop { var: blk, extent: blocks, body: block }],
+            self.parallel(blocks, r.n * r.t * g * (r.f + h)),
+        )
     }
 }
