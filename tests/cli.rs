@@ -176,7 +176,7 @@ fn idx_digits(path: &Path, count: usize) {
 /// LeNet-5 weights from the runtime's initialiser, saved as a checkpoint.
 fn lenet_weights(path: &Path) {
     let model = nnc_compiler::compile_file(Path::new("examples/lenet5.net")).unwrap();
-    let options = nnc_runtime::exec::Options { threads: 1, guard: false, verify: false };
+    let options = nnc_runtime::exec::Options { threads: 1, guard: false, verify: false, fma: true };
     let mut exec = nnc_runtime::exec::Executable::build(&model.networks[0], 1, &options).unwrap();
     exec.init_params(5);
     nnc_runtime::checkpoint::save(&exec, path, Default::default()).unwrap();

@@ -18,6 +18,8 @@ pub struct Options {
     pub guard: bool,
     /// Run Cranelift's verifier on the generated IR.
     pub verify: bool,
+    /// Use FMA where the CPU has it.
+    pub fma: bool,
 }
 
 impl Default for Options {
@@ -26,6 +28,7 @@ impl Default for Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             guard: false,
             verify: cfg!(debug_assertions),
+            fma: true,
         }
     }
 }
@@ -98,7 +101,8 @@ impl Executable {
         let t = Instant::now();
         let plan = memory::plan(&graph, &program, if options.guard { GUARD_BYTES } else { 0 });
         timings.plan = t.elapsed();
-        let compiled = codegen::compile(&program, &plan, codegen::Options { verify: options.verify })?;
+        let compiled =
+            codegen::compile(&program, &plan, codegen::Options { verify: options.verify, fma: options.fma })?;
         timings.codegen = compiled.time;
         let arena = Arena::new(plan.size)?;
         let threads = program.threads;

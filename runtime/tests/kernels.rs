@@ -200,3 +200,32 @@ proptest! {
         check("recurrent", b, seed);
     }
 }
+
+/// One image large enough to share: the convolution splits into blocks of output rows
+/// (with its im2col, or reading a 1×1 convolution's input directly), and agrees with the
+/// reference on two and three threads.
+#[test]
+fn single_image_convolutions_split_by_rows() {
+    for (c, h, w, k, kernel, stride, pad, threads) in [
+        (16, 32, 30, 24, 3, 1, 1, 2),
+        (8, 36, 28, 16, 5, 2, 2, 3),
+        (64, 24, 24, 32, 1, 1, 0, 2),
+        (3, 40, 40, 16, 7, 2, 3, 2),
+    ] {
+        let win = window(1, c, h, w, (kernel, kernel), (stride, stride), (1, 1), [pad; 4], false).unwrap();
+        let mut b = Builder::new(1);
+        let x = b.input(vec![1, c, h, w]);
+        let weight = b.param("w", vec![k, c, kernel, kernel], 0.3);
+        let dims = vec![1, k, win.oh, win.ow];
+        let y = b.op(Op::Conv2d { win, k, groups: 1 }, vec![x, weight], dims.clone());
+        let residual = b.input(dims.clone());
+        let y = b.op(Op::Add { len: k * win.oh * win.ow, inputs: 2 }, vec![y, residual], dims.clone());
+        b.op(Op::Unary { len: k * win.oh * win.ow, f: UnaryFn::Relu }, vec![y], dims);
+        let listing = nnc_compiler::kernel::fuse::fuse(&b.graph, threads).to_string();
+        assert!(listing.contains("threads split"), "not split:\n{listing}");
+        for seed in [2, 3] {
+            let (generated, reference) = run_both(&b.graph, seed, threads);
+            assert_agree(&format!("conv {c}×{h}×{w} → {k} on {threads} threads"), &generated, &reference);
+        }
+    }
+}

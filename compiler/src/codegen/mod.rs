@@ -31,11 +31,14 @@ pub type KernelFn = unsafe extern "C" fn(arena: *mut u8, start: u64, end: u64, t
 pub struct Options {
     /// Run Cranelift's IR verifier on every function (tests; costs ~20 % compile time).
     pub verify: bool,
+    /// Use FMA instructions where the CPU has them; off, products use a multiply and an
+    /// add (what CPUs without FMA get; tests turn it off to check that path).
+    pub fma: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { verify: cfg!(debug_assertions) }
+        Options { verify: cfg!(debug_assertions), fma: true }
     }
 }
 
@@ -127,7 +130,7 @@ pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result
                 thread: params[3],
                 vars: Default::default(),
                 read_only: kernel.reads.clone(),
-                has_fma: fma,
+                has_fma: fma && options.fma,
             };
             e.stmts(&kernel.body, kernel.parallel);
             b.ins().return_(&[]);

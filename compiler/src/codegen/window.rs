@@ -76,7 +76,12 @@ impl Emit<'_, '_> {
                     let dst_row = e.at(dst, r);
                     let tap_x = e.b.ins().imul_imm_s(j, w.dw as i64);
                     let (x0, x1) = e.valid_range(tap_x, w.pad[2], w.sw, w.w, w.ow);
-                    let tap_y = e.b.ins().imul_imm_s(i, w.dh as i64);
+                    let mut tap_y = e.b.ins().imul_imm_s(i, w.dh as i64);
+                    if let Some((var, rows)) = c.first_row {
+                        // Output row y of the block is row first + y of the image.
+                        let first = e.b.ins().imul_imm_s(e.vars[&var], (rows * w.sh) as i64);
+                        tap_y = e.b.ins().iadd(tap_y, first);
+                    }
                     let (y0, y1) = e.valid_range(tap_y, w.pad[0], w.sh, w.h, w.oh);
                     let zero = e.iconst(0);
                     let ow = e.iconst(w.ow as i64);

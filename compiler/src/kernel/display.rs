@@ -171,7 +171,11 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                 }
             }
             Stmt::Im2col(c) => {
-                writeln!(f, "{pad}im2col {} → {} (ld {}): {}", c.src, c.dst, c.ld, window_text(&c.win))?
+                let rows = match c.first_row {
+                    Some((v, r)) => format!(", output rows from {v}·{r}"),
+                    None => String::new(),
+                };
+                writeln!(f, "{pad}im2col {} → {} (ld {}): {}{rows}", c.src, c.dst, c.ld, window_text(&c.win))?
             }
             Stmt::Pool(p) => {
                 let r = match p.reduce {

@@ -152,7 +152,11 @@ pub struct Im2col {
     pub src: Ptr,
     pub dst: Ptr,
     pub ld: usize,
+    /// The window; `win.oh` output rows are unfolded.
     pub win: Window,
+    /// When set, the unfolded rows start at output row `var · rows` instead of 0 (a block
+    /// of rows, for splitting one image across threads).
+    pub first_row: Option<(Var, usize)>,
 }
 
 /// Max or mean pooling of `win.c` planes.

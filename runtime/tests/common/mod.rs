@@ -16,15 +16,19 @@ use nnc_runtime::init::Rng;
 /// leaves a margin of twenty.
 pub const TOL: f64 = 1e-4;
 
-/// Options for tests: one thread unless asked, guard bytes on, verifier on.
+/// Options for tests: guard bytes on, verifier on, FMA where the CPU has it.
 pub fn options(threads: usize) -> Options {
-    Options { threads, guard: true, verify: true }
+    Options { threads, guard: true, verify: true, fma: true }
 }
 
 /// Compiles `graph`, fills parameters and inputs from `seed`, runs generated code and the
 /// reference, and returns (generated, reference) outputs.
+///
+/// Odd seeds compile without FMA, which checks the multiply-and-add path CPUs without FMA
+/// get.
 pub fn run_both(graph: &TensorGraph, seed: u64, threads: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut exec = Executable::from_ops(graph.clone(), &options(threads)).expect("compiles");
+    let opts = Options { fma: seed.is_multiple_of(2), ..options(threads) };
+    let mut exec = Executable::from_ops(graph.clone(), &opts).expect("compiles");
     exec.init_params(seed);
     let mut rng = Rng::new(seed);
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); graph.tensors.len()];

@@ -108,7 +108,9 @@ impl Build<'_> {
     }
 
     /// A convolution per image and group: unfold the image (unless the kernel is 1×1
-    /// with stride 1 and no padding) and multiply by the weights, epilogue fused.
+    /// with stride 1 and no padding) and multiply by the weights, epilogue fused. Threads
+    /// split the images; a single image large enough to share is split into blocks of
+    /// output rows instead, each thread unfolding only its own rows.
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &mut self,
@@ -120,9 +122,13 @@ impl Build<'_> {
         out: Ptr,
         tail: &Tail,
     ) -> (Vec<Stmt>, Parallel) {
+        let (ohw, kk) = (win.oh * win.ow, win.c / groups * win.kh * win.kw);
+        let work = win.n * k * ohw * kk;
+        if let Some(rows) = self.row_blocks(win, groups, work) {
+            return self.conv_rows(win, k, rows, x, weight, out, tail, work);
+        }
         let (cg, kg) = (win.c / groups, k / groups);
-        let (ohw, hw) = (win.oh * win.ow, win.h * win.w);
-        let kk = cg * win.kh * win.kw;
+        let hw = win.h * win.w;
         let n = self.var();
         let g = if groups > 1 { Some(self.var()) } else { None };
         let at_group = |p: Ptr, coef: usize| match g {
@@ -131,16 +137,15 @@ impl Build<'_> {
         };
         let image = at_group(x.plus_var(n, win.c * hw), cg * hw);
         let out_block = at_group(out.plus_var(n, k * ohw), kg * ohw);
-        let direct = win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && win.pad == [0; 4];
         let mut stmts = Vec::new();
-        let (b, ldb) = if direct {
+        let (b, ldb) = if direct(win) {
             (image, ohw)
         } else {
             let ld = unaliased(ohw);
             let col = self.scratch(kk * ld);
             let mut w = window(win);
             w.c = cg;
-            stmts.push(Stmt::Im2col(Im2col { src: image, dst: col.clone(), ld, win: w }));
+            stmts.push(Stmt::Im2col(Im2col { src: image, dst: col.clone(), ld, win: w, first_row: None }));
             (col, ld)
         };
         let epilogue = gemm_epilogue(
@@ -164,10 +169,68 @@ impl Build<'_> {
             Some(g) => vec![Stmt::Loop { var: g, extent: groups, body: stmts }],
             None => stmts,
         };
-        (
-            vec![Stmt::Loop { var: n, extent: win.n, body: per_image }],
-            self.parallel(win.n, win.n * k * ohw * kk),
-        )
+        (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n, work))
+    }
+
+    /// Output rows per block when one image should be split across threads: the batch
+    /// is one image, the work is worth sharing, and the rows divide into at least one
+    /// block per thread of at least 32 pixels each.
+    fn row_blocks(&self, win: &crate::ops::Window2d, groups: usize, work: usize) -> Option<usize> {
+        if win.n != 1 || groups != 1 || self.threads < 2 || work < super::MIN_PARALLEL_WORK {
+            return None;
+        }
+        (1..=win.oh / self.threads).rev().find(|r| win.oh.is_multiple_of(*r) && r * win.ow >= 32)
+    }
+
+    /// A one-image convolution as a loop over blocks of `rows` output rows.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_rows(
+        &mut self,
+        win: &crate::ops::Window2d,
+        k: usize,
+        rows: usize,
+        x: Ptr,
+        weight: Ptr,
+        out: Ptr,
+        tail: &Tail,
+        work: usize,
+    ) -> (Vec<Stmt>, Parallel) {
+        let (ohw, kk) = (win.oh * win.ow, win.c * win.kh * win.kw);
+        let pixels = rows * win.ow;
+        let blocks = win.oh / rows;
+        let blk = self.var();
+        let mut body = Vec::new();
+        let (b, ldb) = if direct(win) {
+            (x.plus_var(blk, pixels), ohw)
+        } else {
+            let ld = unaliased(pixels);
+            let col = self.scratch(kk * ld);
+            let mut w = window(win);
+            w.oh = rows;
+            body.push(Stmt::Im2col(Im2col {
+                src: x,
+                dst: col.clone(),
+                ld,
+                win: w,
+                first_row: Some((blk, rows)),
+            }));
+            (col, ld)
+        };
+        let epilogue =
+            gemm_epilogue(tail, EInst::Row, |t| EInst::Elem(Ptr::tensor(t).plus_var(blk, pixels), ohw));
+        body.push(Stmt::Gemm(Gemm {
+            m: k,
+            n: pixels,
+            k: kk,
+            a: weight,
+            lda: kk,
+            b,
+            ldb,
+            c: out.plus_var(blk, pixels),
+            ldc: ohw,
+            epilogue,
+        }));
+        (vec![Stmt::Loop { var: blk, extent: blocks, body }], self.parallel(blocks, work))
     }
 
     /// A run of element-wise ops as one map, looping over channels when a per-channel
@@ -232,6 +295,12 @@ fn channel_structure(node: &OpNode) -> Option<(usize, usize, usize)> {
         }
         _ => None,
     }
+}
+
+/// Whether a convolution reads its input directly as the product's right operand (a
+/// 1×1 kernel, stride 1, no padding: the image is already `[channels, pixels]`).
+fn direct(win: &crate::ops::Window2d) -> bool {
+    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && win.pad == [0; 4]
 }
 
 /// A row stride (in floats) for `n` columns that is not a multiple of 1 KiB floats: rows
