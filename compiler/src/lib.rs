@@ -16,6 +16,7 @@
 // `Result<_, Diagnostic>` would cost clarity everywhere for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod autodiff;
 pub mod codegen;
 pub mod diagnostic;
 pub mod dot;

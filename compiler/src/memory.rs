@@ -2,10 +2,13 @@
 //! offset fixed at compile time.
 //!
 //! Parameters (and what the prologue computes from them) form one contiguous block at
-//! the start, so an optimizer update is one loop and a checkpoint a few slices. Every
-//! other buffer — inputs, activations, per-thread scratch — is placed by liveness:
-//! buffers whose lifetimes do not overlap may share memory. In guard mode every buffer is
-//! surrounded by canary bytes that the runtime checks after each kernel.
+//! the start, followed by optimizer state, so an optimizer update is one loop and a
+//! checkpoint a few slices. Every other buffer — inputs, activations, gradients,
+//! per-thread scratch — is placed by liveness: buffers whose lifetimes do not overlap may
+//! share memory. A view (a parameter inside the training graph's parameter block, a
+//! gradient inside the gradient block) lives at its offset inside its block, and its
+//! uses keep the whole block alive. In guard mode every buffer is surrounded by canary
+//! bytes that the runtime checks after each kernel.
 
 use crate::kernel::{Buffer, Program};
 use crate::ops::{Role, TensorGraph, TensorId};
@@ -17,6 +20,8 @@ pub const ALIGN: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionKind {
     Param,
+    /// Optimizer state (momentum, Adam's moments), kept across steps.
+    State,
     /// Computed from parameters by the prologue kernel.
     Derived,
     Input,
@@ -67,8 +72,9 @@ pub fn plan(graph: &TensorGraph, program: &Program, guard: usize) -> MemoryPlan 
     let n = graph.tensors.len();
     let mut first: Vec<Option<usize>> = vec![None; n];
     let mut last: Vec<Option<usize>> = vec![None; n];
+    let base_of = |t: TensorId| graph.tensor(t).view.map_or(t, |(base, _)| base);
     let mut touch = |t: TensorId, at: usize| {
-        let i = t.0 as usize;
+        let i = base_of(t).0 as usize;
         first[i] = Some(first[i].map_or(at, |f: usize| f.min(at)));
         last[i] = Some(last[i].map_or(at, |l: usize| l.max(at)));
     };
@@ -80,29 +86,43 @@ pub fn plan(graph: &TensorGraph, program: &Program, guard: usize) -> MemoryPlan 
     for &t in &graph.inputs {
         touch(t, 0);
     }
+    for (i, t) in graph.tensors.iter().enumerate() {
+        if matches!(t.role, Role::Label | Role::Hyper) {
+            touch(TensorId(i as u32), 0);
+        }
+    }
     touch(graph.output, k.saturating_sub(1));
     let derived: Vec<TensorId> = program
         .kernels
         .iter()
         .filter(|kn| kn.label.starts_with("prologue"))
         .flat_map(|kn| kn.writes.iter().copied())
+        .filter(|t| graph.tensor(*t).view.is_none())
         .collect();
 
     let mut regions = Vec::new();
     let mut tensors: Vec<Option<usize>> = vec![None; n];
     // The persistent block: parameters, then derived tensors.
     let mut at = 0;
+    let persistent = |role: &Role| match role {
+        Role::Block { persistent } => *persistent,
+        Role::Param(_) => true,
+        _ => false,
+    };
     let fixed: Vec<(usize, RegionKind)> = graph
         .tensors
         .iter()
         .enumerate()
-        .filter(|(_, t)| matches!(t.role, Role::Param(_)))
+        .filter(|(_, t)| t.view.is_none() && persistent(&t.role))
         .map(|(i, _)| (i, RegionKind::Param))
+        .chain(
+            graph.tensors.iter().enumerate().filter(|(_, t)| matches!(t.role, Role::State(_))).map(|(i, _)| (i, RegionKind::State)),
+        )
         .chain(derived.iter().map(|t| (t.0 as usize, RegionKind::Derived)))
         .collect();
     let mut params = (0, 0);
     for (t, kind) in fixed {
-        if kind == RegionKind::Derived && params.1 == 0 {
+        if kind != RegionKind::Param && params.1 == 0 {
             params.1 = at;
         }
         let bytes = graph.tensors[t].len() * 4;
@@ -119,7 +139,7 @@ pub fn plan(graph: &TensorGraph, program: &Program, guard: usize) -> MemoryPlan 
         tensors[t] = Some(offset);
         at = round_up(offset + bytes + guard);
     }
-    if derived.is_empty() {
+    if params.1 == 0 {
         params.1 = at;
     }
     let base = at;
@@ -137,10 +157,13 @@ pub fn plan(graph: &TensorGraph, program: &Program, guard: usize) -> MemoryPlan 
     }
     let mut items = Vec::new();
     for (t, tensor) in graph.tensors.iter().enumerate() {
-        if tensors[t].is_some() || first[t].is_none() {
+        if tensors[t].is_some() || first[t].is_none() || tensor.view.is_some() {
             continue;
         }
-        let kind = if tensor.role == Role::Input { RegionKind::Input } else { RegionKind::Activation };
+        let kind = match tensor.role {
+            Role::Input | Role::Label | Role::Hyper => RegionKind::Input,
+            _ => RegionKind::Activation,
+        };
         let live = (first[t].unwrap_or(0), last[t].unwrap_or(0));
         // Inputs are written before the first kernel runs.
         let live = if kind == RegionKind::Input { (0, live.1) } else { live };
@@ -208,6 +231,11 @@ pub fn plan(graph: &TensorGraph, program: &Program, guard: usize) -> MemoryPlan 
             copies: item.copies,
             stride,
         });
+    }
+    for (t, tensor) in graph.tensors.iter().enumerate() {
+        if let Some((base, offset)) = tensor.view {
+            tensors[t] = tensors[base.0 as usize].map(|b| b + offset * 4);
+        }
     }
     regions.sort_by_key(|r| r.offset);
     MemoryPlan {

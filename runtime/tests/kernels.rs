@@ -88,7 +88,7 @@ proptest! {
         let x = b.input(vec![m, k]);
         let w = b.param("w", vec![k, n], 0.5);
         let bias = b.param("b", vec![n], 0.5);
-        let y = b.op(Op::MatMul { m, k, n }, vec![x, w], vec![m, n]);
+        let y = b.op(Op::MatMul { m, k, n, ta: false }, vec![x, w], vec![m, n]);
         let y = b.op(Op::AddChannel { outer: m, channels: n, inner: 1 }, vec![y, bias], vec![m, n]);
         let f = [UnaryFn::Relu, UnaryFn::Tanh, UnaryFn::Sigmoid, UnaryFn::LeakyRelu(0.01)][act];
         b.op(Op::Unary { len: m * n, f }, vec![y], vec![m, n]);

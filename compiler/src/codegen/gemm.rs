@@ -98,8 +98,9 @@ impl Emit<'_, '_> {
                     .collect()
             })
             .collect();
-        // a[i, 0] and b[0, j]
-        let a_row = self.b.ins().imul_imm_s(i, (g.lda * 4) as i64);
+        // a[i, 0] and b[0, j]; a's strides along rows and along k (in floats).
+        let (a_rs, a_ks) = if g.ta { (1, g.lda) } else { (g.lda, 1) };
+        let a_row = self.b.ins().imul_imm_s(i, (a_rs * 4) as i64);
         let a_base = self.b.ins().iadd(bases.a.base, a_row);
         let j_bytes = self.b.ins().ishl_imm_u(j, 2);
         let b_base = self.b.ins().iadd(bases.b.base, j_bytes);
@@ -110,13 +111,13 @@ impl Emit<'_, '_> {
         let step = |e: &mut Self, p: Value, sub: usize| {
             let b_row = e.b.ins().imul_imm_s(p, (g.ldb * 4) as i64);
             let b_at = Addr { base: e.b.ins().iadd(b_base, b_row), offset: bases.b.offset };
-            let p_bytes = e.b.ins().ishl_imm_u(p, 2);
+            let p_bytes = e.b.ins().imul_imm_s(p, (a_ks * 4) as i64);
             let a_at = Addr { base: e.b.ins().iadd(a_base, p_bytes), offset: bases.a.offset };
             let b_sub = (sub * g.ldb * 4) as i32;
             let bv: Vec<Value> =
                 (0..width).map(|c| e.load_operand(ty(c), b_at, b_sub + col_bytes(c))).collect();
             for (r, row) in acc.iter().enumerate() {
-                let a_off = (r * g.lda * 4 + sub * 4) as i32;
+                let a_off = (r * a_rs * 4 + sub * a_ks * 4) as i32;
                 let s = e.load_operand(F32, a_at, a_off);
                 let sv = if vecs > 0 { Some(e.b.ins().splat(F32X4, s)) } else { None };
                 for (c, &var) in row.iter().enumerate() {

@@ -6,8 +6,10 @@
 //! every buffer at the offset the memory plan gave it; `start..end` is the part of the
 //! kernel's parallel dimension this call computes; `thread` selects the scratch copies.
 
+mod backward;
 mod emit;
 mod gemm;
+mod loss;
 mod map;
 mod math;
 pub mod probe;
@@ -129,7 +131,8 @@ pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result
                 end: params[2],
                 thread: params[3],
                 vars: Default::default(),
-                read_only: kernel.reads.clone(),
+                // In-place ops (optimizer updates) read what they write.
+                read_only: kernel.reads.iter().filter(|t| !kernel.writes.contains(t)).copied().collect(),
                 has_fma: fma && options.fma,
             };
             e.stmts(&kernel.body, kernel.parallel);
@@ -178,6 +181,13 @@ impl Emit<'_, '_> {
                 Stmt::Softmax(s) => self.softmax(s),
                 Stmt::Lrn(l) => self.lrn(l),
                 Stmt::Gather(g) => self.gather(g),
+                Stmt::Reduce(r) => self.reduce(r),
+                Stmt::Transpose(t) => self.transpose(t),
+                Stmt::Col2im(c) => self.col2im(c),
+                Stmt::PoolBackward(p) => self.pool_backward(p),
+                Stmt::Scatter(s) => self.scatter(s),
+                Stmt::LrnBackward(l) => self.lrn_backward(l),
+                Stmt::CrossEntropy(c) => self.cross_entropy(c),
             }
         }
     }

@@ -10,7 +10,7 @@ use cranelift_frontend::Variable;
 impl Emit<'_, '_> {
     /// Folds `len` elements from `row` into a vector and a scalar accumulator (four at a
     /// time, then one by one) with `step`, and returns both.
-    fn fold_row(
+    pub(super) fn fold_row(
         &mut self,
         row: Addr,
         len: usize,
@@ -102,7 +102,7 @@ impl Emit<'_, '_> {
     }
 
     /// Calls `body` for elements `0..len`: as vectors four at a time, then as scalars.
-    fn each(&mut self, len: usize, body: &mut dyn FnMut(&mut Self, Type, Value)) {
+    pub(super) fn each(&mut self, len: usize, body: &mut dyn FnMut(&mut Self, Type, Value)) {
         let vec_len = len / 4 * 4;
         self.for_count(None, vec_len, 4, |e, i| body(e, F32X4, i));
         if vec_len < len {

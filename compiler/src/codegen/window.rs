@@ -9,19 +9,19 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 impl Emit<'_, '_> {
-    fn imin(&mut self, a: Value, b: Value) -> Value {
+    pub(super) fn imin(&mut self, a: Value, b: Value) -> Value {
         let lt = self.b.ins().icmp(IntCC::SignedLessThan, a, b);
         self.b.ins().select(lt, a, b)
     }
 
-    fn imax(&mut self, a: Value, b: Value) -> Value {
+    pub(super) fn imax(&mut self, a: Value, b: Value) -> Value {
         let gt = self.b.ins().icmp(IntCC::SignedGreaterThan, a, b);
         self.b.ins().select(gt, a, b)
     }
 
     /// Output positions `[lo, hi)` along one axis whose input `pos·stride + tap − pad` lies
     /// in `0..size`; `tap` is the (dilated) kernel offset.
-    fn valid_range(
+    pub(super) fn valid_range(
         &mut self,
         tap: Value,
         pad: usize,

@@ -97,16 +97,22 @@ fn program(n: usize, node: &dyn Fn(usize) -> Node, results: &[(String, usize)]) 
     lines
 }
 
-fn map_text(m: &Map) -> Vec<String> {
-    let node = |i: usize| match &m.insts[i] {
+fn inst_node(inst: &Inst) -> Node {
+    match inst {
         Inst::Load(p) => Node::Leaf(p.indexed(Some("i"))),
         Inst::Bcast(p) => Node::Leaf(p.to_string()),
         Inst::Const(c) => Node::Leaf(c.to_string()),
         Inst::Unary(f, a) => Node::Unary(f.to_string(), *a),
         Inst::Sqrt(a) => Node::Unary("sqrt".into(), *a),
         Inst::Bin(op, a, b) => Node::Bin(*op, *a, *b),
+        Inst::Grad(f, a) => Node::Unary(format!("{f}′"), *a),
+        Inst::Keep { seed, p } => Node::Leaf(format!("keep(i, seed {seed}, p {p})")),
         Inst::Store(..) => Node::None,
-    };
+    }
+}
+
+fn map_text(m: &Map) -> Vec<String> {
+    let node = |i: usize| inst_node(&m.insts[i]);
     let results: Vec<(String, usize)> = m
         .insts
         .iter()
@@ -159,8 +165,17 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
             Stmt::Gemm(g) => {
                 writeln!(
                     f,
-                    "{pad}gemm {}×{}×{}: {} (ld {}) = {} (ld {}) · {} (ld {})",
-                    g.m, g.n, g.k, g.c, g.ldc, g.a, g.lda, g.b, g.ldb
+                    "{pad}gemm {}×{}×{}: {} (ld {}) = {}{} (ld {}) · {} (ld {})",
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.c,
+                    g.ldc,
+                    g.a,
+                    if g.ta { "ᵀ" } else { "" },
+                    g.lda,
+                    g.b,
+                    g.ldb
                 )?;
                 writeln!(f, "{pad}  epilogue: {}", epilogue_text(&g.epilogue))?;
             }
@@ -196,6 +211,48 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
             Stmt::Gather(g) => {
                 writeln!(f, "{pad}gather {}[{}] → {}: {} rows of {}", g.table, g.ids, g.dst, g.count, g.dim)?
             }
+            Stmt::Reduce(r) => {
+                let node = |i: usize| inst_node(&r.insts[i]);
+                let value = program(r.insts.len(), &node, &[("v".to_string(), r.insts.len() - 1)]);
+                writeln!(
+                    f,
+                    "{pad}{} = {} · Σ {} in 0..{}, i in 0..{}: {}",
+                    r.dst,
+                    r.scale,
+                    r.var,
+                    r.outer,
+                    r.len,
+                    value.join("; ")
+                )?
+            }
+            Stmt::Transpose(t) => writeln!(
+                f,
+                "{pad}transpose {} (ld {}) → {} (ld {}): {}×{}",
+                t.src, t.lds, t.dst, t.ldd, t.rows, t.cols
+            )?,
+            Stmt::Col2im(c) => {
+                writeln!(f, "{pad}col2im {} (ld {}) +→ {}: {}", c.cols, c.ld, c.image, window_text(&c.win))?
+            }
+            Stmt::PoolBackward(p) => {
+                let r = match p.reduce {
+                    crate::ops::Reduce::Max => "maxpool",
+                    crate::ops::Reduce::Mean => "avgpool",
+                };
+                writeln!(f, "{pad}{r}_backward {} (x {}) +→ {}: {}", p.dy, p.x, p.dx, window_text(&p.win))?
+            }
+            Stmt::Scatter(s) => {
+                writeln!(f, "{pad}scatter {} +→ {}[{}]: {} rows of {}", s.src, s.table, s.ids, s.count, s.dim)?
+            }
+            Stmt::LrnBackward(l) => writeln!(
+                f,
+                "{pad}lrn_backward {} (x {}) → {}: {} channels of {}, size {}",
+                l.dy, l.x, l.dx, l.c, l.hw, l.size
+            )?,
+            Stmt::CrossEntropy(c) => writeln!(
+                f,
+                "{pad}cross_entropy {} (labels {}) → {}, stats {}: {} rows of {}",
+                c.logits, c.labels, c.grad, c.stats, c.rows, c.cols
+            )?,
         }
     }
     Ok(())

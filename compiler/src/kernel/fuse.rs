@@ -199,7 +199,7 @@ impl<'g> Build<'g> {
             body,
             scratch: self.scratch,
             reads,
-            writes: vec![last.output],
+            writes: std::iter::once(last.output).chain(nodes.iter().flat_map(|n| n.aux.iter().copied())).collect(),
             macs: nodes.iter().map(|n| n.op.macs()).sum(),
         }
     }
@@ -217,6 +217,7 @@ impl<'g> Build<'g> {
             layers.push(node.layer.clone());
             reads.extend(node.inputs.iter().copied());
             writes.push(node.output);
+            writes.extend(node.aux.iter().copied());
         }
         let mut names: Vec<&str> = ops.iter().map(|&i| self.graph.ops[i].op.name()).collect();
         names.dedup();
@@ -275,4 +276,5 @@ enum Step {
 type Tail = [(Option<Operand>, Option<Operand>, Step)];
 
 mod body;
+mod train;
 mod recurrent;

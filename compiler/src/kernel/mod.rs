@@ -82,6 +82,13 @@ pub enum Inst {
     Unary(UnaryFn, usize),
     Sqrt(usize),
     Bin(BinOp, usize, usize),
+    /// The derivative of an activation from its output `y`: relu′ = [y > 0], tanh′ =
+    /// 1 − y², sigmoid′ = y · (1 − y).
+    Grad(UnaryFn, usize),
+    /// Dropout's multiplier for element `i` of the map: `1 / (1 − p)` where
+    /// [`crate::ops::dropout_keep`] keeps it under the seed stored (as integer bits) at
+    /// `seed`, else 0.
+    Keep { seed: Ptr, p: f32 },
     Store(Ptr, usize),
 }
 
@@ -111,7 +118,9 @@ pub enum EInst {
 }
 
 /// `c[i, j] = epilogue(Σₚ a[i, p] · b[p, j])` for `i < m`, `j < n`, `p < k`, all three
-/// matrices row-major with the given leading dimensions.
+/// matrices row-major with the given leading dimensions — except `a` when `ta` is set:
+/// then `a[i, p]` is stored at `p · lda + i` (a transposed operand costs nothing, since
+/// the tile reads `a` one scalar at a time).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gemm {
     pub m: usize,
@@ -119,6 +128,7 @@ pub struct Gemm {
     pub k: usize,
     pub a: Ptr,
     pub lda: usize,
+    pub ta: bool,
     pub b: Ptr,
     pub ldb: usize,
     pub c: Ptr,
@@ -212,6 +222,93 @@ pub struct Gather {
     pub dim: usize,
 }
 
+/// `dst = scale · Σ_{o < outer} Σ_{i < len} v(o, i)`, where `v` is the value of the last of
+/// `insts` (a map program without stores) evaluated at element `i` with `var` = `o`.
+/// Broadcast operands must not depend on `var`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reduce {
+    pub var: Var,
+    pub outer: usize,
+    pub len: usize,
+    pub insts: Vec<Inst>,
+    pub dst: Ptr,
+    pub scale: f32,
+}
+
+/// `dst[c · ldd + r] = src[r · lds + c]` for `r < rows`, `c < cols`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transpose {
+    pub src: Ptr,
+    pub lds: usize,
+    pub dst: Ptr,
+    pub ldd: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// The adjoint of [`Im2col`]: adds each element of the unfolded matrix `cols` (rows `ld`
+/// apart) to the input pixel it was copied from. Padding positions are dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Col2im {
+    pub cols: Ptr,
+    pub ld: usize,
+    pub image: Ptr,
+    pub win: Window,
+}
+
+/// The adjoint of [`Pool`] on `win.c` planes: adds each output gradient of `dy` to
+/// `dx` at its window's first largest input of `x` (max), or spread evenly over the
+/// window (mean).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolBackward {
+    pub dy: Ptr,
+    pub x: Ptr,
+    pub dx: Ptr,
+    pub win: Window,
+    pub reduce: crate::ops::Reduce,
+}
+
+/// The adjoint of [`Gather`]: `table[ids[i]·dim..] += src[i·dim..]` (ids outside the
+/// vocabulary are skipped).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scatter {
+    pub ids: Ptr,
+    pub src: Ptr,
+    pub table: Ptr,
+    pub count: usize,
+    pub vocab: usize,
+    pub dim: usize,
+}
+
+/// Gradient of local response normalisation for one image; `scratch` holds `2 · c · hw`
+/// floats of intermediate per-pixel factors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LrnBackward {
+    pub dy: Ptr,
+    pub x: Ptr,
+    pub dx: Ptr,
+    pub scratch: Ptr,
+    pub c: usize,
+    pub hw: usize,
+    pub size: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub k: f32,
+}
+
+/// Softmax cross-entropy over `rows` rows of `cols` logits with integer labels:
+/// `grad = (softmax − onehot) · scale`, `stats[0] = mean loss`, `stats[1] = rows whose
+/// first largest logit is the label`. Labels outside `0..cols` contribute nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossEntropy {
+    pub logits: Ptr,
+    pub labels: Ptr,
+    pub grad: Ptr,
+    pub stats: Ptr,
+    pub rows: usize,
+    pub cols: usize,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     Loop { var: Var, extent: usize, body: Vec<Stmt> },
@@ -223,6 +320,13 @@ pub enum Stmt {
     Softmax(Softmax),
     Lrn(Lrn),
     Gather(Gather),
+    Reduce(Reduce),
+    Transpose(Transpose),
+    Col2im(Col2im),
+    PoolBackward(PoolBackward),
+    Scatter(Scatter),
+    LrnBackward(LrnBackward),
+    CrossEntropy(CrossEntropy),
 }
 
 /// How a kernel's work is split across threads. The generated function receives the

@@ -60,11 +60,24 @@ impl Layer for BatchNorm {
     fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
         let channels = shapes[0].channels().unwrap_or(0) as usize;
         let params: Vec<TensorId> = (0..4).map(|i| cx.param(i, Layout::Same)).collect();
-        let fold = cx.op(Op::BatchNormFold { channels, eps: self.eps as f32 }, params, vec![2, channels]);
         // Images normalise per channel over positions; vectors and sequences per feature.
         let (outer, inner) = match shapes[0] {
             Shape::Image { h, w, .. } => (cx.batch(), (h * w) as usize),
             other => (cx.batch() * other.elements() as usize / channels, 1),
+        };
+        let eps = self.eps as f32;
+        let fold = if cx.training() {
+            // The batch's own statistics normalise it; the running ones move towards them.
+            let moments = cx.op(Op::ChannelMoments { outer, channels, inner }, vec![inputs[0]], vec![2, channels]);
+            let momentum = self.momentum as f32;
+            let count = outer * inner;
+            for (variance, running) in [(false, params[2]), (true, params[3])] {
+                let op = Op::UpdateRunning { channels, momentum, variance, count };
+                cx.op_in_place(op, vec![moments, running], running);
+            }
+            cx.op(Op::BatchNormFoldTrain { channels, eps }, vec![params[0], params[1], moments], vec![2, channels])
+        } else {
+            cx.op(Op::BatchNormFold { channels, eps }, params, vec![2, channels])
         };
         let op = Op::ScaleShiftChannel { outer, channels, inner };
         cx.op(op, vec![inputs[0], fold], batched(cx.batch(), output))

@@ -123,7 +123,7 @@ impl Layer for Conv {
         let whole = win.oh == 1 && win.ow == 1 && win.pad == [0; 4] && (win.kh, win.kw) == (win.h, win.w);
         let (y, inner) = if whole && self.groups == 1 && win.dh == 1 && win.dw == 1 {
             let weight = cx.param(0, Layout::Transposed);
-            let op = Op::MatMul { m: cx.batch(), k: win.c * win.h * win.w, n: k };
+            let op = Op::MatMul { m: cx.batch(), k: win.c * win.h * win.w, n: k, ta: false };
             (cx.op(op, vec![inputs[0], weight], dims.clone()), 1)
         } else {
             let weight = cx.param(0, Layout::Same);

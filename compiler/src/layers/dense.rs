@@ -88,7 +88,7 @@ impl Layer for Dense {
         let (k, n) = (Dense::in_features(&shapes[0]) as usize, self.out as usize);
         let weight = cx.param(0, Layout::Transposed);
         let dims = batched(cx.batch(), output);
-        let y = cx.op(Op::MatMul { m: rows, k, n }, vec![inputs[0], weight], dims.clone());
+        let y = cx.op(Op::MatMul { m: rows, k, n, ta: false }, vec![inputs[0], weight], dims.clone());
         if !self.bias {
             return y;
         }

@@ -5,7 +5,7 @@ use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
 use crate::diagnostic::Diagnostic;
 use crate::lower::Lower;
-use crate::ops::TensorId;
+use crate::ops::{Op, TensorId};
 use crate::shape::Shape;
 
 pub static SPEC: LayerSpec = LayerSpec {
@@ -40,7 +40,13 @@ impl Layer for Dropout {
         }
     }
 
-    fn lower(&self, _: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], _: &Shape) -> TensorId {
-        inputs[0] // inference: the identity
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], output: &Shape) -> TensorId {
+        if !cx.training() || self.p == 0.0 {
+            return inputs[0]; // inference: the identity
+        }
+        let dims = crate::lower::batched(cx.batch(), output);
+        let len = dims.iter().product();
+        let hyper = cx.hyper();
+        cx.op(Op::Dropout { len, p: self.p as f32 }, vec![inputs[0], hyper], dims)
     }
 }

@@ -185,8 +185,94 @@ impl Layer for Recurrent {
             last: self.last,
             bias: self.bias,
         };
+        if cx.training() {
+            return unrolled(cx, &r, &args, batched(cx.batch(), output));
+        }
         cx.op(Op::Recurrent(r), args, batched(cx.batch(), output))
     }
+}
+
+/// The recurrence written out step by step in element-wise ops and products, for
+/// training: backpropagation through time is then the backward pass of this graph, and
+/// every step's gates stay stored for it. The input projection of all steps is still one
+/// product. Gates and their order are PyTorch's.
+fn unrolled(cx: &mut Lower<'_>, r: &crate::ops::Recurrence, args: &[TensorId], dims: Vec<usize>) -> TensorId {
+    use crate::ops::{Cell, UnaryFn};
+    let (n, h, gh) = (r.n, r.h, r.cell.gates() * r.h);
+    let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
+    let mut xw = cx.op(Op::MatMul { m: n * r.t, k: r.f, n: gh, ta: false }, vec![x, w_ih], vec![n, r.t, gh]);
+    let per_step_bias = r.bias && r.cell == Cell::Gru;
+    if r.bias {
+        // Both biases add to the pre-activations, except GRU's hidden bias, which the
+        // reset gate multiplies.
+        let biases: &[TensorId] = if per_step_bias { &args[3..4] } else { &args[3..5] };
+        for &b in biases {
+            xw = cx.op(Op::AddChannel { outer: n * r.t, channels: gh, inner: 1 }, vec![xw, b], vec![n, r.t, gh]);
+        }
+    }
+    let hd = vec![n, h];
+    let mut state = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
+    let mut cell = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
+    let mut outputs = Vec::with_capacity(r.t);
+    for step in 0..r.t {
+        let xt = cx.op(Op::Slice { outer: n, total: r.t * gh, offset: step * gh, len: gh }, vec![xw], vec![n, gh]);
+        let mut hh = cx.op(Op::MatMul { m: n, k: h, n: gh, ta: false }, vec![state, w_hh], vec![n, gh]);
+        if per_step_bias {
+            hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
+        }
+        let len = n * h;
+        let gate = |cx: &mut Lower<'_>, of: TensorId, k: usize| {
+            cx.op(Op::Slice { outer: n, total: gh, offset: k * h, len: h }, vec![of], hd.clone())
+        };
+        let unary = |cx: &mut Lower<'_>, f: UnaryFn, a: TensorId| cx.op(Op::Unary { len, f }, vec![a], vec![n, h]);
+        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| cx.op(Op::Add { len, inputs: 2 }, vec![a, b], vec![n, h]);
+        let mul = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| cx.op(Op::Mul { len }, vec![a, b], vec![n, h]);
+        state = match r.cell {
+            Cell::Rnn => {
+                let pre = cx.op(Op::Add { len: n * gh, inputs: 2 }, vec![xt, hh], vec![n, gh]);
+                unary(cx, UnaryFn::Tanh, pre)
+            }
+            Cell::Lstm => {
+                let pre = cx.op(Op::Add { len: n * gh, inputs: 2 }, vec![xt, hh], vec![n, gh]);
+                let act = |cx: &mut Lower<'_>, k: usize, f: UnaryFn| {
+                    let g = gate(cx, pre, k);
+                    unary(cx, f, g)
+                };
+                let i = act(cx, 0, UnaryFn::Sigmoid);
+                let f = act(cx, 1, UnaryFn::Sigmoid);
+                let g = act(cx, 2, UnaryFn::Tanh);
+                let o = act(cx, 3, UnaryFn::Sigmoid);
+                let kept = mul(cx, f, cell);
+                let added = mul(cx, i, g);
+                cell = add(cx, kept, added);
+                let squashed = unary(cx, UnaryFn::Tanh, cell);
+                mul(cx, o, squashed)
+            }
+            Cell::Gru => {
+                let both = |cx: &mut Lower<'_>, k: usize| (gate(cx, xt, k), gate(cx, hh, k));
+                let (xr, hr) = both(cx, 0);
+                let (xz, hz) = both(cx, 1);
+                let (xn, hn) = both(cx, 2);
+                let pre = add(cx, xr, hr);
+                let reset = unary(cx, UnaryFn::Sigmoid, pre);
+                let pre = add(cx, xz, hz);
+                let update = unary(cx, UnaryFn::Sigmoid, pre);
+                let gated = mul(cx, reset, hn);
+                let pre = add(cx, xn, gated);
+                let candidate = unary(cx, UnaryFn::Tanh, pre);
+                // h' = (1 − z) · n + z · h = n + z · (h − n)
+                let neg = cx.op(Op::Scale { len, factor: -1.0 }, vec![candidate], hd.clone());
+                let diff = add(cx, state, neg);
+                let moved = mul(cx, update, diff);
+                add(cx, candidate, moved)
+            }
+        };
+        outputs.push(state);
+    }
+    if r.last {
+        return state;
+    }
+    cx.op(Op::Concat { outer: n, inners: vec![h; r.t] }, outputs, dims)
 }
 
 #[cfg(test)]

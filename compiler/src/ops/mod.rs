@@ -28,6 +28,33 @@ pub enum Role {
     Param(ParamInfo),
     /// Computed by an op.
     Activation,
+    /// Targets fed with each batch: class ids (as i32 bit patterns) or values.
+    Label,
+    /// Scalars the runtime writes before each training step (see [`Hyper`]).
+    Hyper,
+    /// Optimizer state for the trainable parameters (momentum, Adam's moments): kept
+    /// across steps and saved in checkpoints under this name.
+    State(String),
+    /// Memory that views share: the trainable parameters, their gradients, and each
+    /// optimizer state, each one contiguous block. `persistent` blocks keep their values
+    /// across runs.
+    Block { persistent: bool },
+}
+
+/// Positions in the hyper-parameter tensor of a training graph.
+pub struct Hyper;
+
+impl Hyper {
+    /// Learning rate of this step.
+    pub const LR: usize = 0;
+    /// Factor the gradients are multiplied by (gradient-norm clipping; 1 otherwise).
+    pub const GRAD_SCALE: usize = 1;
+    /// Adam's bias corrections 1 / (1 − β₁ᵗ) and 1 / (1 − β₂ᵗ).
+    pub const BIAS1: usize = 2;
+    pub const BIAS2: usize = 3;
+    /// Seed of this step's dropout masks (an integer's bits).
+    pub const SEED: usize = 4;
+    pub const LEN: usize = 8;
 }
 
 /// How a parameter tensor relates to its checkpoint form.
@@ -58,6 +85,8 @@ pub struct Tensor {
     /// Row-major dimensions, batch first for activations.
     pub dims: Vec<usize>,
     pub role: Role,
+    /// When set, the tensor lives inside another (a block) at this element offset.
+    pub view: Option<(TensorId, usize)>,
 }
 
 impl Tensor {
@@ -172,8 +201,8 @@ pub enum Op {
     Pool2d { win: Window2d, reduce: Reduce },
     /// `x [n, c, hw]` → `[n, c]`, the mean over `hw`.
     GlobalAvgPool { n: usize, c: usize, hw: usize },
-    /// `x [m, k]`, `w [k, n]` → `[m, n]`.
-    MatMul { m: usize, k: usize, n: usize },
+    /// `x [m, k]` (stored as `[k, m]` when `ta`), `w [k, n]` → `[m, n]`.
+    MatMul { m: usize, k: usize, n: usize, ta: bool },
     /// `x [outer, channels, inner]`, `shift [channels]` → `x + shift[c]`.
     AddChannel { outer: usize, channels: usize, inner: usize },
     /// `x [outer, channels, inner]`, `scale_shift [2, channels]` → `x · scale[c] + shift[c]`.
@@ -185,6 +214,13 @@ pub enum Op {
     Unary { len: usize, f: UnaryFn },
     /// `a [len]`, `b [len]`, ... → the sum.
     Add { len: usize, inputs: usize },
+    /// `a [len]`, `b [len]` → the element-wise product (recurrent cells' gating, unrolled
+    /// for training).
+    Mul { len: usize },
+    /// `x [len]` → `x · factor`.
+    Scale { len: usize, factor: f32 },
+    /// No inputs → `[len]` of `value` (a recurrence's zero initial state).
+    Fill { len: usize, value: f32 },
     /// `x [rows, cols]` → softmax of each row.
     Softmax { rows: usize, cols: usize },
     /// `x [n, c, hw]` → local response normalisation across channels.
@@ -197,6 +233,115 @@ pub enum Op {
     /// `b_hh [g·h]` → `[n, t, h]` (or `[n, h]` when `last`). Gates in PyTorch's order;
     /// h₀ = c₀ = 0.
     Recurrent(Recurrence),
+
+    // ---- training: forward -----------------------------------------------------------
+    /// `x [outer, channels, inner]` → `[2, channels]`: each channel's mean and (biased)
+    /// variance over `outer` and `inner`.
+    ChannelMoments { outer: usize, channels: usize, inner: usize },
+    /// `gamma, beta [c]`, `moments [2, c]` → `[2, c]`: scale = gamma / √(var + eps),
+    /// shift = beta − mean · scale (batch-norm with the batch's statistics).
+    BatchNormFoldTrain { channels: usize, eps: f32 },
+    /// `moments [2, c]`, `running [c]` → `running` updated in place:
+    /// (1 − momentum) · running + momentum · statistic, the variance made unbiased with
+    /// `count / (count − 1)` (as PyTorch).
+    UpdateRunning { channels: usize, momentum: f32, variance: bool, count: usize },
+    /// `x [len]`, `hyper` → x · keep / (1 − p), keep drawn from a hash of the step's seed
+    /// and the element's index, so the backward pass regenerates the same mask.
+    Dropout { len: usize, p: f32 },
+
+    // ---- training: backward ----------------------------------------------------------
+    /// `dy [n, k, oh, ow]`, `weight [k, c/groups, kh, kw]` → `dx [n, c, h, w]`.
+    Conv2dBackwardData { win: Window2d, k: usize, groups: usize },
+    /// `dy [n, k, oh, ow]`, `x [n, c, h, w]` → `dweight [k, c/groups, kh, kw]`.
+    Conv2dBackwardWeight { win: Window2d, k: usize, groups: usize },
+    /// `dy [n, c, oh, ow]`, `x [n, c, h, w]` → `dx`: max routes each gradient to its
+    /// window's first largest input; mean spreads it over the window.
+    Pool2dBackward { win: Window2d, reduce: Reduce },
+    /// `x [outer, channels]` → `[outer, channels, inner]`, each value repeated `inner`
+    /// times and multiplied by `scale` (the backward of global average pooling).
+    BroadcastChannel { outer: usize, channels: usize, inner: usize, scale: f32 },
+    /// `x [outer, channels, inner]` → `[channels]`: sums (a bias's gradient).
+    ChannelSum { outer: usize, channels: usize, inner: usize },
+    /// `[rows, cols]` → `[cols, rows]`.
+    Transpose { rows: usize, cols: usize },
+    /// `dy`, `y` (the activation's output) → `dx = dy · f′`.
+    UnaryBackward { len: usize, f: UnaryFn },
+    /// `dy`, `y` (softmax's output) → `dx = y · (dy − Σ dy · y)` per row.
+    SoftmaxBackward { rows: usize, cols: usize },
+    /// `dy`, `x` → `dx` of local response normalisation.
+    LrnBackward { n: usize, c: usize, hw: usize, size: usize, alpha: f32, beta: f32, k: f32 },
+    /// `x [outer, total]` → `[outer, len]`, the columns `offset..offset + len` (the
+    /// backward of `concat`).
+    Slice { outer: usize, total: usize, offset: usize, len: usize },
+    /// `ids [count]`, `dy [count, dim]` → `dtable [vocab, dim]`: rows summed per id.
+    EmbeddingBackward { count: usize, vocab: usize, dim: usize },
+    /// `dy`, `hyper` → `dx`, with the mask `Dropout` drew.
+    DropoutBackward { len: usize, p: f32 },
+    /// `dy, x [outer, channels, inner]`, `moments [2, c]` → `[2, c]`: Σ dy (beta's
+    /// gradient) and Σ dy · x̂ (gamma's), x̂ = (x − mean) / √(var + eps).
+    BatchNormBackwardReduce { outer: usize, channels: usize, inner: usize, eps: f32 },
+    /// `dy, x`, `moments`, `gamma [c]`, `reduced [2, c]` → `dx` of batch-norm with the
+    /// batch's statistics.
+    BatchNormBackwardInput { outer: usize, channels: usize, inner: usize, eps: f32 },
+    /// `x` → `x[offset .. offset + len]`.
+    Copy { offset: usize, len: usize },
+
+    // ---- loss and update -------------------------------------------------------------
+    /// `logits [rows, cols]`, `labels [rows]` (class ids) → `dlogits`, the gradient of the
+    /// mean cross-entropy of softmax(logits); aux `[2]`: that mean and the number of rows
+    /// whose first largest logit is the label. A row whose label is outside `0..cols` (a
+    /// padding row) adds nothing to either, though the mean still divides by `rows`.
+    SoftmaxCrossEntropy { rows: usize, cols: usize },
+    /// `y [rows, cols]`, `target [rows, cols]` → `dy` of the mean squared error over all
+    /// values; aux `[2]`: that mean, and 0.
+    MeanSquaredError { rows: usize, cols: usize },
+    /// `x [len]` → `[1]`: Σ x².
+    SumSquares { len: usize },
+    /// `params, grads, hyper` then the rule's state tensors → `params` updated in place;
+    /// aux: the state tensors, updated in place. Gradients are first multiplied by the
+    /// hyper `GRAD_SCALE`.
+    Update { len: usize, rule: UpdateRule },
+}
+
+/// Whether dropout keeps element `index` under `seed`: a 32-bit hash of both (MurmurHash3's
+/// finaliser) compared with `p · 2³²`. Generated code computes the same function, so the
+/// backward pass regenerates the forward pass's mask instead of storing it.
+pub fn dropout_keep(seed: u32, index: u32, p: f32) -> bool {
+    dropout_hash(seed, index) >= dropout_threshold(p)
+}
+
+pub fn dropout_hash(seed: u32, index: u32) -> u32 {
+    let mut h = index.wrapping_mul(0x9e37_79b1) ^ seed;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Hashes at or above this are kept.
+pub fn dropout_threshold(p: f32) -> u32 {
+    (p as f64 * 4_294_967_296.0).min(u32::MAX as f64) as u32
+}
+
+/// An optimizer step, per value (PyTorch's definitions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UpdateRule {
+    /// g ← g + wd·w; v ← μ·v + g; w ← w − lr·(g + μ·v if Nesterov, else v).
+    Sgd { momentum: f32, nesterov: bool, weight_decay: f32 },
+    /// Adam (L2 decay added to g) or AdamW (decay applied to w directly, `decoupled`).
+    Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32, decoupled: bool },
+}
+
+impl UpdateRule {
+    /// Names of the state tensors the rule keeps per parameter.
+    pub fn state(self) -> &'static [&'static str] {
+        match self {
+            UpdateRule::Sgd { momentum: 0.0, .. } => &[],
+            UpdateRule::Sgd { .. } => &["momentum"],
+            UpdateRule::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+        }
+    }
 }
 
 impl Op {
@@ -216,6 +361,9 @@ impl Op {
             Op::Unary { f: UnaryFn::Tanh, .. } => "tanh",
             Op::Unary { f: UnaryFn::Sigmoid, .. } => "sigmoid",
             Op::Add { .. } => "add",
+            Op::Mul { .. } => "mul",
+            Op::Scale { .. } => "scale",
+            Op::Fill { .. } => "fill",
             Op::Softmax { .. } => "softmax",
             Op::Lrn { .. } => "lrn",
             Op::Concat { .. } => "concat",
@@ -225,6 +373,32 @@ impl Op {
                 Cell::Lstm => "lstm",
                 Cell::Gru => "gru",
             },
+            Op::ChannelMoments { .. } => "channel_moments",
+            Op::BatchNormFoldTrain { .. } => "batchnorm_fold_train",
+            Op::UpdateRunning { .. } => "update_running",
+            Op::Dropout { .. } => "dropout",
+            Op::Conv2dBackwardData { .. } => "conv2d_backward_data",
+            Op::Conv2dBackwardWeight { .. } => "conv2d_backward_weight",
+            Op::Pool2dBackward { reduce: Reduce::Max, .. } => "maxpool2d_backward",
+            Op::Pool2dBackward { reduce: Reduce::Mean, .. } => "avgpool2d_backward",
+            Op::BroadcastChannel { .. } => "broadcast_channel",
+            Op::ChannelSum { .. } => "channel_sum",
+            Op::Transpose { .. } => "transpose",
+            Op::UnaryBackward { .. } => "activation_backward",
+            Op::SoftmaxBackward { .. } => "softmax_backward",
+            Op::LrnBackward { .. } => "lrn_backward",
+            Op::Slice { .. } => "slice",
+            Op::EmbeddingBackward { .. } => "embedding_backward",
+            Op::DropoutBackward { .. } => "dropout_backward",
+            Op::BatchNormBackwardReduce { .. } => "batchnorm_backward_reduce",
+            Op::BatchNormBackwardInput { .. } => "batchnorm_backward_input",
+            Op::Copy { .. } => "copy",
+            Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
+            Op::MeanSquaredError { .. } => "mean_squared_error",
+            Op::SumSquares { .. } => "sum_squares",
+            Op::Update { rule: UpdateRule::Sgd { .. }, .. } => "sgd_update",
+            Op::Update { rule: UpdateRule::Adam { decoupled: false, .. }, .. } => "adam_update",
+            Op::Update { rule: UpdateRule::Adam { decoupled: true, .. }, .. } => "adamw_update",
         }
     }
 
@@ -235,7 +409,10 @@ impl Op {
             Op::Conv2d { win, k, groups } => {
                 u(win.n) * u(k) * u(win.oh) * u(win.ow) * u(win.c / groups) * u(win.kh) * u(win.kw)
             }
-            Op::MatMul { m, k, n } => u(m) * u(k) * u(n),
+            Op::MatMul { m, k, n, .. } => u(m) * u(k) * u(n),
+            Op::Conv2dBackwardData { win, k, groups } | Op::Conv2dBackwardWeight { win, k, groups } => {
+                u(win.n) * u(k) * u(win.oh) * u(win.ow) * u(win.c / groups) * u(win.kh) * u(win.kw)
+            }
             Op::Recurrent(r) => {
                 let g = u(r.cell.gates()) * u(r.h);
                 u(r.n) * u(r.t) * g * (u(r.f) + u(r.h))
@@ -251,6 +428,9 @@ pub struct OpNode {
     pub op: Op,
     pub inputs: Vec<TensorId>,
     pub output: TensorId,
+    /// Further outputs of ops that produce more than one tensor (a loss's statistics, an
+    /// optimizer's state).
+    pub aux: Vec<TensorId>,
     /// The layer it came from (`stage1.basic1.conv1`), for kernel labels.
     pub layer: String,
 }
@@ -297,7 +477,16 @@ impl fmt::Display for TensorGraph {
                     if p.layout == Layout::Transposed { " (transposed)" } else { "" },
                     p.name
                 )?,
+                Role::Label => writeln!(f, "  t{i} = label {:?}  # {}", t.dims, t.name)?,
+                Role::Hyper => writeln!(f, "  t{i} = hyper {:?}", t.dims)?,
+                Role::State(name) => writeln!(f, "  t{i} = state {:?}  # {name}", t.dims)?,
+                Role::Block { persistent } => {
+                    writeln!(f, "  t{i} = block {:?}{}  # {}", t.dims, if *persistent { "" } else { " (per step)" }, t.name)?
+                }
                 Role::Activation => {}
+            }
+            if let Some((base, offset)) = t.view {
+                writeln!(f, "    (t{i} is a view of {base} at {offset})")?;
             }
         }
         for o in &self.ops {

@@ -1,4 +1,9 @@
-//! Reading data: IDX files (the MNIST format, optionally gzip-compressed) and raw f32.
+//! Reading data: IDX files (the MNIST format, optionally gzip-compressed) and raw f32,
+//! labelled examples for training, character text, and image augmentation.
 
+pub mod augment;
+pub mod error;
 pub mod idx;
 pub mod input;
+pub mod labelled;
+pub mod text;

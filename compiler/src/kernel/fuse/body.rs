@@ -15,10 +15,12 @@ impl Build<'_> {
                 let tail = Self::steps(&nodes[1..], first.output);
                 self.conv(&win, k, groups, x(0), x(1), out, &tail)
             }
-            Op::MatMul { m, k, n } => {
+            Op::MatMul { m, k, n, ta } => {
                 let tail = Self::steps(&nodes[1..], first.output);
                 let epilogue = gemm_epilogue(&tail, EInst::Col, |t| EInst::Elem(Ptr::tensor(t), n));
-                let g = Gemm { m, n, k, a: x(0), lda: k, b: x(1), ldb: n, c: out, ldc: n, epilogue };
+                // A transposed left operand is stored `[k, m]`.
+                let lda = if ta { m } else { k };
+                let g = Gemm { m, n, k, a: x(0), lda, ta, b: x(1), ldb: n, c: out, ldc: n, epilogue };
                 (vec![Stmt::Gemm(g)], Parallel::Serial)
             }
             Op::Unary { .. } | Op::Add { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
@@ -104,6 +106,7 @@ impl Build<'_> {
                 (vec![Stmt::Gather(g)], Parallel::Serial)
             }
             Op::Recurrent(r) => self.recurrent(&r, first, out),
+            _ => self.training(first, out),
         }
     }
 
@@ -159,6 +162,7 @@ impl Build<'_> {
             k: kk,
             a: at_group(weight, kg * kk),
             lda: kk,
+            ta: false,
             b,
             ldb,
             c: out_block,
@@ -224,6 +228,7 @@ impl Build<'_> {
             k: kk,
             a: weight,
             lda: kk,
+            ta: false,
             b,
             ldb,
             c: out.plus_var(blk, pixels),
@@ -299,14 +304,14 @@ fn channel_structure(node: &OpNode) -> Option<(usize, usize, usize)> {
 
 /// Whether a convolution reads its input directly as the product's right operand (a
 /// 1×1 kernel, stride 1, no padding: the image is already `[channels, pixels]`).
-fn direct(win: &crate::ops::Window2d) -> bool {
+pub(super) fn direct(win: &crate::ops::Window2d) -> bool {
     win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && win.pad == [0; 4]
 }
 
 /// A row stride (in floats) for `n` columns that is not a multiple of 1 KiB floats: rows
 /// 4 KiB apart map to the same L1 sets, so a product walking down a column panel of such
 /// a matrix would evict its own panel.
-fn unaliased(n: usize) -> usize {
+pub(super) fn unaliased(n: usize) -> usize {
     let padded = n.div_ceil(8) * 8;
     if padded % 256 < 8 || padded % 256 > 248 { padded + 8 } else { padded }
 }

@@ -1,26 +1,9 @@
-//! The reference interpreter: each op as the plainest loops that compute it, summing in
-//! f64. Slow and obviously right; every generated kernel is tested against it.
+//! Forward (inference) ops.
 
-use super::{Cell, Op, Recurrence, Reduce, Role, TensorGraph, Window2d};
+use crate::ops::{Cell, Op, Recurrence, Reduce, Window2d};
 
-/// Runs the graph. `values[i]` holds tensor `i`: inputs and parameters must be filled;
-/// activations are (re)computed in op order.
-pub fn run(graph: &TensorGraph, values: &mut [Vec<f32>]) {
-    for (i, t) in graph.tensors.iter().enumerate() {
-        if t.role == Role::Activation {
-            values[i] = vec![0.0; t.len()];
-        }
-    }
-    for node in &graph.ops {
-        let mut out = std::mem::take(&mut values[node.output.0 as usize]);
-        let inputs: Vec<&[f32]> = node.inputs.iter().map(|t| values[t.0 as usize].as_slice()).collect();
-        eval(&node.op, &inputs, &mut out);
-        values[node.output.0 as usize] = out;
-    }
-}
-
-/// Computes one op.
-pub fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) {
+/// Computes a forward op; `false` if `op` is not one.
+pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
     match *op {
         Op::Conv2d { win, k, groups } => conv2d(&win, k, groups, x[0], x[1], out),
         Op::Pool2d { win, reduce } => pool2d(&win, reduce, x[0], out),
@@ -30,10 +13,12 @@ pub fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) {
                     (x[0][i * hw..(i + 1) * hw].iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32;
             }
         }
-        Op::MatMul { m, k, n } => {
+        Op::MatMul { m, k, n, ta } => {
+            // a[i, p] at i·k + p, or at p·m + i when stored transposed.
+            let a = |i: usize, p: usize| if ta { x[0][p * m + i] } else { x[0][i * k + p] };
             for i in 0..m {
                 for j in 0..n {
-                    let s: f64 = (0..k).map(|p| x[0][i * k + p] as f64 * x[1][p * n + j] as f64).sum();
+                    let s: f64 = (0..k).map(|p| a(i, p) as f64 * x[1][p * n + j] as f64).sum();
                     out[i * n + j] = s as f32;
                 }
             }
@@ -74,6 +59,17 @@ pub fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) {
         Op::Add { len, .. } => {
             for i in 0..len {
                 out[i] = x.iter().map(|t| t[i] as f64).sum::<f64>() as f32;
+            }
+        }
+        Op::Mul { len } => {
+            for i in 0..len {
+                out[i] = x[0][i] * x[1][i];
+            }
+        }
+        Op::Fill { len, value } => out[..len].fill(value),
+        Op::Scale { len, factor } => {
+            for i in 0..len {
+                out[i] = x[0][i] * factor;
             }
         }
         Op::Softmax { rows, cols } => {
@@ -121,7 +117,9 @@ pub fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) {
             }
         }
         Op::Recurrent(r) => recurrent(&r, x, out),
+        _ => return false,
     }
+    true
 }
 
 fn conv2d(w: &Window2d, k: usize, groups: usize, x: &[f32], weight: &[f32], out: &mut [f32]) {
@@ -190,7 +188,7 @@ fn pool2d(w: &Window2d, reduce: Reduce, x: &[f32], out: &mut [f32]) {
     }
 }
 
-fn sigmoid(x: f64) -> f64 {
+pub(super) fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
@@ -249,146 +247,3 @@ fn recurrent(r: &Recurrence, x: &[&[f32]], out: &mut [f32]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ops::UnaryFn;
-
-    /// A square window over one `c`-channel image: (height, width), kernel, stride,
-    /// padding, output (height, width).
-    fn win(
-        c: usize,
-        (h, w): (usize, usize),
-        k: usize,
-        s: usize,
-        p: usize,
-        (oh, ow): (usize, usize),
-    ) -> Window2d {
-        Window2d { n: 1, c, h, w, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pad: [p; 4], oh, ow }
-    }
-
-    fn eval_new(op: &Op, x: &[&[f32]], len: usize) -> Vec<f32> {
-        let mut out = vec![f32::NAN; len];
-        eval(op, x, &mut out);
-        out
-    }
-
-    #[test]
-    fn conv_sums_the_window_with_zero_padding() {
-        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect(); // 3×3: 1..9
-        let w = vec![1.0; 4]; // 2×2 of ones
-        let op = Op::Conv2d { win: win(1, (3, 3), 2, 1, 0, (2, 2)), k: 1, groups: 1 };
-        assert_eq!(eval_new(&op, &[&x, &w], 4), [12.0, 16.0, 24.0, 28.0]);
-        // Padding 1, stride 2: windows at the corners see one, two or four values.
-        let op = Op::Conv2d { win: win(1, (3, 3), 2, 2, 1, (2, 2)), k: 1, groups: 1 };
-        assert_eq!(eval_new(&op, &[&x, &w], 4), [1.0, 5.0, 11.0, 28.0]);
-    }
-
-    #[test]
-    fn grouped_conv_keeps_groups_apart() {
-        // Two groups of one channel each; each output sees only its own channel.
-        let x = vec![1.0, 2.0]; // [1, 2, 1, 1]
-        let w = vec![10.0, 100.0]; // [2, 1, 1, 1]
-        let op = Op::Conv2d { win: win(2, (1, 1), 1, 1, 0, (1, 1)), k: 2, groups: 2 };
-        assert_eq!(eval_new(&op, &[&x, &w], 2), [10.0, 200.0]);
-    }
-
-    #[test]
-    fn pools_ignore_padding_for_max_and_count_it_for_mean() {
-        let x = vec![1.0, 2.0, 3.0, 4.0]; // 2×2
-        let max = Op::Pool2d { win: win(1, (2, 2), 2, 2, 1, (2, 2)), reduce: Reduce::Max };
-        assert_eq!(eval_new(&max, &[&x], 4), [1.0, 2.0, 3.0, 4.0]);
-        let mean = Op::Pool2d { win: win(1, (2, 2), 2, 2, 1, (2, 2)), reduce: Reduce::Mean };
-        assert_eq!(eval_new(&mean, &[&x], 4), [0.25, 0.5, 0.75, 1.0]);
-    }
-
-    #[test]
-    fn ceil_mode_mean_divides_by_the_clipped_window() {
-        // 3 wide, kernel 2, stride 2, ceil: the last window covers one column.
-        let x = vec![2.0, 4.0, 6.0];
-        let w = Window2d {
-            n: 1,
-            c: 1,
-            h: 1,
-            w: 3,
-            kh: 1,
-            kw: 2,
-            sh: 1,
-            sw: 2,
-            dh: 1,
-            dw: 1,
-            pad: [0; 4],
-            oh: 1,
-            ow: 2,
-        };
-        assert_eq!(eval_new(&Op::Pool2d { win: w, reduce: Reduce::Mean }, &[&x], 2), [3.0, 6.0]);
-    }
-
-    #[test]
-    fn matmul_channel_ops_and_batchnorm_fold() {
-        let x = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2, 3]
-        let w = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // [3, 2]
-        assert_eq!(eval_new(&Op::MatMul { m: 2, k: 3, n: 2 }, &[&x, &w], 4), [4.0, 5.0, 10.0, 11.0]);
-        let add = Op::AddChannel { outer: 1, channels: 2, inner: 3 };
-        assert_eq!(eval_new(&add, &[&x, &[10.0, 20.0]], 6), [11.0, 12.0, 13.0, 24.0, 25.0, 26.0]);
-        let fold = Op::BatchNormFold { channels: 1, eps: 0.0 };
-        assert_eq!(eval_new(&fold, &[&[2.0], &[1.0], &[3.0], &[4.0]], 2), [1.0, -2.0]);
-    }
-
-    #[test]
-    fn softmax_is_stable_and_normalised() {
-        let x = vec![1000.0, 1000.0, 1000.0 + 2f32.ln()];
-        let y = eval_new(&Op::Softmax { rows: 1, cols: 3 }, &[&x], 3);
-        assert!((y[0] - 0.25).abs() < 1e-4 && (y[2] - 0.5).abs() < 1e-4, "{y:?}");
-    }
-
-    #[test]
-    fn lrn_matches_pytorch_window() {
-        // size 3 over 3 channels, one pixel: channel 0 sums channels 0..=1.
-        let x = vec![1.0, 2.0, 3.0];
-        let op = Op::Lrn { n: 1, c: 3, hw: 1, size: 3, alpha: 3.0, beta: 1.0, k: 1.0 };
-        let y = eval_new(&op, &[&x], 3);
-        assert_eq!(y, [1.0 / 6.0, 2.0 / 15.0, 3.0 / 14.0]);
-    }
-
-    #[test]
-    fn concat_embedding_and_unary() {
-        let op = Op::Concat { outer: 2, inners: vec![1, 2] };
-        assert_eq!(eval_new(&op, &[&[1.0, 2.0], &[3.0, 4.0, 5.0, 6.0]], 6), [1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
-        let ids = [f32::from_bits(2), f32::from_bits(0)];
-        let table = [0.0, 1.0, 10.0, 11.0, 20.0, 21.0];
-        let emb = Op::Embedding { count: 2, vocab: 3, dim: 2 };
-        assert_eq!(eval_new(&emb, &[&ids, &table], 4), [20.0, 21.0, 0.0, 1.0]);
-        let leaky = Op::Unary { len: 2, f: UnaryFn::LeakyRelu(0.5) };
-        assert_eq!(eval_new(&leaky, &[&[-2.0, 3.0]], 2), [-1.0, 3.0]);
-    }
-
-    /// One step of each cell from zero state, against the formulas written out.
-    #[test]
-    fn recurrent_cells_follow_pytorch_gate_order() {
-        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
-        let base = Recurrence { cell: Cell::Rnn, n: 1, t: 1, f: 1, h: 1, last: true, bias: true };
-        let x = [0.5f32];
-        for (cell, expected) in [
-            // gates: xi = x·w + b_ih, hh = b_hh (h₀ = 0); w = [1, 2, 3, 4][..g], b_ih = 0.1, b_hh = 0.2.
-            (Cell::Rnn, (0.5f64 + 0.3).tanh()),
-            (Cell::Lstm, {
-                let (i, g, o) = (s(0.5 + 0.3), (1.5f64 + 0.3).tanh(), s(2.0 + 0.3));
-                o * (i * g).tanh()
-            }),
-            (Cell::Gru, {
-                let (r, z) = (s(0.5 + 0.3), s(1.0 + 0.3));
-                let n = (1.5 + 0.1 + r * 0.2f64).tanh();
-                (1.0 - z) * n
-            }),
-        ] {
-            let g = cell.gates();
-            let w_ih: Vec<f32> = (1..=g).map(|v| v as f32).collect();
-            let w_hh = vec![0.0; g];
-            let (b_ih, b_hh) = (vec![0.1; g], vec![0.2; g]);
-            let r = Recurrence { cell, ..base };
-            let y = eval_new(&Op::Recurrent(r), &[&x, &w_ih, &w_hh, &b_ih, &b_hh], 1);
-            assert!((y[0] as f64 - expected).abs() < 1e-6, "{cell:?}: {} vs {expected}", y[0]);
-        }
-    }
-}

@@ -1,0 +1,314 @@
+//! The adjoints of the sliding-window and gather primitives, for backward passes:
+//! col2im, pooling's gradient routing, embedding scatter, the LRN gradient, and plain
+//! transposition.
+
+use super::emit::{Addr, Emit, F32, F32X4};
+use crate::kernel::{Col2im, LrnBackward, PoolBackward, Scatter, Transpose};
+use crate::ops::Reduce;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+
+impl Emit<'_, '_> {
+    pub fn transpose(&mut self, t: &Transpose) {
+        let src = self.addr(&t.src, 0);
+        let dst = self.addr(&t.dst, 0);
+        self.for_count(None, t.rows, 1, |e, r| {
+            let row = e.b.ins().imul_imm_s(r, t.lds as i64);
+            let from = e.at(src, row);
+            let to = e.at(dst, r);
+            e.for_count(None, t.cols, 1, |e, c| {
+                let s = e.at(from, c);
+                let v = e.load(F32, s, 0, Some(&t.src));
+                let at = e.b.ins().imul_imm_s(c, t.ldd as i64);
+                let d = e.at(to, at);
+                e.store(v, d, 0);
+            });
+        });
+    }
+
+    /// `dst[x · stride] += src[x]` for `x < count`.
+    fn strided_add(&mut self, src: Addr, dst: Addr, count: Value, stride: usize) {
+        let zero = self.iconst(0);
+        let mut from = zero;
+        if stride == 1 {
+            let vec_end = self.b.ins().band_imm_s(count, !3i64);
+            self.for_range(None, zero, vec_end, 4, false, |e, x| {
+                let s = e.at(src, x);
+                let v = e.load(F32X4, s, 0, None);
+                let d = e.at(dst, x);
+                let old = e.load(F32X4, d, 0, None);
+                let sum = e.b.ins().fadd(old, v);
+                e.store(sum, d, 0);
+            });
+            from = vec_end;
+        }
+        self.for_range(None, from, count, 1, false, |e, x| {
+            let s = e.at(src, x);
+            let v = e.load(F32, s, 0, None);
+            let dx = e.b.ins().imul_imm_s(x, stride as i64);
+            let d = e.at(dst, dx);
+            let old = e.load(F32, d, 0, None);
+            let sum = e.b.ins().fadd(old, v);
+            e.store(sum, d, 0);
+        });
+    }
+
+    /// The same traversal as `im2col`, adding instead of copying, in the other direction.
+    pub fn col2im(&mut self, c: &Col2im) {
+        let w = c.win;
+        let cols = self.addr(&c.cols, 0);
+        let image = self.addr(&c.image, 0);
+        self.for_count(None, w.c, 1, |e, ch| {
+            e.for_count(None, w.kh, 1, |e, i| {
+                e.for_count(None, w.kw, 1, |e, j| {
+                    let r = e.b.ins().imul_imm_s(ch, (w.kh * w.kw) as i64);
+                    let ri = e.b.ins().imul_imm_s(i, w.kw as i64);
+                    let r = e.b.ins().iadd(r, ri);
+                    let r = e.b.ins().iadd(r, j);
+                    let r = e.b.ins().imul_imm_s(r, c.ld as i64);
+                    let src_row = e.at(cols, r);
+                    let tap_x = e.b.ins().imul_imm_s(j, w.dw as i64);
+                    let (x0, x1) = e.valid_range(tap_x, w.pad[2], w.sw, w.w, w.ow);
+                    let tap_y = e.b.ins().imul_imm_s(i, w.dh as i64);
+                    let (y0, y1) = e.valid_range(tap_y, w.pad[0], w.sh, w.h, w.oh);
+                    e.for_range(None, y0, y1, 1, false, |e, y| {
+                        let seg_start = e.b.ins().imul_imm_s(y, w.ow as i64);
+                        let seg = e.at(src_row, seg_start);
+                        let iy = e.b.ins().imul_imm_s(y, w.sh as i64);
+                        let iy = e.b.ins().iadd(iy, tap_y);
+                        let iy = e.b.ins().iadd_imm_s(iy, -(w.pad[0] as i64));
+                        let plane = e.b.ins().imul_imm_s(ch, w.h as i64);
+                        let row = e.b.ins().iadd(plane, iy);
+                        let row = e.b.ins().imul_imm_s(row, w.w as i64);
+                        let ix0 = e.b.ins().imul_imm_s(x0, w.sw as i64);
+                        let ix0 = e.b.ins().iadd(ix0, tap_x);
+                        let ix0 = e.b.ins().iadd_imm_s(ix0, -(w.pad[2] as i64));
+                        let start = e.b.ins().iadd(row, ix0);
+                        let to = e.at(image, start);
+                        let from = e.at(seg, x0);
+                        let count = e.b.ins().isub(x1, x0);
+                        e.strided_add(from, to, count, w.sw);
+                    });
+                });
+            });
+        });
+    }
+
+    pub fn pool_backward(&mut self, p: &PoolBackward) {
+        let w = p.win;
+        let dy = self.addr(&p.dy, 0);
+        let x = self.addr(&p.x, 0);
+        let dx = self.addr(&p.dx, 0);
+        let zero = self.iconst(0);
+        let h_v = self.iconst(w.h as i64);
+        let w_v = self.iconst(w.w as i64);
+        self.for_count(None, w.c, 1, |e, ch| {
+            let plane = e.b.ins().imul_imm_s(ch, (w.h * w.w) as i64);
+            let x_plane = e.at(x, plane);
+            let dx_plane = e.at(dx, plane);
+            let out_plane = e.b.ins().imul_imm_s(ch, (w.oh * w.ow) as i64);
+            let dy_plane = e.at(dy, out_plane);
+            e.for_count(None, w.oh, 1, |e, oy| {
+                let y0 = e.b.ins().imul_imm_s(oy, w.sh as i64);
+                let y0 = e.b.ins().iadd_imm_s(y0, -(w.pad[0] as i64));
+                let y_end = e.b.ins().iadd_imm_s(y0, w.kh as i64);
+                let ya = e.imax(y0, zero);
+                let yb = e.imin(y_end, h_v);
+                let h_pad = e.iconst((w.h + w.pad[1]) as i64);
+                let y_lim = e.imin(y_end, h_pad);
+                let rows = e.b.ins().isub(y_lim, y0);
+                e.for_count(None, w.ow, 1, |e, ox| {
+                    let x0 = e.b.ins().imul_imm_s(ox, w.sw as i64);
+                    let x0 = e.b.ins().iadd_imm_s(x0, -(w.pad[2] as i64));
+                    let x_end = e.b.ins().iadd_imm_s(x0, w.kw as i64);
+                    let xa = e.imax(x0, zero);
+                    let xb = e.imin(x_end, w_v);
+                    let o = e.b.ins().imul_imm_s(oy, w.ow as i64);
+                    let o = e.b.ins().iadd(o, ox);
+                    let g_at = e.at(dy_plane, o);
+                    let g = e.load(F32, g_at, 0, Some(&p.dy));
+                    match p.reduce {
+                        Reduce::Max => {
+                            // The first largest input of the window, as the forward pass.
+                            let best = e.b.declare_var(F32);
+                            let best_at = e.b.declare_var(types::I64);
+                            let ninf = e.fconst(F32, f32::NEG_INFINITY);
+                            e.b.def_var(best, ninf);
+                            let first = e.b.ins().imul_imm_s(ya, w.w as i64);
+                            let first = e.b.ins().iadd(first, xa);
+                            e.b.def_var(best_at, first);
+                            e.for_range(None, ya, yb, 1, false, |e, y| {
+                                let row = e.b.ins().imul_imm_s(y, w.w as i64);
+                                e.for_range(None, xa, xb, 1, false, |e, xx| {
+                                    let idx = e.b.ins().iadd(row, xx);
+                                    let at = e.at(x_plane, idx);
+                                    let v = e.load(F32, at, 0, Some(&p.x));
+                                    let old = e.b.use_var(best);
+                                    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, old);
+                                    let nb = e.b.ins().select(gt, v, old);
+                                    e.b.def_var(best, nb);
+                                    let old_at = e.b.use_var(best_at);
+                                    let na = e.b.ins().select(gt, idx, old_at);
+                                    e.b.def_var(best_at, na);
+                                });
+                            });
+                            let idx = e.b.use_var(best_at);
+                            let at = e.at(dx_plane, idx);
+                            let old = e.load(F32, at, 0, None);
+                            let sum = e.b.ins().fadd(old, g);
+                            e.store(sum, at, 0);
+                        }
+                        Reduce::Mean => {
+                            let w_pad = e.iconst((w.w + w.pad[3]) as i64);
+                            let x_lim = e.imin(x_end, w_pad);
+                            let cols = e.b.ins().isub(x_lim, x0);
+                            let count = e.b.ins().imul(rows, cols);
+                            let count = e.b.ins().fcvt_from_sint(F32, count);
+                            let share = e.b.ins().fdiv(g, count);
+                            e.for_range(None, ya, yb, 1, false, |e, y| {
+                                let row = e.b.ins().imul_imm_s(y, w.w as i64);
+                                e.for_range(None, xa, xb, 1, false, |e, xx| {
+                                    let idx = e.b.ins().iadd(row, xx);
+                                    let at = e.at(dx_plane, idx);
+                                    let old = e.load(F32, at, 0, None);
+                                    let sum = e.b.ins().fadd(old, share);
+                                    e.store(sum, at, 0);
+                                });
+                            });
+                        }
+                    }
+                });
+            });
+        });
+    }
+
+    pub fn scatter(&mut self, s: &Scatter) {
+        let ids = self.addr(&s.ids, 0);
+        let src = self.addr(&s.src, 0);
+        let table = self.addr(&s.table, 0);
+        let vocab = self.b.ins().iconst(types::I32, s.vocab as i64);
+        self.for_count(None, s.count, 1, |e, i| {
+            let at = e.at(ids, i);
+            let flags = MemFlagsData::new().with_notrap();
+            let id = e.b.ins().load(types::I32, flags, at.base, at.offset);
+            let valid = e.b.ins().icmp(IntCC::UnsignedLessThan, id, vocab);
+            let yes = e.b.create_block();
+            let done = e.b.create_block();
+            e.b.ins().brif(valid, yes, &[], done, &[]);
+            e.b.switch_to_block(yes);
+            let row_start = e.b.ins().imul_imm_s(i, s.dim as i64);
+            let from = e.at(src, row_start);
+            let id64 = e.b.ins().uextend(types::I64, id);
+            let dst_start = e.b.ins().imul_imm_s(id64, s.dim as i64);
+            let to = e.at(table, dst_start);
+            e.each(s.dim, &mut |e, ty, k| {
+                let a = e.at(from, k);
+                let v = e.load(ty, a, 0, Some(&s.src));
+                let d = e.at(to, k);
+                let old = e.load(ty, d, 0, None);
+                let sum = e.b.ins().fadd(old, v);
+                e.store(sum, d, 0);
+            });
+            e.b.ins().jump(done, &[]);
+            e.b.switch_to_block(done);
+        });
+    }
+
+    /// Channels `[lo, hi]` (inclusive, clipped) of the window `ch − before ..= ch + after`.
+    fn channel_window(&mut self, ch: Value, before: usize, after: usize, c: usize) -> (Value, Value) {
+        let zero = self.iconst(0);
+        let last = self.iconst(c as i64 - 1);
+        let lo = self.b.ins().iadd_imm_s(ch, -(before as i64));
+        let neg = self.b.ins().icmp(IntCC::SignedLessThan, lo, zero);
+        let lo = self.b.ins().select(neg, zero, lo);
+        let hi = self.b.ins().iadd_imm_s(ch, after as i64);
+        let over = self.b.ins().icmp(IntCC::SignedGreaterThan, hi, last);
+        let hi = self.b.ins().select(over, last, hi);
+        (lo, self.b.ins().iadd_imm_s(hi, 1))
+    }
+
+    /// y_j = x_j · d_j^(−β) with d_j = k + α/size · Σ_{q ∈ window(j)} x_q², so
+    /// dx_i = dy_i · d_i^(−β) − 2αβ/size · x_i · Σ_{j : i ∈ window(j)} dy_j · x_j · d_j^(−β−1).
+    /// Pass one stores d^(−β) and dy · x · d^(−β−1) per element; pass two sums the latter
+    /// over the transposed window.
+    pub fn lrn_backward(&mut self, l: &LrnBackward) {
+        let dy = self.addr(&l.dy, 0);
+        let x = self.addr(&l.x, 0);
+        let dx = self.addr(&l.dx, 0);
+        let powers = self.addr(&l.scratch, 0);
+        let terms = self.addr(&l.scratch, (l.c * l.hw) as i64);
+        let (before, after) = (l.size / 2, (l.size - 1) / 2);
+        self.for_count(None, l.c, 1, |e, ch| {
+            let (lo, end) = e.channel_window(ch, before, after, l.c);
+            let plane = e.b.ins().imul_imm_s(ch, l.hw as i64);
+            e.each(l.hw, &mut |e, ty, p| {
+                let acc = e.b.declare_var(ty);
+                let z = e.fconst(ty, 0.0);
+                e.b.def_var(acc, z);
+                e.for_range(None, lo, end, 1, true, |e, q| {
+                    let at = e.b.ins().imul_imm_s(q, l.hw as i64);
+                    let at = e.b.ins().iadd(at, p);
+                    let a = e.at(x, at);
+                    let v = e.load(ty, a, 0, Some(&l.x));
+                    let old = e.b.use_var(acc);
+                    let new = e.fma(v, v, old);
+                    e.b.def_var(acc, new);
+                });
+                let sum = e.b.use_var(acc);
+                let scale = e.fconst(ty, l.alpha / l.size as f32);
+                let k = e.fconst(ty, l.k);
+                let d = e.fma(sum, scale, k);
+                let ln = e.log(ty, d);
+                let nb = e.fconst(ty, -l.beta);
+                let t = e.b.ins().fmul(ln, nb);
+                let power = e.exp(ty, t);
+                let idx = e.b.ins().iadd(plane, p);
+                let pa = e.at(powers, idx);
+                e.store(power, pa, 0);
+                let xa = e.at(x, idx);
+                let xv = e.load(ty, xa, 0, Some(&l.x));
+                let ga = e.at(dy, idx);
+                let g = e.load(ty, ga, 0, Some(&l.dy));
+                let gx = e.b.ins().fmul(g, xv);
+                let gxp = e.b.ins().fmul(gx, power);
+                let term = e.b.ins().fdiv(gxp, d);
+                let ta = e.at(terms, idx);
+                e.store(term, ta, 0);
+            });
+        });
+        let factor = 2.0 * l.alpha * l.beta / l.size as f32;
+        self.for_count(None, l.c, 1, |e, ch| {
+            // Every j whose window holds i: j in [i − after, i + before].
+            let (lo, end) = e.channel_window(ch, after, before, l.c);
+            let plane = e.b.ins().imul_imm_s(ch, l.hw as i64);
+            e.each(l.hw, &mut |e, ty, p| {
+                let acc = e.b.declare_var(ty);
+                let z = e.fconst(ty, 0.0);
+                e.b.def_var(acc, z);
+                e.for_range(None, lo, end, 1, true, |e, q| {
+                    let at = e.b.ins().imul_imm_s(q, l.hw as i64);
+                    let at = e.b.ins().iadd(at, p);
+                    let a = e.at(terms, at);
+                    let v = e.load(ty, a, 0, None);
+                    let old = e.b.use_var(acc);
+                    let new = e.b.ins().fadd(old, v);
+                    e.b.def_var(acc, new);
+                });
+                let idx = e.b.ins().iadd(plane, p);
+                let ga = e.at(dy, idx);
+                let g = e.load(ty, ga, 0, Some(&l.dy));
+                let pa = e.at(powers, idx);
+                let power = e.load(ty, pa, 0, None);
+                let direct = e.b.ins().fmul(g, power);
+                let xa = e.at(x, idx);
+                let xv = e.load(ty, xa, 0, Some(&l.x));
+                let f = e.fconst(ty, -factor);
+                let xf = e.b.ins().fmul(xv, f);
+                let sum = e.b.use_var(acc);
+                let out = e.fma(xf, sum, direct);
+                let da = e.at(dx, idx);
+                e.store(out, da, 0);
+            });
+        });
+    }
+}

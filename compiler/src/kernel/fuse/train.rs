@@ -1,0 +1,549 @@
+//! Kernels for the training ops: batch statistics, dropout, gradients, losses and
+//! optimizer updates. Most are element-wise programs and reductions over the loop nests
+//! of their tensors; convolution gradients are products like the forward pass.
+
+use super::Build;
+use super::body::window;
+use crate::kernel::*;
+use crate::ops::{Hyper, Op, OpNode, UpdateRule};
+use BinOp::*;
+use Inst::*;
+
+/// Elements per parallel block of an optimizer update.
+const UPDATE_BLOCK: usize = 1 << 14;
+
+impl Build<'_> {
+    pub(super) fn training(&mut self, node: &OpNode, out: Ptr) -> (Vec<Stmt>, Parallel) {
+        let x = |i: usize| Ptr::tensor(node.inputs[i]);
+        let aux = |i: usize| Ptr::tensor(node.aux[i]);
+        let serial = |stmts: Vec<Stmt>| (stmts, Parallel::Serial);
+        match node.op {
+            Op::ChannelMoments { outer, channels, inner } => {
+                let (c, o) = (self.var(), self.var());
+                let at = x(0).plus_var(o, channels * inner).plus_var(c, inner);
+                let scale = 1.0 / (outer * inner) as f32;
+                let mean = out.plus_var(c, 1);
+                let body = vec![
+                    Stmt::Reduce(Reduce { var: o, outer, len: inner, insts: vec![Load(at.clone())], dst: mean.clone(), scale }),
+                    Stmt::Reduce(Reduce {
+                        var: o,
+                        outer,
+                        len: inner,
+                        insts: vec![Load(at), Bcast(mean), Bin(Sub, 0, 1), Bin(Mul, 2, 2)],
+                        dst: out.plus(channels).plus_var(c, 1),
+                        scale,
+                    }),
+                ];
+                let work = 2 * outer * channels * inner;
+                (vec![Stmt::Loop { var: c, extent: channels, body }], self.parallel(channels, work))
+            }
+            Op::BatchNormFoldTrain { channels, eps } => serial(vec![Stmt::Map(Map {
+                len: channels,
+                insts: vec![
+                    Load(x(0)),
+                    Load(x(1)),
+                    Load(x(2)),
+                    Load(x(2).plus(channels)),
+                    Const(eps),
+                    Bin(Add, 3, 4),
+                    Sqrt(5),
+                    Bin(Div, 0, 6),
+                    Store(out.clone(), 7),
+                    Bin(Mul, 2, 7),
+                    Bin(Sub, 1, 9),
+                    Store(out.plus(channels), 10),
+                ],
+            })]),
+            Op::UpdateRunning { channels, momentum, variance, count } => {
+                let (stat, unbiased) = if variance {
+                    (x(0).plus(channels), if count > 1 { count as f32 / (count - 1) as f32 } else { 1.0 })
+                } else {
+                    (x(0), 1.0)
+                };
+                serial(vec![Stmt::Map(Map {
+                    len: channels,
+                    insts: vec![
+                        Load(stat),
+                        Const(momentum * unbiased),
+                        Bin(Mul, 0, 1),
+                        Load(x(1)),
+                        Const(1.0 - momentum),
+                        Bin(Mul, 3, 4),
+                        Bin(Add, 2, 5),
+                        Store(out, 6),
+                    ],
+                })])
+            }
+            Op::Dropout { len, p } | Op::DropoutBackward { len, p } => serial(vec![Stmt::Map(Map {
+                len,
+                insts: vec![Load(x(0)), Keep { seed: x(1).plus(Hyper::SEED), p }, Bin(Mul, 0, 1), Store(out, 2)],
+            })]),
+            Op::Conv2dBackwardData { win, k, groups } => self.conv_backward_data(&win, k, groups, x(0), x(1), out),
+            Op::Conv2dBackwardWeight { win, k, groups } => {
+                self.conv_backward_weight(&win, k, groups, x(0), x(1), out)
+            }
+            Op::Pool2dBackward { win, reduce } => {
+                let n = self.var();
+                let image = win.c * win.h * win.w;
+                let dx = out.plus_var(n, image);
+                let body = vec![
+                    zero(dx.clone(), image),
+                    Stmt::PoolBackward(PoolBackward {
+                        dy: x(0).plus_var(n, win.c * win.oh * win.ow),
+                        x: x(1).plus_var(n, image),
+                        dx,
+                        win: window(&win),
+                        reduce,
+                    }),
+                ];
+                let work = win.n * win.c * win.oh * win.ow * win.kh * win.kw;
+                (vec![Stmt::Loop { var: n, extent: win.n, body }], self.parallel(win.n, work))
+            }
+            Op::BroadcastChannel { outer, channels, inner, scale } => {
+                let oc = self.var();
+                let map = Map {
+                    len: inner,
+                    insts: vec![Bcast(x(0).plus_var(oc, 1)), Const(scale), Bin(Mul, 0, 1), Store(out.plus_var(oc, inner), 2)],
+                };
+                let n = outer * channels;
+                (vec![Stmt::Loop { var: oc, extent: n, body: vec![Stmt::Map(map)] }], self.parallel(n, n * inner))
+            }
+            Op::ChannelSum { outer, channels, inner } => {
+                let (c, o) = (self.var(), self.var());
+                let at = x(0).plus_var(o, channels * inner).plus_var(c, inner);
+                let sum = Reduce { var: o, outer, len: inner, insts: vec![Load(at)], dst: out.plus_var(c, 1), scale: 1.0 };
+                let work = outer * channels * inner;
+                (vec![Stmt::Loop { var: c, extent: channels, body: vec![Stmt::Reduce(sum)] }], self.parallel(channels, work))
+            }
+            Op::Transpose { rows, cols } => {
+                serial(vec![Stmt::Transpose(Transpose { src: x(0), lds: cols, dst: out, ldd: rows, rows, cols })])
+            }
+            Op::UnaryBackward { len, f } => serial(vec![Stmt::Map(Map {
+                len,
+                insts: vec![Load(x(0)), Load(x(1)), Grad(f, 1), Bin(Mul, 0, 2), Store(out, 3)],
+            })]),
+            Op::SoftmaxBackward { rows, cols } => {
+                let (r, o) = (self.var(), self.var());
+                let dot = self.scratch(1);
+                let dy = x(0).plus_var(r, cols);
+                let y = x(1).plus_var(r, cols);
+                let body = vec![
+                    Stmt::Reduce(Reduce {
+                        var: o,
+                        outer: 1,
+                        len: cols,
+                        insts: vec![Load(dy.clone()), Load(y.clone()), Bin(Mul, 0, 1)],
+                        dst: dot.clone(),
+                        scale: 1.0,
+                    }),
+                    Stmt::Map(Map {
+                        len: cols,
+                        insts: vec![Load(dy), Bcast(dot), Bin(Sub, 0, 1), Load(y), Bin(Mul, 2, 3), Store(out.plus_var(r, cols), 4)],
+                    }),
+                ];
+                serial(vec![Stmt::Loop { var: r, extent: rows, body }])
+            }
+            Op::LrnBackward { n, c, hw, size, alpha, beta, k } => {
+                let b = self.var();
+                let scratch = self.scratch(2 * c * hw);
+                let l = LrnBackward {
+                    dy: x(0).plus_var(b, c * hw),
+                    x: x(1).plus_var(b, c * hw),
+                    dx: out.plus_var(b, c * hw),
+                    scratch,
+                    c,
+                    hw,
+                    size,
+                    alpha,
+                    beta,
+                    k,
+                };
+                (vec![Stmt::Loop { var: b, extent: n, body: vec![Stmt::LrnBackward(l)] }], self.parallel(n, 2 * n * c * hw * size))
+            }
+            Op::Slice { outer, total, offset, len } => {
+                let o = self.var();
+                let map = Map { len, insts: vec![Load(x(0).plus(offset).plus_var(o, total)), Store(out.plus_var(o, len), 0)] };
+                (vec![Stmt::Loop { var: o, extent: outer, body: vec![Stmt::Map(map)] }], self.parallel(outer, outer * len))
+            }
+            Op::EmbeddingBackward { count, vocab, dim } => serial(vec![
+                zero(out.clone(), vocab * dim),
+                Stmt::Scatter(Scatter { ids: x(0), src: x(1), table: out, count, vocab, dim }),
+            ]),
+            Op::BatchNormBackwardReduce { outer, channels, inner, eps } => {
+                let (c, o) = (self.var(), self.var());
+                let at = |p: Ptr| p.plus_var(o, channels * inner).plus_var(c, inner);
+                let mut xhat_dy = vec![Load(at(x(0))), Load(at(x(1)))];
+                xhat_dy.extend(normalise(x(2).plus_var(c, 1), x(2).plus(channels).plus_var(c, 1), eps));
+                let xhat = xhat_dy.len() - 1;
+                xhat_dy.push(Bin(Mul, 0, xhat));
+                let body = vec![
+                    Stmt::Reduce(Reduce { var: o, outer, len: inner, insts: vec![Load(at(x(0)))], dst: out.plus_var(c, 1), scale: 1.0 }),
+                    Stmt::Reduce(Reduce { var: o, outer, len: inner, insts: xhat_dy, dst: out.plus(channels).plus_var(c, 1), scale: 1.0 }),
+                ];
+                let work = 2 * outer * channels * inner;
+                (vec![Stmt::Loop { var: c, extent: channels, body }], self.parallel(channels, work))
+            }
+            Op::BatchNormBackwardInput { outer, channels, inner, eps } => {
+                // dx = γ · invstd / N · (N · dy − Σdy − x̂ · Σ(dy · x̂))
+                let (o, c) = (self.var(), self.var());
+                let at = |p: Ptr| p.plus_var(o, channels * inner).plus_var(c, inner);
+                let ch = |p: Ptr| p.plus_var(c, 1);
+                let count = (outer * inner) as f32;
+                let mut insts = vec![Load(at(x(0))), Load(at(x(1)))];
+                insts.extend(normalise(ch(x(2)), ch(x(2).plus(channels)), eps));
+                let xhat = insts.len() - 1;
+                let invstd = xhat - 1;
+                let n = insts.len();
+                insts.extend([
+                    Const(count),            // n
+                    Bin(Mul, 0, n),          // n + 1: N · dy
+                    Bcast(ch(x(4))),         // n + 2: Σdy
+                    Bin(Sub, n + 1, n + 2),  // n + 3
+                    Bcast(ch(x(4).plus(channels))), // n + 4: Σ dy · x̂
+                    Bin(Mul, xhat, n + 4),   // n + 5
+                    Bin(Sub, n + 3, n + 5),  // n + 6
+                    Bcast(ch(x(3))),         // n + 7: γ
+                    Bin(Mul, n + 7, invstd), // n + 8
+                    Const(1.0 / count),      // n + 9
+                    Bin(Mul, n + 8, n + 9),  // n + 10
+                    Bin(Mul, n + 6, n + 10), // n + 11
+                    Store(at(out), n + 11),
+                ]);
+                let map = Stmt::Map(Map { len: inner, insts });
+                let work = outer * channels * inner;
+                let inner_loop = Stmt::Loop { var: c, extent: channels, body: vec![map] };
+                (vec![Stmt::Loop { var: o, extent: outer, body: vec![inner_loop] }], self.parallel(outer, work))
+            }
+            Op::Copy { offset, len } => serial(vec![Stmt::Map(Map { len, insts: vec![Load(x(0).plus(offset)), Store(out, 0)] })]),
+            Op::Fill { len, value } => serial(vec![Stmt::Map(Map { len, insts: vec![Const(value), Store(out, 0)] })]),
+            Op::Mul { len } => serial(vec![Stmt::Map(Map { len, insts: vec![Load(x(0)), Load(x(1)), Bin(Mul, 0, 1), Store(out, 2)] })]),
+            Op::Scale { len, factor } => {
+                serial(vec![Stmt::Map(Map { len, insts: vec![Load(x(0)), Const(factor), Bin(Mul, 0, 1), Store(out, 2)] })])
+            }
+            Op::SoftmaxCrossEntropy { rows, cols } => serial(vec![Stmt::CrossEntropy(CrossEntropy {
+                logits: x(0),
+                labels: x(1),
+                grad: out,
+                stats: aux(0),
+                rows,
+                cols,
+            })]),
+            Op::MeanSquaredError { rows, cols } => {
+                let len = rows * cols;
+                let o = self.var();
+                serial(vec![
+                    Stmt::Reduce(Reduce {
+                        var: o,
+                        outer: 1,
+                        len,
+                        insts: vec![Load(x(0)), Load(x(1)), Bin(Sub, 0, 1), Bin(Mul, 2, 2)],
+                        dst: aux(0),
+                        scale: 1.0 / len as f32,
+                    }),
+                    Stmt::Map(Map { len: 1, insts: vec![Const(0.0), Store(aux(0).plus(1), 0)] }),
+                    Stmt::Map(Map {
+                        len,
+                        insts: vec![Load(x(0)), Load(x(1)), Bin(Sub, 0, 1), Const(2.0 / len as f32), Bin(Mul, 2, 3), Store(out, 4)],
+                    }),
+                ])
+            }
+            Op::SumSquares { len } => {
+                let o = self.var();
+                serial(vec![Stmt::Reduce(Reduce {
+                    var: o,
+                    outer: 1,
+                    len,
+                    insts: vec![Load(x(0)), Bin(Mul, 0, 0)],
+                    dst: out,
+                    scale: 1.0,
+                })])
+            }
+            Op::Update { len, rule } => {
+                let ptrs: Vec<Ptr> = node.inputs.iter().map(|t| Ptr::tensor(*t)).collect();
+                let program = |at: &dyn Fn(&Ptr) -> Ptr| update_program(rule, &ptrs, at);
+                let blocks = len / UPDATE_BLOCK;
+                let mut stmts = Vec::new();
+                let mut parallel = Parallel::Serial;
+                if blocks > 0 {
+                    let b = self.var();
+                    let insts = program(&|p: &Ptr| p.plus_var(b, UPDATE_BLOCK));
+                    let map = Stmt::Map(Map { len: UPDATE_BLOCK, insts });
+                    stmts.push(Stmt::Loop { var: b, extent: blocks, body: vec![map] });
+                    parallel = self.parallel(blocks, len);
+                }
+                let done = blocks * UPDATE_BLOCK;
+                if done < len {
+                    let insts = program(&|p: &Ptr| p.plus(done));
+                    stmts.push(Stmt::Map(Map { len: len - done, insts }));
+                }
+                (stmts, parallel)
+            }
+            _ => unreachable!("{} has a kernel of its own kind", node.op.name()),
+        }
+    }
+
+    /// dx of a convolution, per image: the unfolded gradient `Wᵀ · dy` (the weights read
+    /// transposed), folded back onto the image; a 1×1 convolution writes `dx` directly.
+    fn conv_backward_data(
+        &mut self,
+        win: &crate::ops::Window2d,
+        k: usize,
+        groups: usize,
+        dy: Ptr,
+        weight: Ptr,
+        dx: Ptr,
+    ) -> (Vec<Stmt>, Parallel) {
+        let (cg, kg) = (win.c / groups, k / groups);
+        let (ohw, hw) = (win.oh * win.ow, win.h * win.w);
+        let kk = cg * win.kh * win.kw;
+        let n = self.var();
+        let g = (groups > 1).then(|| self.var());
+        let at_group = |p: Ptr, coef: usize| match g {
+            Some(g) => p.plus_var(g, coef),
+            None => p,
+        };
+        let dy_n = at_group(dy.plus_var(n, k * ohw), kg * ohw);
+        let dx_n = at_group(dx.plus_var(n, win.c * hw), cg * hw);
+        let w_g = at_group(weight, kg * kk);
+        let mut stmts = Vec::new();
+        if super::body::direct(win) {
+            stmts.push(Stmt::Gemm(Gemm {
+                m: cg,
+                n: ohw,
+                k: kg,
+                a: w_g,
+                lda: kk,
+                ta: true,
+                b: dy_n,
+                ldb: ohw,
+                c: dx_n,
+                ldc: hw,
+                epilogue: Vec::new(),
+            }));
+        } else {
+            let ld = super::body::unaliased(ohw);
+            let col = self.scratch(kk * ld);
+            stmts.push(Stmt::Gemm(Gemm {
+                m: kk,
+                n: ohw,
+                k: kg,
+                a: w_g,
+                lda: kk,
+                ta: true,
+                b: dy_n,
+                ldb: ohw,
+                c: col.clone(),
+                ldc: ld,
+                epilogue: Vec::new(),
+            }));
+            stmts.push(zero(dx_n.clone(), cg * hw));
+            let mut w = window(win);
+            w.c = cg;
+            stmts.push(Stmt::Col2im(Col2im { cols: col, ld, image: dx_n, win: w }));
+        }
+        let per_image = match g {
+            Some(g) => vec![Stmt::Loop { var: g, extent: groups, body: stmts }],
+            None => stmts,
+        };
+        let work = win.n * k * ohw * kk;
+        (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n, work))
+    }
+
+    /// dW of a convolution as `dWᵀ = Σₙ col(xₙ) · dyₙᵀ`, accumulated in scratch and
+    /// transposed into place at the end. Threads split the input channels (each unfolds
+    /// only its own rows of `col`); grouped convolutions split by group.
+    fn conv_backward_weight(
+        &mut self,
+        win: &crate::ops::Window2d,
+        k: usize,
+        groups: usize,
+        dy: Ptr,
+        x: Ptr,
+        dw: Ptr,
+    ) -> (Vec<Stmt>, Parallel) {
+        let (cg, kg) = (win.c / groups, k / groups);
+        let (ohw, hw) = (win.oh * win.ow, win.h * win.w);
+        let taps = win.kh * win.kw;
+        let kk = cg * taps;
+        // Channel blocks per group: one per thread where they divide evenly.
+        let blocks = if groups > 1 { 1 } else { (1..=self.threads.min(cg)).rev().find(|b| cg % b == 0).unwrap_or(1) };
+        let cb = cg / blocks;
+        let kkb = cb * taps;
+        let unit = self.var();
+        // `unit` is the group (grouped) or the channel block (ungrouped).
+        let (group_coef, block_coef) = if groups > 1 { (1, 0) } else { (0, 1) };
+        let at_unit = |p: Ptr, per_group: usize, per_block: usize| {
+            p.plus_var(unit, group_coef * per_group + block_coef * per_block)
+        };
+        let dyt = self.scratch(ohw * kg);
+        let acc = self.scratch(kkb * kg);
+        let direct = super::body::direct(win);
+        let (col, ld) = if direct { (None, hw) } else {
+            let ld = super::body::unaliased(ohw);
+            (Some(self.scratch(kkb * ld)), ld)
+        };
+        let mut body = Vec::new();
+        for first in [true, false] {
+            let n = self.var();
+            let image = |p: Ptr, per_image: usize| if first { p } else { p.plus(per_image).plus_var(n, per_image) };
+            let x_n = at_unit(image(x.clone(), win.c * hw), cg * hw, cb * hw);
+            let dy_n = at_unit(image(dy.clone(), k * ohw), kg * ohw, 0);
+            let mut stmts = Vec::new();
+            let b = match &col {
+                Some(col) => {
+                    let mut w = window(win);
+                    w.c = cb;
+                    stmts.push(Stmt::Im2col(Im2col { src: x_n, dst: col.clone(), ld, win: w, first_row: None }));
+                    col.clone()
+                }
+                None => x_n,
+            };
+            stmts.push(Stmt::Transpose(Transpose { src: dy_n, lds: ohw, dst: dyt.clone(), ldd: kg, rows: kg, cols: ohw }));
+            let epilogue = if first {
+                Vec::new()
+            } else {
+                vec![EInst::Acc, EInst::Elem(acc.clone(), kg), EInst::Bin(Add, 0, 1)]
+            };
+            stmts.push(Stmt::Gemm(Gemm {
+                m: kkb,
+                n: kg,
+                k: ohw,
+                a: b,
+                lda: ld,
+                ta: false,
+                b: dyt.clone(),
+                ldb: kg,
+                c: acc.clone(),
+                ldc: kg,
+                epilogue,
+            }));
+            let extent = if first { 1 } else { win.n - 1 };
+            if extent > 0 {
+                body.push(Stmt::Loop { var: n, extent, body: stmts });
+            }
+        }
+        body.push(Stmt::Transpose(Transpose {
+            src: acc,
+            lds: kg,
+            dst: at_unit(dw, kg * kk, kkb),
+            ldd: kk,
+            rows: kkb,
+            cols: kg,
+        }));
+        let units = if groups > 1 { groups } else { blocks };
+        let work = win.n * k * ohw * kk;
+        (vec![Stmt::Loop { var: unit, extent: units, body }], self.parallel(units, work))
+    }
+}
+
+/// Stores zeros to `len` elements at `p`.
+fn zero(p: Ptr, len: usize) -> Stmt {
+    Stmt::Map(Map { len, insts: vec![Const(0.0), Store(p, 0)] })
+}
+
+/// Instructions computing 1/√(var + eps) and x̂ = (x − mean) · that, to follow a
+/// program's first two instructions (the second loads `x`); the last two values are
+/// invstd and x̂.
+fn normalise(mean: Ptr, var: Ptr, eps: f32) -> Vec<Inst> {
+    let (base, x_at) = (2, 1);
+    vec![
+        Bcast(mean),                    // base
+        Bcast(var),                     // base + 1
+        Const(eps),                     // base + 2
+        Bin(Add, base + 1, base + 2),   // base + 3
+        Sqrt(base + 3),                 // base + 4
+        Const(1.0),                     // base + 5
+        Bin(Div, base + 5, base + 4),   // base + 6: invstd
+        Bin(Sub, x_at, base),           // base + 7
+        Bin(Mul, base + 7, base + 6),   // base + 8: x̂
+    ]
+}
+
+/// The optimizer step as an element-wise program over `params, grads, hyper, state…`,
+/// each address passed through `at` (the block being updated).
+fn update_program(rule: UpdateRule, ptrs: &[Ptr], at: &dyn Fn(&Ptr) -> Ptr) -> Vec<Inst> {
+    let (weights, g, hyper) = (&ptrs[0], &ptrs[1], &ptrs[2]);
+    let mut p = vec![
+        Load(at(weights)),                              // 0: w
+        Load(at(g)),                              // 1
+        Bcast(hyper.plus(Hyper::GRAD_SCALE)),     // 2
+        Bin(Mul, 1, 2),                           // 3: g
+        Bcast(hyper.plus(Hyper::LR)),             // 4: lr
+    ];
+    let push = |p: &mut Vec<Inst>, i: Inst| {
+        p.push(i);
+        p.len() - 1
+    };
+    match rule {
+        UpdateRule::Sgd { momentum, nesterov, weight_decay } => {
+            let mut grad = 3;
+            if weight_decay != 0.0 {
+                let wd = push(&mut p, Const(weight_decay));
+                let decay = push(&mut p, Bin(Mul, 0, wd));
+                grad = push(&mut p, Bin(Add, grad, decay));
+            }
+            let step = if momentum == 0.0 {
+                grad
+            } else {
+                let v = push(&mut p, Load(at(&ptrs[3])));
+                let mu = push(&mut p, Const(momentum));
+                let mv = push(&mut p, Bin(Mul, mu, v));
+                let v = push(&mut p, Bin(Add, mv, grad));
+                push(&mut p, Store(at(&ptrs[3]), v));
+                if nesterov {
+                    let mv = push(&mut p, Bin(Mul, mu, v));
+                    push(&mut p, Bin(Add, grad, mv))
+                } else {
+                    v
+                }
+            };
+            let delta = push(&mut p, Bin(Mul, 4, step));
+            let w = push(&mut p, Bin(Sub, 0, delta));
+            push(&mut p, Store(at(weights), w));
+        }
+        UpdateRule::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
+            let mut weight = 0;
+            let mut grad = 3;
+            if weight_decay != 0.0 {
+                let wd = push(&mut p, Const(weight_decay));
+                if decoupled {
+                    // w ← w · (1 − lr · wd)
+                    let lrwd = push(&mut p, Bin(Mul, 4, wd));
+                    let one = push(&mut p, Const(1.0));
+                    let keep = push(&mut p, Bin(Sub, one, lrwd));
+                    weight = push(&mut p, Bin(Mul, 0, keep));
+                } else {
+                    let decay = push(&mut p, Bin(Mul, 0, wd));
+                    grad = push(&mut p, Bin(Add, grad, decay));
+                }
+            }
+            let m = push(&mut p, Load(at(&ptrs[3])));
+            let b1 = push(&mut p, Const(beta1));
+            let c1 = push(&mut p, Const(1.0 - beta1));
+            let mm = push(&mut p, Bin(Mul, b1, m));
+            let mg = push(&mut p, Bin(Mul, c1, grad));
+            let m = push(&mut p, Bin(Add, mm, mg));
+            push(&mut p, Store(at(&ptrs[3]), m));
+            let v = push(&mut p, Load(at(&ptrs[4])));
+            let b2 = push(&mut p, Const(beta2));
+            let c2 = push(&mut p, Const(1.0 - beta2));
+            let vv = push(&mut p, Bin(Mul, b2, v));
+            let gg = push(&mut p, Bin(Mul, grad, grad));
+            let vg = push(&mut p, Bin(Mul, c2, gg));
+            let v = push(&mut p, Bin(Add, vv, vg));
+            push(&mut p, Store(at(&ptrs[4]), v));
+            let bias1 = push(&mut p, Bcast(hyper.plus(Hyper::BIAS1)));
+            let bias2 = push(&mut p, Bcast(hyper.plus(Hyper::BIAS2)));
+            let mhat = push(&mut p, Bin(Mul, m, bias1));
+            let vhat = push(&mut p, Bin(Mul, v, bias2));
+            let root = push(&mut p, Sqrt(vhat));
+            let e = push(&mut p, Const(eps));
+            let denom = push(&mut p, Bin(Add, root, e));
+            let ratio = push(&mut p, Bin(Div, mhat, denom));
+            let delta = push(&mut p, Bin(Mul, 4, ratio));
+            let w = push(&mut p, Bin(Sub, weight, delta));
+            push(&mut p, Store(at(weights), w));
+        }
+    }
+    p
+}
