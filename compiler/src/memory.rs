@@ -116,7 +116,12 @@ pub fn plan(graph: &TensorGraph, program: &Program, guard: usize) -> MemoryPlan 
         .filter(|(_, t)| t.view.is_none() && persistent(&t.role))
         .map(|(i, _)| (i, RegionKind::Param))
         .chain(
-            graph.tensors.iter().enumerate().filter(|(_, t)| matches!(t.role, Role::State(_))).map(|(i, _)| (i, RegionKind::State)),
+            graph
+                .tensors
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t.role, Role::State(_)))
+                .map(|(i, _)| (i, RegionKind::State)),
         )
         .chain(derived.iter().map(|t| (t.0 as usize, RegionKind::Derived)))
         .collect();

@@ -8,3 +8,4 @@ pub mod data;
 pub mod exec;
 pub mod init;
 pub mod pool;
+pub mod train;

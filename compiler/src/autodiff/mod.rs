@@ -72,12 +72,20 @@ pub fn training(mut forward: TensorGraph, loss: Loss, rule: UpdateRule) -> Resul
             }
             (g.tensor("labels", vec![rows], Role::Label), Op::SoftmaxCrossEntropy { rows, cols })
         }
-        Loss::MeanSquaredError => (g.tensor("targets", dims.clone(), Role::Label), Op::MeanSquaredError { rows, cols }),
+        Loss::MeanSquaredError => {
+            (g.tensor("targets", dims.clone(), Role::Label), Op::MeanSquaredError { rows, cols })
+        }
     };
     let hyper = g.hyper();
     let stats = g.tensor("loss", vec![2], Role::Activation);
     let dout = g.tensor("d loss", dims, Role::Activation);
-    g.graph.ops.push(OpNode { op: loss_op, inputs: vec![output, labels], output: dout, aux: vec![stats], layer: "loss".into() });
+    g.graph.ops.push(OpNode {
+        op: loss_op,
+        inputs: vec![output, labels],
+        output: dout,
+        aux: vec![stats],
+        layer: "loss".into(),
+    });
 
     let needs = g.requires_grad();
     g.accumulate(output, dout);
@@ -271,7 +279,12 @@ impl<'g> Grad<'g> {
                 let next = p.map_or(total, |p| p.offset);
                 if next > at {
                     let gap = next - at;
-                    inputs.push(self.op(Op::Fill { len: outer * gap, value: 0.0 }, vec![], &name, vec![outer, gap]));
+                    inputs.push(self.op(
+                        Op::Fill { len: outer * gap, value: 0.0 },
+                        vec![],
+                        &name,
+                        vec![outer, gap],
+                    ));
                     inners.push(gap);
                 }
                 if let Some(p) = p {

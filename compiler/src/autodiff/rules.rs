@@ -6,7 +6,12 @@ use crate::ops::{Op, OpNode, TensorId};
 
 /// Emits the backward ops of `node` for output gradient `dy`; `needs[t]` says whether
 /// tensor `t` wants a gradient.
-pub(super) fn backward(g: &mut Grad<'_>, node: &OpNode, dy: TensorId, needs: &[bool]) -> Result<(), AutodiffError> {
+pub(super) fn backward(
+    g: &mut Grad<'_>,
+    node: &OpNode,
+    dy: TensorId,
+    needs: &[bool],
+) -> Result<(), AutodiffError> {
     let want = |i: usize| needs[node.inputs[i].0 as usize];
     let x = |i: usize| node.inputs[i];
     let dims = |g: &Grad<'_>, t: TensorId| g.graph.tensor(t).dims.clone();
@@ -58,7 +63,9 @@ pub(super) fn backward(g: &mut Grad<'_>, node: &OpNode, dy: TensorId, needs: &[b
                 grad_of(g, 1, Op::ChannelSum { outer, channels, inner }, vec![dy]);
             }
         }
-        Op::ScaleShiftChannel { outer, channels, inner } => batchnorm(g, node, dy, needs, (outer, channels, inner))?,
+        Op::ScaleShiftChannel { outer, channels, inner } => {
+            batchnorm(g, node, dy, needs, (outer, channels, inner))?
+        }
         Op::Unary { len, f } => {
             if want(0) {
                 grad_of(g, 0, Op::UnaryBackward { len, f }, vec![dy, node.output]);
@@ -137,17 +144,28 @@ fn batchnorm(
     let (x, folded) = (node.inputs[0], node.inputs[1]);
     let fold = g.producer(folded).cloned();
     let (gamma, beta, moments, eps) = match fold {
-        Some(OpNode { op: Op::BatchNormFoldTrain { eps, .. }, inputs, .. }) => (inputs[0], inputs[1], inputs[2], eps),
+        Some(OpNode { op: Op::BatchNormFoldTrain { eps, .. }, inputs, .. }) => {
+            (inputs[0], inputs[1], inputs[2], eps)
+        }
         _ => return Err(AutodiffError::NoRule("scale_shift_channel")),
     };
     let want = |t: TensorId| needs[t.0 as usize];
     let name = format!("d {}", g.graph.tensor(folded).name);
-    let reduced =
-        g.op(Op::BatchNormBackwardReduce { outer, channels, inner, eps }, vec![dy, x, moments], &name, vec![2, channels]);
+    let reduced = g.op(
+        Op::BatchNormBackwardReduce { outer, channels, inner, eps },
+        vec![dy, x, moments],
+        &name,
+        vec![2, channels],
+    );
     for (param, offset) in [(beta, 0), (gamma, channels)] {
         if want(param) {
             let n = format!("d {}", g.graph.tensor(param).name);
-            let grad = g.op(Op::Slice { outer: 1, total: 2 * channels, offset, len: channels }, vec![reduced], &n, vec![channels]);
+            let grad = g.op(
+                Op::Slice { outer: 1, total: 2 * channels, offset, len: channels },
+                vec![reduced],
+                &n,
+                vec![channels],
+            );
             g.accumulate(param, grad);
         }
     }

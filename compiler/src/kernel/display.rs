@@ -240,9 +240,11 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                 };
                 writeln!(f, "{pad}{r}_backward {} (x {}) +→ {}: {}", p.dy, p.x, p.dx, window_text(&p.win))?
             }
-            Stmt::Scatter(s) => {
-                writeln!(f, "{pad}scatter {} +→ {}[{}]: {} rows of {}", s.src, s.table, s.ids, s.count, s.dim)?
-            }
+            Stmt::Scatter(s) => writeln!(
+                f,
+                "{pad}scatter {} +→ {}[{}]: {} rows of {}",
+                s.src, s.table, s.ids, s.count, s.dim
+            )?,
             Stmt::LrnBackward(l) => writeln!(
                 f,
                 "{pad}lrn_backward {} (x {}) → {}: {} channels of {}, size {}",

@@ -199,7 +199,9 @@ impl<'g> Build<'g> {
             body,
             scratch: self.scratch,
             reads,
-            writes: std::iter::once(last.output).chain(nodes.iter().flat_map(|n| n.aux.iter().copied())).collect(),
+            writes: std::iter::once(last.output)
+                .chain(nodes.iter().flat_map(|n| n.aux.iter().copied()))
+                .collect(),
             macs: nodes.iter().map(|n| n.op.macs()).sum(),
         }
     }
@@ -276,5 +278,5 @@ enum Step {
 type Tail = [(Option<Operand>, Option<Operand>, Step)];
 
 mod body;
-mod train;
 mod recurrent;
+mod train;

@@ -88,7 +88,10 @@ pub enum Inst {
     /// Dropout's multiplier for element `i` of the map: `1 / (1 − p)` where
     /// [`crate::ops::dropout_keep`] keeps it under the seed stored (as integer bits) at
     /// `seed`, else 0.
-    Keep { seed: Ptr, p: f32 },
+    Keep {
+        seed: Ptr,
+        p: f32,
+    },
     Store(Ptr, usize),
 }
 

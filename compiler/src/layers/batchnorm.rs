@@ -68,14 +68,19 @@ impl Layer for BatchNorm {
         let eps = self.eps as f32;
         let fold = if cx.training() {
             // The batch's own statistics normalise it; the running ones move towards them.
-            let moments = cx.op(Op::ChannelMoments { outer, channels, inner }, vec![inputs[0]], vec![2, channels]);
+            let moments =
+                cx.op(Op::ChannelMoments { outer, channels, inner }, vec![inputs[0]], vec![2, channels]);
             let momentum = self.momentum as f32;
             let count = outer * inner;
             for (variance, running) in [(false, params[2]), (true, params[3])] {
                 let op = Op::UpdateRunning { channels, momentum, variance, count };
                 cx.op_in_place(op, vec![moments, running], running);
             }
-            cx.op(Op::BatchNormFoldTrain { channels, eps }, vec![params[0], params[1], moments], vec![2, channels])
+            cx.op(
+                Op::BatchNormFoldTrain { channels, eps },
+                vec![params[0], params[1], moments],
+                vec![2, channels],
+            )
         } else {
             cx.op(Op::BatchNormFold { channels, eps }, params, vec![2, channels])
         };

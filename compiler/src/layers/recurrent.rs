@@ -207,7 +207,11 @@ fn unrolled(cx: &mut Lower<'_>, r: &crate::ops::Recurrence, args: &[TensorId], d
         // reset gate multiplies.
         let biases: &[TensorId] = if per_step_bias { &args[3..4] } else { &args[3..5] };
         for &b in biases {
-            xw = cx.op(Op::AddChannel { outer: n * r.t, channels: gh, inner: 1 }, vec![xw, b], vec![n, r.t, gh]);
+            xw = cx.op(
+                Op::AddChannel { outer: n * r.t, channels: gh, inner: 1 },
+                vec![xw, b],
+                vec![n, r.t, gh],
+            );
         }
     }
     let hd = vec![n, h];
@@ -215,7 +219,8 @@ fn unrolled(cx: &mut Lower<'_>, r: &crate::ops::Recurrence, args: &[TensorId], d
     let mut cell = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
     let mut outputs = Vec::with_capacity(r.t);
     for step in 0..r.t {
-        let xt = cx.op(Op::Slice { outer: n, total: r.t * gh, offset: step * gh, len: gh }, vec![xw], vec![n, gh]);
+        let xt =
+            cx.op(Op::Slice { outer: n, total: r.t * gh, offset: step * gh, len: gh }, vec![xw], vec![n, gh]);
         let mut hh = cx.op(Op::MatMul { m: n, k: h, n: gh, ta: false }, vec![state, w_hh], vec![n, gh]);
         if per_step_bias {
             hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
@@ -224,9 +229,13 @@ fn unrolled(cx: &mut Lower<'_>, r: &crate::ops::Recurrence, args: &[TensorId], d
         let gate = |cx: &mut Lower<'_>, of: TensorId, k: usize| {
             cx.op(Op::Slice { outer: n, total: gh, offset: k * h, len: h }, vec![of], hd.clone())
         };
-        let unary = |cx: &mut Lower<'_>, f: UnaryFn, a: TensorId| cx.op(Op::Unary { len, f }, vec![a], vec![n, h]);
-        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| cx.op(Op::Add { len, inputs: 2 }, vec![a, b], vec![n, h]);
-        let mul = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| cx.op(Op::Mul { len }, vec![a, b], vec![n, h]);
+        let unary =
+            |cx: &mut Lower<'_>, f: UnaryFn, a: TensorId| cx.op(Op::Unary { len, f }, vec![a], vec![n, h]);
+        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
+            cx.op(Op::Add { len, inputs: 2 }, vec![a, b], vec![n, h])
+        };
+        let mul =
+            |cx: &mut Lower<'_>, a: TensorId, b: TensorId| cx.op(Op::Mul { len }, vec![a, b], vec![n, h]);
         state = match r.cell {
             Cell::Rnn => {
                 let pre = cx.op(Op::Add { len: n * gh, inputs: 2 }, vec![xt, hh], vec![n, gh]);

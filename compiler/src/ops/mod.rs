@@ -480,9 +480,13 @@ impl fmt::Display for TensorGraph {
                 Role::Label => writeln!(f, "  t{i} = label {:?}  # {}", t.dims, t.name)?,
                 Role::Hyper => writeln!(f, "  t{i} = hyper {:?}", t.dims)?,
                 Role::State(name) => writeln!(f, "  t{i} = state {:?}  # {name}", t.dims)?,
-                Role::Block { persistent } => {
-                    writeln!(f, "  t{i} = block {:?}{}  # {}", t.dims, if *persistent { "" } else { " (per step)" }, t.name)?
-                }
+                Role::Block { persistent } => writeln!(
+                    f,
+                    "  t{i} = block {:?}{}  # {}",
+                    t.dims,
+                    if *persistent { "" } else { " (per step)" },
+                    t.name
+                )?,
                 Role::Activation => {}
             }
             if let Some((base, offset)) = t.view {

@@ -24,7 +24,14 @@ impl Build<'_> {
                 let scale = 1.0 / (outer * inner) as f32;
                 let mean = out.plus_var(c, 1);
                 let body = vec![
-                    Stmt::Reduce(Reduce { var: o, outer, len: inner, insts: vec![Load(at.clone())], dst: mean.clone(), scale }),
+                    Stmt::Reduce(Reduce {
+                        var: o,
+                        outer,
+                        len: inner,
+                        insts: vec![Load(at.clone())],
+                        dst: mean.clone(),
+                        scale,
+                    }),
                     Stmt::Reduce(Reduce {
                         var: o,
                         outer,
@@ -76,9 +83,16 @@ impl Build<'_> {
             }
             Op::Dropout { len, p } | Op::DropoutBackward { len, p } => serial(vec![Stmt::Map(Map {
                 len,
-                insts: vec![Load(x(0)), Keep { seed: x(1).plus(Hyper::SEED), p }, Bin(Mul, 0, 1), Store(out, 2)],
+                insts: vec![
+                    Load(x(0)),
+                    Keep { seed: x(1).plus(Hyper::SEED), p },
+                    Bin(Mul, 0, 1),
+                    Store(out, 2),
+                ],
             })]),
-            Op::Conv2dBackwardData { win, k, groups } => self.conv_backward_data(&win, k, groups, x(0), x(1), out),
+            Op::Conv2dBackwardData { win, k, groups } => {
+                self.conv_backward_data(&win, k, groups, x(0), x(1), out)
+            }
             Op::Conv2dBackwardWeight { win, k, groups } => {
                 self.conv_backward_weight(&win, k, groups, x(0), x(1), out)
             }
@@ -103,21 +117,44 @@ impl Build<'_> {
                 let oc = self.var();
                 let map = Map {
                     len: inner,
-                    insts: vec![Bcast(x(0).plus_var(oc, 1)), Const(scale), Bin(Mul, 0, 1), Store(out.plus_var(oc, inner), 2)],
+                    insts: vec![
+                        Bcast(x(0).plus_var(oc, 1)),
+                        Const(scale),
+                        Bin(Mul, 0, 1),
+                        Store(out.plus_var(oc, inner), 2),
+                    ],
                 };
                 let n = outer * channels;
-                (vec![Stmt::Loop { var: oc, extent: n, body: vec![Stmt::Map(map)] }], self.parallel(n, n * inner))
+                (
+                    vec![Stmt::Loop { var: oc, extent: n, body: vec![Stmt::Map(map)] }],
+                    self.parallel(n, n * inner),
+                )
             }
             Op::ChannelSum { outer, channels, inner } => {
                 let (c, o) = (self.var(), self.var());
                 let at = x(0).plus_var(o, channels * inner).plus_var(c, inner);
-                let sum = Reduce { var: o, outer, len: inner, insts: vec![Load(at)], dst: out.plus_var(c, 1), scale: 1.0 };
+                let sum = Reduce {
+                    var: o,
+                    outer,
+                    len: inner,
+                    insts: vec![Load(at)],
+                    dst: out.plus_var(c, 1),
+                    scale: 1.0,
+                };
                 let work = outer * channels * inner;
-                (vec![Stmt::Loop { var: c, extent: channels, body: vec![Stmt::Reduce(sum)] }], self.parallel(channels, work))
+                (
+                    vec![Stmt::Loop { var: c, extent: channels, body: vec![Stmt::Reduce(sum)] }],
+                    self.parallel(channels, work),
+                )
             }
-            Op::Transpose { rows, cols } => {
-                serial(vec![Stmt::Transpose(Transpose { src: x(0), lds: cols, dst: out, ldd: rows, rows, cols })])
-            }
+            Op::Transpose { rows, cols } => serial(vec![Stmt::Transpose(Transpose {
+                src: x(0),
+                lds: cols,
+                dst: out,
+                ldd: rows,
+                rows,
+                cols,
+            })]),
             Op::UnaryBackward { len, f } => serial(vec![Stmt::Map(Map {
                 len,
                 insts: vec![Load(x(0)), Load(x(1)), Grad(f, 1), Bin(Mul, 0, 2), Store(out, 3)],
@@ -138,7 +175,14 @@ impl Build<'_> {
                     }),
                     Stmt::Map(Map {
                         len: cols,
-                        insts: vec![Load(dy), Bcast(dot), Bin(Sub, 0, 1), Load(y), Bin(Mul, 2, 3), Store(out.plus_var(r, cols), 4)],
+                        insts: vec![
+                            Load(dy),
+                            Bcast(dot),
+                            Bin(Sub, 0, 1),
+                            Load(y),
+                            Bin(Mul, 2, 3),
+                            Store(out.plus_var(r, cols), 4),
+                        ],
                     }),
                 ];
                 serial(vec![Stmt::Loop { var: r, extent: rows, body }])
@@ -158,12 +202,21 @@ impl Build<'_> {
                     beta,
                     k,
                 };
-                (vec![Stmt::Loop { var: b, extent: n, body: vec![Stmt::LrnBackward(l)] }], self.parallel(n, 2 * n * c * hw * size))
+                (
+                    vec![Stmt::Loop { var: b, extent: n, body: vec![Stmt::LrnBackward(l)] }],
+                    self.parallel(n, 2 * n * c * hw * size),
+                )
             }
             Op::Slice { outer, total, offset, len } => {
                 let o = self.var();
-                let map = Map { len, insts: vec![Load(x(0).plus(offset).plus_var(o, total)), Store(out.plus_var(o, len), 0)] };
-                (vec![Stmt::Loop { var: o, extent: outer, body: vec![Stmt::Map(map)] }], self.parallel(outer, outer * len))
+                let map = Map {
+                    len,
+                    insts: vec![Load(x(0).plus(offset).plus_var(o, total)), Store(out.plus_var(o, len), 0)],
+                };
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: vec![Stmt::Map(map)] }],
+                    self.parallel(outer, outer * len),
+                )
             }
             Op::EmbeddingBackward { count, vocab, dim } => serial(vec![
                 zero(out.clone(), vocab * dim),
@@ -177,8 +230,22 @@ impl Build<'_> {
                 let xhat = xhat_dy.len() - 1;
                 xhat_dy.push(Bin(Mul, 0, xhat));
                 let body = vec![
-                    Stmt::Reduce(Reduce { var: o, outer, len: inner, insts: vec![Load(at(x(0)))], dst: out.plus_var(c, 1), scale: 1.0 }),
-                    Stmt::Reduce(Reduce { var: o, outer, len: inner, insts: xhat_dy, dst: out.plus(channels).plus_var(c, 1), scale: 1.0 }),
+                    Stmt::Reduce(Reduce {
+                        var: o,
+                        outer,
+                        len: inner,
+                        insts: vec![Load(at(x(0)))],
+                        dst: out.plus_var(c, 1),
+                        scale: 1.0,
+                    }),
+                    Stmt::Reduce(Reduce {
+                        var: o,
+                        outer,
+                        len: inner,
+                        insts: xhat_dy,
+                        dst: out.plus(channels).plus_var(c, 1),
+                        scale: 1.0,
+                    }),
                 ];
                 let work = 2 * outer * channels * inner;
                 (vec![Stmt::Loop { var: c, extent: channels, body }], self.parallel(channels, work))
@@ -192,34 +259,45 @@ impl Build<'_> {
                 let mut insts = vec![Load(at(x(0))), Load(at(x(1)))];
                 insts.extend(normalise(ch(x(2)), ch(x(2).plus(channels)), eps));
                 let xhat = insts.len() - 1;
-                let invstd = xhat - 1;
+                let invstd = xhat - 2;
                 let n = insts.len();
                 insts.extend([
-                    Const(count),            // n
-                    Bin(Mul, 0, n),          // n + 1: N · dy
-                    Bcast(ch(x(4))),         // n + 2: Σdy
-                    Bin(Sub, n + 1, n + 2),  // n + 3
+                    Const(count),                   // n
+                    Bin(Mul, 0, n),                 // n + 1: N · dy
+                    Bcast(ch(x(4))),                // n + 2: Σdy
+                    Bin(Sub, n + 1, n + 2),         // n + 3
                     Bcast(ch(x(4).plus(channels))), // n + 4: Σ dy · x̂
-                    Bin(Mul, xhat, n + 4),   // n + 5
-                    Bin(Sub, n + 3, n + 5),  // n + 6
-                    Bcast(ch(x(3))),         // n + 7: γ
-                    Bin(Mul, n + 7, invstd), // n + 8
-                    Const(1.0 / count),      // n + 9
-                    Bin(Mul, n + 8, n + 9),  // n + 10
-                    Bin(Mul, n + 6, n + 10), // n + 11
+                    Bin(Mul, xhat, n + 4),          // n + 5
+                    Bin(Sub, n + 3, n + 5),         // n + 6
+                    Bcast(ch(x(3))),                // n + 7: γ
+                    Bin(Mul, n + 7, invstd),        // n + 8
+                    Const(1.0 / count),             // n + 9
+                    Bin(Mul, n + 8, n + 9),         // n + 10
+                    Bin(Mul, n + 6, n + 10),        // n + 11
                     Store(at(out), n + 11),
                 ]);
                 let map = Stmt::Map(Map { len: inner, insts });
                 let work = outer * channels * inner;
                 let inner_loop = Stmt::Loop { var: c, extent: channels, body: vec![map] };
-                (vec![Stmt::Loop { var: o, extent: outer, body: vec![inner_loop] }], self.parallel(outer, work))
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: vec![inner_loop] }],
+                    self.parallel(outer, work),
+                )
             }
-            Op::Copy { offset, len } => serial(vec![Stmt::Map(Map { len, insts: vec![Load(x(0).plus(offset)), Store(out, 0)] })]),
-            Op::Fill { len, value } => serial(vec![Stmt::Map(Map { len, insts: vec![Const(value), Store(out, 0)] })]),
-            Op::Mul { len } => serial(vec![Stmt::Map(Map { len, insts: vec![Load(x(0)), Load(x(1)), Bin(Mul, 0, 1), Store(out, 2)] })]),
-            Op::Scale { len, factor } => {
-                serial(vec![Stmt::Map(Map { len, insts: vec![Load(x(0)), Const(factor), Bin(Mul, 0, 1), Store(out, 2)] })])
+            Op::Copy { offset, len } => {
+                serial(vec![Stmt::Map(Map { len, insts: vec![Load(x(0).plus(offset)), Store(out, 0)] })])
             }
+            Op::Fill { len, value } => {
+                serial(vec![Stmt::Map(Map { len, insts: vec![Const(value), Store(out, 0)] })])
+            }
+            Op::Mul { len } => serial(vec![Stmt::Map(Map {
+                len,
+                insts: vec![Load(x(0)), Load(x(1)), Bin(Mul, 0, 1), Store(out, 2)],
+            })]),
+            Op::Scale { len, factor } => serial(vec![Stmt::Map(Map {
+                len,
+                insts: vec![Load(x(0)), Const(factor), Bin(Mul, 0, 1), Store(out, 2)],
+            })]),
             Op::SoftmaxCrossEntropy { rows, cols } => serial(vec![Stmt::CrossEntropy(CrossEntropy {
                 logits: x(0),
                 labels: x(1),
@@ -243,7 +321,14 @@ impl Build<'_> {
                     Stmt::Map(Map { len: 1, insts: vec![Const(0.0), Store(aux(0).plus(1), 0)] }),
                     Stmt::Map(Map {
                         len,
-                        insts: vec![Load(x(0)), Load(x(1)), Bin(Sub, 0, 1), Const(2.0 / len as f32), Bin(Mul, 2, 3), Store(out, 4)],
+                        insts: vec![
+                            Load(x(0)),
+                            Load(x(1)),
+                            Bin(Sub, 0, 1),
+                            Const(2.0 / len as f32),
+                            Bin(Mul, 2, 3),
+                            Store(out, 4),
+                        ],
                     }),
                 ])
             }
@@ -366,7 +451,8 @@ impl Build<'_> {
         let taps = win.kh * win.kw;
         let kk = cg * taps;
         // Channel blocks per group: one per thread where they divide evenly.
-        let blocks = if groups > 1 { 1 } else { (1..=self.threads.min(cg)).rev().find(|b| cg % b == 0).unwrap_or(1) };
+        let blocks =
+            if groups > 1 { 1 } else { (1..=self.threads.min(cg)).rev().find(|b| cg % b == 0).unwrap_or(1) };
         let cb = cg / blocks;
         let kkb = cb * taps;
         let unit = self.var();
@@ -378,14 +464,17 @@ impl Build<'_> {
         let dyt = self.scratch(ohw * kg);
         let acc = self.scratch(kkb * kg);
         let direct = super::body::direct(win);
-        let (col, ld) = if direct { (None, hw) } else {
+        let (col, ld) = if direct {
+            (None, hw)
+        } else {
             let ld = super::body::unaliased(ohw);
             (Some(self.scratch(kkb * ld)), ld)
         };
         let mut body = Vec::new();
         for first in [true, false] {
             let n = self.var();
-            let image = |p: Ptr, per_image: usize| if first { p } else { p.plus(per_image).plus_var(n, per_image) };
+            let image =
+                |p: Ptr, per_image: usize| if first { p } else { p.plus(per_image).plus_var(n, per_image) };
             let x_n = at_unit(image(x.clone(), win.c * hw), cg * hw, cb * hw);
             let dy_n = at_unit(image(dy.clone(), k * ohw), kg * ohw, 0);
             let mut stmts = Vec::new();
@@ -393,12 +482,25 @@ impl Build<'_> {
                 Some(col) => {
                     let mut w = window(win);
                     w.c = cb;
-                    stmts.push(Stmt::Im2col(Im2col { src: x_n, dst: col.clone(), ld, win: w, first_row: None }));
+                    stmts.push(Stmt::Im2col(Im2col {
+                        src: x_n,
+                        dst: col.clone(),
+                        ld,
+                        win: w,
+                        first_row: None,
+                    }));
                     col.clone()
                 }
                 None => x_n,
             };
-            stmts.push(Stmt::Transpose(Transpose { src: dy_n, lds: ohw, dst: dyt.clone(), ldd: kg, rows: kg, cols: ohw }));
+            stmts.push(Stmt::Transpose(Transpose {
+                src: dy_n,
+                lds: ohw,
+                dst: dyt.clone(),
+                ldd: kg,
+                rows: kg,
+                cols: ohw,
+            }));
             let epilogue = if first {
                 Vec::new()
             } else {
@@ -442,20 +544,20 @@ fn zero(p: Ptr, len: usize) -> Stmt {
 }
 
 /// Instructions computing 1/√(var + eps) and x̂ = (x − mean) · that, to follow a
-/// program's first two instructions (the second loads `x`); the last two values are
-/// invstd and x̂.
+/// program's first two instructions (the second loads `x`); x̂ is the last value and
+/// invstd the last but two.
 fn normalise(mean: Ptr, var: Ptr, eps: f32) -> Vec<Inst> {
     let (base, x_at) = (2, 1);
     vec![
-        Bcast(mean),                    // base
-        Bcast(var),                     // base + 1
-        Const(eps),                     // base + 2
-        Bin(Add, base + 1, base + 2),   // base + 3
-        Sqrt(base + 3),                 // base + 4
-        Const(1.0),                     // base + 5
-        Bin(Div, base + 5, base + 4),   // base + 6: invstd
-        Bin(Sub, x_at, base),           // base + 7
-        Bin(Mul, base + 7, base + 6),   // base + 8: x̂
+        Bcast(mean),                  // base
+        Bcast(var),                   // base + 1
+        Const(eps),                   // base + 2
+        Bin(Add, base + 1, base + 2), // base + 3
+        Sqrt(base + 3),               // base + 4
+        Const(1.0),                   // base + 5
+        Bin(Div, base + 5, base + 4), // base + 6: invstd
+        Bin(Sub, x_at, base),         // base + 7
+        Bin(Mul, base + 7, base + 6), // base + 8: x̂
     ]
 }
 
@@ -464,11 +566,11 @@ fn normalise(mean: Ptr, var: Ptr, eps: f32) -> Vec<Inst> {
 fn update_program(rule: UpdateRule, ptrs: &[Ptr], at: &dyn Fn(&Ptr) -> Ptr) -> Vec<Inst> {
     let (weights, g, hyper) = (&ptrs[0], &ptrs[1], &ptrs[2]);
     let mut p = vec![
-        Load(at(weights)),                              // 0: w
-        Load(at(g)),                              // 1
-        Bcast(hyper.plus(Hyper::GRAD_SCALE)),     // 2
-        Bin(Mul, 1, 2),                           // 3: g
-        Bcast(hyper.plus(Hyper::LR)),             // 4: lr
+        Load(at(weights)),                    // 0: w
+        Load(at(g)),                          // 1
+        Bcast(hyper.plus(Hyper::GRAD_SCALE)), // 2
+        Bin(Mul, 1, 2),                       // 3: g
+        Bcast(hyper.plus(Hyper::LR)),         // 4: lr
     ];
     let push = |p: &mut Vec<Inst>, i: Inst| {
         p.push(i);

@@ -61,10 +61,13 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
                 }
             }
         }
-        Op::LrnBackward { n, c, hw, size, alpha, beta, k } => lrn_backward(x[0], x[1], out, (n, c, hw, size), (alpha, beta, k)),
+        Op::LrnBackward { n, c, hw, size, alpha, beta, k } => {
+            lrn_backward(x[0], x[1], out, (n, c, hw, size), (alpha, beta, k))
+        }
         Op::Slice { outer, total, offset, len } => {
             for o in 0..outer {
-                out[o * len..(o + 1) * len].copy_from_slice(&x[0][o * total + offset..o * total + offset + len]);
+                out[o * len..(o + 1) * len]
+                    .copy_from_slice(&x[0][o * total + offset..o * total + offset + len]);
             }
         }
         Op::EmbeddingBackward { count, vocab, dim } => {
@@ -199,7 +202,13 @@ fn pool_backward(w: &Window2d, reduce: Reduce, dy: &[f32], x: &[f32], out: &mut 
 }
 
 /// Gradient of y_j = x_j · d_j^(−β), d_j = k + α/size · Σ_{q ∈ window(j)} x_q².
-fn lrn_backward(dy: &[f32], x: &[f32], out: &mut [f32], (n, c, hw, size): (usize, usize, usize, usize), (alpha, beta, k): (f32, f32, f32)) {
+fn lrn_backward(
+    dy: &[f32],
+    x: &[f32],
+    out: &mut [f32],
+    (n, c, hw, size): (usize, usize, usize, usize),
+    (alpha, beta, k): (f32, f32, f32),
+) {
     let (before, after) = (size / 2, (size - 1) / 2);
     let (alpha, beta, k) = (alpha as f64, beta as f64, k as f64);
     for b in 0..n {
@@ -218,7 +227,8 @@ fn lrn_backward(dy: &[f32], x: &[f32], out: &mut [f32], (n, c, hw, size): (usize
                 let lo = i.saturating_sub(after);
                 let hi = (i + before).min(c - 1);
                 for j in lo..=hi {
-                    g -= dy[at(j)] as f64 * x[at(j)] as f64 * beta * d[j].powf(-beta - 1.0) * alpha / size as f64
+                    g -= dy[at(j)] as f64 * x[at(j)] as f64 * beta * d[j].powf(-beta - 1.0) * alpha
+                        / size as f64
                         * 2.0
                         * x[at(i)] as f64;
                 }

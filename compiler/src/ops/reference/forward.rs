@@ -246,4 +246,3 @@ fn recurrent(r: &Recurrence, x: &[&[f32]], out: &mut [f32]) {
         }
     }
 }
-

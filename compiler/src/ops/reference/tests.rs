@@ -3,14 +3,7 @@ use crate::ops::{Cell, Op, Recurrence, Reduce, UnaryFn, Window2d};
 
 /// A square window over one `c`-channel image: (height, width), kernel, stride,
 /// padding, output (height, width).
-fn win(
-    c: usize,
-    (h, w): (usize, usize),
-    k: usize,
-    s: usize,
-    p: usize,
-    (oh, ow): (usize, usize),
-) -> Window2d {
+fn win(c: usize, (h, w): (usize, usize), k: usize, s: usize, p: usize, (oh, ow): (usize, usize)) -> Window2d {
     Window2d { n: 1, c, h, w, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pad: [p; 4], oh, ow }
 }
 

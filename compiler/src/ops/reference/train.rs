@@ -8,7 +8,8 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [&mut [f32]]) -> bool {
         Op::ChannelMoments { outer, channels, inner } => {
             let count = (outer * inner) as f64;
             for ch in 0..channels {
-                let vals = || (0..outer).flat_map(move |o| (0..inner).map(move |i| (o * channels + ch) * inner + i));
+                let vals =
+                    || (0..outer).flat_map(move |o| (0..inner).map(move |i| (o * channels + ch) * inner + i));
                 let mean = vals().map(|at| x[0][at] as f64).sum::<f64>() / count;
                 let var = vals().map(|at| (x[0][at] as f64 - mean).powi(2)).sum::<f64>() / count;
                 out[0][ch] = mean as f32;
@@ -77,7 +78,9 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [&mut [f32]]) -> bool {
             out[1][0] = (sum / n) as f32;
             out[1][1] = 0.0;
         }
-        Op::SumSquares { len } => out[0][0] = x[0][..len].iter().map(|v| (*v as f64).powi(2)).sum::<f64>() as f32,
+        Op::SumSquares { len } => {
+            out[0][0] = x[0][..len].iter().map(|v| (*v as f64).powi(2)).sum::<f64>() as f32
+        }
         Op::Update { len, rule } => update(len, rule, x, out),
         _ => return false,
     }

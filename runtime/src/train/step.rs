@@ -1,0 +1,169 @@
+//! One training step, compiled: the forward pass, the loss, the backward pass and the
+//! optimizer update of a network, as generated kernels over one arena.
+//!
+//! A step runs every kernel but the last, reads the squared gradient norm, stops if the
+//! loss or a gradient is not finite, scales the gradients for clipping, then runs the last
+//! kernel: the update. Parameters therefore never take a non-finite step.
+
+use crate::exec::{self, Executable, Options};
+use nnc_compiler::autodiff::{self, AutodiffError, Training};
+use nnc_compiler::graph::Graph;
+use nnc_compiler::lower::{Mode, lower_for};
+use nnc_compiler::ops::{Hyper, Op, UpdateRule};
+use nnc_compiler::train::{Loss, Optimizer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Autodiff(#[from] AutodiffError),
+    #[error(transparent)]
+    Exec(#[from] exec::Error),
+    #[error(
+        "step {step}: `{tensor}` became non-finite (first in kernel {kernel}: {label}); the parameters were not updated"
+    )]
+    NonFinite { step: u64, tensor: String, kernel: String, label: String },
+}
+
+/// The update rule and base learning rate of an optimizer setting.
+pub fn update_rule(optimizer: &Optimizer) -> (UpdateRule, f64) {
+    match *optimizer {
+        Optimizer::Sgd { lr, momentum, nesterov, weight_decay } => {
+            (UpdateRule::Sgd { momentum: momentum as f32, nesterov, weight_decay: weight_decay as f32 }, lr)
+        }
+        Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
+        | Optimizer::Adamw { lr, beta1, beta2, eps, weight_decay } => {
+            let decoupled = matches!(optimizer, Optimizer::Adamw { .. });
+            let rule = UpdateRule::Adam {
+                beta1: beta1 as f32,
+                beta2: beta2 as f32,
+                eps: eps as f32,
+                weight_decay: weight_decay as f32,
+                decoupled,
+            };
+            (rule, lr)
+        }
+    }
+}
+
+/// What changes from step to step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSettings {
+    pub lr: f64,
+    /// Largest global gradient norm.
+    pub clip: Option<f64>,
+    /// Seed of this step's dropout masks.
+    pub seed: u32,
+}
+
+/// What a step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean loss over the batch.
+    pub loss: f64,
+    /// Examples (rows) predicted right.
+    pub correct: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// A network compiled for training at one batch size.
+pub struct TrainStep {
+    pub exe: Executable,
+    pub training: Training,
+    /// Steps taken so far (Adam's bias corrections count them).
+    pub steps: u64,
+}
+
+impl TrainStep {
+    pub fn new(
+        network: &Graph,
+        loss: Loss,
+        rule: UpdateRule,
+        batch: usize,
+        options: &Options,
+    ) -> Result<TrainStep, StepError> {
+        let forward = lower_for(network, batch, Mode::Training);
+        let training = autodiff::training(forward, loss, rule)?;
+        let exe = Executable::from_ops(training.graph.clone(), options)?;
+        debug_assert!(exe.program.kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
+        Ok(TrainStep { exe, training, steps: 0 })
+    }
+
+    /// The input batch, as the network's input tensor holds it.
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        let t = self.exe.graph.inputs[0];
+        self.exe.tensor_mut(t)
+    }
+
+    /// The batch's labels: class ids as i32 bits, or regression targets.
+    pub fn labels_mut(&mut self) -> &mut [f32] {
+        self.exe.tensor_mut(self.training.labels)
+    }
+
+    /// Runs one step on the batch in the input and label tensors.
+    pub fn run(&mut self, s: &StepSettings) -> Result<StepStats, StepError> {
+        let t = self.steps + 1;
+        let (b1, b2) = match self.training.rule {
+            UpdateRule::Adam { beta1, beta2, .. } => (beta1 as f64, beta2 as f64),
+            UpdateRule::Sgd { .. } => (0.0, 0.0),
+        };
+        let hyper = self.training.hyper;
+        let h = self.exe.tensor_mut(hyper);
+        h[Hyper::LR] = s.lr as f32;
+        h[Hyper::GRAD_SCALE] = 1.0;
+        h[Hyper::BIAS1] = (1.0 / (1.0 - b1.powi(t.min(i32::MAX as u64) as i32))) as f32;
+        h[Hyper::BIAS2] = (1.0 / (1.0 - b2.powi(t.min(i32::MAX as u64) as i32))) as f32;
+        h[Hyper::SEED] = f32::from_bits(s.seed);
+        let kernels = self.exe.program.kernels.len();
+        for k in 0..kernels - 1 {
+            self.exe.run_kernel(k)?;
+        }
+        let stats = self.exe.tensor(self.training.stats);
+        let (loss, correct) = (stats[0] as f64, stats[1] as f64);
+        let norm2 = self.exe.tensor(self.training.grad_norm)[0] as f64;
+        if !loss.is_finite() || !norm2.is_finite() {
+            return Err(self.diagnose());
+        }
+        let grad_norm = norm2.sqrt();
+        let scale = match s.clip {
+            Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
+            _ => 1.0,
+        };
+        self.exe.tensor_mut(hyper)[Hyper::GRAD_SCALE] = scale as f32;
+        self.exe.run_kernel(kernels - 1)?;
+        self.steps = t;
+        Ok(StepStats { loss, correct, grad_norm })
+    }
+
+    /// Runs the step's kernels again one by one and names the first tensor that holds a
+    /// non-finite value (the parameters are still those the step started from).
+    fn diagnose(&mut self) -> StepError {
+        let step = self.steps + 1;
+        let kernels = self.exe.program.kernels.len();
+        for k in 0..kernels - 1 {
+            if let Err(e) = self.exe.run_kernel(k) {
+                return e.into();
+            }
+            let kernel = &self.exe.program.kernels[k];
+            for &t in &kernel.writes {
+                if self.exe.plan.tensors[t.0 as usize].is_some()
+                    && self.exe.tensor(t).iter().any(|v| !v.is_finite())
+                {
+                    return StepError::NonFinite {
+                        step,
+                        tensor: self.exe.graph.tensor(t).name.clone(),
+                        kernel: kernel.name.clone(),
+                        label: kernel.label.clone(),
+                    };
+                }
+            }
+        }
+        // The stored tensors were finite but the loss was not: the loss overflowed.
+        StepError::NonFinite { step, tensor: "loss".into(), kernel: String::new(), label: "loss".into() }
+    }
+
+    /// Whether the network has dropout (whose masks the step seed selects).
+    pub fn has_dropout(&self) -> bool {
+        self.exe.graph.ops.iter().any(|o| matches!(o.op, Op::Dropout { .. }))
+    }
+}
