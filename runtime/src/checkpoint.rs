@@ -7,6 +7,8 @@
 
 use crate::exec::Executable;
 use crate::init::{to_internal, to_torch};
+use crate::train::step::TrainStep;
+use nnc_compiler::ops::Role;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -30,9 +32,16 @@ pub enum CheckpointError {
     Dtype { path: String, name: String, dtype: Dtype },
 }
 
-/// Tensors whose names start with this are not parameters (optimizer state, later) and
-/// are not required on load.
+/// Tensors whose names start with this are not parameters (optimizer state) and are not
+/// required on load.
 pub const STATE_PREFIX: &str = "__";
+
+/// Optimizer state is stored per parameter as `__optim.{state}.{parameter}` (for example
+/// `__optim.exp_avg.conv1.weight`), in the parameter's PyTorch layout.
+pub const OPTIMIZER_PREFIX: &str = "__optim.";
+
+/// A tensor to store: name, PyTorch dimensions, values.
+pub type Entry = (String, Vec<usize>, Vec<f32>);
 
 /// Every parameter and buffer of `exec`, in PyTorch's layout, by PyTorch's name.
 pub fn state(exec: &Executable) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -49,8 +58,81 @@ pub fn save(
     path: &Path,
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
+    save_entries(state(exec), path, metadata)
+}
+
+/// The optimizer state of a training step, one entry per state and parameter.
+pub fn optimizer_state(step: &TrainStep) -> Vec<Entry> {
+    let t = &step.training;
+    let mut entries = Vec::new();
+    for (&state, name) in t.states.iter().zip(t.rule.state()) {
+        let values = step.exe.tensor(state);
+        for &(p, offset) in &t.layout {
+            if let Role::Param(info) = &t.graph.tensor(p).role {
+                let slice = &values[offset..offset + t.graph.tensor(p).len()];
+                entries.push((
+                    format!("{OPTIMIZER_PREFIX}{name}.{}", info.name),
+                    info.torch_dims.clone(),
+                    to_torch(info, slice),
+                ));
+            }
+        }
+    }
+    entries
+}
+
+/// Reads the optimizer state of `step` from `path` (written by [`optimizer_state`]).
+pub fn load_optimizer(step: &mut TrainStep, path: &Path) -> Result<(), CheckpointError> {
     let name = path.display().to_string();
-    let state = state(exec);
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: name.clone(), source })?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
+    let t = step.training.clone();
+    for (&state, state_name) in t.states.iter().zip(t.rule.state()) {
+        for &(p, offset) in &t.layout {
+            let Role::Param(info) = &t.graph.tensor(p).role else { continue };
+            let key = format!("{OPTIMIZER_PREFIX}{state_name}.{}", info.name);
+            let values = read_f32(&file, &key, &info.torch_dims, &name)?;
+            let len = values.len();
+            step.exe.tensor_mut(state)[offset..offset + len].copy_from_slice(&to_internal(info, &values));
+        }
+    }
+    Ok(())
+}
+
+/// Tensor `key` of `file`, checked to be f32 of `dims`.
+fn read_f32(
+    file: &SafeTensors<'_>,
+    key: &str,
+    dims: &[usize],
+    path: &str,
+) -> Result<Vec<f32>, CheckpointError> {
+    let view = file.tensor(key).map_err(|_| CheckpointError::Missing {
+        path: path.into(),
+        name: key.into(),
+        shape: dims.to_vec(),
+    })?;
+    if view.dtype() != Dtype::F32 {
+        return Err(CheckpointError::Dtype { path: path.into(), name: key.into(), dtype: view.dtype() });
+    }
+    if view.shape() != dims {
+        return Err(CheckpointError::Shape {
+            path: path.into(),
+            name: key.into(),
+            expected: dims.to_vec(),
+            found: view.shape().to_vec(),
+        });
+    }
+    Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+/// Writes `entries` (and `metadata`) to `path` atomically.
+pub fn save_entries(
+    state: Vec<Entry>,
+    path: &Path,
+    metadata: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let name = path.display().to_string();
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
         .into_iter()
         .map(|(n, dims, values)| (n, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
@@ -99,24 +181,7 @@ pub fn load(exec: &mut Executable, path: &Path) -> Result<HashMap<String, String
         return Err(CheckpointError::Extra { path: name, names: extra });
     }
     for (t, info) in params {
-        let view = file.tensor(&info.name).map_err(|_| CheckpointError::Missing {
-            path: name.clone(),
-            name: info.name.clone(),
-            shape: info.torch_dims.clone(),
-        })?;
-        if view.dtype() != Dtype::F32 {
-            return Err(CheckpointError::Dtype { path: name, name: info.name.clone(), dtype: view.dtype() });
-        }
-        if view.shape() != info.torch_dims.as_slice() {
-            return Err(CheckpointError::Shape {
-                path: name,
-                name: info.name.clone(),
-                expected: info.torch_dims.clone(),
-                found: view.shape().to_vec(),
-            });
-        }
-        let values: Vec<f32> =
-            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values = read_f32(&file, &info.name, &info.torch_dims, &name)?;
         let internal = to_internal(&info, &values);
         exec.tensor_mut(t).copy_from_slice(&internal);
     }

@@ -2,9 +2,11 @@
 
 mod bench;
 mod compile;
+mod dataset;
 mod fmt;
 mod graph;
 mod predict;
+mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nnc_compiler::diagnostic::{self, Color};
@@ -53,6 +55,8 @@ enum Command {
     Predict(predict::Args),
     /// Time compilation and inference.
     Bench(bench::Args),
+    /// Train a network on data, from its train section.
+    Train(Box<train::Args>),
 }
 
 pub fn run() -> ExitCode {
@@ -72,6 +76,7 @@ pub fn run() -> ExitCode {
         Command::Graph(args) => graph::run(&ui, &args),
         Command::Predict(args) => predict::run(&ui, &args),
         Command::Bench(args) => bench::run(&ui, &args),
+        Command::Train(args) => train::run(&ui, &args),
         Command::Check { files } => {
             let mut worst = 0;
             for f in &files {

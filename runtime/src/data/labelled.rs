@@ -65,11 +65,23 @@ fn file_names(split: &str, kind: &str, tag: &str) -> Vec<String> {
 /// class in `0..classes`.
 pub fn load(images: &Path, labels: &Path, classes: usize) -> Result<Labelled, DataError> {
     let x = idx::read(images)?;
-    let (images_name, labels_name) = (images.display().to_string(), labels.display().to_string());
+    let y = idx::read(labels)?;
+    pair(x, y, &images.display().to_string(), &labels.display().to_string(), classes)
+}
+
+/// Pairs parsed examples `x` with labels `y` (named for messages), checking them as
+/// [`load`] does.
+pub fn pair(
+    x: idx::Idx,
+    y: idx::Idx,
+    images_name: &str,
+    labels_name: &str,
+    classes: usize,
+) -> Result<Labelled, DataError> {
+    let (images_name, labels_name) = (images_name.to_string(), labels_name.to_string());
     if x.dims.len() < 2 {
         return Err(DataError::ImagesRank { path: images_name, dims: x.dims });
     }
-    let y = idx::read(labels)?;
     if y.dims.len() != 1 {
         return Err(DataError::LabelsNotVector { path: labels_name, dims: y.dims });
     }

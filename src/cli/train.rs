@@ -1,0 +1,473 @@
+//! `nnc train`: train a network from its `train` section, with every setting available
+//! as a flag, a progress bar, a line per epoch, a metrics file and checkpoints.
+
+use super::dataset::{self, Loaded};
+use super::{EXIT_MODEL, EXIT_USAGE, Ui, out};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nnc_compiler::graph::Graph;
+use nnc_compiler::train::{Augment, Optimizer, Schedule, TrainConfig};
+use nnc_runtime::checkpoint;
+use nnc_runtime::exec::Options;
+use nnc_runtime::train::eval::Evaluator;
+use nnc_runtime::train::run::{EpochReport, Observer, Outcome, Position, Settings, StepReport, Trainer};
+use nnc_runtime::train::step::{TrainStep, update_rule};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Exit status when Ctrl-C stopped the run (after saving a checkpoint).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file.
+    file: PathBuf,
+    /// The network (default: the first in the file).
+    #[arg(long)]
+    network: Option<String>,
+    /// Training data: a directory with `train-*` (and `test-*`) IDX files, or a text file
+    /// for a character model. Default: the train section's `data`, else the embedded digits.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Evaluation data: a directory with `test-*` IDX files, or a text file (default: the
+    /// data directory's test split, or the text file's `valid` sibling).
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Checkpoint to write (default: `<network>.safetensors` here).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Metrics file, one JSON object per epoch (default: `<network>.metrics.jsonl`).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Continue an interrupted run from its checkpoint.
+    #[arg(long, conflicts_with = "init_from")]
+    resume: Option<PathBuf>,
+    /// Start from these parameters instead of the initialisers.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Keep the stored order of the examples.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Stop after this many steps in all (saving a checkpoint that `--resume` continues).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long)]
+    epochs: Option<u64>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch: Option<u64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Base learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: Option<bool>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Adam's β₁, β₂ and ε.
+    #[arg(long)]
+    beta1: Option<f64>,
+    #[arg(long)]
+    beta2: Option<f64>,
+    #[arg(long)]
+    eps: Option<f64>,
+    /// `constant`, `cosine`, `cosine:MIN_LR` or `step:EVERY:GAMMA`.
+    #[arg(long, value_parser = parse_schedule)]
+    schedule: Option<Schedule>,
+    /// Epochs of linear warm-up.
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Largest gradient norm (0: no clipping).
+    #[arg(long)]
+    clip: Option<f64>,
+    /// `none`, or a comma-separated list of `crop:PAD` and `hflip`.
+    #[arg(long, value_parser = parse_augment)]
+    augment: Option<Augments>,
+    /// Input normalisation, one value or one per channel, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f64>>,
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f64>>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Augments(Vec<Augment>);
+
+fn parse_augment(s: &str) -> Result<Augments, String> {
+    if s == "none" {
+        return Ok(Augments(Vec::new()));
+    }
+    s.split(',')
+        .map(|part| match part.split_once(':') {
+            None if part == "hflip" => Ok(Augment::Hflip),
+            Some(("crop", pad)) => {
+                pad.parse().map(|pad| Augment::RandomCrop { pad }).map_err(|e| format!("`{part}`: {e}"))
+            }
+            _ => Err(format!("`{part}` is not `crop:PAD` or `hflip`")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Augments)
+}
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |v: &str| v.parse::<f64>().map_err(|e| format!("`{v}`: {e}"));
+    match parts[..] {
+        ["constant"] => Ok(Schedule::Constant),
+        ["cosine"] => Ok(Schedule::Cosine { min_lr: 0.0 }),
+        ["cosine", min] => Ok(Schedule::Cosine { min_lr: num(min)? }),
+        ["step", every, gamma] => Ok(Schedule::Step {
+            every: every.parse().map_err(|e| format!("`{every}`: {e}"))?,
+            gamma: num(gamma)?,
+        }),
+        _ => Err("expected `constant`, `cosine`, `cosine:MIN_LR` or `step:EVERY:GAMMA`".into()),
+    }
+}
+
+/// The train section with the flags applied.
+fn configure(base: Option<&TrainConfig>, graph: &Graph, a: &Args) -> Result<TrainConfig, String> {
+    let mut c = match base {
+        Some(c) => c.clone(),
+        None => {
+            return Err(format!(
+                "`{}` has no train section for `{}`; add one (see docs/language.md)",
+                a.file.display(),
+                graph.name
+            ));
+        }
+    };
+    c.epochs = a.epochs.unwrap_or(c.epochs);
+    c.batch = a.batch.unwrap_or(c.batch);
+    c.seed = a.seed.unwrap_or(c.seed);
+    c.schedule = a.schedule.unwrap_or(c.schedule);
+    c.warmup = a.warmup.unwrap_or(c.warmup);
+    if let Some(clip) = a.clip {
+        c.clip = (clip > 0.0).then_some(clip);
+    }
+    if let Some(Augments(list)) = &a.augment {
+        c.augment = list.clone();
+    }
+    c.mean = a.mean.clone().unwrap_or(c.mean);
+    c.std = a.std.clone().unwrap_or(c.std);
+    let sgd_only = a.momentum.is_some() || a.nesterov.is_some();
+    let adam_only = a.beta1.is_some() || a.beta2.is_some() || a.eps.is_some();
+    c.optimizer = match c.optimizer {
+        Optimizer::Sgd { lr, momentum, nesterov, weight_decay } if !adam_only => Optimizer::Sgd {
+            lr: a.lr.unwrap_or(lr),
+            momentum: a.momentum.unwrap_or(momentum),
+            nesterov: a.nesterov.unwrap_or(nesterov),
+            weight_decay: a.weight_decay.unwrap_or(weight_decay),
+        },
+        Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } if !sgd_only => Optimizer::Adam {
+            lr: a.lr.unwrap_or(lr),
+            beta1: a.beta1.unwrap_or(beta1),
+            beta2: a.beta2.unwrap_or(beta2),
+            eps: a.eps.unwrap_or(eps),
+            weight_decay: a.weight_decay.unwrap_or(weight_decay),
+        },
+        Optimizer::Adamw { lr, beta1, beta2, eps, weight_decay } if !sgd_only => Optimizer::Adamw {
+            lr: a.lr.unwrap_or(lr),
+            beta1: a.beta1.unwrap_or(beta1),
+            beta2: a.beta2.unwrap_or(beta2),
+            eps: a.eps.unwrap_or(eps),
+            weight_decay: a.weight_decay.unwrap_or(weight_decay),
+        },
+        _ => return Err("--momentum and --nesterov are SGD's; --beta1, --beta2 and --eps are Adam's".into()),
+    };
+    Ok(c)
+}
+
+/// A stable hash of every source file of the model (FNV-1a), stored in checkpoints so
+/// that `--resume` refuses a checkpoint of a different network.
+pub fn source_hash(model: &nnc_compiler::Model) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in model.sources.files() {
+        for b in f.name.bytes().chain([0]).chain(f.text.bytes()).chain([0]) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+pub fn run(ui: &Ui, a: &Args) -> u8 {
+    match train(ui, a) {
+        Ok(code) => code,
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            code
+        }
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> (u8, String) {
+    (EXIT_USAGE, e.to_string())
+}
+
+fn train(ui: &Ui, a: &Args) -> Result<u8, (u8, String)> {
+    let model = ui.compile(&a.file).map_err(|code| (code, "the model has errors".to_string()))?;
+    let graph = super::network(&model, a.network.as_deref(), &a.file)
+        .ok_or((EXIT_USAGE, "no network to train".to_string()))?;
+    let config = configure(model.train_config(&graph.name), graph, a).map_err(usage)?;
+    let prep = dataset::preparation(graph, Some(&config), None).map_err(usage)?;
+    let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
+    // A resumed character model keeps the vocabulary its ids were trained with.
+    let resumed_meta = match &a.resume {
+        Some(path) => Some(read_metadata(path).map_err(usage)?),
+        None => None,
+    };
+    let vocabulary = match resumed_meta.as_ref().and_then(|m| m.get("nnc.vocabulary")) {
+        Some(v) => Some(nnc_runtime::data::text::Vocabulary::from_string(v).map_err(usage)?),
+        None => None,
+    };
+    let Loaded { train, test, vocabulary, notes } = dataset::load(dataset::Request {
+        model_file: &a.file,
+        config: Some(&config),
+        data: a.data.as_deref(),
+        valid: a.valid.as_deref(),
+        prep: &prep,
+        classes,
+        vocabulary,
+        need_train: true,
+    })
+    .map_err(usage)?;
+    let train = train.expect("loaded for training");
+    for n in &notes {
+        eprintln!("{n}");
+    }
+    let options = Options { threads: super::threads(a.threads), ..Options::default() };
+    let (rule, lr) = update_rule(&config.optimizer);
+    let batch = config.batch as usize;
+    let started = std::time::Instant::now();
+    let mut step = TrainStep::new(graph, config.loss, rule, batch, &options).map_err(usage)?;
+    let eval = match &test {
+        Some(_) => Some(Evaluator::new(graph, batch, &options).map_err(usage)?),
+        None => None,
+    };
+    eprintln!(
+        "compiled {} for training in {:.0} ms: {} kernels, arena {}",
+        graph.name,
+        started.elapsed().as_secs_f64() * 1e3,
+        step.exe.program.kernels.len(),
+        nnc_compiler::plan::bytes(step.exe.plan.size as u64)
+    );
+    let out_path = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", graph.name)));
+    let mut metadata = HashMap::from([
+        ("nnc.format".to_string(), "1".to_string()),
+        ("nnc.network".to_string(), graph.name.clone()),
+        ("nnc.source".to_string(), source_hash(&model)),
+        ("nnc.seed".to_string(), config.seed.to_string()),
+        ("nnc.optimizer".to_string(), format!("{:?}", config.optimizer)),
+    ]);
+    if let Some(v) = &vocabulary {
+        metadata.insert("nnc.vocabulary".into(), v.to_string());
+    }
+    // Parameters: from a checkpoint being resumed, from --init-from, or initialised.
+    let mut position = None;
+    if let (Some(path), Some(meta)) = (&a.resume, &resumed_meta) {
+        if meta.get("nnc.source") != metadata.get("nnc.source") {
+            return Err(usage(format!(
+                "`{}` was written for a different model source; start from its weights with --init-from instead",
+                path.display()
+            )));
+        }
+        if meta.get("nnc.seed") != metadata.get("nnc.seed") {
+            return Err(usage(format!(
+                "`{}` was trained with seed {}; resume with the same seed",
+                path.display(),
+                meta.get("nnc.seed").map_or("?", |s| s.as_str())
+            )));
+        }
+        checkpoint::load(&mut step.exe, path).map_err(usage)?;
+        checkpoint::load_optimizer(&mut step, path).map_err(usage)?;
+        position = Some(Position::from_metadata(meta).ok_or_else(|| {
+            usage(format!("`{}` has no training position; use --init-from", path.display()))
+        })?);
+    } else if let Some(path) = &a.init_from {
+        checkpoint::load(&mut step.exe, path).map_err(usage)?;
+    } else {
+        step.exe.init_params(config.seed);
+    }
+    let best = test.as_ref().map(|_| out_path.with_extension("best.safetensors"));
+    let settings = Settings {
+        epochs: config.epochs,
+        seed: config.seed,
+        shuffle: !a.no_shuffle,
+        max_steps: a.max_steps,
+        lr,
+        schedule: config.schedule,
+        warmup: config.warmup,
+        clip: config.clip,
+        checkpoint: out_path.clone(),
+        best: best.clone(),
+        metadata,
+    };
+    let mut trainer = Trainer::new(step, eval, &train, test.as_ref(), settings).map_err(usage)?;
+    if let Some(p) = position {
+        let best_loss =
+            resumed_meta.as_ref().and_then(|m| m.get("nnc.best_loss")).and_then(|v| v.parse().ok());
+        trainer.resume(p, best_loss);
+        eprintln!("resuming at epoch {} batch {} (step {})", p.epoch + 1, p.batch, p.step);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C ends the process at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+    });
+    let metrics_path =
+        a.metrics.clone().unwrap_or_else(|| PathBuf::from(format!("{}.metrics.jsonl", graph.name)));
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(a.resume.is_some())
+        .write(true)
+        .truncate(a.resume.is_none())
+        .open(&metrics_path)
+        .map_err(|e| usage(format!("cannot write `{}`: {e}", metrics_path.display())))?;
+    let text = vocabulary.is_some();
+    let mut progress = Progress::new(config.epochs, a.quiet, metrics, text);
+    let outcome = trainer.run(&stop, &mut progress);
+    progress.bar.finish_and_clear();
+    match outcome {
+        Ok(Outcome::Finished) => {
+            eprintln!("saved {} (metrics in {})", out_path.display(), metrics_path.display());
+            if let Some(b) = best.filter(|b| b.exists()) {
+                eprintln!("lowest test loss: {:.4} at {}", trainer.best_loss, b.display());
+            }
+            Ok(0)
+        }
+        Ok(Outcome::StepLimit(p)) | Ok(Outcome::Interrupted(p)) => {
+            let interrupted = matches!(outcome, Ok(Outcome::Interrupted(_)));
+            eprintln!(
+                "{} at epoch {} batch {} (step {}); saved {} — continue with --resume {}",
+                if interrupted { "interrupted" } else { "stopped" },
+                p.epoch + 1,
+                p.batch,
+                p.step,
+                out_path.display(),
+                out_path.display()
+            );
+            Ok(if interrupted { EXIT_INTERRUPTED } else { 0 })
+        }
+        Err(e) => {
+            let kept = if out_path.exists() {
+                format!("; the last good checkpoint is {}", out_path.display())
+            } else {
+                String::new()
+            };
+            Err((EXIT_MODEL, format!("{e}{kept}")))
+        }
+    }
+}
+
+fn read_metadata(path: &Path) -> Result<HashMap<String, String>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
+/// The progress bar, the epoch lines and the metrics file.
+struct Progress {
+    bar: ProgressBar,
+    epochs: u64,
+    metrics: std::fs::File,
+    text: bool,
+}
+
+impl Progress {
+    fn new(epochs: u64, quiet: bool, metrics: std::fs::File, text: bool) -> Progress {
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        Progress { bar, epochs, metrics, text }
+    }
+}
+
+impl Observer for Progress {
+    fn step(&mut self, r: &StepReport) {
+        if self.bar.length() != Some(r.batches) {
+            self.bar.set_length(r.batches);
+        }
+        self.bar.set_prefix(format!("{}/{}", r.epoch + 1, self.epochs));
+        self.bar.set_position(r.batch);
+        self.bar.set_message(format!(
+            "loss {:.4}  acc {:.1}%  {:.0} ex/s",
+            r.loss,
+            100.0 * r.accuracy,
+            r.examples_per_second
+        ));
+    }
+
+    fn epoch(&mut self, r: &EpochReport) {
+        self.bar.set_position(0);
+        let bits = |loss: f64| {
+            if self.text {
+                format!(" ({:.3} bits/char)", loss / std::f64::consts::LN_2)
+            } else {
+                String::new()
+            }
+        };
+        let mut line = format!(
+            "epoch {:>3}/{}  train loss {:.4}{} acc {:5.1}%",
+            r.epoch,
+            self.epochs,
+            r.train_loss,
+            bits(r.train_loss),
+            100.0 * r.train_accuracy
+        );
+        if let Some(t) = &r.test {
+            line += &format!(
+                "  test loss {:.4}{} acc {:5.2}%{}",
+                t.loss,
+                bits(t.loss),
+                100.0 * t.accuracy,
+                if r.best { " *" } else { "" }
+            );
+        }
+        line += &format!("  lr {:.3e}  {:.1} s  {:.0} ex/s\n", r.lr, r.seconds, r.examples_per_second);
+        self.bar.suspend(|| out(&line));
+        let mut json = serde_json::json!({
+            "epoch": r.epoch,
+            "step": r.step,
+            "train_loss": r.train_loss,
+            "train_accuracy": r.train_accuracy,
+            "lr": r.lr,
+            "seconds": r.seconds,
+            "examples_per_second": r.examples_per_second,
+        });
+        if let Some(t) = &r.test {
+            json["test_loss"] = t.loss.into();
+            json["test_accuracy"] = t.accuracy.into();
+        }
+        if self.text {
+            json["train_bits_per_char"] = (r.train_loss / std::f64::consts::LN_2).into();
+            if let Some(t) = &r.test {
+                json["test_bits_per_char"] = (t.loss / std::f64::consts::LN_2).into();
+            }
+        }
+        if let Err(e) = writeln!(self.metrics, "{json}") {
+            eprintln!("warning: cannot write the metrics file: {e}");
+        }
+    }
+}
