@@ -1,10 +1,12 @@
-//! `nnc bench`: compile a network and time inference — compile time per phase, then
-//! latency, throughput and achieved GFLOP/s over timed runs after a warm-up.
+//! `nnc bench`: compile a network and time inference (or, with `--train`, training
+//! steps) — compile time per phase, then latency, throughput and achieved GFLOP/s over
+//! timed runs after a warm-up.
 
 use super::{EXIT_USAGE, Ui, out};
 use nnc_compiler::plan::bytes;
 use nnc_runtime::exec::{Executable, Options};
 use nnc_runtime::init::Rng;
+use nnc_runtime::train::step::{StepSettings, TrainStep};
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,9 +15,13 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// The model file.
     file: PathBuf,
-    /// Examples per run.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=65536))]
-    batch: u64,
+    /// Examples per run (default: 1, or the train section's batch with `--train`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch: Option<u64>,
+    /// Time training steps (forward, backward and update, as the train section sets
+    /// them up) instead of inference.
+    #[arg(long)]
+    train: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -52,7 +58,11 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     let Some(graph) = super::network(&model, args.network.as_deref(), &args.file) else { return EXIT_USAGE };
     let threads = super::threads(args.threads);
     let options = Options { threads, ..Options::default() };
-    let mut exec = match Executable::build(graph, args.batch as usize, &options) {
+    if args.train {
+        return train(&model, graph, args, &options, front);
+    }
+    let batch = args.batch.unwrap_or(1);
+    let mut exec = match Executable::build(graph, batch as usize, &options) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
@@ -73,7 +83,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         report,
         "{} at batch {} on {} thread{}",
         graph.name,
-        args.batch,
+        batch,
         threads,
         if threads == 1 { "" } else { "s" }
     );
@@ -119,28 +129,131 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         "run       median {} per batch (min {}, {n} runs): {:.1} µs per example, {:.0} examples/s, {:.1} GFLOP/s",
         ms(med),
         ms(min),
-        med.as_secs_f64() * 1e6 / args.batch as f64,
-        args.batch as f64 / med.as_secs_f64(),
+        med.as_secs_f64() * 1e6 / batch as f64,
+        batch as f64 / med.as_secs_f64(),
         flops / med.as_secs_f64() / 1e9
     );
     if args.kernels {
-        let _ = writeln!(report, "\nkernel  median      GFLOP/s  ops");
-        let mut rows = Vec::new();
-        for k in 0..exec.program.kernels.len() {
-            let mut ts = Vec::new();
-            for _ in 0..n.clamp(5, 200) {
-                let t = Instant::now();
-                let _ = exec.run_kernel(k);
-                ts.push(t.elapsed());
+        kernel_times(&mut exec, n, &mut report);
+    }
+    out(&report);
+    0
+}
+
+/// Each kernel timed on its own, slowest first.
+fn kernel_times(exec: &mut Executable, runs: usize, report: &mut String) {
+    let _ = writeln!(report, "\nkernel  median      GFLOP/s  ops");
+    let mut rows = Vec::new();
+    for k in 0..exec.program.kernels.len() {
+        let mut ts = Vec::new();
+        for _ in 0..runs.clamp(5, 200) {
+            let t = Instant::now();
+            let _ = exec.run_kernel(k);
+            ts.push(t.elapsed());
+        }
+        let kernel = &exec.program.kernels[k];
+        rows.push((median(ts), kernel.name.clone(), 2.0 * kernel.macs as f64, kernel.label.clone()));
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    for (t, name, flops, label) in rows {
+        let rate = if flops > 0.0 { format!("{:.1}", flops / t.as_secs_f64() / 1e9) } else { "-".into() };
+        let _ = writeln!(report, "{name:<7} {:<11} {rate:>7}  {label}", ms(t));
+    }
+}
+
+/// Times training steps on random inputs and labels.
+fn train(
+    model: &nnc_compiler::Model,
+    graph: &nnc_compiler::graph::Graph,
+    args: &Args,
+    options: &Options,
+    front: Duration,
+) -> u8 {
+    let Some(config) = model.train_config(&graph.name) else {
+        eprintln!("error: `{}` has no train section for `{}`", args.file.display(), graph.name);
+        return EXIT_USAGE;
+    };
+    let batch = args.batch.unwrap_or(config.batch) as usize;
+    let (rule, lr) = config.optimizer.update_rule();
+    let t = Instant::now();
+    let mut step = match TrainStep::new(graph, config.loss, rule, batch, options) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let compile = t.elapsed();
+    step.exe.init_params(0);
+    let mut rng = Rng::new(1);
+    let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as u64;
+    let one_hot = graph.inputs.iter().any(|i| graph.node(*i).shape.to_string().contains("onehot"));
+    step.input_mut()
+        .iter_mut()
+        .for_each(|v| *v = if one_hot { f32::from(rng.below(classes) == 0) } else { rng.normal() as f32 });
+    step.labels_mut().iter_mut().for_each(|v| *v = f32::from_bits(rng.below(classes) as u32));
+    let threads = options.threads;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "{} training at batch {batch} on {threads} thread{}",
+        graph.name,
+        if threads == 1 { "" } else { "s" }
+    );
+    let t = step.exe.timings;
+    let _ = writeln!(
+        report,
+        "compile   {} in all: front end {}, lower + autodiff {}, fuse {}, plan {}, codegen {} ({} kernels)",
+        ms(front + compile),
+        ms(front),
+        ms(compile.saturating_sub(t.fuse + t.plan + t.codegen)),
+        ms(t.fuse),
+        ms(t.plan),
+        ms(t.codegen),
+        step.exe.program.kernels.len()
+    );
+    let _ = writeln!(
+        report,
+        "memory    arena {} ({} without reuse)",
+        bytes(step.exe.plan.size as u64),
+        bytes(step.exe.plan.without_reuse as u64)
+    );
+    let settings = StepSettings { lr: lr * 1e-3, clip: config.clip, seed: 1 };
+    let run = |step: &mut TrainStep| {
+        let t = Instant::now();
+        step.run(&settings).map(|_| t.elapsed())
+    };
+    let mut samples = Vec::new();
+    let budget = Instant::now();
+    for i in 0.. {
+        let done =
+            args.iters.map_or(samples.len() >= 10 && budget.elapsed() >= Duration::from_secs(2), |n| {
+                samples.len() >= n.max(1)
+            });
+        if done {
+            break;
+        }
+        match run(&mut step) {
+            Ok(d) if i >= args.warmup => samples.push(d),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
             }
-            let kernel = &exec.program.kernels[k];
-            rows.push((median(ts), kernel.name.clone(), 2.0 * kernel.macs as f64, kernel.label.clone()));
         }
-        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
-        for (t, name, flops, label) in rows {
-            let rate = if flops > 0.0 { format!("{:.1}", flops / t.as_secs_f64() / 1e9) } else { "-".into() };
-            let _ = writeln!(report, "{name:<7} {:<11} {rate:>7}  {label}", ms(t));
-        }
+    }
+    let n = samples.len();
+    let med = median(samples);
+    let flops = 6.0 * graph.macs() as f64 * batch as f64;
+    let _ = writeln!(
+        report,
+        "step      median {} per batch ({n} steps): {:.0} examples/s, {:.1} GFLOP/s (counting 3× the forward pass)",
+        ms(med),
+        batch as f64 / med.as_secs_f64(),
+        flops / med.as_secs_f64() / 1e9
+    );
+    if args.kernels {
+        kernel_times(&mut step.exe, n, &mut report);
     }
     out(&report);
     0

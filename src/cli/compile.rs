@@ -1,8 +1,12 @@
 //! `nnc compile`: the shape plan.
 
-use super::{EXIT_USAGE, Ui};
+use super::{EXIT_MODEL, EXIT_USAGE, Ui};
 use clap::ValueEnum;
+use nnc_compiler::autodiff;
+use nnc_compiler::kernel::fuse::fuse;
+use nnc_compiler::lower::{Mode, lower_for};
 use nnc_compiler::plan::Plan;
+use nnc_compiler::plan::training::TrainingPlan;
 use nnc_compiler::train::MAX_BATCH;
 use std::path::PathBuf;
 
@@ -10,9 +14,14 @@ use std::path::PathBuf;
 pub struct Args {
     /// The model file.
     file: PathBuf,
-    /// Batch size for the memory estimate.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH))]
-    batch: u64,
+    /// Batch size for the memory estimate (default: 1, or the train section's with
+    /// `--train`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH))]
+    batch: Option<u64>,
+    /// Print the training plan instead: the kernels of one training step (forward, loss,
+    /// backward, update) and the arena with and without buffer reuse.
+    #[arg(long)]
+    train: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -61,9 +70,13 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         None => model.networks.iter().collect(),
     };
     let threads = super::threads(args.threads);
+    if args.train {
+        return training(&model, &graphs, args, threads);
+    }
+    let batch = args.batch.unwrap_or(1);
     if let Some(emit) = args.emit {
         for g in &graphs {
-            let ops = nnc_compiler::lower::lower(g, args.batch as usize);
+            let ops = nnc_compiler::lower::lower(g, batch as usize);
             match emit {
                 Emit::Ops => super::out(&ops.to_string()),
                 Emit::Kernels => super::out(&nnc_compiler::kernel::fuse::fuse(&ops, threads).to_string()),
@@ -73,7 +86,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     }
     let plans: Vec<Plan> = graphs
         .iter()
-        .map(|g| Plan::new(g, &model.sources, args.batch, threads, model.train_config(&g.name).cloned()))
+        .map(|g| Plan::new(g, &model.sources, batch, threads, model.train_config(&g.name).cloned()))
         .collect();
     match args.format {
         Format::Text => {
@@ -94,6 +107,59 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
                 }
             }
         }
+    }
+    0
+}
+
+/// The training plans of `graphs` (each needs a train section), or with `--emit` the
+/// training step's ops or kernels.
+fn training(
+    model: &nnc_compiler::Model,
+    graphs: &[&nnc_compiler::graph::Graph],
+    args: &Args,
+    threads: usize,
+) -> u8 {
+    let mut plans = Vec::new();
+    for g in graphs {
+        let Some(config) = model.train_config(&g.name) else {
+            eprintln!("error: `{}` has no train section for `{}`", args.file.display(), g.name);
+            return EXIT_USAGE;
+        };
+        let batch = args.batch.unwrap_or(config.batch) as usize;
+        let (rule, _) = config.optimizer.update_rule();
+        let forward = lower_for(g, batch, Mode::Training);
+        let training = match autodiff::training(forward, config.loss, rule) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot train `{}`: {e}", g.name);
+                return EXIT_MODEL;
+            }
+        };
+        let program = fuse(&training.graph, threads);
+        match args.emit {
+            Some(Emit::Ops) => super::out(&training.graph.to_string()),
+            Some(Emit::Kernels) => super::out(&program.to_string()),
+            None => {
+                let memory = nnc_compiler::memory::plan(&training.graph, &program, 0);
+                plans.push(TrainingPlan::new(&g.name, &training, &program, &memory));
+            }
+        }
+    }
+    if plans.is_empty() {
+        return 0;
+    }
+    match args.format {
+        Format::Text => {
+            let texts: Vec<String> = plans.iter().map(ToString::to_string).collect();
+            super::out(&texts.join("\n"));
+        }
+        Format::Json => match serde_json::to_string_pretty(&plans) {
+            Ok(s) => super::out(&format!("{s}\n")),
+            Err(e) => {
+                eprintln!("error: cannot encode the plan as JSON: {e}");
+                return EXIT_USAGE;
+            }
+        },
     }
     0
 }

@@ -10,7 +10,7 @@ use nnc_runtime::checkpoint;
 use nnc_runtime::exec::Options;
 use nnc_runtime::train::eval::Evaluator;
 use nnc_runtime::train::run::{EpochReport, Observer, Outcome, Position, Settings, StepReport, Trainer};
-use nnc_runtime::train::step::{TrainStep, update_rule};
+use nnc_runtime::train::step::TrainStep;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -247,7 +247,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, (u8, String)> {
         eprintln!("{n}");
     }
     let options = Options { threads: super::threads(a.threads), ..Options::default() };
-    let (rule, lr) = update_rule(&config.optimizer);
+    let (rule, lr) = config.optimizer.update_rule();
     let batch = config.batch as usize;
     let started = std::time::Instant::now();
     let mut step = TrainStep::new(graph, config.loss, rule, batch, &options).map_err(usage)?;

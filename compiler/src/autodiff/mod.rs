@@ -94,6 +94,7 @@ pub fn training(mut forward: TensorGraph, loss: Loss, rule: UpdateRule) -> Resul
         if node.inputs.contains(&node.output) {
             continue; // running statistics: updated in place, not differentiated
         }
+        g.layer = node.layer.clone();
         let Some(dy) = g.take(node.output) else { continue };
         rules::backward(&mut g, &node, dy, &needs)?;
     }
@@ -116,6 +117,7 @@ pub fn training(mut forward: TensorGraph, loss: Loss, rule: UpdateRule) -> Resul
     let grads = g.tensor("__grads", vec![total], Role::Block { persistent: false });
     for &(p, offset) in &layout {
         g.graph.tensors[p.0 as usize].view = Some((params, offset));
+        g.layer = g.graph.tensor(p).name.rsplit_once('.').map_or("", |(layer, _)| layer).to_string();
         let len = g.graph.tensor(p).len();
         let name = format!("d {}", g.graph.tensor(p).name);
         let grad = match g.take(p) {
@@ -127,6 +129,7 @@ pub fn training(mut forward: TensorGraph, loss: Loss, rule: UpdateRule) -> Resul
         };
         g.graph.tensors[grad.0 as usize].view = Some((grads, offset));
     }
+    g.layer = "optimizer".into();
     let grad_norm = g.op(Op::SumSquares { len: total }, vec![grads], "grad_norm", vec![1]);
     let states: Vec<TensorId> = rule
         .state()
@@ -156,6 +159,8 @@ pub(crate) struct Grad<'g> {
     pieces: Vec<Vec<Piece>>,
     /// Uses of each tensor by ops added so far.
     uses: Vec<usize>,
+    /// The layer new ops are attributed to (the forward op's, for its backward ops).
+    pub layer: String,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -176,7 +181,7 @@ impl<'g> Grad<'g> {
                 uses[t.0 as usize] += 1;
             }
         }
-        Grad { graph, full: vec![None; n], pieces: vec![Vec::new(); n], uses }
+        Grad { graph, full: vec![None; n], pieces: vec![Vec::new(); n], uses, layer: String::new() }
     }
 
     pub fn tensor(&mut self, name: &str, dims: Vec<usize>, role: Role) -> TensorId {
@@ -187,14 +192,13 @@ impl<'g> Grad<'g> {
         TensorId(self.graph.tensors.len() as u32 - 1)
     }
 
-    /// Adds `op` on `inputs` (for layer-labelled kernels, named after `name`).
+    /// Adds `op` on `inputs`, its output named `name`.
     pub fn op(&mut self, op: Op, inputs: Vec<TensorId>, name: &str, dims: Vec<usize>) -> TensorId {
         let output = self.tensor(name, dims, Role::Activation);
         for t in &inputs {
             self.uses[t.0 as usize] += 1;
         }
-        let layer = name.split(':').next().unwrap_or(name).trim_start_matches("d ").to_string();
-        self.graph.ops.push(OpNode { op, inputs, output, aux: Vec::new(), layer });
+        self.graph.ops.push(OpNode { op, inputs, output, aux: Vec::new(), layer: self.layer.clone() });
         output
     }
 

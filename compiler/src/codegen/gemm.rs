@@ -55,8 +55,15 @@ impl Emit<'_, '_> {
         }
     }
 
-    /// All row tiles over the columns `j..j + 4·vecs + scalars`.
+    /// All row tiles over the columns `j..j + 4·vecs + scalars`. A product of at most
+    /// six rows is one tile (twelve accumulators and the operands still fit the sixteen
+    /// vector registers), so that no tile of one or two rows reloads the `b` panel.
     fn row_sweep(&mut self, g: &Gemm, bases: &Bases, j: Value, vecs: usize, scalars: usize) {
+        if g.m <= 6 {
+            let i = self.iconst(0);
+            self.tile(g, bases, i, g.m, j, vecs, scalars);
+            return;
+        }
         let tiles = g.m / MR;
         if tiles > 0 {
             self.for_count(None, tiles, 1, |e, it| {

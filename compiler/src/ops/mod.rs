@@ -334,6 +334,20 @@ pub enum UpdateRule {
 }
 
 impl UpdateRule {
+    /// `sgd (momentum 0.9, weight decay 0.0005)` and the like.
+    pub fn describe(self) -> String {
+        match self {
+            UpdateRule::Sgd { momentum, nesterov, weight_decay } => {
+                let n = if nesterov { ", Nesterov" } else { "" };
+                format!("sgd (momentum {momentum}{n}, weight decay {weight_decay})")
+            }
+            UpdateRule::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
+                let name = if decoupled { "adamw" } else { "adam" };
+                format!("{name} (β₁ {beta1}, β₂ {beta2}, ε {eps}, weight decay {weight_decay})")
+            }
+        }
+    }
+
     /// Names of the state tensors the rule keeps per parameter.
     pub fn state(self) -> &'static [&'static str] {
         match self {
@@ -384,7 +398,10 @@ impl Op {
             Op::BroadcastChannel { .. } => "broadcast_channel",
             Op::ChannelSum { .. } => "channel_sum",
             Op::Transpose { .. } => "transpose",
-            Op::UnaryBackward { .. } => "activation_backward",
+            Op::UnaryBackward { f: UnaryFn::Relu, .. } => "relu_backward",
+            Op::UnaryBackward { f: UnaryFn::LeakyRelu(_), .. } => "leaky_relu_backward",
+            Op::UnaryBackward { f: UnaryFn::Tanh, .. } => "tanh_backward",
+            Op::UnaryBackward { f: UnaryFn::Sigmoid, .. } => "sigmoid_backward",
             Op::SoftmaxBackward { .. } => "softmax_backward",
             Op::LrnBackward { .. } => "lrn_backward",
             Op::Slice { .. } => "slice",

@@ -3,6 +3,7 @@
 //! set-up. It is plain data: [`text`] renders it for people, serde for tools.
 
 mod text;
+pub mod training;
 
 use crate::graph::{Graph, NodeId, ScopeId};
 use crate::source::SourceMap;

@@ -51,6 +51,31 @@ pub enum Optimizer {
     },
 }
 
+impl Optimizer {
+    /// The update rule and base learning rate of an optimizer setting.
+    pub fn update_rule(&self) -> (crate::ops::UpdateRule, f64) {
+        use crate::ops::UpdateRule;
+        match *self {
+            Optimizer::Sgd { lr, momentum, nesterov, weight_decay } => (
+                UpdateRule::Sgd { momentum: momentum as f32, nesterov, weight_decay: weight_decay as f32 },
+                lr,
+            ),
+            Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
+            | Optimizer::Adamw { lr, beta1, beta2, eps, weight_decay } => {
+                let decoupled = matches!(self, Optimizer::Adamw { .. });
+                let rule = UpdateRule::Adam {
+                    beta1: beta1 as f32,
+                    beta2: beta2 as f32,
+                    eps: eps as f32,
+                    weight_decay: weight_decay as f32,
+                    decoupled,
+                };
+                (rule, lr)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Schedule {

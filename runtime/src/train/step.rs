@@ -10,7 +10,7 @@ use nnc_compiler::autodiff::{self, AutodiffError, Training};
 use nnc_compiler::graph::Graph;
 use nnc_compiler::lower::{Mode, lower_for};
 use nnc_compiler::ops::{Hyper, Op, UpdateRule};
-use nnc_compiler::train::{Loss, Optimizer};
+use nnc_compiler::train::Loss;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -22,27 +22,6 @@ pub enum StepError {
         "step {step}: `{tensor}` became non-finite (first in kernel {kernel}: {label}); the parameters were not updated"
     )]
     NonFinite { step: u64, tensor: String, kernel: String, label: String },
-}
-
-/// The update rule and base learning rate of an optimizer setting.
-pub fn update_rule(optimizer: &Optimizer) -> (UpdateRule, f64) {
-    match *optimizer {
-        Optimizer::Sgd { lr, momentum, nesterov, weight_decay } => {
-            (UpdateRule::Sgd { momentum: momentum as f32, nesterov, weight_decay: weight_decay as f32 }, lr)
-        }
-        Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
-        | Optimizer::Adamw { lr, beta1, beta2, eps, weight_decay } => {
-            let decoupled = matches!(optimizer, Optimizer::Adamw { .. });
-            let rule = UpdateRule::Adam {
-                beta1: beta1 as f32,
-                beta2: beta2 as f32,
-                eps: eps as f32,
-                weight_decay: weight_decay as f32,
-                decoupled,
-            };
-            (rule, lr)
-        }
-    }
 }
 
 /// What changes from step to step.
