@@ -186,7 +186,7 @@ fn train(
     let compile = t.elapsed();
     step.exe.init_params(0);
     let mut rng = Rng::new(1);
-    let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as u64;
+    let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1);
     let one_hot = graph.inputs.iter().any(|i| graph.node(*i).shape.to_string().contains("onehot"));
     step.input_mut()
         .iter_mut()
