@@ -18,6 +18,7 @@ mod window;
 
 use crate::kernel::{Parallel, Program, Stmt};
 use crate::memory::MemoryPlan;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -159,7 +160,8 @@ pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result
 
 impl Emit<'_, '_> {
     /// Emits statements; with `Parallel::Loop`, the first (a loop) runs over
-    /// `start..end` instead of its full extent.
+    /// `start..end` instead of its full extent, and the statements after it (an
+    /// optimizer update's tail) run once, in the call whose share ends the loop.
     fn stmts(&mut self, stmts: &[Stmt], parallel: Parallel) {
         for (i, s) in stmts.iter().enumerate() {
             match s {
@@ -169,6 +171,16 @@ impl Emit<'_, '_> {
                         self.for_range(Some(*var), from, to, 1, false, |e, _| {
                             e.stmts(body, Parallel::Serial)
                         });
+                        if stmts.len() > 1 {
+                            let last = self.b.ins().icmp_imm_s(IntCC::Equal, to, *extent as i64);
+                            let (rest, done) = (self.b.create_block(), self.b.create_block());
+                            self.b.ins().brif(last, rest, &[], done, &[]);
+                            self.b.switch_to_block(rest);
+                            self.stmts(&stmts[1..], Parallel::Serial);
+                            self.b.ins().jump(done, &[]);
+                            self.b.switch_to_block(done);
+                            return;
+                        }
                     } else {
                         self.for_count(Some(*var), *extent, 1, |e, _| e.stmts(body, Parallel::Serial));
                     }
