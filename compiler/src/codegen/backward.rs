@@ -99,6 +99,14 @@ impl Emit<'_, '_> {
         let dy = self.addr(&p.dy, 0);
         let x = self.addr(&p.x, 0);
         let dx = self.addr(&p.dx, 0);
+        if super::window::tiles(&w) {
+            return self.pool_backward_tiles(p, dy, x, dx);
+        }
+        let fz = self.fconst(F32, 0.0);
+        self.for_count(None, w.c * w.h * w.w, 1, |e, i| {
+            let at = e.at(dx, i);
+            e.store(fz, at, 0);
+        });
         let zero = self.iconst(0);
         let h_v = self.iconst(w.h as i64);
         let w_v = self.iconst(w.w as i64);
@@ -178,6 +186,82 @@ impl Emit<'_, '_> {
                         }
                     }
                 });
+            });
+        });
+    }
+
+    /// Windows that tile the image each own their inputs, so every gradient is stored
+    /// (not added) at constant offsets from its window's corner; the rows and columns no
+    /// window covers are zeroed.
+    fn pool_backward_tiles(&mut self, p: &PoolBackward, dy: Addr, x: Addr, dx: Addr) {
+        let w = p.win;
+        let inv = 1.0 / (w.kh * w.kw) as f32;
+        self.for_count(None, w.c, 1, |e, ch| {
+            let plane = e.b.ins().imul_imm_s(ch, (w.h * w.w) as i64);
+            let (x_plane, dx_plane) = (e.at(x, plane), e.at(dx, plane));
+            let out_plane = e.b.ins().imul_imm_s(ch, (w.oh * w.ow) as i64);
+            let dy_plane = e.at(dy, out_plane);
+            e.for_count(None, w.oh, 1, |e, oy| {
+                let row = e.b.ins().imul_imm_s(oy, (w.sh * w.w) as i64);
+                let (x_row, dx_row) = (e.at(x_plane, row), e.at(dx_plane, row));
+                let out_row = e.b.ins().imul_imm_s(oy, w.ow as i64);
+                let dy_row = e.at(dy_plane, out_row);
+                e.for_count(None, w.ow, 1, |e, ox| {
+                    let col = e.b.ins().imul_imm_s(ox, w.sw as i64);
+                    let (xc, dxc) = (e.at(x_row, col), e.at(dx_row, col));
+                    let ga = e.at(dy_row, ox);
+                    let g = e.load(F32, ga, 0, Some(&p.dy));
+                    let taps: Vec<i32> =
+                        (0..w.kh).flat_map(|i| (0..w.kw).map(move |j| ((i * w.w + j) * 4) as i32)).collect();
+                    match p.reduce {
+                        Reduce::Mean => {
+                            let k = e.fconst(F32, inv);
+                            let share = e.b.ins().fmul(g, k);
+                            for &t in &taps {
+                                e.store(share, dxc, t);
+                            }
+                        }
+                        Reduce::Max => {
+                            // The first largest tap takes the gradient; the others get 0.
+                            let vals: Vec<Value> =
+                                taps.iter().map(|&t| e.load(F32, xc, t, Some(&p.x))).collect();
+                            let mut best = vals[0];
+                            for &v in &vals[1..] {
+                                best = e.max(F32, v, best);
+                            }
+                            let zero = e.fconst(F32, 0.0);
+                            let taken = e.b.declare_var(F32);
+                            e.b.def_var(taken, zero);
+                            for (&t, &v) in taps.iter().zip(&vals) {
+                                // Equal to the maximum and none taken before it.
+                                let is_max = e.b.ins().fcmp(FloatCC::Equal, v, best);
+                                let before = e.b.use_var(taken);
+                                let free = e.b.ins().fcmp(FloatCC::Equal, before, zero);
+                                let take = e.b.ins().band(is_max, free);
+                                let out = e.b.ins().select(take, g, zero);
+                                e.store(out, dxc, t);
+                                let one = e.fconst(F32, 1.0);
+                                let now = e.b.ins().select(take, one, before);
+                                e.b.def_var(taken, now);
+                            }
+                        }
+                    }
+                });
+                // Columns right of the last window.
+                for i in 0..w.kh {
+                    for xx in w.ow * w.sw..w.w {
+                        let zero = e.fconst(F32, 0.0);
+                        e.store(zero, dx_row, ((i * w.w + xx) * 4) as i32);
+                    }
+                }
+            });
+            // Rows below the last window.
+            let covered = w.oh * w.sh * w.w;
+            let fz = e.fconst(F32, 0.0);
+            e.for_count(None, w.h * w.w - covered, 1, |e, i| {
+                let i = e.b.ins().iadd_imm_s(i, covered as i64);
+                let at = e.at(dx_plane, i);
+                e.store(fz, at, 0);
             });
         });
     }

@@ -122,28 +122,19 @@ impl Emit<'_, '_> {
         self.fma(e, hi, r)
     }
 
-    /// tanh x: an odd polynomial below |x| = 0.625, 1 − 2/(e²ˣ + 1) above, sign restored.
+    /// tanh x = x · P(x²) / Q(x²) on |x| ≤ 9 (beyond, tanh rounds to ±1 in f32), with P
+    /// and Q of degree 4: a rational fit to tanh(x)/x weighted for relative error (fitted
+    /// for nnc; 2e−8 in exact arithmetic, a few units in the last place in f32). Odd by
+    /// construction, so the sign needs no care; one division and no exponential make it
+    /// about three times cheaper than `1 − 2/(e²ˣ + 1)` with a polynomial near zero.
     pub fn tanh(&mut self, ty: Type, x: Value) -> Value {
-        let a = self.b.ins().fabs(x);
-        let z = self.b.ins().fmul(a, a);
-        let p = self.poly(
-            ty,
-            z,
-            &[-5.704_988_7e-3, 2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1],
-        );
-        let pz = self.b.ins().fmul(p, z);
-        let small = self.fma(pz, a, a);
-        let a2 = self.b.ins().fadd(a, a);
-        let e = self.exp(ty, a2);
-        let one = self.fconst(ty, 1.0);
-        let two = self.fconst(ty, 2.0);
-        let e1 = self.b.ins().fadd(e, one);
-        let q = self.b.ins().fdiv(two, e1);
-        let large = self.b.ins().fsub(one, q);
-        let limit = self.fconst(ty, 0.625);
-        let is_small = self.b.ins().fcmp(FloatCC::LessThan, a, limit);
-        let r = self.select(ty, is_small, small, large);
-        self.copysign(ty, r, x)
+        let x = self.clamp(ty, x, -9.0, 9.0);
+        let z = self.b.ins().fmul(x, x);
+        let p = self.poly(ty, z, &[1.335_251e-8, 2.060_763_3e-5, 3.495_505_8e-3, 1.338_095_8e-1, 1.0]);
+        let q = self.poly(ty, z, &[7.775_705_6e-7, 3.285_496e-4, 2.587_667_5e-2, 4.671_427_3e-1, 1.0]);
+        let xp = self.b.ins().fmul(x, p);
+        let y = self.b.ins().fdiv(xp, q);
+        self.clamp(ty, y, -1.0, 1.0)
     }
 
     /// 1 / (1 + e⁻ˣ).
@@ -153,20 +144,6 @@ impl Emit<'_, '_> {
         let one = self.fconst(ty, 1.0);
         let d = self.b.ins().fadd(e, one);
         self.b.ins().fdiv(one, d)
-    }
-
-    /// |magnitude| with the sign of `sign`, by bit operations (Cranelift's `fcopysign`
-    /// does not lower for vectors).
-    fn copysign(&mut self, ty: Type, magnitude: Value, sign: Value) -> Value {
-        let it = Self::int_type(ty);
-        let m = self.bitcast(it, magnitude);
-        let s = self.bitcast(it, sign);
-        let abs_mask = self.int_const(ty, 0x7fff_ffff);
-        let sign_mask = self.int_const(ty, i32::MIN);
-        let m = self.b.ins().band(m, abs_mask);
-        let s = self.b.ins().band(s, sign_mask);
-        let r = self.b.ins().bor(m, s);
-        self.bitcast(ty, r)
     }
 
     /// The activation functions of the op set.

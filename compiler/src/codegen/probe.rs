@@ -140,7 +140,7 @@ mod tests {
     #[test]
     fn tanh_is_within_3e7_relative() {
         let (abs, rel) = worst(MathFn::Tanh, &grid(-20.0, 20.0, 400_001), f64::tanh);
-        assert!(rel < 3e-7 && abs < 2e-7, "tanh error: {abs:e} absolute, {rel:e} relative");
+        assert!(rel < 3e-7 && abs < 3e-7, "tanh error: {abs:e} absolute, {rel:e} relative");
     }
 
     #[test]

@@ -146,6 +146,9 @@ impl Emit<'_, '_> {
         let w: Window = p.win;
         let src = self.addr(&p.src, 0);
         let dst = self.addr(&p.dst, 0);
+        if tiles(&w) {
+            return self.pool_tiles(p, src, dst);
+        }
         let zero = self.iconst(0);
         let h_v = self.iconst(w.h as i64);
         let w_v = self.iconst(w.w as i64);
@@ -209,4 +212,57 @@ impl Emit<'_, '_> {
             });
         });
     }
+
+    /// Pooling over windows that tile the image (stride = window, no padding, every
+    /// window inside): each window's taps are constant offsets from its corner.
+    fn pool_tiles(&mut self, p: &Pool, src: Addr, dst: Addr) {
+        let w = p.win;
+        let inv = 1.0 / (w.kh * w.kw) as f32;
+        self.for_count(None, w.c, 1, |e, ch| {
+            let plane = e.b.ins().imul_imm_s(ch, (w.h * w.w) as i64);
+            let src_plane = e.at(src, plane);
+            let out_plane = e.b.ins().imul_imm_s(ch, (w.oh * w.ow) as i64);
+            let dst_plane = e.at(dst, out_plane);
+            e.for_count(None, w.oh, 1, |e, oy| {
+                let row = e.b.ins().imul_imm_s(oy, (w.sh * w.w) as i64);
+                let src_row = e.at(src_plane, row);
+                let out_row = e.b.ins().imul_imm_s(oy, w.ow as i64);
+                let dst_row = e.at(dst_plane, out_row);
+                e.for_count(None, w.ow, 1, |e, ox| {
+                    let col = e.b.ins().imul_imm_s(ox, w.sw as i64);
+                    let corner = e.at(src_row, col);
+                    let mut acc = None;
+                    for i in 0..w.kh {
+                        for j in 0..w.kw {
+                            let v = e.load(F32, corner, ((i * w.w + j) * 4) as i32, Some(&p.src));
+                            acc = Some(match (acc, p.reduce) {
+                                (None, _) => v,
+                                (Some(a), Reduce::Max) => e.max(F32, v, a),
+                                (Some(a), Reduce::Mean) => e.b.ins().fadd(a, v),
+                            });
+                        }
+                    }
+                    let mut result = acc.expect("a window has taps");
+                    if p.reduce == Reduce::Mean {
+                        let k = e.fconst(F32, inv);
+                        result = e.b.ins().fmul(result, k);
+                    }
+                    let at = e.at(dst_row, ox);
+                    e.store(result, at, 0);
+                });
+            });
+        });
+    }
+}
+
+/// Whether the windows tile the image: stride equal to the window, no padding or
+/// dilation, and the last window inside the image.
+pub(super) fn tiles(w: &Window) -> bool {
+    w.sh == w.kh
+        && w.sw == w.kw
+        && w.dh == 1
+        && w.dw == 1
+        && w.pad == [0; 4]
+        && w.oh * w.sh <= w.h
+        && w.ow * w.sw <= w.w
 }

@@ -259,9 +259,9 @@ pub struct Col2im {
     pub win: Window,
 }
 
-/// The adjoint of [`Pool`] on `win.c` planes: adds each output gradient of `dy` to
-/// `dx` at its window's first largest input of `x` (max), or spread evenly over the
-/// window (mean).
+/// The adjoint of [`Pool`] on `win.c` planes: `dx` is the sum of each output gradient of
+/// `dy` placed at its window's first largest input of `x` (max), or spread evenly over
+/// the window (mean). `dx` is overwritten.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolBackward {
     pub dy: Ptr,
