@@ -35,7 +35,8 @@ pub struct Args {
     /// data directory's test split, or the text file's `valid` sibling).
     #[arg(long)]
     valid: Option<PathBuf>,
-    /// Checkpoint to write (default: `<network>.safetensors` here).
+    /// Checkpoint to write (default: the one given to `--resume`, else
+    /// `<network>.safetensors` here).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Metrics file, one JSON object per epoch (default: `<network>.metrics.jsonl`).
@@ -262,7 +263,12 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, (u8, String)> {
         step.exe.program.kernels.len(),
         nnc_compiler::plan::bytes(step.exe.plan.size as u64)
     );
-    let out_path = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", graph.name)));
+    // A resumed run goes on writing the checkpoint it continues.
+    let out_path = a
+        .out
+        .clone()
+        .or_else(|| a.resume.clone())
+        .unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", graph.name)));
     let mut metadata = HashMap::from([
         ("nnc.format".to_string(), "1".to_string()),
         ("nnc.network".to_string(), graph.name.clone()),

@@ -18,10 +18,24 @@ pub enum StepError {
     Autodiff(#[from] AutodiffError),
     #[error(transparent)]
     Exec(#[from] exec::Error),
-    #[error(
-        "step {step}: `{tensor}` became non-finite (first in kernel {kernel}: {label}); the parameters were not updated"
-    )]
+    #[error("step {step}: {tensor} became non-finite{}; the parameters were not updated", in_kernel(.kernel, .label))]
     NonFinite { step: u64, tensor: String, kernel: String, label: String },
+}
+
+fn in_kernel(kernel: &str, label: &str) -> String {
+    if kernel.is_empty() { String::new() } else { format!(" first, in kernel {kernel} ({label})") }
+}
+
+/// A tensor as a person would name it: `the output of conv1 (conv2d)`, `the gradient of
+/// conv1.weight`.
+fn describe(name: &str) -> String {
+    if let Some(of) = name.strip_prefix("d ") {
+        return format!("the gradient of `{}`", of.split(':').next().unwrap_or(of));
+    }
+    match name.split_once(':') {
+        Some((layer, op)) => format!("the output of `{layer}` ({op})"),
+        None => format!("`{name}`"),
+    }
 }
 
 /// What changes from step to step.
@@ -130,7 +144,7 @@ impl TrainStep {
                 {
                     return StepError::NonFinite {
                         step,
-                        tensor: self.exe.graph.tensor(t).name.clone(),
+                        tensor: describe(&self.exe.graph.tensor(t).name),
                         kernel: kernel.name.clone(),
                         label: kernel.label.clone(),
                     };
@@ -138,7 +152,7 @@ impl TrainStep {
             }
         }
         // The stored tensors were finite but the loss was not: the loss overflowed.
-        StepError::NonFinite { step, tensor: "loss".into(), kernel: String::new(), label: "loss".into() }
+        StepError::NonFinite { step, tensor: "the loss".into(), kernel: String::new(), label: String::new() }
     }
 
     /// Whether the network has dropout (whose masks the step seed selects).

@@ -1,0 +1,109 @@
+//! Whole training runs through the `nnc` command: stopped part-way and resumed, a run
+//! reaches bit for bit the weights and optimizer state of an uninterrupted one with the
+//! same seed (shuffling, augmentation and dropout all in play); checkpoints it cannot
+//! continue are refused; a run that diverges stops, names the tensor and keeps the last
+//! good checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn nnc(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nnc")).args(args).current_dir(dir).env("NO_COLOR", "1").output().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small network that uses every source of randomness a step has.
+const MODEL: &str = "network small(image: [1, 28, 28]) {
+    image |> conv(4, 5, stride: 2) |> relu |> maxpool(2) |> flatten |> dropout(0.3) |> dense(10)
+}
+
+train small {
+    loss      = cross_entropy
+    optimizer = adam(lr: 3e-3)
+    schedule  = cosine
+    batch     = 50
+    epochs    = 2
+    augment   = [random_crop(pad: 2)]
+    mean      = 0.13
+    std       = 0.31
+    seed      = 5
+}
+";
+
+/// Every tensor of a checkpoint, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut all: Vec<(String, Vec<u8>)> =
+        file.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let dir = scratch("resume");
+    std::fs::write(dir.join("small.net"), MODEL).unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["train", "small.net", "--threads", "1", "--quiet"];
+        all.extend(args);
+        let o = nnc(&dir, &all);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    run(&["--out", "whole.safetensors"]);
+    // Stopped in the middle of the first epoch, resumed, stopped in the second, resumed.
+    let stopped = run(&["--out", "parts.safetensors", "--max-steps", "17"]);
+    assert!(stopped.contains("--resume parts.safetensors"), "{stopped}");
+    run(&["--resume", "parts.safetensors", "--max-steps", "55"]);
+    let resumed = run(&["--resume", "parts.safetensors", "--out", "parts.safetensors"]);
+    assert!(resumed.contains("resuming at epoch 2 batch 15 (step 55)"), "{resumed}");
+    let (whole, parts) = (tensors(&dir.join("whole.safetensors")), tensors(&dir.join("parts.safetensors")));
+    assert!(whole.iter().any(|(n, _)| n.starts_with("__optim.exp_avg_sq.")), "optimizer state is saved");
+    assert_eq!(whole.len(), parts.len());
+    for ((name, a), (_, b)) in whole.iter().zip(&parts) {
+        assert!(a == b, "{name} differs between the whole run and the resumed one");
+    }
+    // A different seed, or a checkpoint of another model, cannot be resumed.
+    let o = nnc(&dir, &["train", "small.net", "--resume", "parts.safetensors", "--seed", "6"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("same seed"));
+    std::fs::write(dir.join("other.net"), MODEL.replace("dense(10)", "relu |> dense(10)")).unwrap();
+    let o = nnc(&dir, &["train", "other.net", "--resume", "parts.safetensors"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("different model source") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = scratch("diverge");
+    std::fs::write(dir.join("small.net"), MODEL).unwrap();
+    let o = nnc(&dir, &["train", "small.net", "--threads", "1", "--quiet", "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let good = std::fs::read(dir.join("small.safetensors")).unwrap();
+    // From those weights, a learning rate this large overflows within a few steps.
+    let args = [
+        "train",
+        "small.net",
+        "--threads",
+        "1",
+        "--quiet",
+        "--init-from",
+        "small.safetensors",
+        "--lr",
+        "1e30",
+    ];
+    let o = nnc(&dir, &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("became non-finite") && err.contains("step "), "{err}");
+    assert!(err.contains("the parameters were not updated") && !err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read(dir.join("small.safetensors")).unwrap(), good, "the checkpoint was overwritten");
+}
