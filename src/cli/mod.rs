@@ -3,7 +3,9 @@
 mod bench;
 mod compile;
 mod dataset;
+mod eval;
 mod fmt;
+mod generate;
 mod graph;
 mod predict;
 mod train;
@@ -57,6 +59,10 @@ enum Command {
     Bench(bench::Args),
     /// Train a network on data, from its train section.
     Train(Box<train::Args>),
+    /// Measure trained weights on held-out data: loss, accuracy, confusion matrix.
+    Eval(eval::Args),
+    /// Sample text from a trained character model.
+    Generate(generate::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -77,6 +83,8 @@ pub fn run() -> ExitCode {
         Command::Predict(args) => predict::run(&ui, &args),
         Command::Bench(args) => bench::run(&ui, &args),
         Command::Train(args) => train::run(&ui, &args),
+        Command::Eval(args) => eval::run(&ui, &args),
+        Command::Generate(args) => generate::run(&ui, &args),
         Command::Check { files } => {
             let mut worst = 0;
             for f in &files {

@@ -1,9 +1,14 @@
 //! `nnc predict`: run a trained network on examples from a file.
+//!
+//! With `--ensemble`, several checkpoints of the same network (trained from different
+//! seeds, say) vote: each is run on every example and their class probabilities are
+//! averaged (the softmax of each one's scores, or its outputs when the network already
+//! ends in softmax), which is usually more accurate than any one of them (AlexNet
+//! averaged five networks this way).
 
-use super::{EXIT_MODEL, EXIT_USAGE, Ui, out};
+use super::{EXIT_USAGE, Ui, out};
 use nnc_compiler::graph::{Graph, NodeKind};
 use nnc_compiler::ops::Op;
-use nnc_runtime::checkpoint;
 use nnc_runtime::data::input::{self, InputSpec};
 use nnc_runtime::exec::{Executable, Options};
 use std::fmt::Write;
@@ -16,6 +21,10 @@ pub struct Args {
     /// Trained parameters (safetensors, PyTorch names and layouts).
     #[arg(long)]
     weights: PathBuf,
+    /// More checkpoints of the same network to average with `--weights`: the output is
+    /// then the mean of their class probabilities.
+    #[arg(long, num_args = 1.., value_name = "WEIGHTS")]
+    ensemble: Vec<PathBuf>,
     /// Examples: an IDX file (optionally .gz; bytes are pixels scaled to [0, 1]) or raw
     /// little-endian f32. The train section's mean and std are applied.
     #[arg(long)]
@@ -26,7 +35,8 @@ pub struct Args {
     /// Classes to list per example.
     #[arg(long, default_value_t = 1)]
     top: usize,
-    /// Write the outputs instead: `.csv` (one row per example) or `.npy`.
+    /// Write the outputs instead: `.csv` (one row per example) or `.npy` (with
+    /// `--ensemble`, the averaged probabilities).
     #[arg(long)]
     output: Option<PathBuf>,
     /// The network (default: the first in the file).
@@ -67,26 +77,33 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
             return EXIT_USAGE;
         }
     };
-    if let Err(e) = checkpoint::load(&mut exec, &args.weights) {
-        eprintln!("error: {e}");
-        return EXIT_MODEL;
-    }
-    let per_in = spec.elements();
     let per_out = graph.node(graph.output).shape.elements() as usize;
-    let mut outputs = Vec::with_capacity(examples.count * per_out);
-    let input = exec.graph.inputs[0];
-    for chunk in examples.values.chunks(batch * per_in) {
-        let slot = exec.tensor_mut(input);
-        slot.fill(0.0);
-        slot[..chunk.len()].copy_from_slice(chunk);
-        if let Err(e) = exec.run() {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-        let rows = chunk.len() / per_in;
-        outputs.extend_from_slice(&exec.output()[..rows * per_out]);
-    }
     let dims: Vec<usize> = graph.node(graph.output).shape.dims().iter().map(|&d| d as usize).collect();
+    let probabilities = ends_in_softmax(&exec);
+    let ensemble = !args.ensemble.is_empty();
+    let mut outputs = vec![0.0f32; examples.count * per_out];
+    for weights in std::iter::once(&args.weights).chain(&args.ensemble) {
+        if let Err((code, message)) = super::eval::load_weights(&mut exec, weights, &graph.name) {
+            eprintln!("error: {message}");
+            return code;
+        }
+        let mut these = match run_all(&mut exec, &examples.values, spec.elements(), batch) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        };
+        if ensemble && !probabilities {
+            // Per class over the last dimension: per step for a sequence of scores.
+            these.chunks_mut(*dims.last().unwrap_or(&1)).for_each(softmax);
+        }
+        for (sum, v) in outputs.iter_mut().zip(&these) {
+            *sum += v;
+        }
+    }
+    let models = 1 + args.ensemble.len();
+    outputs.iter_mut().for_each(|v| *v /= models as f32);
     match &args.output {
         Some(path) => match write_outputs(path, &outputs, examples.count, &dims) {
             Ok(()) => 0,
@@ -96,8 +113,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
             }
         },
         None if dims.len() == 1 => {
-            let probabilities = ends_in_softmax(&exec);
-            out(&top_classes(&outputs, per_out, args.top, probabilities));
+            out(&top_classes(&outputs, per_out, args.top, probabilities || ensemble));
             0
         }
         None => {
@@ -119,7 +135,30 @@ fn input_spec(graph: &Graph, train: Option<&nnc_compiler::train::TrainConfig>) -
     Some(InputSpec { shape: node.shape, encoding, mean, std })
 }
 
-fn ends_in_softmax(exec: &Executable) -> bool {
+/// The outputs of `exec` for every example of `values` (`per_in` values each), run
+/// `batch` at a time.
+fn run_all(
+    exec: &mut Executable,
+    values: &[f32],
+    per_in: usize,
+    batch: usize,
+) -> Result<Vec<f32>, nnc_runtime::exec::Error> {
+    let per_out = exec.graph.tensor(exec.graph.output).len() / batch;
+    let input = exec.graph.inputs[0];
+    let mut outputs = Vec::with_capacity(values.len() / per_in * per_out);
+    for chunk in values.chunks(batch * per_in) {
+        let slot = exec.tensor_mut(input);
+        slot.fill(0.0);
+        slot[..chunk.len()].copy_from_slice(chunk);
+        exec.run()?;
+        let rows = chunk.len() / per_in;
+        outputs.extend_from_slice(&exec.output()[..rows * per_out]);
+    }
+    Ok(outputs)
+}
+
+/// Whether the network's outputs are already probabilities.
+pub(super) fn ends_in_softmax(exec: &Executable) -> bool {
     exec.graph.ops.last().is_some_and(|o| matches!(o.op, Op::Softmax { .. }) && o.output == exec.graph.output)
 }
 
@@ -127,14 +166,10 @@ fn ends_in_softmax(exec: &Executable) -> bool {
 fn top_classes(outputs: &[f32], classes: usize, top: usize, probabilities: bool) -> String {
     let mut s = String::new();
     for (i, row) in outputs.chunks(classes).enumerate() {
-        let p: Vec<f32> = if probabilities {
-            row.to_vec()
-        } else {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-            let sum: f32 = e.iter().sum();
-            e.iter().map(|v| v / sum).collect()
-        };
+        let mut p = row.to_vec();
+        if !probabilities {
+            softmax(&mut p);
+        }
         let mut order: Vec<usize> = (0..classes).collect();
         order.sort_by(|a, b| p[*b].total_cmp(&p[*a]).then(a.cmp(b)));
         let _ = write!(s, "{i}");
@@ -144,6 +179,14 @@ fn top_classes(outputs: &[f32], classes: usize, top: usize, probabilities: bool)
         s.push('\n');
     }
     s
+}
+
+/// Scores to probabilities, in place.
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    row.iter_mut().for_each(|v| *v = (*v - max).exp());
+    let sum: f32 = row.iter().sum();
+    row.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// CSV (one row per example) or NPY (little-endian f32, shape `[examples, ...dims]`).
