@@ -17,11 +17,7 @@ impl Build<'_> {
             }
             Op::MatMul { m, k, n, ta } => {
                 let tail = Self::steps(&nodes[1..], first.output);
-                let epilogue = gemm_epilogue(&tail, EInst::Col, |t| EInst::Elem(Ptr::tensor(t), n));
-                // A transposed left operand is stored `[k, m]`.
-                let lda = if ta { m } else { k };
-                let g = Gemm { m, n, k, a: x(0), lda, ta, b: x(1), ldb: n, c: out, ldc: n, epilogue };
-                (vec![Stmt::Gemm(g)], Parallel::Serial)
+                self.matmul(m, k, n, ta, x(0), x(1), out, &tail)
             }
             Op::Unary { .. } | Op::Add { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
                 let tail = Self::steps(nodes, first.inputs[0]);
@@ -174,6 +170,60 @@ impl Build<'_> {
             None => stmts,
         };
         (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n, work))
+    }
+
+    /// A product `[m, k] · [k, n]`, split into blocks of rows across threads when it is
+    /// worth sharing; rows left over after the equal blocks form a last product that the
+    /// thread with the last block computes.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        m: usize,
+        k: usize,
+        n: usize,
+        ta: bool,
+        a: Ptr,
+        b: Ptr,
+        out: Ptr,
+        tail: &Tail,
+    ) -> (Vec<Stmt>, Parallel) {
+        // A transposed left operand is stored `[k, m]`: its rows are columns.
+        let lda = if ta { m } else { k };
+        let a_row = if ta { 1 } else { lda };
+        let gemm = |rows: usize, at: &dyn Fn(Ptr, usize) -> Ptr| {
+            let epilogue = gemm_epilogue(tail, EInst::Col, |t| EInst::Elem(at(Ptr::tensor(t), n), n));
+            Stmt::Gemm(Gemm {
+                m: rows,
+                n,
+                k,
+                a: at(a.clone(), a_row),
+                lda,
+                ta,
+                b: b.clone(),
+                ldb: n,
+                c: at(out.clone(), n),
+                ldc: n,
+                epilogue,
+            })
+        };
+        let work = m * n * k;
+        let blocks = self.threads.min(m / 8);
+        if self.parallel(blocks, work) == Parallel::Serial {
+            return (vec![gemm(m, &|p, _| p)], Parallel::Serial);
+        }
+        // Blocks of whole register tiles.
+        let rows = m / blocks / 4 * 4;
+        let blk = self.var();
+        let mut stmts = vec![Stmt::Loop {
+            var: blk,
+            extent: blocks,
+            body: vec![gemm(rows, &|p, per_row| p.plus_var(blk, rows * per_row))],
+        }];
+        let done = rows * blocks;
+        if done < m {
+            stmts.push(gemm(m - done, &|p, per_row| p.plus(done * per_row)));
+        }
+        (stmts, Parallel::Loop { extent: blocks })
     }
 
     /// Output rows per block when one image should be split across threads: the batch
