@@ -107,3 +107,52 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert!(err.contains("the parameters were not updated") && !err.contains("panicked"), "{err}");
     assert_eq!(std::fs::read(dir.join("small.safetensors")).unwrap(), good, "the checkpoint was overwritten");
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes() {
+    let dir = scratch("interrupt");
+    std::fs::write(dir.join("small.net"), MODEL.replace("epochs    = 2", "epochs    = 1000")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train", "small.net", "--threads", "1", "--quiet"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once an epoch has finished (its metrics line is written).
+    let metrics = dir.join("small.metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.is_empty()) {
+        assert!(started.elapsed().as_secs() < 600, "no epoch finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at epoch") && err.contains("--resume small.safetensors"), "{err}");
+    // The checkpoint it wrote continues, here for two more steps.
+    let step = || {
+        let bytes = std::fs::read(dir.join("small.safetensors")).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        header.metadata().as_ref().unwrap()["nnc.step"].parse::<u64>().unwrap()
+    };
+    let at = step();
+    assert!(at >= 40, "stopped after the first epoch's 40 steps, not at {at}");
+    let limit = (at + 2).to_string();
+    let args = [
+        "train",
+        "small.net",
+        "--threads",
+        "1",
+        "--quiet",
+        "--resume",
+        "small.safetensors",
+        "--max-steps",
+        &limit,
+    ];
+    let o = nnc(&dir, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(step(), at + 2);
+}
