@@ -112,7 +112,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
 fn ctrl_c_saves_a_checkpoint_that_resumes() {
     let dir = scratch("interrupt");
     std::fs::write(dir.join("small.net"), MODEL.replace("epochs    = 2", "epochs    = 1000")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+    let child = Command::new(env!("CARGO_BIN_EXE_nnc"))
         .args(["train", "small.net", "--threads", "1", "--quiet"])
         .current_dir(&dir)
         .stdout(std::process::Stdio::null())
