@@ -85,7 +85,8 @@ fn dropout(len: usize, p: f32) -> Builder {
     b
 }
 
-/// Both gradients of a convolution with `k` outputs.
+/// Both gradients of a convolution with `k` outputs, and (without groups, for an even
+/// batch) the weight gradient in two parts summed again.
 fn conv_backward(win: Window2d, k: usize, groups: usize) -> Builder {
     let mut b = Builder::new(win.n);
     let image = vec![win.n, win.c, win.h, win.w];
@@ -94,7 +95,12 @@ fn conv_backward(win: Window2d, k: usize, groups: usize) -> Builder {
     let w = b.param("w", weight.clone(), 0.5);
     let x = b.input(image.clone());
     b.op(Op::Conv2dBackwardData { win, k, groups }, vec![dy, w], image);
-    b.op(Op::Conv2dBackwardWeight { win, k, groups }, vec![dy, x], weight);
+    b.op(Op::Conv2dBackwardWeight { win, k, groups, parts: 1 }, vec![dy, x], weight.clone());
+    if groups == 1 && win.n % 2 == 0 {
+        let len = weight.iter().product();
+        let parts = b.op(Op::Conv2dBackwardWeight { win, k, groups, parts: 2 }, vec![dy, x], vec![2, len]);
+        b.op(Op::SumParts { parts: 2, len }, vec![parts], weight);
+    }
     b
 }
 

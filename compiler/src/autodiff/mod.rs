@@ -49,9 +49,15 @@ pub struct Training {
 }
 
 /// Adds the loss, the backward pass and the update `rule` to `forward`, a network lowered
-/// in training mode.
-pub fn training(mut forward: TensorGraph, loss: Loss, rule: UpdateRule) -> Result<Training, AutodiffError> {
-    let mut g = Grad::new(&mut forward);
+/// in training mode, for a step run on `threads` threads (which decides how some
+/// gradients are split).
+pub fn training(
+    mut forward: TensorGraph,
+    loss: Loss,
+    rule: UpdateRule,
+    threads: usize,
+) -> Result<Training, AutodiffError> {
+    let mut g = Grad::new(&mut forward, threads);
     // A final softmax is part of the loss: its input is what the loss reads.
     let mut output = g.graph.output;
     if let Some(last) = g.graph.ops.last()
@@ -161,6 +167,8 @@ pub(crate) struct Grad<'g> {
     uses: Vec<usize>,
     /// The layer new ops are attributed to (the forward op's, for its backward ops).
     pub layer: String,
+    /// Threads the step will run on.
+    threads: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -173,7 +181,7 @@ pub(crate) struct Piece {
 }
 
 impl<'g> Grad<'g> {
-    fn new(graph: &'g mut TensorGraph) -> Grad<'g> {
+    fn new(graph: &'g mut TensorGraph, threads: usize) -> Grad<'g> {
         let n = graph.tensors.len();
         let mut uses = vec![0; n];
         for node in &graph.ops {
@@ -181,7 +189,7 @@ impl<'g> Grad<'g> {
                 uses[t.0 as usize] += 1;
             }
         }
-        Grad { graph, full: vec![None; n], pieces: vec![Vec::new(); n], uses, layer: String::new() }
+        Grad { graph, full: vec![None; n], pieces: vec![Vec::new(); n], uses, layer: String::new(), threads }
     }
 
     pub fn tensor(&mut self, name: &str, dims: Vec<usize>, role: Role) -> TensorId {
@@ -207,6 +215,16 @@ impl<'g> Grad<'g> {
             Some(i) => TensorId(i as u32),
             None => self.tensor("hyper", vec![Hyper::LEN], Role::Hyper),
         }
+    }
+
+    /// Parts to split a convolution's weight gradient into: one per thread when the
+    /// kernel could not otherwise give every thread work (it splits input channels, in
+    /// blocks that divide them) and the images divide evenly; else one.
+    fn weight_parts(&self, win: &crate::ops::Window2d, groups: usize) -> usize {
+        let t = self.threads;
+        let cg = win.c / groups;
+        let channel_blocks = (1..=t.min(cg)).rev().find(|b| cg % b == 0).unwrap_or(1);
+        if groups == 1 && t > 1 && channel_blocks < t && win.n % t == 0 && win.n >= 2 * t { t } else { 1 }
     }
 
     fn producer(&self, t: TensorId) -> Option<&OpNode> {

@@ -29,7 +29,18 @@ pub(super) fn backward(
                 grad_of(g, 0, Op::Conv2dBackwardData { win, k, groups }, vec![dy, x(1)]);
             }
             if want(1) {
-                grad_of(g, 1, Op::Conv2dBackwardWeight { win, k, groups }, vec![dy, x(0)]);
+                let parts = g.weight_parts(&win, groups);
+                if parts == 1 {
+                    grad_of(g, 1, Op::Conv2dBackwardWeight { win, k, groups, parts }, vec![dy, x(0)]);
+                } else {
+                    let (w, n) = (x(1), name(g, x(1)));
+                    let mut dims = vec![parts];
+                    dims.extend(&g.graph.tensor(w).dims);
+                    let op = Op::Conv2dBackwardWeight { win, k, groups, parts };
+                    let partial = g.op(op, vec![dy, x(0)], &format!("{n} (parts)"), dims);
+                    let len = g.graph.tensor(w).len();
+                    grad_of(g, 1, Op::SumParts { parts, len }, vec![partial]);
+                }
             }
         }
         Op::Pool2d { win, reduce } => {

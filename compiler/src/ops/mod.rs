@@ -252,8 +252,13 @@ pub enum Op {
     // ---- training: backward ----------------------------------------------------------
     /// `dy [n, k, oh, ow]`, `weight [k, c/groups, kh, kw]` → `dx [n, c, h, w]`.
     Conv2dBackwardData { win: Window2d, k: usize, groups: usize },
-    /// `dy [n, k, oh, ow]`, `x [n, c, h, w]` → `dweight [k, c/groups, kh, kw]`.
-    Conv2dBackwardWeight { win: Window2d, k: usize, groups: usize },
+    /// `dy [n, k, oh, ow]`, `x [n, c, h, w]` → `[parts, k, c/groups, kh, kw]`: part `p`
+    /// is the weight gradient over images `p·n/parts ..` (`parts` divides `n`), so that
+    /// threads can split the images when there are too few channels to split; one part
+    /// is the gradient itself.
+    Conv2dBackwardWeight { win: Window2d, k: usize, groups: usize, parts: usize },
+    /// `x [parts, len]` → `[len]`: the sum of the parts.
+    SumParts { parts: usize, len: usize },
     /// `dy [n, c, oh, ow]`, `x [n, c, h, w]` → `dx`: max routes each gradient to its
     /// window's first largest input; mean spreads it over the window.
     Pool2dBackward { win: Window2d, reduce: Reduce },
@@ -393,6 +398,7 @@ impl Op {
             Op::Dropout { .. } => "dropout",
             Op::Conv2dBackwardData { .. } => "conv2d_backward_data",
             Op::Conv2dBackwardWeight { .. } => "conv2d_backward_weight",
+            Op::SumParts { .. } => "sum_parts",
             Op::Pool2dBackward { reduce: Reduce::Max, .. } => "maxpool2d_backward",
             Op::Pool2dBackward { reduce: Reduce::Mean, .. } => "avgpool2d_backward",
             Op::BroadcastChannel { .. } => "broadcast_channel",
@@ -427,7 +433,7 @@ impl Op {
                 u(win.n) * u(k) * u(win.oh) * u(win.ow) * u(win.c / groups) * u(win.kh) * u(win.kw)
             }
             Op::MatMul { m, k, n, .. } => u(m) * u(k) * u(n),
-            Op::Conv2dBackwardData { win, k, groups } | Op::Conv2dBackwardWeight { win, k, groups } => {
+            Op::Conv2dBackwardData { win, k, groups } | Op::Conv2dBackwardWeight { win, k, groups, .. } => {
                 u(win.n) * u(k) * u(win.oh) * u(win.ow) * u(win.c / groups) * u(win.kh) * u(win.kw)
             }
             Op::Recurrent(r) => {

@@ -93,8 +93,17 @@ impl Build<'_> {
             Op::Conv2dBackwardData { win, k, groups } => {
                 self.conv_backward_data(&win, k, groups, x(0), x(1), out)
             }
-            Op::Conv2dBackwardWeight { win, k, groups } => {
-                self.conv_backward_weight(&win, k, groups, x(0), x(1), out)
+            Op::Conv2dBackwardWeight { win, k, groups, parts } => {
+                self.conv_backward_weight(&win, k, groups, parts, x(0), x(1), out)
+            }
+            Op::SumParts { parts, len } => {
+                let mut insts = vec![Load(x(0))];
+                for p in 1..parts {
+                    insts.push(Load(x(0).plus(p * len)));
+                    insts.push(Bin(Add, insts.len() - 2, insts.len() - 1));
+                }
+                insts.push(Store(out, insts.len() - 1));
+                serial(vec![Stmt::Map(Map { len, insts })])
             }
             Op::Pool2dBackward { win, reduce } => {
                 let n = self.var();
@@ -433,12 +442,15 @@ impl Build<'_> {
 
     /// dW of a convolution as `dWᵀ = Σₙ col(xₙ) · dyₙᵀ`, accumulated in scratch and
     /// transposed into place at the end. Threads split the input channels (each unfolds
-    /// only its own rows of `col`); grouped convolutions split by group.
+    /// only its own rows of `col`), or the groups, or — with `parts` — the images, each
+    /// part writing its own partial sum.
+    #[allow(clippy::too_many_arguments)]
     fn conv_backward_weight(
         &mut self,
         win: &crate::ops::Window2d,
         k: usize,
         groups: usize,
+        parts: usize,
         dy: Ptr,
         x: Ptr,
         dw: Ptr,
@@ -448,15 +460,25 @@ impl Build<'_> {
         let taps = win.kh * win.kw;
         let kk = cg * taps;
         // Channel blocks per group: one per thread where they divide evenly.
-        let blocks =
-            if groups > 1 { 1 } else { (1..=self.threads.min(cg)).rev().find(|b| cg % b == 0).unwrap_or(1) };
+        let blocks = if groups > 1 || parts > 1 {
+            1
+        } else {
+            (1..=self.threads.min(cg)).rev().find(|b| cg % b == 0).unwrap_or(1)
+        };
         let cb = cg / blocks;
         let kkb = cb * taps;
+        debug_assert!(groups == 1 || parts == 1, "weight gradients split by group or by images");
+        let images = win.n / parts;
         let unit = self.var();
-        // `unit` is the group (grouped) or the channel block (ungrouped).
-        let (group_coef, block_coef) = if groups > 1 { (1, 0) } else { (0, 1) };
-        let at_unit = |p: Ptr, per_group: usize, per_block: usize| {
-            p.plus_var(unit, group_coef * per_group + block_coef * per_block)
+        // `unit` is the group, the part (images `unit · images ..`) or the channel block.
+        let (group_coef, part_coef, block_coef) = match (groups > 1, parts > 1) {
+            (true, _) => (1, 0, 0),
+            (false, true) => (0, 1, 0),
+            (false, false) => (0, 0, 1),
+        };
+        // `per_group`, `per_part` and `per_block` elements from one unit to the next.
+        let at = |p: Ptr, per_group: usize, per_part: usize, per_block: usize| {
+            p.plus_var(unit, group_coef * per_group + part_coef * per_part + block_coef * per_block)
         };
         // The product's columns are the output channels: rounded up to whole vectors
         // (the extra columns hold garbage that is never read), a 6-wide product runs
@@ -476,8 +498,8 @@ impl Build<'_> {
             let n = self.var();
             let image =
                 |p: Ptr, per_image: usize| if first { p } else { p.plus(per_image).plus_var(n, per_image) };
-            let x_n = at_unit(image(x.clone(), win.c * hw), cg * hw, cb * hw);
-            let dy_n = at_unit(image(dy.clone(), k * ohw), kg * ohw, 0);
+            let x_n = at(image(x.clone(), win.c * hw), cg * hw, images * win.c * hw, cb * hw);
+            let dy_n = at(image(dy.clone(), k * ohw), kg * ohw, images * k * ohw, 0);
             let mut stmts = Vec::new();
             let b = match &col {
                 Some(col) => {
@@ -520,7 +542,7 @@ impl Build<'_> {
                 ldc: kp,
                 epilogue,
             }));
-            let extent = if first { 1 } else { win.n - 1 };
+            let extent = if first { 1 } else { images - 1 };
             if extent > 0 {
                 body.push(Stmt::Loop { var: n, extent, body: stmts });
             }
@@ -528,12 +550,12 @@ impl Build<'_> {
         body.push(Stmt::Transpose(Transpose {
             src: acc,
             lds: kp,
-            dst: at_unit(dw, kg * kk, kkb),
+            dst: at(dw, kg * kk, k * kk, kkb),
             ldd: kk,
             rows: kkb,
             cols: kg,
         }));
-        let units = if groups > 1 { groups } else { blocks };
+        let units = if groups > 1 { groups } else { parts.max(blocks) };
         let work = win.n * k * ohw * kk;
         (vec![Stmt::Loop { var: unit, extent: units, body }], self.parallel(units, work))
     }

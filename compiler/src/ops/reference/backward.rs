@@ -7,8 +7,18 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
         Op::Conv2dBackwardData { win, k, groups } => {
             conv_taps(&win, k, groups, &mut |yi, wi, xi| out[xi] += x[0][yi] * x[1][wi])
         }
-        Op::Conv2dBackwardWeight { win, k, groups } => {
-            conv_taps(&win, k, groups, &mut |yi, wi, xi| out[wi] += x[0][yi] * x[1][xi])
+        Op::Conv2dBackwardWeight { win, k, groups, parts } => {
+            // Output index `yi` belongs to image yi / (k·oh·ow), which part owns.
+            let (per_image, images) = (k * win.oh * win.ow, win.n / parts);
+            let len = out.len() / parts;
+            conv_taps(&win, k, groups, &mut |yi, wi, xi| {
+                out[yi / per_image / images * len + wi] += x[0][yi] * x[1][xi]
+            })
+        }
+        Op::SumParts { parts, len } => {
+            for (i, o) in out[..len].iter_mut().enumerate() {
+                *o = (0..parts).map(|p| x[0][p * len + i] as f64).sum::<f64>() as f32;
+            }
         }
         Op::Pool2dBackward { win, reduce } => pool_backward(&win, reduce, x[0], x[1], out),
         Op::BroadcastChannel { outer, channels, inner, scale } => {

@@ -211,7 +211,7 @@ proptest! {
         let ylen = win.n * k * win.oh * win.ow;
         let dy = rng.tensor(ylen, 1.0);
         let dx = run1(&Op::Conv2dBackwardData { win, k, groups }, &[&dy, &weight], x.len());
-        let dweight = run1(&Op::Conv2dBackwardWeight { win, k, groups }, &[&dy, &x], weight.len());
+        let dweight = run1(&Op::Conv2dBackwardWeight { win, k, groups, parts: 1 }, &[&dy, &x], weight.len());
         let conv = forward_of(Op::Conv2d { win, k, groups }, ylen);
         let inputs = [x, weight];
         fd_check(&conv, &inputs, 0, &dy, &dx)?;
