@@ -223,8 +223,12 @@ impl<'g> Grad<'g> {
     fn weight_parts(&self, win: &crate::ops::Window2d, groups: usize) -> usize {
         let t = self.threads;
         let cg = win.c / groups;
-        let channel_blocks = (1..=t.min(cg)).rev().find(|b| cg % b == 0).unwrap_or(1);
-        if groups == 1 && t > 1 && channel_blocks < t && win.n % t == 0 && win.n >= 2 * t { t } else { 1 }
+        let channel_blocks = (1..=t.min(cg)).rev().find(|b| cg.is_multiple_of(*b)).unwrap_or(1);
+        if groups == 1 && t > 1 && channel_blocks < t && win.n.is_multiple_of(t) && win.n >= 2 * t {
+            t
+        } else {
+            1
+        }
     }
 
     fn producer(&self, t: TensorId) -> Option<&OpNode> {
