@@ -96,7 +96,7 @@ fn conv_backward(win: Window2d, k: usize, groups: usize) -> Builder {
     let x = b.input(image.clone());
     b.op(Op::Conv2dBackwardData { win, k, groups }, vec![dy, w], image);
     b.op(Op::Conv2dBackwardWeight { win, k, groups, parts: 1 }, vec![dy, x], weight.clone());
-    if groups == 1 && win.n % 2 == 0 {
+    if groups == 1 && win.n.is_multiple_of(2) {
         let len = weight.iter().product();
         let parts = b.op(Op::Conv2dBackwardWeight { win, k, groups, parts: 2 }, vec![dy, x], vec![2, len]);
         b.op(Op::SumParts { parts: 2, len }, vec![parts], weight);

@@ -278,5 +278,7 @@ enum Step {
 type Tail = [(Option<Operand>, Option<Operand>, Step)];
 
 mod body;
+mod conv_backward;
 mod recurrent;
 mod train;
+mod update;
