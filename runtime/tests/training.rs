@@ -75,7 +75,7 @@ fn check(model: &nnc_compiler::Model, batch: usize, rule: UpdateRule, threads: u
             stats.loss,
             want[0]
         );
-        assert_eq!(stats.correct, want[1] as f64, "{}", what("correct"));
+        assert_eq!(stats.correct, Some(want[1] as f64), "{}", what("correct"));
         for &(p, offset) in &t.layout {
             let len = g.tensor(p).len();
             let range = offset..offset + len;

@@ -63,7 +63,8 @@ fn eval(ui: &Ui, a: &Args) -> Result<(), (u8, String)> {
     let prep = dataset::preparation(graph, config, None).map_err(usage)?;
     let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
     let options = Options { threads: super::threads(a.threads), ..Options::default() };
-    let mut evaluator = Evaluator::new(graph, a.batch as usize, &options).map_err(usage)?;
+    let loss = config.map_or(nnc_compiler::train::Loss::CrossEntropy, |c| c.loss);
+    let mut evaluator = Evaluator::new(graph, a.batch as usize, loss, &options).map_err(usage)?;
     // Loading the weights first rejects a checkpoint of another network before any data
     // is read, and gives a character model the vocabulary its ids were trained with.
     let metadata = load_weights(&mut evaluator.exe, &a.weights, &graph.name)?;

@@ -253,7 +253,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, (u8, String)> {
     let started = std::time::Instant::now();
     let mut step = TrainStep::new(graph, config.loss, rule, batch, &options).map_err(usage)?;
     let eval = match &test {
-        Some(_) => Some(Evaluator::new(graph, batch, &options).map_err(usage)?),
+        Some(_) => Some(Evaluator::new(graph, batch, config.loss, &options).map_err(usage)?),
         None => None,
     };
     eprintln!(
@@ -386,6 +386,11 @@ fn read_metadata(path: &Path) -> Result<HashMap<String, String>, String> {
     Ok(header.metadata().clone().unwrap_or_default())
 }
 
+/// `97.5%`, or `-` where a loss has no accuracy.
+fn percent(accuracy: Option<f64>) -> String {
+    accuracy.map_or("-".into(), |a| format!("{:.1}%", 100.0 * a))
+}
+
 /// The progress bar, the epoch lines and the metrics file.
 struct Progress {
     bar: ProgressBar,
@@ -418,9 +423,9 @@ impl Observer for Progress {
         self.bar.set_prefix(format!("{}/{}", r.epoch + 1, self.epochs));
         self.bar.set_position(r.batch);
         self.bar.set_message(format!(
-            "loss {:.4}  acc {:.1}%  {:.0} ex/s",
+            "loss {:.4}  acc {}  {:.0} ex/s",
             r.loss,
-            100.0 * r.accuracy,
+            percent(r.accuracy),
             r.examples_per_second
         ));
     }
@@ -435,12 +440,12 @@ impl Observer for Progress {
             }
         };
         let mut line = format!(
-            "epoch {:>3}/{}  train loss {:.4}{} acc {:5.1}%",
+            "epoch {:>3}/{}  train loss {:.4}{} acc {:>6}",
             r.epoch,
             self.epochs,
             r.train_loss,
             bits(r.train_loss),
-            100.0 * r.train_accuracy
+            percent(r.train_accuracy)
         );
         if let Some(t) = &r.test {
             line += &format!(

@@ -149,9 +149,10 @@ impl Dataset {
         }
     }
 
-    /// Writes examples `indices` into `input` and their labels into `labels` (class ids
-    /// as i32 bits); rows past `indices.len()` are zero with [`PADDING`] labels. With
-    /// `augment`, the train section's augmentation is drawn from `rng`.
+    /// Writes examples `indices` into `input` and their labels into `labels`: class ids as
+    /// i32 bits, or — when `labels` has room for a vector per row — one-hot targets (for
+    /// a mean-squared-error loss). Rows past `indices.len()` are zero with [`PADDING`]
+    /// labels. With `augment`, the train section's augmentation is drawn from `rng`.
     pub fn fill(
         &self,
         indices: &[usize],
@@ -160,10 +161,13 @@ impl Dataset {
         input: &mut [f32],
         labels: &mut [f32],
     ) {
-        let per_in = input.len() / (labels.len() / self.rows_per_example()).max(1);
+        let per_in = self.prep.shape.elements() as usize;
         let rows = self.rows_per_example();
+        let slots = input.len() / per_in.max(1);
+        // Values per label row: 1 (a class id) or the number of classes (a target).
+        let width = labels.len() / (slots * rows).max(1);
         input.fill(0.0);
-        labels.fill(f32::from_bits(PADDING));
+        labels.fill(if width == 1 { f32::from_bits(PADDING) } else { 0.0 });
         for (slot, &i) in indices.iter().enumerate() {
             let x = &mut input[slot * per_in..(slot + 1) * per_in];
             match &self.kind {
@@ -182,8 +186,13 @@ impl Dataset {
                     }
                 },
             }
-            for (l, &id) in labels[slot * rows..(slot + 1) * rows].iter_mut().zip(self.labels(i)) {
-                *l = f32::from_bits(id);
+            for (r, &id) in self.labels(i).iter().enumerate() {
+                let row = slot * rows + r;
+                if width == 1 {
+                    labels[row] = f32::from_bits(id);
+                } else {
+                    labels[row * width + id as usize] = 1.0;
+                }
             }
         }
     }
@@ -300,6 +309,17 @@ mod tests {
         assert_eq!(y[1].to_bits(), set.labels[7]);
         assert_eq!(y[2].to_bits(), PADDING);
         assert!(x[2 * 784..].iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn targets_for_a_squared_error_are_one_hot() {
+        let d = digits(Shape::Image { c: 1, h: 28, w: 28 }, vec![]);
+        let (mut x, mut y) = (vec![0.0; 2 * 784], vec![7.0; 2 * 10]);
+        d.fill(&[3], false, &mut Rng::new(1), &mut x, &mut y);
+        let label = crate::data::digits::split("test").unwrap().labels[3] as usize;
+        let want: Vec<f32> = (0..10).map(|c| f32::from(u8::from(c == label))).collect();
+        assert_eq!(&y[..10], &want[..]);
+        assert_eq!(&y[10..], &[0.0; 10]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::exec::{self, Executable, Options};
 use crate::init::Rng;
 use nnc_compiler::graph::Graph;
 use nnc_compiler::ops::Op;
+use nnc_compiler::train::Loss;
 use std::collections::HashMap;
 
 /// What an evaluation measured.
@@ -14,7 +15,8 @@ use std::collections::HashMap;
 pub struct Evaluation {
     /// Label rows counted (examples, or characters for text).
     pub rows: usize,
-    /// Mean cross-entropy in nats.
+    /// Mean cross-entropy in nats, or for a network trained with a squared error, the
+    /// mean squared error against one-hot targets.
     pub loss: f64,
     pub accuracy: f64,
     /// `confusion[label · classes + predicted]`.
@@ -27,17 +29,24 @@ pub struct Evaluator {
     batch: usize,
     /// Whether the output is already probabilities (the network ends in softmax).
     probabilities: bool,
+    loss: Loss,
 }
 
 impl Evaluator {
-    pub fn new(network: &Graph, batch: usize, options: &Options) -> Result<Evaluator, exec::Error> {
+    /// The network in inference form, evaluated with the loss it is trained with.
+    pub fn new(
+        network: &Graph,
+        batch: usize,
+        loss: Loss,
+        options: &Options,
+    ) -> Result<Evaluator, exec::Error> {
         let exe = Executable::build(network, batch, options)?;
         let probabilities = exe
             .graph
             .ops
             .last()
             .is_some_and(|o| matches!(o.op, Op::Softmax { .. }) && o.output == exe.graph.output);
-        Ok(Evaluator { exe, batch, probabilities })
+        Ok(Evaluator { exe, batch, probabilities, loss })
     }
 
     /// Copies every parameter and buffer of `from` (by name) into this network.
@@ -75,7 +84,10 @@ impl Evaluator {
                 confusion[label * classes + predicted] += 1;
                 right += usize::from(predicted == label);
                 rows += 1;
-                loss += if self.probabilities {
+                loss += if self.loss == Loss::MeanSquaredError {
+                    let err = |c: usize| scores[c] as f64 - f64::from(u8::from(c == label));
+                    (0..classes).map(|c| err(c).powi(2)).sum::<f64>() / classes as f64
+                } else if self.probabilities {
                     -(scores[label].max(f32::MIN_POSITIVE) as f64).ln()
                 } else {
                     let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;

@@ -78,9 +78,9 @@ pub struct StepReport {
     pub epoch: u64,
     pub batch: u64,
     pub batches: u64,
-    /// Means over the epoch so far.
+    /// Means over the epoch so far (accuracy for classification losses only).
     pub loss: f64,
-    pub accuracy: f64,
+    pub accuracy: Option<f64>,
     pub examples_per_second: f64,
     pub lr: f64,
 }
@@ -92,7 +92,7 @@ pub struct EpochReport {
     pub epoch: u64,
     pub step: u64,
     pub train_loss: f64,
-    pub train_accuracy: f64,
+    pub train_accuracy: Option<f64>,
     pub test: Option<Evaluation>,
     /// Whether this epoch's test loss is the best so far (and was saved as such).
     pub best: bool,
@@ -169,7 +169,7 @@ impl<'d> Trainer<'d> {
             let epoch = self.position.epoch;
             let order = epoch_order(self.train.len(), s.seed, epoch, s.shuffle);
             let started = Instant::now();
-            let (mut loss, mut correct, mut rows, mut done) = (0.0, 0.0, 0usize, 0u64);
+            let (mut loss, mut correct, mut rows, mut done) = (0.0, Some(0.0), 0usize, 0u64);
             let mut lr = s.lr;
             while self.position.batch < batches {
                 let limit = s.max_steps.is_some_and(|m| self.position.step >= m);
@@ -192,7 +192,7 @@ impl<'d> Trainer<'d> {
                 self.position.step += 1;
                 done += 1;
                 loss += stats.loss;
-                correct += stats.correct;
+                correct = correct.zip(stats.correct).map(|(a, b)| a + b);
                 rows += labels.len();
                 let seconds = started.elapsed().as_secs_f64();
                 observer.step(&StepReport {
@@ -200,7 +200,7 @@ impl<'d> Trainer<'d> {
                     batch: self.position.batch,
                     batches,
                     loss: loss / done as f64,
-                    accuracy: correct / rows as f64,
+                    accuracy: correct.map(|c| c / rows as f64),
                     examples_per_second: (done as usize * batch) as f64 / seconds.max(1e-9),
                     lr,
                 });
@@ -227,7 +227,7 @@ impl<'d> Trainer<'d> {
                 epoch: epoch + 1,
                 step: self.position.step,
                 train_loss: loss / done.max(1) as f64,
-                train_accuracy: correct / rows.max(1) as f64,
+                train_accuracy: correct.map(|c| c / rows.max(1) as f64),
                 test,
                 best,
                 lr,

@@ -53,8 +53,9 @@ pub struct StepSettings {
 pub struct StepStats {
     /// Mean loss over the batch.
     pub loss: f64,
-    /// Examples (rows) predicted right.
-    pub correct: f64,
+    /// Rows predicted right (a classification loss only: a squared error has no
+    /// predictions to count).
+    pub correct: Option<f64>,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
 }
@@ -112,7 +113,9 @@ impl TrainStep {
             self.exe.run_kernel(k)?;
         }
         let stats = self.exe.tensor(self.training.stats);
-        let (loss, correct) = (stats[0] as f64, stats[1] as f64);
+        let loss = stats[0] as f64;
+        let classifies = self.exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
+        let correct = classifies.then_some(stats[1] as f64);
         let norm2 = self.exe.tensor(self.training.grad_norm)[0] as f64;
         if !loss.is_finite() || !norm2.is_finite() {
             return Err(self.diagnose());
