@@ -2,8 +2,8 @@
 //! col2im, pooling's gradient routing, embedding scatter, the LRN gradient, and plain
 //! transposition.
 
-use super::emit::{Addr, Emit, F32, F32X4};
-use crate::kernel::{Col2im, LrnBackward, PoolBackward, Scatter, Transpose};
+use super::emit::{Addr, Emit, F32};
+use crate::kernel::{LrnBackward, PoolBackward, Scatter, Transpose};
 use crate::ops::Reduce;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
@@ -22,74 +22,6 @@ impl Emit<'_, '_> {
                 let at = e.b.ins().imul_imm_s(c, t.ldd as i64);
                 let d = e.at(to, at);
                 e.store(v, d, 0);
-            });
-        });
-    }
-
-    /// `dst[x · stride] += src[x]` for `x < count`.
-    fn strided_add(&mut self, src: Addr, dst: Addr, count: Value, stride: usize) {
-        let zero = self.iconst(0);
-        let mut from = zero;
-        if stride == 1 {
-            let vec_end = self.b.ins().band_imm_s(count, !3i64);
-            self.for_range(None, zero, vec_end, 4, false, |e, x| {
-                let s = e.at(src, x);
-                let v = e.load(F32X4, s, 0, None);
-                let d = e.at(dst, x);
-                let old = e.load(F32X4, d, 0, None);
-                let sum = e.b.ins().fadd(old, v);
-                e.store(sum, d, 0);
-            });
-            from = vec_end;
-        }
-        self.for_range(None, from, count, 1, false, |e, x| {
-            let s = e.at(src, x);
-            let v = e.load(F32, s, 0, None);
-            let dx = e.b.ins().imul_imm_s(x, stride as i64);
-            let d = e.at(dst, dx);
-            let old = e.load(F32, d, 0, None);
-            let sum = e.b.ins().fadd(old, v);
-            e.store(sum, d, 0);
-        });
-    }
-
-    /// The same traversal as `im2col`, adding instead of copying, in the other direction.
-    pub fn col2im(&mut self, c: &Col2im) {
-        let w = c.win;
-        let cols = self.addr(&c.cols, 0);
-        let image = self.addr(&c.image, 0);
-        self.for_count(None, w.c, 1, |e, ch| {
-            e.for_count(None, w.kh, 1, |e, i| {
-                e.for_count(None, w.kw, 1, |e, j| {
-                    let r = e.b.ins().imul_imm_s(ch, (w.kh * w.kw) as i64);
-                    let ri = e.b.ins().imul_imm_s(i, w.kw as i64);
-                    let r = e.b.ins().iadd(r, ri);
-                    let r = e.b.ins().iadd(r, j);
-                    let r = e.b.ins().imul_imm_s(r, c.ld as i64);
-                    let src_row = e.at(cols, r);
-                    let tap_x = e.b.ins().imul_imm_s(j, w.dw as i64);
-                    let (x0, x1) = e.valid_range(tap_x, w.pad[2], w.sw, w.w, w.ow);
-                    let tap_y = e.b.ins().imul_imm_s(i, w.dh as i64);
-                    let (y0, y1) = e.valid_range(tap_y, w.pad[0], w.sh, w.h, w.oh);
-                    e.for_range(None, y0, y1, 1, false, |e, y| {
-                        let seg_start = e.b.ins().imul_imm_s(y, w.ow as i64);
-                        let seg = e.at(src_row, seg_start);
-                        let iy = e.b.ins().imul_imm_s(y, w.sh as i64);
-                        let iy = e.b.ins().iadd(iy, tap_y);
-                        let iy = e.b.ins().iadd_imm_s(iy, -(w.pad[0] as i64));
-                        let plane = e.b.ins().imul_imm_s(ch, w.h as i64);
-                        let row = e.b.ins().iadd(plane, iy);
-                        let row = e.b.ins().imul_imm_s(row, w.w as i64);
-                        let ix0 = e.b.ins().imul_imm_s(x0, w.sw as i64);
-                        let ix0 = e.b.ins().iadd(ix0, tap_x);
-                        let ix0 = e.b.ins().iadd_imm_s(ix0, -(w.pad[2] as i64));
-                        let start = e.b.ins().iadd(row, ix0);
-                        let to = e.at(image, start);
-                        let from = e.at(seg, x0);
-                        let count = e.b.ins().isub(x1, x0);
-                        e.strided_add(from, to, count, w.sw);
-                    });
-                });
             });
         });
     }

@@ -72,6 +72,14 @@ impl Emit<'_, '_> {
         Addr { base: self.b.ins().iadd(a.base, scaled), offset: a.offset }
     }
 
+    /// `a` plus a constant number of bytes.
+    pub fn shift(&mut self, a: Addr, bytes: i64) -> Addr {
+        match i32::try_from(a.offset as i64 + bytes) {
+            Ok(offset) => Addr { base: a.base, offset },
+            Err(_) => Addr { base: self.b.ins().iadd_imm_s(a.base, a.offset as i64 + bytes), offset: 0 },
+        }
+    }
+
     fn flags(&self, p: Option<&Ptr>) -> MemFlagsData {
         let f = MemFlagsData::new().with_notrap();
         match p.map(|p| p.buf) {

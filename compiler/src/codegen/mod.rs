@@ -14,6 +14,7 @@ mod map;
 mod math;
 pub mod probe;
 mod rows;
+mod unfold;
 mod window;
 
 use crate::kernel::{Parallel, Program, Stmt};

@@ -1,9 +1,8 @@
-//! Sliding windows: im2col for convolutions, and pooling. For each kernel tap and output
-//! row, the range of output columns whose input lies inside the image is computed once,
-//! so the inner loops copy (or reduce) without a bounds check per pixel.
+//! Sliding windows for pooling: each window is clipped to the image once, so the inner
+//! loops reduce without a bounds check per pixel.
 
-use super::emit::{Addr, Emit, F32, F32X4};
-use crate::kernel::{Im2col, Pool, Window};
+use super::emit::{Addr, Emit, F32};
+use crate::kernel::{Pool, Window};
 use crate::ops::Reduce;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -17,129 +16,6 @@ impl Emit<'_, '_> {
     pub(super) fn imax(&mut self, a: Value, b: Value) -> Value {
         let gt = self.b.ins().icmp(IntCC::SignedGreaterThan, a, b);
         self.b.ins().select(gt, a, b)
-    }
-
-    /// Output positions `[lo, hi)` along one axis whose input `pos·stride + tap − pad` lies
-    /// in `0..size`; `tap` is the (dilated) kernel offset.
-    pub(super) fn valid_range(
-        &mut self,
-        tap: Value,
-        pad: usize,
-        stride: usize,
-        size: usize,
-        out: usize,
-    ) -> (Value, Value) {
-        let zero = self.iconst(0);
-        let out_v = self.iconst(out as i64);
-        let pad_v = self.iconst(pad as i64);
-        let diff = self.b.ins().isub(pad_v, tap);
-        // lo = ceil(max(pad − tap, 0) / stride)
-        let need = self.imax(diff, zero);
-        let need = self.b.ins().iadd_imm_s(need, stride as i64 - 1);
-        let lo = self.b.ins().udiv_imm_u(need, stride as i64);
-        let lo = self.imin(lo, out_v);
-        // hi = floor((size − 1 + pad − tap) / stride) + 1, or 0 when that is negative
-        let last = self.b.ins().iadd_imm_s(diff, size as i64 - 1);
-        let negative = self.b.ins().icmp(IntCC::SignedLessThan, last, zero);
-        let safe = self.imax(last, zero);
-        let hi = self.b.ins().udiv_imm_u(safe, stride as i64);
-        let hi = self.b.ins().iadd_imm_s(hi, 1);
-        let hi = self.b.ins().select(negative, zero, hi);
-        let hi = self.imin(hi, out_v);
-        let hi = self.imax(hi, lo);
-        (lo, hi)
-    }
-
-    /// Stores zeros to elements `[from, to)` after `a`.
-    fn zero_range(&mut self, a: Addr, from: Value, to: Value) {
-        let zero = self.fconst(F32, 0.0);
-        self.for_range(None, from, to, 1, false, |e, x| {
-            let at = e.at(a, x);
-            e.store(zero, at, 0);
-        });
-    }
-
-    pub fn im2col(&mut self, c: &Im2col) {
-        let w = c.win;
-        let src = self.addr(&c.src, 0);
-        let dst = self.addr(&c.dst, 0);
-        let ohw = w.oh * w.ow;
-        self.for_count(None, w.c, 1, |e, ch| {
-            e.for_count(None, w.kh, 1, |e, i| {
-                e.for_count(None, w.kw, 1, |e, j| {
-                    // Row (ch·kh + i)·kw + j of the unfolded matrix.
-                    let r = e.b.ins().imul_imm_s(ch, (w.kh * w.kw) as i64);
-                    let ri = e.b.ins().imul_imm_s(i, w.kw as i64);
-                    let r = e.b.ins().iadd(r, ri);
-                    let r = e.b.ins().iadd(r, j);
-                    let r = e.b.ins().imul_imm_s(r, c.ld as i64);
-                    let dst_row = e.at(dst, r);
-                    let tap_x = e.b.ins().imul_imm_s(j, w.dw as i64);
-                    let (x0, x1) = e.valid_range(tap_x, w.pad[2], w.sw, w.w, w.ow);
-                    let mut tap_y = e.b.ins().imul_imm_s(i, w.dh as i64);
-                    if let Some((var, rows)) = c.first_row {
-                        // Output row y of the block is row first + y of the image.
-                        let first = e.b.ins().imul_imm_s(e.vars[&var], (rows * w.sh) as i64);
-                        tap_y = e.b.ins().iadd(tap_y, first);
-                    }
-                    let (y0, y1) = e.valid_range(tap_y, w.pad[0], w.sh, w.h, w.oh);
-                    let zero = e.iconst(0);
-                    let ow = e.iconst(w.ow as i64);
-                    // Rows above and below the image are zero.
-                    let head = e.b.ins().imul_imm_s(y0, w.ow as i64);
-                    e.zero_range(dst_row, zero, head);
-                    let tail = e.b.ins().imul_imm_s(y1, w.ow as i64);
-                    let end = e.iconst(ohw as i64);
-                    e.zero_range(dst_row, tail, end);
-                    e.for_range(None, y0, y1, 1, false, |e, y| {
-                        let seg_start = e.b.ins().imul_imm_s(y, w.ow as i64);
-                        let seg = e.at(dst_row, seg_start);
-                        e.zero_range(seg, zero, x0);
-                        e.zero_range(seg, x1, ow);
-                        // Input row y·sh + i·dh − pad_top of channel ch, from column
-                        // x0·sw + j·dw − pad_left.
-                        let iy = e.b.ins().imul_imm_s(y, w.sh as i64);
-                        let iy = e.b.ins().iadd(iy, tap_y);
-                        let iy = e.b.ins().iadd_imm_s(iy, -(w.pad[0] as i64));
-                        let plane = e.b.ins().imul_imm_s(ch, w.h as i64);
-                        let row = e.b.ins().iadd(plane, iy);
-                        let row = e.b.ins().imul_imm_s(row, w.w as i64);
-                        let ix0 = e.b.ins().imul_imm_s(x0, w.sw as i64);
-                        let ix0 = e.b.ins().iadd(ix0, tap_x);
-                        let ix0 = e.b.ins().iadd_imm_s(ix0, -(w.pad[2] as i64));
-                        let start = e.b.ins().iadd(row, ix0);
-                        let from = e.at(src, start);
-                        let to = e.at(seg, x0);
-                        let count = e.b.ins().isub(x1, x0);
-                        e.strided_copy(from, to, count, w.sw);
-                    });
-                });
-            });
-        });
-    }
-
-    /// Copies `count` elements, reading every `stride`-th from `src`, writing contiguously.
-    fn strided_copy(&mut self, src: Addr, dst: Addr, count: Value, stride: usize) {
-        let zero = self.iconst(0);
-        let mut from = zero;
-        if stride == 1 {
-            // Four at a time while at least four remain.
-            let vec_end = self.b.ins().band_imm_s(count, !3i64);
-            self.for_range(None, zero, vec_end, 4, false, |e, x| {
-                let s = e.at(src, x);
-                let v = e.load(F32X4, s, 0, None);
-                let d = e.at(dst, x);
-                e.store(v, d, 0);
-            });
-            from = vec_end;
-        }
-        self.for_range(None, from, count, 1, false, |e, x| {
-            let sx = e.b.ins().imul_imm_s(x, stride as i64);
-            let s = e.at(src, sx);
-            let v = e.load(F32, s, 0, None);
-            let d = e.at(dst, x);
-            e.store(v, d, 0);
-        });
     }
 
     pub fn pool(&mut self, p: &Pool) {
