@@ -325,7 +325,7 @@ proptest! {
     }
 
     #[test]
-    fn activation_backward(len in 1usize..300, f in 0usize..4, seed in any::<u64>()) {
+    fn activation_backward(len in prop_oneof![4 => 1usize..300, 1 => 16_384usize..20_000], f in 0usize..4, seed in any::<u64>()) {
         let f = [UnaryFn::Relu, UnaryFn::LeakyRelu(0.1), UnaryFn::Tanh, UnaryFn::Sigmoid][f];
         check("activation backward", &unary_backward(len, f), seed);
     }
@@ -405,7 +405,7 @@ fn large_shapes_split_across_threads() {
     let grouped = window(2, 26, 24, 24, (3, 3), (1, 1), (1, 1), [0, 1, 1, 0], false).unwrap();
     let pool = window(3, 32, 40, 40, (3, 3), (2, 2), (1, 1), [1; 4], true).unwrap();
     let sgd = UpdateRule::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-    let cases: [(Builder, &[&str]); 9] = [
+    let cases: [(Builder, &[&str]); 10] = [
         (batch_statistics(big, 0.1), &["channel_moments"]),
         (conv_backward(conv, 32, 1), &["conv2d_backward_data", "conv2d_backward_weight"]),
         (conv_backward(grouped, 30, 2), &["conv2d_backward_data", "conv2d_backward_weight"]),
@@ -413,6 +413,7 @@ fn large_shapes_split_across_threads() {
         (broadcast_and_channel_sum(big, 0.5), &["broadcast_channel", "channel_sum"]),
         (lrn_backward((3, 16, 1200), 5), &["lrn_backward"]),
         (data_movement(400, 400, 7, 350), &["slice"]),
+        (unary_backward(50_003, UnaryFn::Tanh), &["tanh_backward"]),
         (
             batchnorm_backward(big),
             &["channel_moments", "batchnorm_backward_reduce", "batchnorm_backward_input"],

@@ -17,6 +17,13 @@ use crate::ops::{Op, OpNode, Role, TensorGraph};
 /// about 20 µs, several times the cost of a dispatch to the workers.
 pub const MIN_PARALLEL_WORK: usize = 1 << 17;
 
+/// An element-wise map at least this long is split across threads. Maps are cheap per
+/// element, so this is below [`MIN_PARALLEL_WORK`]: the gain is less the map's own time
+/// than where its output lands. A map over a batch split into equal blocks gives each
+/// thread the images that its share of the next batch-split kernel reads, in its own
+/// cache; computed by one thread, half of them would have to cross to the other core.
+const MIN_PARALLEL_MAP: usize = 1 << 14;
+
 /// Groups and schedules `graph`'s ops for `threads` threads.
 pub fn fuse(graph: &TensorGraph, threads: usize) -> Program {
     let mut uses = vec![0usize; graph.tensors.len()];
@@ -176,7 +183,14 @@ impl<'g> Build<'g> {
     fn kernel(mut self, name: String, group: &[usize]) -> Kernel {
         let nodes: Vec<&OpNode> = group.iter().map(|&i| &self.graph.ops[i]).collect();
         let last = nodes[nodes.len() - 1];
-        let (body, parallel) = self.body(&nodes);
+        let (mut body, mut parallel) = self.body(&nodes);
+        if parallel == Parallel::Serial
+            && self.threads > 1
+            && let [Stmt::Map(map)] = body.as_slice()
+            && let Some(split) = self.split_map(map)
+        {
+            (body, parallel) = split;
+        }
         let mut reads: Vec<TensorId> = Vec::new();
         for n in &nodes {
             for t in &n.inputs {
@@ -204,6 +218,42 @@ impl<'g> Build<'g> {
                 .collect(),
             macs: nodes.iter().map(|n| n.op.macs()).sum(),
         }
+    }
+
+    /// A long map as one block of elements per thread (a multiple of four, so that each
+    /// block's vectors stay aligned), the elements left over after the equal blocks a
+    /// last map that the thread with the last block runs. Dropout's mask depends on the
+    /// element's index within the map, so a map drawing one is not split.
+    fn split_map(&mut self, map: &Map) -> Option<(Vec<Stmt>, Parallel)> {
+        let blocks = self.threads;
+        let chunk = map.len / blocks / 4 * 4;
+        if map.len < MIN_PARALLEL_MAP
+            || chunk == 0
+            || map.insts.iter().any(|i| matches!(i, Inst::Keep { .. }))
+        {
+            return None;
+        }
+        let shifted = |at: &dyn Fn(&Ptr) -> Ptr| -> Vec<Inst> {
+            map.insts
+                .iter()
+                .map(|inst| match inst {
+                    Inst::Load(p) => Inst::Load(at(p)),
+                    Inst::Store(p, v) => Inst::Store(at(p), *v),
+                    other => other.clone(),
+                })
+                .collect()
+        };
+        let blk = self.var();
+        let mut body = vec![Stmt::Loop {
+            var: blk,
+            extent: blocks,
+            body: vec![Stmt::Map(Map { len: chunk, insts: shifted(&|p| p.plus_var(blk, chunk)) })],
+        }];
+        let done = chunk * blocks;
+        if done < map.len {
+            body.push(Stmt::Map(Map { len: map.len - done, insts: shifted(&|p| p.plus(done)) }));
+        }
+        Some((body, Parallel::Loop { extent: blocks }))
     }
 
     /// One serial kernel computing everything that depends only on parameters (batch-norm
