@@ -39,7 +39,7 @@ pub struct Args {
     /// `<network>.safetensors` here).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Metrics file, one JSON object per epoch (default: `<network>.metrics.jsonl`).
+    /// Metrics file, one JSON object per epoch (default: beside the checkpoint, `<out>.metrics.jsonl`).
     #[arg(long)]
     metrics: Option<PathBuf>,
     /// Continue an interrupted run from its checkpoint.
@@ -334,8 +334,8 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, (u8, String)> {
             std::process::exit(EXIT_INTERRUPTED.into());
         }
     });
-    let metrics_path =
-        a.metrics.clone().unwrap_or_else(|| PathBuf::from(format!("{}.metrics.jsonl", graph.name)));
+    // Beside the checkpoint, so that a run's files stay together.
+    let metrics_path = a.metrics.clone().unwrap_or_else(|| out_path.with_extension("metrics.jsonl"));
     let metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(a.resume.is_some())
