@@ -4,42 +4,9 @@
 
 mod common;
 
-use common::{Builder, assert_agree, run_both};
-use nnc_compiler::ops::{Cell, Op, Recurrence, Reduce, UnaryFn, Window2d};
+use common::{Builder, assert_agree, run_both, window};
+use nnc_compiler::ops::{Cell, Op, Recurrence, Reduce, UnaryFn};
 use proptest::prelude::*;
-
-/// A window geometry that fits, or `None`.
-#[allow(clippy::too_many_arguments)]
-fn window(
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: (usize, usize),
-    s: (usize, usize),
-    d: (usize, usize),
-    pad: [usize; 4],
-    ceil: bool,
-) -> Option<Window2d> {
-    let axis = |size: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize| -> Option<usize> {
-        let span = d * (k - 1) + 1;
-        let padded = size + p0 + p1;
-        if padded < span {
-            return None;
-        }
-        if !ceil {
-            return Some((padded - span) / s + 1);
-        }
-        let mut out = (padded - span).div_ceil(s) + 1;
-        if (out - 1) * s >= size + p0 {
-            out -= 1;
-        }
-        Some(out)
-    };
-    let oh = axis(h, k.0, s.0, d.0, pad[0], pad[1])?;
-    let ow = axis(w, k.1, s.1, d.1, pad[2], pad[3])?;
-    Some(Window2d { n, c, h, w, kh: k.0, kw: k.1, sh: s.0, sw: s.1, dh: d.0, dw: d.1, pad, oh, ow })
-}
 
 /// Checks on one thread, and split across two and three (scratch copies per thread,
 /// uneven shares, shares left empty when there is less work than threads).

@@ -49,9 +49,6 @@ impl Emit<'_, '_> {
             let at = e.at(dx, i);
             e.store(fz, at, 0);
         });
-        let zero = self.iconst(0);
-        let h_v = self.iconst(w.h as i64);
-        let w_v = self.iconst(w.w as i64);
         self.for_count(None, w.c, 1, |e, ch| {
             let plane = e.b.ins().imul_imm_s(ch, (w.h * w.w) as i64);
             let x_plane = e.at(x, plane);
@@ -59,20 +56,9 @@ impl Emit<'_, '_> {
             let out_plane = e.b.ins().imul_imm_s(ch, (w.oh * w.ow) as i64);
             let dy_plane = e.at(dy, out_plane);
             e.for_count(None, w.oh, 1, |e, oy| {
-                let y0 = e.b.ins().imul_imm_s(oy, w.sh as i64);
-                let y0 = e.b.ins().iadd_imm_s(y0, -(w.pad[0] as i64));
-                let y_end = e.b.ins().iadd_imm_s(y0, w.kh as i64);
-                let ya = e.imax(y0, zero);
-                let yb = e.imin(y_end, h_v);
-                let h_pad = e.iconst((w.h + w.pad[1]) as i64);
-                let y_lim = e.imin(y_end, h_pad);
-                let rows = e.b.ins().isub(y_lim, y0);
+                let rows = e.pool_span(oy, w.sh, w.kh, w.h, [w.pad[0], w.pad[1]]);
                 e.for_count(None, w.ow, 1, |e, ox| {
-                    let x0 = e.b.ins().imul_imm_s(ox, w.sw as i64);
-                    let x0 = e.b.ins().iadd_imm_s(x0, -(w.pad[2] as i64));
-                    let x_end = e.b.ins().iadd_imm_s(x0, w.kw as i64);
-                    let xa = e.imax(x0, zero);
-                    let xb = e.imin(x_end, w_v);
+                    let cols = e.pool_span(ox, w.sw, w.kw, w.w, [w.pad[2], w.pad[3]]);
                     let o = e.b.ins().imul_imm_s(oy, w.ow as i64);
                     let o = e.b.ins().iadd(o, ox);
                     let g_at = e.at(dy_plane, o);
@@ -84,12 +70,12 @@ impl Emit<'_, '_> {
                             let best_at = e.b.declare_var(types::I64);
                             let ninf = e.fconst(F32, f32::NEG_INFINITY);
                             e.b.def_var(best, ninf);
-                            let first = e.b.ins().imul_imm_s(ya, w.w as i64);
-                            let first = e.b.ins().iadd(first, xa);
+                            let first = e.b.ins().imul_imm_s(rows.lo, w.w as i64);
+                            let first = e.b.ins().iadd(first, cols.lo);
                             e.b.def_var(best_at, first);
-                            e.for_range(None, ya, yb, 1, false, |e, y| {
+                            e.for_range(None, rows.lo, rows.hi, 1, false, |e, y| {
                                 let row = e.b.ins().imul_imm_s(y, w.w as i64);
-                                e.for_range(None, xa, xb, 1, false, |e, xx| {
+                                e.for_range(None, cols.lo, cols.hi, 1, false, |e, xx| {
                                     let idx = e.b.ins().iadd(row, xx);
                                     let at = e.at(x_plane, idx);
                                     let v = e.load(F32, at, 0, Some(&p.x));
@@ -109,15 +95,11 @@ impl Emit<'_, '_> {
                             e.store(sum, at, 0);
                         }
                         Reduce::Mean => {
-                            let w_pad = e.iconst((w.w + w.pad[3]) as i64);
-                            let x_lim = e.imin(x_end, w_pad);
-                            let cols = e.b.ins().isub(x_lim, x0);
-                            let count = e.b.ins().imul(rows, cols);
-                            let count = e.b.ins().fcvt_from_sint(F32, count);
+                            let count = e.window_count(&rows, &cols);
                             let share = e.b.ins().fdiv(g, count);
-                            e.for_range(None, ya, yb, 1, false, |e, y| {
+                            e.for_range(None, rows.lo, rows.hi, 1, false, |e, y| {
                                 let row = e.b.ins().imul_imm_s(y, w.w as i64);
-                                e.for_range(None, xa, xb, 1, false, |e, xx| {
+                                e.for_range(None, cols.lo, cols.hi, 1, false, |e, xx| {
                                     let idx = e.b.ins().iadd(row, xx);
                                     let at = e.at(dx_plane, idx);
                                     let old = e.load(F32, at, 0, None);

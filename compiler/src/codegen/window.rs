@@ -2,6 +2,13 @@
 //! loops reduce without a bounds check per pixel.
 
 use super::emit::{Addr, Emit, F32};
+
+/// See [`Emit::pool_span`].
+pub(super) struct Span {
+    pub lo: Value,
+    pub hi: Value,
+    pub counted: Value,
+}
 use crate::kernel::{Pool, Window};
 use crate::ops::Reduce;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -18,6 +25,35 @@ impl Emit<'_, '_> {
         self.b.ins().select(gt, a, b)
     }
 
+    /// One axis of the pooling window of output position `o`: the input positions
+    /// `[lo, hi)` it covers inside the image, and how many positions an average divides
+    /// by — PyTorch's count includes padding, but not beyond it.
+    pub(super) fn pool_span(
+        &mut self,
+        o: Value,
+        stride: usize,
+        k: usize,
+        size: usize,
+        pad: [usize; 2],
+    ) -> Span {
+        let start = self.b.ins().imul_imm_s(o, stride as i64);
+        let start = self.b.ins().iadd_imm_s(start, -(pad[0] as i64));
+        let end = self.b.ins().iadd_imm_s(start, k as i64);
+        let zero = self.iconst(0);
+        let size_v = self.iconst(size as i64);
+        let lo = self.imax(start, zero);
+        let hi = self.imin(end, size_v);
+        let padded = self.iconst((size + pad[1]) as i64);
+        let limit = self.imin(end, padded);
+        Span { lo, hi, counted: self.b.ins().isub(limit, start) }
+    }
+
+    /// The divisor of an average over a window of `rows` × `cols` counted positions.
+    pub(super) fn window_count(&mut self, rows: &Span, cols: &Span) -> Value {
+        let count = self.b.ins().imul(rows.counted, cols.counted);
+        self.b.ins().fcvt_from_sint(F32, count)
+    }
+
     pub fn pool(&mut self, p: &Pool) {
         let w: Window = p.win;
         let src = self.addr(&p.src, 0);
@@ -25,31 +61,15 @@ impl Emit<'_, '_> {
         if tiles(&w) {
             return self.pool_tiles(p, src, dst);
         }
-        let zero = self.iconst(0);
-        let h_v = self.iconst(w.h as i64);
-        let w_v = self.iconst(w.w as i64);
         self.for_count(None, w.c, 1, |e, ch| {
             let plane = e.b.ins().imul_imm_s(ch, (w.h * w.w) as i64);
             let src_plane = e.at(src, plane);
             let out_plane = e.b.ins().imul_imm_s(ch, (w.oh * w.ow) as i64);
             let dst_plane = e.at(dst, out_plane);
             e.for_count(None, w.oh, 1, |e, oy| {
-                // Window rows y0..y0+kh in image coordinates, clipped to the image.
-                let y0 = e.b.ins().imul_imm_s(oy, w.sh as i64);
-                let y0 = e.b.ins().iadd_imm_s(y0, -(w.pad[0] as i64));
-                let y_end = e.b.ins().iadd_imm_s(y0, w.kh as i64);
-                let ya = e.imax(y0, zero);
-                let yb = e.imin(y_end, h_v);
-                // PyTorch's divisor counts padding but not past it: min(y0 + kh, h + pad_bottom) − y0.
-                let h_pad = e.iconst((w.h + w.pad[1]) as i64);
-                let y_lim = e.imin(y_end, h_pad);
-                let rows = e.b.ins().isub(y_lim, y0);
+                let rows = e.pool_span(oy, w.sh, w.kh, w.h, [w.pad[0], w.pad[1]]);
                 e.for_count(None, w.ow, 1, |e, ox| {
-                    let x0 = e.b.ins().imul_imm_s(ox, w.sw as i64);
-                    let x0 = e.b.ins().iadd_imm_s(x0, -(w.pad[2] as i64));
-                    let x_end = e.b.ins().iadd_imm_s(x0, w.kw as i64);
-                    let xa = e.imax(x0, zero);
-                    let xb = e.imin(x_end, w_v);
+                    let cols = e.pool_span(ox, w.sw, w.kw, w.w, [w.pad[2], w.pad[3]]);
                     let init = match p.reduce {
                         Reduce::Max => f32::NEG_INFINITY,
                         Reduce::Mean => 0.0,
@@ -57,10 +77,10 @@ impl Emit<'_, '_> {
                     let acc = e.b.declare_var(F32);
                     let start = e.fconst(F32, init);
                     e.b.def_var(acc, start);
-                    e.for_range(None, ya, yb, 1, false, |e, y| {
+                    e.for_range(None, rows.lo, rows.hi, 1, false, |e, y| {
                         let row = e.b.ins().imul_imm_s(y, w.w as i64);
                         let row_at = e.at(src_plane, row);
-                        e.for_range(None, xa, xb, 1, false, |e, x| {
+                        e.for_range(None, cols.lo, cols.hi, 1, false, |e, x| {
                             let at = e.at(row_at, x);
                             let v = e.load(F32, at, 0, Some(&p.src));
                             let old = e.b.use_var(acc);
@@ -73,11 +93,7 @@ impl Emit<'_, '_> {
                     });
                     let mut result = e.b.use_var(acc);
                     if p.reduce == Reduce::Mean {
-                        let w_pad = e.iconst((w.w + w.pad[3]) as i64);
-                        let x_lim = e.imin(x_end, w_pad);
-                        let cols = e.b.ins().isub(x_lim, x0);
-                        let count = e.b.ins().imul(rows, cols);
-                        let count = e.b.ins().fcvt_from_sint(F32, count);
+                        let count = e.window_count(&rows, &cols);
                         result = e.b.ins().fdiv(result, count);
                     }
                     let o = e.b.ins().imul_imm_s(oy, w.ow as i64);
