@@ -222,19 +222,6 @@ impl Emit<'_, '_> {
         });
     }
 
-    /// Channels `[lo, hi]` (inclusive, clipped) of the window `ch − before ..= ch + after`.
-    fn channel_window(&mut self, ch: Value, before: usize, after: usize, c: usize) -> (Value, Value) {
-        let zero = self.iconst(0);
-        let last = self.iconst(c as i64 - 1);
-        let lo = self.b.ins().iadd_imm_s(ch, -(before as i64));
-        let neg = self.b.ins().icmp(IntCC::SignedLessThan, lo, zero);
-        let lo = self.b.ins().select(neg, zero, lo);
-        let hi = self.b.ins().iadd_imm_s(ch, after as i64);
-        let over = self.b.ins().icmp(IntCC::SignedGreaterThan, hi, last);
-        let hi = self.b.ins().select(over, last, hi);
-        (lo, self.b.ins().iadd_imm_s(hi, 1))
-    }
-
     /// y_j = x_j · d_j^(−β) with d_j = k + α/size · Σ_{q ∈ window(j)} x_q², so
     /// dx_i = dy_i · d_i^(−β) − 2αβ/size · x_i · Σ_{j : i ∈ window(j)} dy_j · x_j · d_j^(−β−1).
     /// Pass one stores d^(−β) and dy · x · d^(−β−1) per element; pass two sums the latter
@@ -247,29 +234,11 @@ impl Emit<'_, '_> {
         let terms = self.addr(&l.scratch, (l.c * l.hw) as i64);
         let (before, after) = (l.size / 2, (l.size - 1) / 2);
         self.for_count(None, l.c, 1, |e, ch| {
-            let (lo, end) = e.channel_window(ch, before, after, l.c);
+            let window = e.channel_window(ch, before, after, l.c);
             let plane = e.b.ins().imul_imm_s(ch, l.hw as i64);
             e.each(l.hw, &mut |e, ty, p| {
-                let acc = e.b.declare_var(ty);
-                let z = e.fconst(ty, 0.0);
-                e.b.def_var(acc, z);
-                e.for_range(None, lo, end, 1, true, |e, q| {
-                    let at = e.b.ins().imul_imm_s(q, l.hw as i64);
-                    let at = e.b.ins().iadd(at, p);
-                    let a = e.at(x, at);
-                    let v = e.load(ty, a, 0, Some(&l.x));
-                    let old = e.b.use_var(acc);
-                    let new = e.fma(v, v, old);
-                    e.b.def_var(acc, new);
-                });
-                let sum = e.b.use_var(acc);
-                let scale = e.fconst(ty, l.alpha / l.size as f32);
-                let k = e.fconst(ty, l.k);
-                let d = e.fma(sum, scale, k);
-                let ln = e.log(ty, d);
-                let nb = e.fconst(ty, -l.beta);
-                let t = e.b.ins().fmul(ln, nb);
-                let power = e.exp(ty, t);
+                let sum = e.sum_across_planes(ty, window, l.hw, p, x, Some(&l.x), true);
+                let (d, power) = e.lrn_power(ty, sum, l.size, l.alpha, l.beta, l.k);
                 let idx = e.b.ins().iadd(plane, p);
                 let pa = e.at(powers, idx);
                 e.store(power, pa, 0);
@@ -287,21 +256,10 @@ impl Emit<'_, '_> {
         let factor = 2.0 * l.alpha * l.beta / l.size as f32;
         self.for_count(None, l.c, 1, |e, ch| {
             // Every j whose window holds i: j in [i − after, i + before].
-            let (lo, end) = e.channel_window(ch, after, before, l.c);
+            let window = e.channel_window(ch, after, before, l.c);
             let plane = e.b.ins().imul_imm_s(ch, l.hw as i64);
             e.each(l.hw, &mut |e, ty, p| {
-                let acc = e.b.declare_var(ty);
-                let z = e.fconst(ty, 0.0);
-                e.b.def_var(acc, z);
-                e.for_range(None, lo, end, 1, true, |e, q| {
-                    let at = e.b.ins().imul_imm_s(q, l.hw as i64);
-                    let at = e.b.ins().iadd(at, p);
-                    let a = e.at(terms, at);
-                    let v = e.load(ty, a, 0, None);
-                    let old = e.b.use_var(acc);
-                    let new = e.b.ins().fadd(old, v);
-                    e.b.def_var(acc, new);
-                });
+                let sum = e.sum_across_planes(ty, window, l.hw, p, terms, None, false);
                 let idx = e.b.ins().iadd(plane, p);
                 let ga = e.at(dy, idx);
                 let g = e.load(ty, ga, 0, Some(&l.dy));
@@ -312,7 +270,6 @@ impl Emit<'_, '_> {
                 let xv = e.load(ty, xa, 0, Some(&l.x));
                 let f = e.fconst(ty, -factor);
                 let xf = e.b.ins().fmul(xv, f);
-                let sum = e.b.use_var(acc);
                 let out = e.fma(xf, sum, direct);
                 let da = e.at(dx, idx);
                 e.store(out, da, 0);

@@ -2,10 +2,9 @@
 //! normalisation, and embedding gathers.
 
 use super::emit::{Addr, Emit, F32, F32X4};
-use crate::kernel::{Gather, Lrn, RowSum, Softmax};
+use crate::kernel::{Gather, Lrn, Ptr, RowSum, Softmax};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
-use cranelift_frontend::Variable;
 
 impl Emit<'_, '_> {
     /// Folds `len` elements from `row` into a vector and a scalar accumulator (four at a
@@ -112,44 +111,84 @@ impl Emit<'_, '_> {
         }
     }
 
+    /// Channels `[lo, hi]` (inclusive, clipped) of the window `ch − before ..= ch + after`.
+    pub(super) fn channel_window(
+        &mut self,
+        ch: Value,
+        before: usize,
+        after: usize,
+        c: usize,
+    ) -> (Value, Value) {
+        let zero = self.iconst(0);
+        let last = self.iconst(c as i64 - 1);
+        let lo = self.b.ins().iadd_imm_s(ch, -(before as i64));
+        let neg = self.b.ins().icmp(IntCC::SignedLessThan, lo, zero);
+        let lo = self.b.ins().select(neg, zero, lo);
+        let hi = self.b.ins().iadd_imm_s(ch, after as i64);
+        let over = self.b.ins().icmp(IntCC::SignedGreaterThan, hi, last);
+        let hi = self.b.ins().select(over, last, hi);
+        (lo, self.b.ins().iadd_imm_s(hi, 1))
+    }
+
+    /// Σ over the planes `[lo, end)` of `base` (`hw` apart) of element `p`, or of its
+    /// square.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sum_across_planes(
+        &mut self,
+        ty: Type,
+        (lo, end): (Value, Value),
+        hw: usize,
+        p: Value,
+        base: Addr,
+        from: Option<&Ptr>,
+        squares: bool,
+    ) -> Value {
+        let acc = self.b.declare_var(ty);
+        let z = self.fconst(ty, 0.0);
+        self.b.def_var(acc, z);
+        self.for_range(None, lo, end, 1, true, |e, q| {
+            let at = e.b.ins().imul_imm_s(q, hw as i64);
+            let at = e.b.ins().iadd(at, p);
+            let a = e.at(base, at);
+            let v = e.load(ty, a, 0, from);
+            let old = e.b.use_var(acc);
+            let new = if squares { e.fma(v, v, old) } else { e.b.ins().fadd(old, v) };
+            e.b.def_var(acc, new);
+        });
+        self.b.use_var(acc)
+    }
+
+    /// LRN's denominator d = k + α/size · Σx² from the sum of squares, and d^(−β) as
+    /// exp(−β · ln d).
+    pub(super) fn lrn_power(
+        &mut self,
+        ty: Type,
+        sum: Value,
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        k: f32,
+    ) -> (Value, Value) {
+        let scale = self.fconst(ty, alpha / size as f32);
+        let k = self.fconst(ty, k);
+        let d = self.fma(sum, scale, k);
+        let ln = self.log(ty, d);
+        let nb = self.fconst(ty, -beta);
+        let t = self.b.ins().fmul(ln, nb);
+        (d, self.exp(ty, t))
+    }
+
     pub fn lrn(&mut self, l: &Lrn) {
         let src = self.addr(&l.src, 0);
         let dst = self.addr(&l.dst, 0);
         let (before, after) = (l.size / 2, (l.size - 1) / 2);
-        let zero = self.iconst(0);
-        let last = self.iconst(l.c as i64 - 1);
         self.for_count(None, l.c, 1, |e, ch| {
-            // Channels lo..=hi, clipped to the image's channels.
-            let lo = e.b.ins().iadd_imm_s(ch, -(before as i64));
-            let neg = e.b.ins().icmp(IntCC::SignedLessThan, lo, zero);
-            let lo = e.b.ins().select(neg, zero, lo);
-            let hi = e.b.ins().iadd_imm_s(ch, after as i64);
-            let over = e.b.ins().icmp(IntCC::SignedGreaterThan, hi, last);
-            let hi = e.b.ins().select(over, last, hi);
-            let end = e.b.ins().iadd_imm_s(hi, 1);
+            let window = e.channel_window(ch, before, after, l.c);
             let plane = e.b.ins().imul_imm_s(ch, l.hw as i64);
             e.each(l.hw, &mut |e, ty, p| {
-                let acc: Variable = e.b.declare_var(ty);
-                let z = e.fconst(ty, 0.0);
-                e.b.def_var(acc, z);
-                e.for_range(None, lo, end, 1, true, |e, q| {
-                    let at = e.b.ins().imul_imm_s(q, l.hw as i64);
-                    let at = e.b.ins().iadd(at, p);
-                    let a = e.at(src, at);
-                    let v = e.load(ty, a, 0, Some(&l.src));
-                    let old = e.b.use_var(acc);
-                    let new = e.fma(v, v, old);
-                    e.b.def_var(acc, new);
-                });
-                // y = x · (k + alpha/size · Σx²)^(−beta) = x · exp(−beta · ln(...))
-                let sum = e.b.use_var(acc);
-                let scale = e.fconst(ty, l.alpha / l.size as f32);
-                let k = e.fconst(ty, l.k);
-                let d = e.fma(sum, scale, k);
-                let ln = e.log(ty, d);
-                let nb = e.fconst(ty, -l.beta);
-                let t = e.b.ins().fmul(ln, nb);
-                let factor = e.exp(ty, t);
+                // y = x · (k + alpha/size · Σx²)^(−beta)
+                let sum = e.sum_across_planes(ty, window, l.hw, p, src, Some(&l.src), true);
+                let (_, factor) = e.lrn_power(ty, sum, l.size, l.alpha, l.beta, l.k);
                 let idx = e.b.ins().iadd(plane, p);
                 let xa = e.at(src, idx);
                 let x = e.load(ty, xa, 0, Some(&l.src));
