@@ -3,7 +3,7 @@
 //! (running batch-norm statistics, no dropout), as `nnc train` evaluates after each epoch.
 
 use super::dataset::{self, Loaded};
-use super::{EXIT_MODEL, EXIT_USAGE, Ui, out};
+use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
 use nnc_compiler::plan::thousands;
 use nnc_runtime::checkpoint;
 use nnc_runtime::data::text::Vocabulary;
@@ -42,20 +42,10 @@ pub struct Args {
 }
 
 pub fn run(ui: &Ui, a: &Args) -> u8 {
-    match eval(ui, a) {
-        Ok(()) => 0,
-        Err((code, message)) => {
-            eprintln!("error: {message}");
-            code
-        }
-    }
+    finish(eval(ui, a).map(|()| 0))
 }
 
-fn usage(e: impl std::fmt::Display) -> (u8, String) {
-    (EXIT_USAGE, e.to_string())
-}
-
-fn eval(ui: &Ui, a: &Args) -> Result<(), (u8, String)> {
+fn eval(ui: &Ui, a: &Args) -> Result<(), Failure> {
     let model = ui.compile(&a.file).map_err(|code| (code, "the model has errors".to_string()))?;
     let graph = super::network(&model, a.network.as_deref(), &a.file)
         .ok_or((EXIT_USAGE, "no network to evaluate".to_string()))?;
@@ -126,7 +116,7 @@ pub(super) fn load_weights(
     exe: &mut Executable,
     path: &Path,
     network: &str,
-) -> Result<HashMap<String, String>, (u8, String)> {
+) -> Result<HashMap<String, String>, Failure> {
     let trained_for =
         |metadata: &HashMap<String, String>| metadata.get("nnc.network").filter(|n| *n != network).cloned();
     match checkpoint::load(exe, path) {

@@ -7,7 +7,7 @@
 //! they do not change the scores before them. While the text is shorter than T the
 //! window grows; after that it slides on by one character per step.
 
-use super::{EXIT_MODEL, EXIT_USAGE, Ui, out};
+use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
 use clap::builder::NonEmptyStringValueParser;
 use nnc_compiler::graph::InputEncoding;
 use nnc_compiler::shape::Shape;
@@ -55,17 +55,7 @@ fn temperature(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(ui: &Ui, a: &Args) -> u8 {
-    match generate(ui, a) {
-        Ok(()) => 0,
-        Err((code, message)) => {
-            eprintln!("error: {message}");
-            code
-        }
-    }
-}
-
-fn usage(e: impl std::fmt::Display) -> (u8, String) {
-    (EXIT_USAGE, e.to_string())
+    finish(generate(ui, a).map(|()| 0))
 }
 
 /// How a character model reads and scores characters.
@@ -111,7 +101,7 @@ fn char_model(graph: &nnc_compiler::graph::Graph) -> Result<CharModel, String> {
     })
 }
 
-fn generate(ui: &Ui, a: &Args) -> Result<(), (u8, String)> {
+fn generate(ui: &Ui, a: &Args) -> Result<(), Failure> {
     let model = ui.compile(&a.file).map_err(|code| (code, "the model has errors".to_string()))?;
     let graph = super::network(&model, a.network.as_deref(), &a.file)
         .ok_or((EXIT_USAGE, "no network to generate with".to_string()))?;

@@ -98,6 +98,22 @@ pub fn run() -> ExitCode {
     ExitCode::from(status)
 }
 
+/// A command's failure: its exit status and the message printed for it.
+pub type Failure = (u8, String);
+
+/// A failure of the command line or its files (exit status 2), with `e`'s message.
+pub fn usage(e: impl std::fmt::Display) -> Failure {
+    (EXIT_USAGE, e.to_string())
+}
+
+/// The exit status of a command's result, printing the message of a failure.
+pub fn finish(result: Result<u8, Failure>) -> u8 {
+    result.unwrap_or_else(|(code, message)| {
+        eprintln!("error: {message}");
+        code
+    })
+}
+
 /// Writes to standard output. A closed pipe (`nnc compile ... | head`) ends the program
 /// quietly, as it does for other command-line tools; any other write error is reported.
 pub fn out(text: &str) {

@@ -2,7 +2,7 @@
 //! as a flag, a progress bar, a line per epoch, a metrics file and checkpoints.
 
 use super::dataset::{self, Loaded};
-use super::{EXIT_MODEL, EXIT_USAGE, Ui, out};
+use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nnc_compiler::graph::Graph;
 use nnc_compiler::train::{Augment, Optimizer, Schedule, TrainConfig};
@@ -203,20 +203,10 @@ pub fn source_hash(model: &nnc_compiler::Model) -> String {
 }
 
 pub fn run(ui: &Ui, a: &Args) -> u8 {
-    match train(ui, a) {
-        Ok(code) => code,
-        Err((code, message)) => {
-            eprintln!("error: {message}");
-            code
-        }
-    }
+    finish(train(ui, a))
 }
 
-fn usage(e: impl std::fmt::Display) -> (u8, String) {
-    (EXIT_USAGE, e.to_string())
-}
-
-fn train(ui: &Ui, a: &Args) -> Result<u8, (u8, String)> {
+fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     let model = ui.compile(&a.file).map_err(|code| (code, "the model has errors".to_string()))?;
     let graph = super::network(&model, a.network.as_deref(), &a.file)
         .ok_or((EXIT_USAGE, "no network to train".to_string()))?;
