@@ -2,9 +2,16 @@
 //!
 //! Dispatch is a generation counter: the caller publishes a job and bumps the
 //! generation; workers spin on it for a short while (a kernel every few microseconds is
-//! common) and only then park on a condition variable. The caller runs the first share
-//! itself and spins until the workers report done. Parking barriers were too slow for
-//! sub-millisecond kernels.
+//! common) and only then park on a condition variable. Parking barriers were too slow
+//! for sub-millisecond kernels.
+//!
+//! The work is dealt out in chunks of about a quarter of an even share, each thread
+//! (the caller too) taking the next chunk from a shared counter until none are left, and
+//! the caller then spins until the workers report done. Even shares fixed in advance
+//! leave the whole kernel waiting on the slowest core, and cores are often not equal:
+//! on a shared virtual machine one vCPU can run half as fast as the other for minutes.
+//! A kernel's result does not depend on which thread computes which chunk: the units of
+//! its parallel loop are independent and each call uses only its own thread's scratch.
 
 use nnc_compiler::codegen::KernelFn;
 use std::cell::UnsafeCell;
@@ -21,11 +28,13 @@ struct Job {
     f: Option<KernelFn>,
     arena: *mut u8,
     extent: u64,
-    threads: u64,
+    chunk: u64,
 }
 
 struct Shared {
     generation: AtomicU64,
+    /// The first unit of the current job not yet taken.
+    next: AtomicU64,
     done: AtomicUsize,
     shutdown: AtomicBool,
     /// Written by the caller only while every worker is idle (between a dispatch's end
@@ -45,13 +54,26 @@ pub struct Pool {
     workers: Vec<JoinHandle<()>>,
 }
 
-/// The share of `extent` units that thread `t` of `threads` computes.
-pub fn share(extent: u64, threads: u64, t: u64) -> (u64, u64) {
-    let base = extent / threads;
-    let extra = extent % threads;
-    let start = t * base + t.min(extra);
-    let len = base + u64::from(t < extra);
-    (start, start + len)
+/// Units per chunk when `extent` units are dealt to `threads` threads: about four
+/// chunks per thread, at least one unit each.
+fn chunk(extent: u64, threads: u64) -> u64 {
+    extent.div_ceil(4 * threads).max(1)
+}
+
+/// Runs chunks of the job as thread `t` until none are left.
+///
+/// # Safety
+/// As for [`Pool::run`].
+unsafe fn take_chunks(shared: &Shared, job: &Job, t: u64) {
+    let Some(f) = job.f else { return };
+    loop {
+        let start = shared.next.fetch_add(job.chunk, Ordering::Relaxed);
+        if start >= job.extent {
+            return;
+        }
+        // SAFETY: as the caller promised; every unit is taken by exactly one thread.
+        unsafe { f(job.arena, start, (start + job.chunk).min(job.extent), t) };
+    }
 }
 
 impl Pool {
@@ -61,7 +83,8 @@ impl Pool {
             generation: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
-            job: UnsafeCell::new(Job { f: None, arena: std::ptr::null_mut(), extent: 0, threads: 1 }),
+            next: AtomicU64::new(0),
+            job: UnsafeCell::new(Job { f: None, arena: std::ptr::null_mut(), extent: 0, chunk: 1 }),
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
         });
@@ -88,19 +111,17 @@ impl Pool {
     /// `f` must be a kernel generated for an arena at `arena` whose scratch has a copy
     /// per thread of this pool, and the arena must outlive the call.
     pub unsafe fn run(&self, f: KernelFn, arena: *mut u8, extent: u64) {
-        let threads = self.threads() as u64;
+        let job = Job { f: Some(f), arena, extent, chunk: chunk(extent, self.threads() as u64) };
         // SAFETY: every worker is idle: the previous dispatch waited for all of them.
-        unsafe { *self.shared.job.get() = Job { f: Some(f), arena, extent, threads } };
+        unsafe { *self.shared.job.get() = job };
+        self.shared.next.store(0, Ordering::Relaxed);
         self.shared.done.store(0, Ordering::Relaxed);
         self.shared.generation.fetch_add(1, Ordering::Release);
         if *self.shared.sleepers.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
             self.shared.wake.notify_all();
         }
-        let (start, end) = share(extent, threads, 0);
-        if start < end {
-            // SAFETY: as the caller promised; thread 0's share and scratch.
-            unsafe { f(arena, start, end, 0) };
-        }
+        // SAFETY: as the caller promised; thread 0's scratch.
+        unsafe { take_chunks(&self.shared, &job, 0) };
         while self.shared.done.load(Ordering::Acquire) < self.workers.len() {
             std::hint::spin_loop();
         }
@@ -135,13 +156,8 @@ fn worker(shared: &Shared, t: u64) {
         // SAFETY: the generation was bumped after the job was written (Release/Acquire),
         // and the caller does not write it again before this worker reports done.
         let job = unsafe { *shared.job.get() };
-        let (start, end) = share(job.extent, job.threads, t);
-        if let Some(f) = job.f
-            && start < end
-        {
-            // SAFETY: the dispatcher guarantees the kernel, arena and scratch copies.
-            unsafe { f(job.arena, start, end, t) };
-        }
+        // SAFETY: the dispatcher guarantees the kernel, arena and scratch copies.
+        unsafe { take_chunks(shared, &job, t) };
         shared.done.fetch_add(1, Ordering::Release);
     }
 }
@@ -160,20 +176,38 @@ impl Drop for Pool {
 
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::*;
+
+    /// A kernel recording which units it was called for, as a count per unit.
+    unsafe extern "C" fn count_units(arena: *mut u8, start: u64, end: u64, _thread: u64) {
+        let counts = arena as *const AtomicU64;
+        for u in start..end {
+            // SAFETY: the test's arena has a counter per unit.
+            unsafe { (*counts.add(u as usize)).fetch_add(1, Ordering::Relaxed) };
+        }
+    }
 
     #[test]
-    fn shares_cover_the_range_exactly_once() {
-        for extent in 0..20u64 {
-            for threads in 1..6u64 {
-                let mut next = 0;
-                for t in 0..threads {
-                    let (s, e) = share(extent, threads, t);
-                    assert_eq!(s, next);
-                    next = e;
-                }
-                assert_eq!(next, extent);
+    fn every_unit_runs_exactly_once() {
+        for threads in 1..5 {
+            let pool = Pool::new(threads).unwrap();
+            for extent in 0..70u64 {
+                let counts: Vec<AtomicU64> = (0..extent).map(|_| AtomicU64::new(0)).collect();
+                // SAFETY: the kernel only touches the counters, which outlive the call.
+                unsafe { pool.run(count_units, counts.as_ptr() as *mut u8, extent) };
+                assert!(
+                    counts.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                    "{threads} threads, extent {extent}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn chunks_are_a_quarter_share() {
+        assert_eq!(chunk(64, 2), 8);
+        assert_eq!(chunk(2, 2), 1);
+        assert_eq!(chunk(0, 3), 1);
+        assert_eq!(chunk(13, 3), 2);
     }
 }

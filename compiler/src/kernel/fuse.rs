@@ -17,11 +17,10 @@ use crate::ops::{Op, OpNode, Role, TensorGraph};
 /// about 20 µs, several times the cost of a dispatch to the workers.
 pub const MIN_PARALLEL_WORK: usize = 1 << 17;
 
-/// An element-wise map at least this long is split across threads. Maps are cheap per
-/// element, so this is below [`MIN_PARALLEL_WORK`]: the gain is less the map's own time
-/// than where its output lands. A map over a batch split into equal blocks gives each
-/// thread the images that its share of the next batch-split kernel reads, in its own
-/// cache; computed by one thread, half of them would have to cross to the other core.
+/// An element-wise map at least this long is split across threads. Maps touch each
+/// element once and stream through memory at several elements per cycle, so a map is
+/// worth splitting at fewer elements than [`MIN_PARALLEL_WORK`] counts multiply-adds:
+/// LeNet-5's 301,056-element `tanh_backward` at batch 64 halves, from 41 to 22 µs.
 const MIN_PARALLEL_MAP: usize = 1 << 14;
 
 /// Groups and schedules `graph`'s ops for `threads` threads.
