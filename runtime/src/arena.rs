@@ -1,16 +1,29 @@
 //! One allocation for every buffer of a compiled network, aligned to a cache line.
+//!
+//! The memory comes from the allocator already zeroed (`calloc`): a large request is
+//! fresh pages from the system, which cost nothing until first touched. Writing the
+//! zeros by hand faulted in every page at build time: 190 ms of the 290 ms it took to
+//! compile ResNet-18-CIFAR's training step. The system allocator only skips the zeroing
+//! at its own alignment (16), so the arena asks for a cache line more than it needs and
+//! starts at the first 64-byte boundary inside.
 
+use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::fmt;
+use std::ptr::NonNull;
 
 /// A zero-initialised block of bytes aligned to 64.
 pub struct Arena {
-    blocks: Vec<Block>,
+    /// The allocation, as returned by the allocator.
+    base: NonNull<u8>,
+    layout: Layout,
+    /// The first 64-byte boundary in it.
+    ptr: NonNull<u8>,
     len: usize,
 }
 
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Block([u8; 64]);
+// SAFETY: the arena owns its allocation exclusively, as a `Vec` would.
+unsafe impl Send for Arena {}
+unsafe impl Sync for Arena {}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot allocate {bytes} bytes for the network's buffers")]
@@ -22,11 +35,15 @@ impl Arena {
     /// Allocates `len` zeroed bytes, or reports that the memory is not available (a
     /// network too large for this machine is an error, not an abort).
     pub fn new(len: usize) -> Result<Arena, AllocError> {
-        let n = len.div_ceil(64);
-        let mut blocks = Vec::new();
-        blocks.try_reserve_exact(n).map_err(|_| AllocError { bytes: len })?;
-        blocks.resize(n, Block([0; 64]));
-        Ok(Arena { blocks, len })
+        let err = || AllocError { bytes: len };
+        let size = len.checked_add(64).ok_or_else(err)?;
+        let layout = Layout::from_size_align(size, 16).map_err(|_| err())?;
+        // SAFETY: the layout has a non-zero size.
+        let base = NonNull::new(unsafe { alloc_zeroed(layout) }).ok_or_else(err)?;
+        let skip = base.as_ptr().align_offset(64);
+        // SAFETY: `skip` < 64, so the aligned start and `len` bytes after it are inside.
+        let ptr = unsafe { base.add(skip) };
+        Ok(Arena { base, layout, ptr, len })
     }
 
     pub fn len(&self) -> usize {
@@ -38,17 +55,17 @@ impl Arena {
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.blocks.as_mut_ptr().cast()
+        self.ptr.as_ptr()
     }
 
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the blocks are `len` (rounded up) initialised, contiguous bytes.
-        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast(), self.len) }
+        // SAFETY: the allocation holds at least `len` initialised (zeroed) bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// `len` floats at byte `offset` (which the memory plan aligned to 64).
@@ -65,8 +82,37 @@ impl Arena {
     }
 }
 
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, and freed only here.
+        unsafe { dealloc(self.base.as_ptr(), self.layout) };
+    }
+}
+
 impl fmt::Debug for Arena {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Arena({} bytes)", self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Arena;
+
+    #[test]
+    fn arenas_are_zeroed_and_aligned_to_a_cache_line() {
+        for len in [0, 1, 63, 64, 65, 4096, 1 << 20, 3 << 20] {
+            let mut a = Arena::new(len).unwrap();
+            assert_eq!(a.as_mut_ptr() as usize % 64, 0, "{len} bytes");
+            assert_eq!(a.len(), len);
+            assert!(a.bytes().iter().all(|&b| b == 0), "{len} bytes");
+            a.bytes_mut().fill(0xff);
+        }
+    }
+
+    #[test]
+    fn an_impossible_size_is_an_error() {
+        assert!(Arena::new(usize::MAX - 8).is_err());
+        assert!(Arena::new(isize::MAX as usize).is_err());
     }
 }

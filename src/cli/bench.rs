@@ -203,7 +203,7 @@ fn train(
     let t = step.exe.timings;
     let _ = writeln!(
         report,
-        "compile   {} in all: front end {}, lower + autodiff {}, fuse {}, plan {}, codegen {} ({} kernels)",
+        "compile   {} in all: front end {}, lower + autodiff + arena {}, fuse {}, plan {}, codegen {} ({} kernels)",
         ms(front + compile),
         ms(front),
         ms(compile.saturating_sub(t.fuse + t.plan + t.codegen)),
