@@ -58,8 +58,7 @@ pub(super) fn backward(
             // y = x · w: dx = dy · wᵀ (wᵀ materialised: the product reads its right
             // operand by rows), dw = xᵀ · dy (the left operand read transposed).
             if want(0) {
-                let wn = name(g, x(1));
-                let wt = g.op(Op::Transpose { rows: k, cols: n }, vec![x(1)], &format!("{wn}ᵀ"), vec![n, k]);
+                let wt = g.transposed(x(1), k, n);
                 grad_of(g, 0, Op::MatMul { m, k: n, n: k, ta: false }, vec![dy, wt]);
             }
             if want(1) {
