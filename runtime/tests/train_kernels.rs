@@ -42,9 +42,14 @@ fn find(written: &[Written], t: TensorId) -> &Written {
     written.iter().find(|w| w.tensor == t).expect("written")
 }
 
-/// `[outer, channels, inner]`: mostly small, one draw in four with over 2¹⁷ elements.
+/// `[outer, channels, inner]`: mostly small, one draw in five with over 2¹⁷ elements,
+/// one in five a matrix (`inner` 1: columns summed row by row).
 fn shape3() -> impl Strategy<Value = (usize, usize, usize)> {
-    prop_oneof![3 => (1usize..5, 1usize..12, 1usize..40), 1 => (2usize..5, 40usize..70, 1700usize..2100)]
+    prop_oneof![
+        3 => (1usize..5, 1usize..12, 1usize..40),
+        1 => (2usize..5, 40usize..70, 1700usize..2100),
+        1 => (1usize..300, 1usize..1100, Just(1usize)),
+    ]
 }
 
 /// A length: mostly small, one draw in four over 2¹⁷.
@@ -405,7 +410,7 @@ fn large_shapes_split_across_threads() {
     let grouped = window(2, 26, 24, 24, (3, 3), (1, 1), (1, 1), [0, 1, 1, 0], false).unwrap();
     let pool = window(3, 32, 40, 40, (3, 3), (2, 2), (1, 1), [1; 4], true).unwrap();
     let sgd = UpdateRule::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-    let cases: [(Builder, &[&str]); 10] = [
+    let cases: [(Builder, &[&str]); 11] = [
         (batch_statistics(big, 0.1), &["channel_moments"]),
         (conv_backward(conv, 32, 1), &["conv2d_backward_data", "conv2d_backward_weight"]),
         (conv_backward(grouped, 30, 2), &["conv2d_backward_data", "conv2d_backward_weight"]),
@@ -414,6 +419,7 @@ fn large_shapes_split_across_threads() {
         (lrn_backward((3, 16, 1200), 5), &["lrn_backward"]),
         (data_movement(400, 400, 7, 350), &["slice"]),
         (unary_backward(50_003, UnaryFn::Tanh), &["tanh_backward"]),
+        (broadcast_and_channel_sum((400, 1030, 1), 1.0), &["channel_sum"]),
         (
             batchnorm_backward(big),
             &["channel_moments", "batchnorm_backward_reduce", "batchnorm_backward_input"],

@@ -137,6 +137,7 @@ impl Build<'_> {
                     self.parallel(n, n * inner),
                 )
             }
+            Op::ChannelSum { outer, channels, inner: 1 } => self.column_sums(outer, channels, x(0), out),
             Op::ChannelSum { outer, channels, inner } => {
                 let (c, o) = (self.var(), self.var());
                 let at = x(0).plus_var(o, channels * inner).plus_var(c, inner);
@@ -396,4 +397,50 @@ fn normalise(mean: Ptr, var: Ptr, eps: f32) -> Vec<Inst> {
         Bin(Sub, x_at, base),         // base + 7
         Bin(Mul, base + 7, base + 6), // base + 8: x̂
     ]
+}
+
+impl Build<'_> {
+    /// The sums of the columns of an `[outer, channels]` matrix (a dense layer's bias
+    /// gradient over a batch, or over every step of a sequence): each row is added into
+    /// the sums a vector of columns at a time. Summing one column at a time would read
+    /// one float per cache line, rows a whole stride apart — 9.3 ms instead of 0.25–0.5 for
+    /// the 2,048 × 1,024 bias gradient of an LSTM over 64 steps. Threads take blocks of
+    /// columns.
+    fn column_sums(&mut self, outer: usize, channels: usize, x: Ptr, out: Ptr) -> (Vec<Stmt>, Parallel) {
+        let parallel = self.parallel(channels, outer * channels);
+        let blocks = if parallel == Parallel::Serial { 1 } else { self.threads };
+        let width = (channels / blocks / 4 * 4).max(1);
+        let blocks = channels / width;
+        let sums = |from: Ptr, out: Ptr, len: usize, row: Var| {
+            vec![
+                Stmt::Map(Map { len, insts: vec![Const(0.0), Store(out.clone(), 0)] }),
+                Stmt::Loop {
+                    var: row,
+                    extent: outer,
+                    body: vec![Stmt::Map(Map {
+                        len,
+                        insts: vec![
+                            Load(out.clone()),
+                            Load(from.plus_var(row, channels)),
+                            Bin(Add, 0, 1),
+                            Store(out, 2),
+                        ],
+                    })],
+                },
+            ]
+        };
+        let (blk, row) = (self.var(), self.var());
+        let mut body = vec![Stmt::Loop {
+            var: blk,
+            extent: blocks,
+            body: sums(x.plus_var(blk, width), out.plus_var(blk, width), width, row),
+        }];
+        let done = blocks * width;
+        if done < channels {
+            let row = self.var();
+            body.extend(sums(x.plus(done), out.plus(done), channels - done, row));
+        }
+        let parallel = if blocks > 1 { Parallel::Loop { extent: blocks } } else { Parallel::Serial };
+        (body, parallel)
+    }
 }
