@@ -19,10 +19,23 @@ fn example(name: &str) -> nnc_compiler::Model {
 /// Takes `steps` steps with generated code and with the reference from the same start,
 /// comparing everything the step writes that outlives it.
 fn check(model: &nnc_compiler::Model, batch: usize, rule: UpdateRule, threads: usize, steps: usize) {
+    check_loss(model, Loss::CrossEntropy, batch, rule, threads, steps);
+}
+
+/// [`check`] with a given loss: class labels for a cross-entropy, which also counts the
+/// correct predictions; targets of the output's shape for a squared error, which counts
+/// none.
+fn check_loss(
+    model: &nnc_compiler::Model,
+    loss: Loss,
+    batch: usize,
+    rule: UpdateRule,
+    threads: usize,
+    steps: usize,
+) {
     let network = &model.networks[0];
     let options = Options { threads, guard: true, verify: true, fma: true };
-    let mut step =
-        TrainStep::new(network, Loss::CrossEntropy, rule, batch, &options).expect("compiles for training");
+    let mut step = TrainStep::new(network, loss, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(3);
     let t = step.training.clone();
     let g = &t.graph;
@@ -54,8 +67,12 @@ fn check(model: &nnc_compiler::Model, batch: usize, rule: UpdateRule, threads: u
                 None => rng.normal() as f32,
             })
             .collect();
-        let labels: Vec<f32> =
-            (0..step.labels_mut().len()).map(|_| f32::from_bits(rng.below(classes as u64) as u32)).collect();
+        let labels: Vec<f32> = (0..step.labels_mut().len())
+            .map(|_| match loss {
+                Loss::CrossEntropy => f32::from_bits(rng.below(classes as u64) as u32),
+                Loss::MeanSquaredError => rng.normal() as f32,
+            })
+            .collect();
         step.input_mut().copy_from_slice(&input);
         step.labels_mut().copy_from_slice(&labels);
         values[g.inputs[0].0 as usize] = input;
@@ -75,7 +92,8 @@ fn check(model: &nnc_compiler::Model, batch: usize, rule: UpdateRule, threads: u
             stats.loss,
             want[0]
         );
-        assert_eq!(stats.correct, Some(want[1] as f64), "{}", what("correct"));
+        let correct = (loss == Loss::CrossEntropy).then_some(want[1] as f64);
+        assert_eq!(stats.correct, correct, "{}", what("correct"));
         for &(p, offset) in &t.layout {
             let len = g.tensor(p).len();
             let range = offset..offset + len;
@@ -144,6 +162,12 @@ fn inception_with_lrn_and_grouped_strided_convs() {
         }",
     );
     check(&m, 2, ADAM, 1, 2);
+}
+
+#[test]
+fn squared_error_regression() {
+    let m = source("network n(x: [2, 6, 6]) { x |> conv(3, 3) |> tanh |> flatten |> dense(4) }");
+    check_loss(&m, Loss::MeanSquaredError, 3, SGD, 2, 2);
 }
 
 #[test]

@@ -66,6 +66,9 @@ pub struct TrainStep {
     pub training: Training,
     /// Steps taken so far (Adam's bias corrections count them).
     pub steps: u64,
+    /// Whether the loss kernel counts correct predictions (a softmax cross-entropy
+    /// does; a squared error has no classes to count).
+    counts_correct: bool,
 }
 
 impl TrainStep {
@@ -80,7 +83,8 @@ impl TrainStep {
         let training = autodiff::training(forward, loss, rule, options.threads.max(1))?;
         let exe = Executable::from_ops(training.graph.clone(), options)?;
         debug_assert!(exe.program.kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
-        Ok(TrainStep { exe, training, steps: 0 })
+        let counts_correct = exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
+        Ok(TrainStep { exe, training, steps: 0, counts_correct })
     }
 
     /// The input batch, as the network's input tensor holds it.
@@ -114,8 +118,7 @@ impl TrainStep {
         }
         let stats = self.exe.tensor(self.training.stats);
         let loss = stats[0] as f64;
-        let classifies = self.exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
-        let correct = classifies.then_some(stats[1] as f64);
+        let correct = self.counts_correct.then_some(stats[1] as f64);
         let norm2 = self.exe.tensor(self.training.grad_norm)[0] as f64;
         if !loss.is_finite() || !norm2.is_finite() {
             return Err(self.diagnose());
