@@ -242,17 +242,32 @@ impl<'g> Build<'g> {
                 })
                 .collect()
         };
-        let blk = self.var();
-        let mut body = vec![Stmt::Loop {
-            var: blk,
-            extent: blocks,
-            body: vec![Stmt::Map(Map { len: chunk, insts: shifted(&|p| p.plus_var(blk, chunk)) })],
-        }];
-        let done = chunk * blocks;
-        if done < map.len {
-            body.push(Stmt::Map(Map { len: map.len - done, insts: shifted(&|p| p.plus(done)) }));
-        }
+        let body = self.blocks(map.len, blocks, chunk, |_, at, len| {
+            vec![Stmt::Map(Map { len, insts: shifted(&|p| at(p.clone(), 1)) })]
+        });
         Some((body, Parallel::Loop { extent: blocks }))
+    }
+
+    /// `body` over `blocks` blocks of `width` units of `len`, as a loop that threads can
+    /// split, then over the units left after the equal blocks, as statements after the
+    /// loop (run by the call whose share ends it). `body` is given how to move a pointer
+    /// to its block — for a pointer whose unit is `stride` elements, `at(p, stride)` —
+    /// and how many units the block holds.
+    fn blocks(
+        &mut self,
+        len: usize,
+        blocks: usize,
+        width: usize,
+        mut body: impl FnMut(&mut Self, &dyn Fn(Ptr, usize) -> Ptr, usize) -> Vec<Stmt>,
+    ) -> Vec<Stmt> {
+        let blk = self.var();
+        let each = body(self, &|p, stride| p.plus_var(blk, width * stride), width);
+        let mut stmts = vec![Stmt::Loop { var: blk, extent: blocks, body: each }];
+        let done = width * blocks;
+        if done < len {
+            stmts.extend(body(self, &|p, stride| p.plus(done * stride), len - done));
+        }
+        stmts
     }
 
     /// One serial kernel computing everything that depends only on parameters (batch-norm

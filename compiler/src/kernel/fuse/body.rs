@@ -190,7 +190,7 @@ impl Build<'_> {
         // A transposed left operand is stored `[k, m]`: its rows are columns.
         let lda = if ta { m } else { k };
         let a_row = if ta { 1 } else { lda };
-        let gemm = |rows: usize, at: &dyn Fn(Ptr, usize) -> Ptr| {
+        let gemm = |rows: usize, at: &dyn Fn(Ptr, usize) -> Ptr| -> Stmt {
             let epilogue = gemm_epilogue(tail, EInst::Col, |t| EInst::Elem(at(Ptr::tensor(t), n), n));
             Stmt::Gemm(Gemm {
                 m: rows,
@@ -212,17 +212,7 @@ impl Build<'_> {
             return (vec![gemm(m, &|p, _| p)], Parallel::Serial);
         }
         // Blocks of whole register tiles.
-        let rows = m / blocks / 4 * 4;
-        let blk = self.var();
-        let mut stmts = vec![Stmt::Loop {
-            var: blk,
-            extent: blocks,
-            body: vec![gemm(rows, &|p, per_row| p.plus_var(blk, rows * per_row))],
-        }];
-        let done = rows * blocks;
-        if done < m {
-            stmts.push(gemm(m - done, &|p, per_row| p.plus(done * per_row)));
-        }
+        let stmts = self.blocks(m, blocks, m / blocks / 4 * 4, |_, at, rows| vec![gemm(rows, at)]);
         (stmts, Parallel::Loop { extent: blocks })
     }
 

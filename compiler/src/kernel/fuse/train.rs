@@ -407,11 +407,14 @@ impl Build<'_> {
     /// the 2,048 × 1,024 bias gradient of an LSTM over 64 steps. Threads take blocks of
     /// columns.
     fn column_sums(&mut self, outer: usize, channels: usize, x: Ptr, out: Ptr) -> (Vec<Stmt>, Parallel) {
-        let parallel = self.parallel(channels, outer * channels);
-        let blocks = if parallel == Parallel::Serial { 1 } else { self.threads };
-        let width = (channels / blocks / 4 * 4).max(1);
+        let threads = match self.parallel(channels, outer * channels) {
+            Parallel::Serial => 1,
+            _ => self.threads,
+        };
+        let width = (channels / threads / 4 * 4).max(1);
         let blocks = channels / width;
-        let sums = |from: Ptr, out: Ptr, len: usize, row: Var| {
+        let body = self.blocks(channels, blocks, width, |b, at, len| {
+            let (from, out, row) = (at(x.clone(), 1), at(out.clone(), 1), b.var());
             vec![
                 Stmt::Map(Map { len, insts: vec![Const(0.0), Store(out.clone(), 0)] }),
                 Stmt::Loop {
@@ -428,18 +431,7 @@ impl Build<'_> {
                     })],
                 },
             ]
-        };
-        let (blk, row) = (self.var(), self.var());
-        let mut body = vec![Stmt::Loop {
-            var: blk,
-            extent: blocks,
-            body: sums(x.plus_var(blk, width), out.plus_var(blk, width), width, row),
-        }];
-        let done = blocks * width;
-        if done < channels {
-            let row = self.var();
-            body.extend(sums(x.plus(done), out.plus(done), channels - done, row));
-        }
+        });
         let parallel = if blocks > 1 { Parallel::Loop { extent: blocks } } else { Parallel::Serial };
         (body, parallel)
     }
