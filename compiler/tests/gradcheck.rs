@@ -37,7 +37,7 @@ fn build(source: &str, batch: usize, loss: Loss) -> Training {
     // Two threads: weight gradients of convolutions with few input channels are then
     // split over the images (the residual test's batch of 4 has such a split).
     let rule = UpdateRule::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 };
-    training(forward, loss, rule, 2).expect("the network differentiates")
+    training(forward, loss, rule).expect("the network differentiates")
 }
 
 /// Values for every tensor the step reads: parameters, inputs, labels, hyper-parameters.

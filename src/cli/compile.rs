@@ -128,7 +128,7 @@ fn training(
         let batch = args.batch.unwrap_or(config.batch) as usize;
         let (rule, _) = config.optimizer.update_rule();
         let forward = lower_for(g, batch, Mode::Training);
-        let training = match autodiff::training(forward, config.loss, rule, threads) {
+        let training = match autodiff::training(forward, config.loss, rule) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot train `{}`: {e}", g.name);

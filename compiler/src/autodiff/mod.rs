@@ -26,6 +26,11 @@ pub enum AutodiffError {
     NoRule(&'static str),
 }
 
+/// How many parts a convolution's weight gradient over few input channels is split into
+/// (by images), so that threads have work: enough for the machines nnc runs on, few enough
+/// that the partial sums stay small.
+const WEIGHT_PARTS: usize = 4;
+
 /// A training step as one graph, and where its parts are.
 #[derive(Clone, Debug)]
 pub struct Training {
@@ -49,15 +54,11 @@ pub struct Training {
 }
 
 /// Adds the loss, the backward pass and the update `rule` to `forward`, a network lowered
-/// in training mode, for a step run on `threads` threads (which decides how some
-/// gradients are split).
-pub fn training(
-    mut forward: TensorGraph,
-    loss: Loss,
-    rule: UpdateRule,
-    threads: usize,
-) -> Result<Training, AutodiffError> {
-    let mut g = Grad::new(&mut forward, threads);
+/// in training mode. The graph does not depend on the threads the step will run on, so
+/// neither does the order of any sum in it: the same seed gives the same weights on any
+/// machine.
+pub fn training(mut forward: TensorGraph, loss: Loss, rule: UpdateRule) -> Result<Training, AutodiffError> {
+    let mut g = Grad::new(&mut forward);
     // A final softmax is part of the loss: its input is what the loss reads.
     let mut output = g.graph.output;
     if let Some(last) = g.graph.ops.last()
@@ -167,8 +168,6 @@ pub(crate) struct Grad<'g> {
     uses: Vec<usize>,
     /// The layer new ops are attributed to (the forward op's, for its backward ops).
     pub layer: String,
-    /// Threads the step will run on.
-    threads: usize,
     /// Transposed copies made so far, by the tensor they transpose.
     transposes: Vec<(TensorId, TensorId)>,
 }
@@ -183,7 +182,7 @@ pub(crate) struct Piece {
 }
 
 impl<'g> Grad<'g> {
-    fn new(graph: &'g mut TensorGraph, threads: usize) -> Grad<'g> {
+    fn new(graph: &'g mut TensorGraph) -> Grad<'g> {
         let n = graph.tensors.len();
         let mut uses = vec![0; n];
         for node in &graph.ops {
@@ -197,7 +196,6 @@ impl<'g> Grad<'g> {
             pieces: vec![Vec::new(); n],
             uses,
             layer: String::new(),
-            threads,
             transposes: Vec::new(),
         }
     }
@@ -240,18 +238,18 @@ impl<'g> Grad<'g> {
         }
     }
 
-    /// Parts to split a convolution's weight gradient into: one per thread when the
-    /// kernel could not otherwise give every thread work (it splits input channels, in
-    /// blocks that divide them) and the images divide evenly; else one.
+    /// Parts to split a convolution's weight gradient into, each summing its own images:
+    /// [`WEIGHT_PARTS`] when the kernel could not otherwise give threads work (it splits
+    /// input channels, and there are fewer of them than parts) and the images divide
+    /// evenly; else one. The choice depends on the shapes alone, never on the thread count,
+    /// so that the partial sums — and with them every weight — round the same way on any
+    /// number of threads.
     fn weight_parts(&self, win: &crate::ops::Window2d, groups: usize) -> usize {
-        let t = self.threads;
         let cg = win.c / groups;
-        let channel_blocks = (1..=t.min(cg)).rev().find(|b| cg.is_multiple_of(*b)).unwrap_or(1);
-        if groups == 1 && t > 1 && channel_blocks < t && win.n.is_multiple_of(t) && win.n >= 2 * t {
-            t
-        } else {
-            1
+        if groups > 1 || cg >= WEIGHT_PARTS {
+            return 1;
         }
+        (2..=WEIGHT_PARTS).rev().find(|&p| win.n.is_multiple_of(p) && win.n >= 2 * p).unwrap_or(1)
     }
 
     fn producer(&self, t: TensorId) -> Option<&OpNode> {

@@ -80,7 +80,7 @@ impl TrainStep {
         options: &Options,
     ) -> Result<TrainStep, StepError> {
         let forward = lower_for(network, batch, Mode::Training);
-        let training = autodiff::training(forward, loss, rule, options.threads.max(1))?;
+        let training = autodiff::training(forward, loss, rule)?;
         let exe = Executable::from_ops(training.graph.clone(), options)?;
         debug_assert!(exe.program.kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
         let counts_correct = exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
