@@ -208,14 +208,6 @@ impl Emit<'_, '_> {
         self.for_range(var, from, to, step as i64, true, body);
     }
 
-    /// Sum of a vector's four lanes.
-    pub fn hsum(&mut self, v: Value) -> Value {
-        let lanes: Vec<Value> = (0..4).map(|l| self.b.ins().extractlane(v, l as u8)).collect();
-        let a = self.b.ins().fadd(lanes[0], lanes[1]);
-        let c = self.b.ins().fadd(lanes[2], lanes[3]);
-        self.b.ins().fadd(a, c)
-    }
-
     /// Largest of a vector's four lanes.
     pub fn hmax(&mut self, v: Value) -> Value {
         let lanes: Vec<Value> = (0..4).map(|l| self.b.ins().extractlane(v, l as u8)).collect();

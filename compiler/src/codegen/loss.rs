@@ -13,10 +13,9 @@ impl Emit<'_, '_> {
         let grad = self.addr(&c.grad, 0);
         let stats = self.addr(&c.stats, 0);
         let scale = 1.0 / c.rows as f32;
-        let loss = self.b.declare_var(F32);
+        let loss = self.sum64();
         let correct = self.b.declare_var(F32);
         let zero = self.fconst(F32, 0.0);
-        self.b.def_var(loss, zero);
         self.b.def_var(correct, zero);
         let classes = self.b.ins().iconst(types::I32, c.cols as i64);
         self.for_count(None, c.rows, 1, |e, row| {
@@ -38,10 +37,9 @@ impl Emit<'_, '_> {
             let (v, s) = e.fold_row(x, c.cols, f32::NEG_INFINITY, &mut |e, ty, a, b| e.max(ty, a, b));
             let m = e.hmax(v);
             let m = e.max(F32, m, s);
-            // exp(x − max) into the gradient row, summed on the way.
-            let sum = e.b.declare_var(F32);
-            e.b.def_var(sum, zero);
-            e.each(c.cols, &mut |e, ty, i| {
+            // exp(x − max) into the gradient row, summed on the way (in f64 blocks).
+            let sum = e.sum64();
+            e.sum_terms(sum, c.cols, &mut |e, ty, i| {
                 let a = e.at(x, i);
                 let v = e.load(ty, a, 0, Some(&c.logits));
                 let mv = e.splat(ty, m);
@@ -49,16 +47,16 @@ impl Emit<'_, '_> {
                 let ex = e.exp(ty, d);
                 let o = e.at(g, i);
                 e.store(ex, o, 0);
-                let part = if ty == super::emit::F32X4 { e.hsum(ex) } else { ex };
-                let old = e.b.use_var(sum);
-                let new = e.b.ins().fadd(old, part);
-                e.b.def_var(sum, new);
+                ex
             });
             let total = e.b.use_var(sum);
             // grad = softmax · scale · weight, then minus scale · weight at the label.
             let k = e.fconst(F32, scale);
             let kw = e.b.ins().fmul(k, weight);
-            let factor = e.b.ins().fdiv(kw, total);
+            let kw64 = e.b.ins().fpromote(types::F64, kw);
+            let factor = e.b.ins().fdiv(kw64, total);
+            let factor = e.b.ins().fdemote(F32, factor);
+            let total = e.b.ins().fdemote(F32, total);
             e.each(c.cols, &mut |e, ty, i| {
                 let a = e.at(g, i);
                 let v = e.load(ty, a, 0, None);
@@ -76,9 +74,8 @@ impl Emit<'_, '_> {
             let ln = e.log(F32, total);
             let lse = e.b.ins().fadd(ln, m);
             let nll = e.b.ins().fsub(lse, xl);
-            let old = e.b.use_var(loss);
-            let new = e.fma(nll, weight, old);
-            e.b.def_var(loss, new);
+            let nll = e.b.ins().fmul(nll, weight);
+            e.add64(loss, nll);
             // The prediction is the first class holding the maximum.
             let first = e.b.declare_var(types::I64);
             let none = e.iconst(c.cols as i64);
@@ -100,9 +97,7 @@ impl Emit<'_, '_> {
             let new = e.b.ins().fadd(old, hit);
             e.b.def_var(correct, new);
         });
-        let total = self.b.use_var(loss);
-        let k = self.fconst(F32, scale);
-        let mean = self.b.ins().fmul(total, k);
+        let mean = self.total32(loss, 1.0 / c.rows as f64);
         self.store(mean, stats, 0);
         let hits = self.b.use_var(correct);
         self.store(hits, stats, 4);

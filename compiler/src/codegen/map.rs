@@ -35,15 +35,12 @@ impl Emit<'_, '_> {
         }
     }
 
+    /// `scale · Σ` of the program's last value over the outer loop and the elements, in
+    /// blocks summed in f64 (see `codegen::sum`).
     pub fn reduce(&mut self, r: &Reduce) {
         let prep = self.prepare(&r.insts, false);
         let splats = self.splats(&r.insts, &prep.scalars);
-        let vacc = self.b.declare_var(F32X4);
-        let sacc = self.b.declare_var(F32);
-        let vz = self.fconst(F32X4, 0.0);
-        let sz = self.fconst(F32, 0.0);
-        self.b.def_var(vacc, vz);
-        self.b.def_var(sacc, sz);
+        let acc = self.sum64();
         let last = r.insts.len() - 1;
         self.for_count(Some(r.var), r.outer, 1, |e, _| {
             // Addresses may depend on the outer variable: computed per outer step.
@@ -55,30 +52,13 @@ impl Emit<'_, '_> {
                     _ => None,
                 })
                 .collect();
-            let vec_len = r.len / 4 * 4;
-            e.for_count(None, vec_len, 4, |e, i| {
-                let vals = e.eval(&r.insts, F32X4, i, &bases, &splats, None);
-                let old = e.b.use_var(vacc);
-                let new = e.b.ins().fadd(old, vals[last].expect("a reduction's value"));
-                e.b.def_var(vacc, new);
+            e.sum_terms(acc, r.len, &mut |e, ty, i| {
+                let bcast = if ty == F32X4 { &splats } else { &prep.scalars };
+                let vals = e.eval(&r.insts, ty, i, &bases, bcast, None);
+                vals[last].expect("a reduction's value")
             });
-            if vec_len < r.len {
-                let from = e.iconst(vec_len as i64);
-                let to = e.iconst(r.len as i64);
-                e.for_range(None, from, to, 1, true, |e, i| {
-                    let vals = e.eval(&r.insts, F32, i, &bases, &prep.scalars, None);
-                    let old = e.b.use_var(sacc);
-                    let new = e.b.ins().fadd(old, vals[last].expect("a reduction's value"));
-                    e.b.def_var(sacc, new);
-                });
-            }
         });
-        let v = self.b.use_var(vacc);
-        let s = self.b.use_var(sacc);
-        let total = self.hsum(v);
-        let total = self.b.ins().fadd(total, s);
-        let scale = self.fconst(F32, r.scale);
-        let result = self.b.ins().fmul(total, scale);
+        let result = self.total32(acc, r.scale as f64);
         let dst = self.addr(&r.dst, 0);
         self.store(result, dst, 0);
     }

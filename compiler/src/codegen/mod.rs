@@ -14,6 +14,7 @@ mod map;
 mod math;
 pub mod probe;
 mod rows;
+mod sum;
 mod unfold;
 mod window;
 
@@ -191,6 +192,7 @@ impl Emit<'_, '_> {
                 Stmt::Im2col(c) => self.im2col(c),
                 Stmt::Pool(p) => self.pool(p),
                 Stmt::RowSum(r) => self.row_sum(r),
+                Stmt::ColumnSum(c) => self.column_sum(c),
                 Stmt::Softmax(s) => self.softmax(s),
                 Stmt::Lrn(l) => self.lrn(l),
                 Stmt::Gather(g) => self.gather(g),

@@ -50,11 +50,9 @@ impl Emit<'_, '_> {
         self.for_count(None, r.rows, 1, |e, row| {
             let start = e.b.ins().imul_imm_s(row, r.len as i64);
             let at = e.at(src, start);
-            let (v, s) = e.fold_row(at, r.len, 0.0, &mut |e, _, a, x| e.b.ins().fadd(a, x));
-            let total = e.hsum(v);
-            let total = e.b.ins().fadd(total, s);
-            let scale = e.fconst(F32, r.scale);
-            let mean = e.b.ins().fmul(total, scale);
+            let acc = e.sum64();
+            e.sum_row(acc, at, r.len);
+            let mean = e.total32(acc, r.scale as f64);
             let out = e.at(dst, row);
             e.store(mean, out, 0);
         });
@@ -71,10 +69,8 @@ impl Emit<'_, '_> {
             let m = e.hmax(v);
             let m = e.max(F32, m, sc);
             // y = exp(x − max), summed on the way.
-            let sum = e.b.declare_var(F32);
-            let zero = e.fconst(F32, 0.0);
-            e.b.def_var(sum, zero);
-            e.each(s.cols, &mut |e, ty, i| {
+            let sum = e.sum64();
+            e.sum_terms(sum, s.cols, &mut |e, ty, i| {
                 let at = e.at(x, i);
                 let v = e.load(ty, at, 0, None);
                 let mv = e.splat(ty, m);
@@ -82,14 +78,12 @@ impl Emit<'_, '_> {
                 let ex = e.exp(ty, d);
                 let out = e.at(y, i);
                 e.store(ex, out, 0);
-                let part = if ty == F32X4 { e.hsum(ex) } else { ex };
-                let old = e.b.use_var(sum);
-                let new = e.b.ins().fadd(old, part);
-                e.b.def_var(sum, new);
+                ex
             });
-            let one = e.fconst(F32, 1.0);
             let total = e.b.use_var(sum);
+            let one = e.b.ins().f64const(1.0);
             let inv = e.b.ins().fdiv(one, total);
+            let inv = e.b.ins().fdemote(F32, inv);
             e.each(s.cols, &mut |e, ty, i| {
                 let at = e.at(y, i);
                 let v = e.load(ty, at, 0, None);

@@ -202,6 +202,11 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
             Stmt::RowSum(r) => {
                 writeln!(f, "{pad}rowsum {} → {}: {} rows of {}, × {}", r.src, r.dst, r.rows, r.len, r.scale)?
             }
+            Stmt::ColumnSum(c) => writeln!(
+                f,
+                "{pad}colsum {} → {}: {} rows of {} (stride {})",
+                c.src, c.dst, c.rows, c.cols, c.ld
+            )?,
             Stmt::Softmax(s) => {
                 writeln!(f, "{pad}softmax {} → {}: {} rows of {}", s.src, s.dst, s.rows, s.cols)?
             }

@@ -191,6 +191,17 @@ pub struct RowSum {
     pub scale: f32,
 }
 
+/// `dst[c] = Σ_{r < rows} src[r · ld + c]` for `c < cols`: the column sums of a matrix (a
+/// dense layer's bias gradient), accumulated in f64 and rounded once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnSum {
+    pub src: Ptr,
+    pub ld: usize,
+    pub dst: Ptr,
+    pub rows: usize,
+    pub cols: usize,
+}
+
 /// Softmax of each of `rows` rows of `cols` values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Softmax {
@@ -320,6 +331,7 @@ pub enum Stmt {
     Im2col(Im2col),
     Pool(Pool),
     RowSum(RowSum),
+    ColumnSum(ColumnSum),
     Softmax(Softmax),
     Lrn(Lrn),
     Gather(Gather),
