@@ -226,3 +226,32 @@ fn cross_entropy_mean() {
         );
     }
 }
+
+/// An embedding's gradient: a million rows of five, each added to the row of its id (one
+/// of three, and one id in a hundred outside the vocabulary, which is skipped).
+#[test]
+fn embedding_gradient() {
+    let (count, vocab, dim) = (MILLION, 3, 5);
+    let mut rng = Rng::new(9);
+    let ids: Vec<f32> = (0..count)
+        .map(|_| f32::from_bits(if rng.below(100) == 0 { vocab as u32 } else { rng.below(vocab as u64) as u32 }))
+        .collect();
+    let dy = positive(count * dim, &mut rng);
+    let mut b = Builder::new(count);
+    let it = b.input(vec![count]);
+    let dt = b.input(vec![count, dim]);
+    let g = b.op(Op::EmbeddingBackward { count, vocab, dim }, vec![it, dt], vec![vocab, dim]);
+    let exe = run(&b, 1, &[(it, &ids), (dt, &dy)]);
+    let mut exact = vec![0.0f64; vocab * dim];
+    for (i, id) in ids.iter().enumerate() {
+        let id = id.to_bits() as usize;
+        if id < vocab {
+            for k in 0..dim {
+                exact[id * dim + k] += dy[i * dim + k] as f64;
+            }
+        }
+    }
+    for (k, &e) in exact.iter().enumerate() {
+        close(&format!("gradient of row {} column {}", k / dim, k % dim), exe.tensor(g)[k], e, e);
+    }
+}

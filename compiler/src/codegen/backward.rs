@@ -193,7 +193,7 @@ impl Emit<'_, '_> {
     pub fn scatter(&mut self, s: &Scatter) {
         let ids = self.addr(&s.ids, 0);
         let src = self.addr(&s.src, 0);
-        let table = self.addr(&s.table, 0);
+        let acc = self.addr(&s.acc, 0);
         let vocab = self.b.ins().iconst(types::I32, s.vocab as i64);
         self.for_count(None, s.count, 1, |e, i| {
             let at = e.at(ids, i);
@@ -207,19 +207,15 @@ impl Emit<'_, '_> {
             let row_start = e.b.ins().imul_imm_s(i, s.dim as i64);
             let from = e.at(src, row_start);
             let id64 = e.b.ins().uextend(types::I64, id);
-            let dst_start = e.b.ins().imul_imm_s(id64, s.dim as i64);
-            let to = e.at(table, dst_start);
-            e.each(s.dim, &mut |e, ty, k| {
-                let a = e.at(from, k);
-                let v = e.load(ty, a, 0, Some(&s.src));
-                let d = e.at(to, k);
-                let old = e.load(ty, d, 0, None);
-                let sum = e.b.ins().fadd(old, v);
-                e.store(sum, d, 0);
-            });
+            // f64 elements are two floats wide.
+            let dst_start = e.b.ins().imul_imm_s(id64, 2 * s.dim as i64);
+            let to = e.at(acc, dst_start);
+            e.add_row64(from, to, s.dim);
             e.b.ins().jump(done, &[]);
             e.b.switch_to_block(done);
         });
+        let table = self.addr(&s.table, 0);
+        self.round_rows64(acc, table, s.vocab * s.dim);
     }
 
     /// y_j = x_j · d_j^(−β) with d_j = k + α/size · Σ_{q ∈ window(j)} x_q², so

@@ -144,7 +144,6 @@ impl Emit<'_, '_> {
 
     /// Sums of `pairs` pairs of columns from `col` (and one more column when `odd`).
     fn column_strip(&mut self, c: &ColumnSum, src: Addr, dst: Addr, col: Value, pairs: usize, odd: bool) {
-        let little = MemFlagsData::new().with_endianness(Endianness::Little);
         let accs: Vec<Variable> = (0..pairs)
             .map(|_| {
                 let v = self.b.declare_var(F64X2);
@@ -160,13 +159,7 @@ impl Emit<'_, '_> {
             let start = e.b.ins().imul_imm_s(r, c.ld as i64);
             let row = e.at(top, start);
             for (p, &acc) in accs.iter().enumerate() {
-                // Two floats as one 64-bit load, widened to two f64 lanes.
-                let (base, off) = (row.base, row.offset + 8 * p as i32);
-                let flags = MemFlagsData::new().with_notrap();
-                let pair = e.b.ins().load(F64, flags, base, off);
-                let pair = e.b.ins().scalar_to_vector(F64X2, pair);
-                let pair = e.b.ins().bitcast(F32X4, little, pair);
-                let wide = e.b.ins().fvpromote_low(pair);
+                let wide = e.load_pair64(row, 8 * p as i32);
                 let old = e.b.use_var(acc);
                 let new = e.b.ins().fadd(old, wide);
                 e.b.def_var(acc, new);
@@ -189,5 +182,50 @@ impl Emit<'_, '_> {
             let s = self.total32(acc, 1.0);
             self.store(s, out, 8 * pairs as i32);
         }
+    }
+
+    /// `acc[k] += row[k]` for `k < len`, where `acc` holds f64 values and `row` f32.
+    pub fn add_row64(&mut self, row: Addr, acc: Addr, len: usize) {
+        let pairs = len / 2;
+        if pairs > 0 {
+            self.for_count(None, pairs, 1, |e, p| {
+                let from = e.b.ins().imul_imm_s(p, 2);
+                let from = e.at(row, from);
+                let wide = e.load_pair64(from, 0);
+                let to = e.b.ins().imul_imm_s(p, 4);
+                let to = e.at(acc, to);
+                let old = e.load(F64X2, to, 0, None);
+                let new = e.b.ins().fadd(old, wide);
+                e.store(new, to, 0);
+            });
+        }
+        if len % 2 == 1 {
+            let x = self.load(F32, row, 4 * (len - 1) as i32, None);
+            let x = self.b.ins().fpromote(F64, x);
+            let old = self.load(F64, acc, 8 * (len - 1) as i32, None);
+            let new = self.b.ins().fadd(old, x);
+            self.store(new, acc, 8 * (len - 1) as i32);
+        }
+    }
+
+    /// `dst[k] = acc[k]` rounded to f32, for `k < len` f64 values in `acc`.
+    pub fn round_rows64(&mut self, acc: Addr, dst: Addr, len: usize) {
+        self.for_count(None, len, 1, |e, k| {
+            let from = e.b.ins().imul_imm_s(k, 2);
+            let from = e.at(acc, from);
+            let v = e.load(F64, from, 0, None);
+            let v = e.b.ins().fdemote(F32, v);
+            let to = e.at(dst, k);
+            e.store(v, to, 0);
+        });
+    }
+
+    /// Two floats at `at` plus `bytes`, as one 64-bit load widened to two f64 lanes.
+    fn load_pair64(&mut self, at: Addr, bytes: i32) -> Value {
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let pair = self.load(F64, at, bytes, None);
+        let pair = self.b.ins().scalar_to_vector(F64X2, pair);
+        let pair = self.b.ins().bitcast(F32X4, little, pair);
+        self.b.ins().fvpromote_low(pair)
     }
 }

@@ -247,8 +247,8 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
             }
             Stmt::Scatter(s) => writeln!(
                 f,
-                "{pad}scatter {} +→ {}[{}]: {} rows of {}",
-                s.src, s.table, s.ids, s.count, s.dim
+                "{pad}scatter {} +→ {}[{}] (f64 in {}): {} rows of {}",
+                s.src, s.table, s.ids, s.acc, s.count, s.dim
             )?,
             Stmt::LrnBackward(l) => writeln!(
                 f,

@@ -282,13 +282,15 @@ pub struct PoolBackward {
     pub reduce: crate::ops::Reduce,
 }
 
-/// The adjoint of [`Gather`]: `table[ids[i]·dim..] += src[i·dim..]` (ids outside the
-/// vocabulary are skipped).
+/// The adjoint of [`Gather`]: `table[ids[i]·dim..] = Σ src[i·dim..]` over the rows `i`
+/// whose id it is (ids outside the vocabulary are skipped). The sums run in f64 in
+/// `acc`, scratch of `2 · vocab · dim` floats, and are rounded into `table` at the end.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scatter {
     pub ids: Ptr,
     pub src: Ptr,
     pub table: Ptr,
+    pub acc: Ptr,
     pub count: usize,
     pub vocab: usize,
     pub dim: usize,

@@ -226,10 +226,13 @@ impl Build<'_> {
                     self.parallel(outer, outer * len),
                 )
             }
-            Op::EmbeddingBackward { count, vocab, dim } => serial(vec![
-                zero(out.clone(), vocab * dim),
-                Stmt::Scatter(Scatter { ids: x(0), src: x(1), table: out, count, vocab, dim }),
-            ]),
+            Op::EmbeddingBackward { count, vocab, dim } => {
+                let acc = self.scratch(2 * vocab * dim);
+                serial(vec![
+                    zero(acc.clone(), 2 * vocab * dim),
+                    Stmt::Scatter(Scatter { ids: x(0), src: x(1), table: out, acc, count, vocab, dim }),
+                ])
+            }
             Op::BatchNormBackwardReduce { outer, channels, inner, eps } => {
                 let (c, o) = (self.var(), self.var());
                 let at = |p: Ptr| p.plus_var(o, channels * inner).plus_var(c, inner);
