@@ -234,7 +234,9 @@ fn embedding_gradient() {
     let (count, vocab, dim) = (MILLION, 3, 5);
     let mut rng = Rng::new(9);
     let ids: Vec<f32> = (0..count)
-        .map(|_| f32::from_bits(if rng.below(100) == 0 { vocab as u32 } else { rng.below(vocab as u64) as u32 }))
+        .map(|_| {
+            f32::from_bits(if rng.below(100) == 0 { vocab as u32 } else { rng.below(vocab as u64) as u32 })
+        })
         .collect();
     let dy = positive(count * dim, &mut rng);
     let mut b = Builder::new(count);
