@@ -3,19 +3,23 @@
 //! backward op against finite differences of the forward ops here.
 //!
 //! It runs in f32, as nnc's tensors, or entirely in f64 (see [`Real`]): an f64 run shows
-//! how far an f32 result is from the exact one.
+//! how far an f32 result is from the exact one. [`run_f64`] runs a graph in f64 from the
+//! f32 values a test fills as for an f32 run.
 //!
 //! Some values are integers carried in a value's bits rather than numbers: token ids,
 //! class labels and the dropout seed in the hyper-parameter tensor, each the bit pattern
 //! of a `u32` (or `i32`). In f32 that is the value `f32::from_bits(n)`; in f64 it is
 //! `f64::from_bits(n as u64)`, the integer in the low 32 bits. Reading the f32 value as
 //! an f64 number would also keep small integers (their denormals widen exactly), but not
-//! every seed: a NaN pattern need not survive the conversion.
+//! every seed: a NaN pattern need not survive the conversion. [`widen`] converts an f32
+//! value set by that rule, knowing from the ops that read each tensor which of its values
+//! are integers.
 
 mod backward;
 mod forward;
 mod real;
 mod train;
+mod wide;
 
 #[cfg(test)]
 mod f64_tests;
@@ -23,8 +27,11 @@ mod f64_tests;
 mod grad_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wide_tests;
 
 pub use real::Real;
+pub use wide::{run_f64, widen};
 
 use super::{Op, Role, TensorGraph, TensorId};
 
