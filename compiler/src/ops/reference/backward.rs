@@ -1,8 +1,9 @@
 //! Backward ops: gradients of the forward ops, each written from its definition.
 
+use super::Real;
 use crate::ops::{Hyper, Op, Reduce, UnaryFn, Window2d, dropout_keep};
 
-pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
+pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
     match *op {
         Op::Conv2dBackwardData { win, k, groups } => {
             conv_taps(&win, k, groups, &mut |yi, wi, xi| out[xi] += x[0][yi] * x[1][wi])
@@ -17,14 +18,14 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
         }
         Op::SumParts { parts, len } => {
             for (i, o) in out[..len].iter_mut().enumerate() {
-                *o = (0..parts).map(|p| x[0][p * len + i] as f64).sum::<f64>() as f32;
+                *o = T::from_f64((0..parts).map(|p| x[0][p * len + i].to_f64()).sum::<f64>());
             }
         }
         Op::Pool2dBackward { win, reduce } => pool_backward(&win, reduce, x[0], x[1], out),
         Op::BroadcastChannel { outer, channels, inner, scale } => {
             for oc in 0..outer * channels {
                 for i in 0..inner {
-                    out[oc * inner + i] = x[0][oc] * scale;
+                    out[oc * inner + i] = x[0][oc] * T::from_f32(scale);
                 }
             }
         }
@@ -32,9 +33,9 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
             for (c, o) in out[..channels].iter_mut().enumerate() {
                 let s: f64 = (0..outer)
                     .flat_map(|o| (0..inner).map(move |i| (o * channels + c) * inner + i))
-                    .map(|at| x[0][at] as f64)
+                    .map(|at| x[0][at].to_f64())
                     .sum();
-                *o = s as f32;
+                *o = T::from_f64(s);
             }
         }
         Op::Transpose { rows, cols } => {
@@ -46,7 +47,7 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
         }
         Op::UnaryBackward { len, f } => {
             for i in 0..len {
-                let (dy, y) = (x[0][i] as f64, x[1][i] as f64);
+                let (dy, y) = (x[0][i].to_f64(), x[1][i].to_f64());
                 let d = match f {
                     UnaryFn::Relu => f64::from(u8::from(y > 0.0)),
                     UnaryFn::LeakyRelu(s) => {
@@ -59,15 +60,15 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
                     UnaryFn::Tanh => 1.0 - y * y,
                     UnaryFn::Sigmoid => y * (1.0 - y),
                 };
-                out[i] = (dy * d) as f32;
+                out[i] = T::from_f64(dy * d);
             }
         }
         Op::SoftmaxBackward { rows, cols } => {
             for r in 0..rows {
                 let at = r * cols;
-                let dot: f64 = (0..cols).map(|c| x[0][at + c] as f64 * x[1][at + c] as f64).sum();
+                let dot: f64 = (0..cols).map(|c| x[0][at + c].to_f64() * x[1][at + c].to_f64()).sum();
                 for c in 0..cols {
-                    out[at + c] = (x[1][at + c] as f64 * (x[0][at + c] as f64 - dot)) as f32;
+                    out[at + c] = T::from_f64(x[1][at + c].to_f64() * (x[0][at + c].to_f64() - dot));
                 }
             }
         }
@@ -82,7 +83,7 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
         }
         Op::EmbeddingBackward { count, vocab, dim } => {
             for i in 0..count {
-                let id = x[0][i].to_bits() as usize;
+                let id = x[0][i].to_bits32() as usize;
                 assert!(id < vocab, "token id {id} outside the vocabulary of {vocab}");
                 for d in 0..dim {
                     out[id * dim + d] += x[1][i * dim + d];
@@ -90,10 +91,10 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
             }
         }
         Op::DropoutBackward { len, p } => {
-            let seed = x[1][Hyper::SEED].to_bits();
+            let seed = x[1][Hyper::SEED].to_bits32();
             for i in 0..len {
                 let keep = dropout_keep(seed, i as u32, p);
-                out[i] = if keep { x[0][i] / (1.0 - p) } else { 0.0 };
+                out[i] = if keep { x[0][i] / (T::ONE - T::from_f32(p)) } else { T::ZERO };
             }
         }
         Op::BatchNormBackwardReduce { outer, channels, inner, eps } => {
@@ -103,26 +104,26 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
                 for o in 0..outer {
                     for i in 0..inner {
                         let at = (o * channels + ch) * inner + i;
-                        sum += x[0][at] as f64;
-                        dot += x[0][at] as f64 * (x[1][at] as f64 - mean) * invstd;
+                        sum += x[0][at].to_f64();
+                        dot += x[0][at].to_f64() * (x[1][at].to_f64() - mean) * invstd;
                     }
                 }
-                out[ch] = sum as f32;
-                out[channels + ch] = dot as f32;
+                out[ch] = T::from_f64(sum);
+                out[channels + ch] = T::from_f64(dot);
             }
         }
         Op::BatchNormBackwardInput { outer, channels, inner, eps } => {
             let count = (outer * inner) as f64;
             for ch in 0..channels {
                 let (mean, invstd) = moments(x[2], channels, ch, eps);
-                let gamma = x[3][ch] as f64;
-                let (dbeta, dgamma) = (x[4][ch] as f64, x[4][channels + ch] as f64);
+                let gamma = x[3][ch].to_f64();
+                let (dbeta, dgamma) = (x[4][ch].to_f64(), x[4][channels + ch].to_f64());
                 for o in 0..outer {
                     for i in 0..inner {
                         let at = (o * channels + ch) * inner + i;
-                        let xhat = (x[1][at] as f64 - mean) * invstd;
-                        let dx = gamma * invstd / count * (count * x[0][at] as f64 - dbeta - xhat * dgamma);
-                        out[at] = dx as f32;
+                        let xhat = (x[1][at].to_f64() - mean) * invstd;
+                        let dx = gamma * invstd / count * (count * x[0][at].to_f64() - dbeta - xhat * dgamma);
+                        out[at] = T::from_f64(dx);
                     }
                 }
             }
@@ -134,8 +135,8 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
 }
 
 /// Mean and 1/√(var + eps) of channel `ch` from a `[2, channels]` moments tensor.
-fn moments(m: &[f32], channels: usize, ch: usize, eps: f32) -> (f64, f64) {
-    (m[ch] as f64, 1.0 / (m[channels + ch] as f64 + eps as f64).sqrt())
+fn moments<T: Real>(m: &[T], channels: usize, ch: usize, eps: f32) -> (f64, f64) {
+    (m[ch].to_f64(), 1.0 / (m[channels + ch].to_f64() + eps as f64).sqrt())
 }
 
 /// Calls `f(output_index, weight_index, input_index)` for every kernel tap of every
@@ -169,7 +170,7 @@ fn conv_taps(w: &Window2d, k: usize, groups: usize, f: &mut dyn FnMut(usize, usi
     }
 }
 
-fn pool_backward(w: &Window2d, reduce: Reduce, dy: &[f32], x: &[f32], out: &mut [f32]) {
+fn pool_backward<T: Real>(w: &Window2d, reduce: Reduce, dy: &[T], x: &[T], out: &mut [T]) {
     for nc in 0..w.n * w.c {
         for oy in 0..w.oh {
             for ox in 0..w.ow {
@@ -200,7 +201,7 @@ fn pool_backward(w: &Window2d, reduce: Reduce, dy: &[f32], x: &[f32], out: &mut 
                         let x0 = ox * w.sw;
                         let hs = (y0 + w.kh).min(w.h + w.pad[0] + w.pad[1]) - y0;
                         let ws = (x0 + w.kw).min(w.w + w.pad[2] + w.pad[3]) - x0;
-                        let share = g / (hs * ws) as f32;
+                        let share = g / T::from_f64((hs * ws) as f64);
                         for t in taps {
                             out[t] += share;
                         }
@@ -212,10 +213,10 @@ fn pool_backward(w: &Window2d, reduce: Reduce, dy: &[f32], x: &[f32], out: &mut 
 }
 
 /// Gradient of y_j = x_j · d_j^(−β), d_j = k + α/size · Σ_{q ∈ window(j)} x_q².
-fn lrn_backward(
-    dy: &[f32],
-    x: &[f32],
-    out: &mut [f32],
+fn lrn_backward<T: Real>(
+    dy: &[T],
+    x: &[T],
+    out: &mut [T],
     (n, c, hw, size): (usize, usize, usize, usize),
     (alpha, beta, k): (f32, f32, f32),
 ) {
@@ -228,21 +229,21 @@ fn lrn_backward(
                 .map(|j| {
                     let lo = j.saturating_sub(before);
                     let hi = (j + after).min(c - 1);
-                    k + alpha / size as f64 * (lo..=hi).map(|q| (x[at(q)] as f64).powi(2)).sum::<f64>()
+                    k + alpha / size as f64 * (lo..=hi).map(|q| x[at(q)].to_f64().powi(2)).sum::<f64>()
                 })
                 .collect();
             for i in 0..c {
-                let mut g = dy[at(i)] as f64 * d[i].powf(-beta);
+                let mut g = dy[at(i)].to_f64() * d[i].powf(-beta);
                 // Every j whose window holds i: j in [i − after, i + before].
                 let lo = i.saturating_sub(after);
                 let hi = (i + before).min(c - 1);
                 for j in lo..=hi {
-                    g -= dy[at(j)] as f64 * x[at(j)] as f64 * beta * d[j].powf(-beta - 1.0) * alpha
+                    g -= dy[at(j)].to_f64() * x[at(j)].to_f64() * beta * d[j].powf(-beta - 1.0) * alpha
                         / size as f64
                         * 2.0
-                        * x[at(i)] as f64;
+                        * x[at(i)].to_f64();
                 }
-                out[at(i)] = g as f32;
+                out[at(i)] = T::from_f64(g);
             }
         }
     }

@@ -1,16 +1,18 @@
 //! Forward (inference) ops.
 
+use super::Real;
 use crate::ops::{Cell, Op, Recurrence, Reduce, Window2d};
 
 /// Computes a forward op; `false` if `op` is not one.
-pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
+pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
     match *op {
         Op::Conv2d { win, k, groups } => conv2d(&win, k, groups, x[0], x[1], out),
         Op::Pool2d { win, reduce } => pool2d(&win, reduce, x[0], out),
         Op::GlobalAvgPool { n, c, hw } => {
             for i in 0..n * c {
-                out[i] =
-                    (x[0][i * hw..(i + 1) * hw].iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32;
+                out[i] = T::from_f64(
+                    x[0][i * hw..(i + 1) * hw].iter().map(|v| v.to_f64()).sum::<f64>() / hw as f64,
+                );
             }
         }
         Op::MatMul { m, k, n, ta } => {
@@ -18,8 +20,8 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
             let a = |i: usize, p: usize| if ta { x[0][p * m + i] } else { x[0][i * k + p] };
             for i in 0..m {
                 for j in 0..n {
-                    let s: f64 = (0..k).map(|p| a(i, p) as f64 * x[1][p * n + j] as f64).sum();
-                    out[i * n + j] = s as f32;
+                    let s: f64 = (0..k).map(|p| a(i, p).to_f64() * x[1][p * n + j].to_f64()).sum();
+                    out[i * n + j] = T::from_f64(s);
                 }
             }
         }
@@ -46,19 +48,19 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
         Op::BatchNormFold { channels, eps } => {
             let (gamma, beta, mean, var) = (x[0], x[1], x[2], x[3]);
             for c in 0..channels {
-                let scale = gamma[c] as f64 / (var[c] as f64 + eps as f64).sqrt();
-                out[c] = scale as f32;
-                out[channels + c] = (beta[c] as f64 - mean[c] as f64 * scale) as f32;
+                let scale = gamma[c].to_f64() / (var[c].to_f64() + eps as f64).sqrt();
+                out[c] = T::from_f64(scale);
+                out[channels + c] = T::from_f64(beta[c].to_f64() - mean[c].to_f64() * scale);
             }
         }
         Op::Unary { len, f } => {
             for i in 0..len {
-                out[i] = f.apply(x[0][i]);
+                out[i] = x[0][i].activate(f);
             }
         }
         Op::Add { len, .. } => {
             for i in 0..len {
-                out[i] = x.iter().map(|t| t[i] as f64).sum::<f64>() as f32;
+                out[i] = T::from_f64(x.iter().map(|t| t[i].to_f64()).sum::<f64>());
             }
         }
         Op::Mul { len } => {
@@ -66,19 +68,19 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
                 out[i] = x[0][i] * x[1][i];
             }
         }
-        Op::Fill { len, value } => out[..len].fill(value),
+        Op::Fill { len, value } => out[..len].fill(T::from_f32(value)),
         Op::Scale { len, factor } => {
             for i in 0..len {
-                out[i] = x[0][i] * factor;
+                out[i] = x[0][i] * T::from_f32(factor);
             }
         }
         Op::Softmax { rows, cols } => {
             for r in 0..rows {
                 let row = &x[0][r * cols..(r + 1) * cols];
-                let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-                for (o, &v) in out[r * cols..(r + 1) * cols].iter_mut().zip(row) {
-                    *o = ((v as f64 - max).exp() / sum) as f32;
+                let max = row.iter().fold(T::NEG_INFINITY, |a, &b| a.max(b)).to_f64();
+                let sum: f64 = row.iter().map(|v| (v.to_f64() - max).exp()).sum();
+                for (o, v) in out[r * cols..(r + 1) * cols].iter_mut().zip(row) {
+                    *o = T::from_f64((v.to_f64() - max).exp() / sum);
                 }
             }
         }
@@ -90,10 +92,10 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
                     for p in 0..hw {
                         let lo = j.saturating_sub(before);
                         let hi = (j + after).min(c - 1);
-                        let sum: f64 = (lo..=hi).map(|q| (x[0][(b * c + q) * hw + p] as f64).powi(2)).sum();
+                        let sum: f64 = (lo..=hi).map(|q| x[0][(b * c + q) * hw + p].to_f64().powi(2)).sum();
                         let d = (k as f64 + alpha as f64 / size as f64 * sum).powf(beta as f64);
                         let at = (b * c + j) * hw + p;
-                        out[at] = (x[0][at] as f64 / d) as f32;
+                        out[at] = T::from_f64(x[0][at].to_f64() / d);
                     }
                 }
             }
@@ -110,7 +112,7 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
         }
         Op::Embedding { count, vocab, dim } => {
             for i in 0..count {
-                let id = x[0][i].to_bits() as i32;
+                let id = x[0][i].to_bits32() as i32;
                 assert!((0..vocab as i32).contains(&id), "token id {id} outside the vocabulary of {vocab}");
                 let row = id as usize * dim;
                 out[i * dim..(i + 1) * dim].copy_from_slice(&x[1][row..row + dim]);
@@ -122,7 +124,7 @@ pub(super) fn eval(op: &Op, x: &[&[f32]], out: &mut [f32]) -> bool {
     true
 }
 
-fn conv2d(w: &Window2d, k: usize, groups: usize, x: &[f32], weight: &[f32], out: &mut [f32]) {
+fn conv2d<T: Real>(w: &Window2d, k: usize, groups: usize, x: &[T], weight: &[T], out: &mut [T]) {
     let (cg, kg) = (w.c / groups, k / groups);
     for n in 0..w.n {
         for o in 0..k {
@@ -143,22 +145,22 @@ fn conv2d(w: &Window2d, k: usize, groups: usize, x: &[f32], weight: &[f32], out:
                                 }
                                 let xv = x[((n * w.c + c) * w.h + y as usize) * w.w + xx as usize];
                                 let wv = weight[((o * cg + ci) * w.kh + i) * w.kw + j];
-                                s += xv as f64 * wv as f64;
+                                s += xv.to_f64() * wv.to_f64();
                             }
                         }
                     }
-                    out[((n * k + o) * w.oh + oy) * w.ow + ox] = s as f32;
+                    out[((n * k + o) * w.oh + oy) * w.ow + ox] = T::from_f64(s);
                 }
             }
         }
     }
 }
 
-fn pool2d(w: &Window2d, reduce: Reduce, x: &[f32], out: &mut [f32]) {
+fn pool2d<T: Real>(w: &Window2d, reduce: Reduce, x: &[T], out: &mut [T]) {
     for nc in 0..w.n * w.c {
         for oy in 0..w.oh {
             for ox in 0..w.ow {
-                let mut max = f32::NEG_INFINITY;
+                let mut max = T::NEG_INFINITY;
                 let mut sum = 0.0f64;
                 for i in 0..w.kh {
                     for j in 0..w.kw {
@@ -169,7 +171,7 @@ fn pool2d(w: &Window2d, reduce: Reduce, x: &[f32], out: &mut [f32]) {
                         }
                         let v = x[(nc * w.h + y as usize) * w.w + xx as usize];
                         max = max.max(v);
-                        sum += v as f64;
+                        sum += v.to_f64();
                     }
                 }
                 out[(nc * w.oh + oy) * w.ow + ox] = match reduce {
@@ -180,7 +182,7 @@ fn pool2d(w: &Window2d, reduce: Reduce, x: &[f32], out: &mut [f32]) {
                         let x0 = ox * w.sw;
                         let hs = (y0 + w.kh).min(w.h + w.pad[0] + w.pad[1]) - y0;
                         let ws = (x0 + w.kw).min(w.w + w.pad[2] + w.pad[3]) - x0;
-                        (sum / (hs * ws) as f64) as f32
+                        T::from_f64(sum / (hs * ws) as f64)
                     }
                 };
             }
@@ -192,9 +194,9 @@ pub(super) fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-fn recurrent(r: &Recurrence, x: &[&[f32]], out: &mut [f32]) {
+fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
     let (h, g) = (r.h, r.cell.gates() * r.h);
-    let zeros = vec![0.0f32; g];
+    let zeros = vec![T::ZERO; g];
     let (xs, w_ih, w_hh) = (x[0], x[1], x[2]);
     let (b_ih, b_hh) = if r.bias { (x[3], x[4]) } else { (&zeros[..], &zeros[..]) };
     for n in 0..r.n {
@@ -205,11 +207,12 @@ fn recurrent(r: &Recurrence, x: &[&[f32]], out: &mut [f32]) {
             // xi = x·W_ih + b_ih and hh = h·W_hh + b_hh, each [g·h].
             let xi: Vec<f64> = (0..g)
                 .map(|j| {
-                    b_ih[j] as f64 + (0..r.f).map(|p| input[p] as f64 * w_ih[p * g + j] as f64).sum::<f64>()
+                    b_ih[j].to_f64()
+                        + (0..r.f).map(|p| input[p].to_f64() * w_ih[p * g + j].to_f64()).sum::<f64>()
                 })
                 .collect();
             let hh: Vec<f64> = (0..g)
-                .map(|j| b_hh[j] as f64 + (0..h).map(|p| state[p] * w_hh[p * g + j] as f64).sum::<f64>())
+                .map(|j| b_hh[j].to_f64() + (0..h).map(|p| state[p] * w_hh[p * g + j].to_f64()).sum::<f64>())
                 .collect();
             let next: Vec<f64> = match r.cell {
                 Cell::Rnn => (0..h).map(|j| (xi[j] + hh[j]).tanh()).collect(),
@@ -235,13 +238,13 @@ fn recurrent(r: &Recurrence, x: &[&[f32]], out: &mut [f32]) {
             state = next;
             if !r.last {
                 for j in 0..h {
-                    out[(n * r.t + t) * h + j] = state[j] as f32;
+                    out[(n * r.t + t) * h + j] = T::from_f64(state[j]);
                 }
             }
         }
         if r.last {
             for j in 0..h {
-                out[n * h + j] = state[j] as f32;
+                out[n * h + j] = T::from_f64(state[j]);
             }
         }
     }
