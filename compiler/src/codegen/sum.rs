@@ -80,31 +80,35 @@ impl Emit<'_, '_> {
     ) {
         let vec_len = len / 4 * 4;
         let blocks = vec_len / BLOCK;
-        let part = self.b.declare_var(F32X4);
-        let mut block = |e: &mut Self, from: Value, to: Value| {
-            let zero = e.fconst(F32X4, 0.0);
-            e.b.def_var(part, zero);
-            e.for_range(None, from, to, 4, true, |e, i| {
+        // A block's vectors, unrolled, into two partial sums that alternate so that the
+        // additions do not wait on each other.
+        let mut block = |e: &mut Self, from: Value, vectors: usize| {
+            let mut parts: Vec<Value> = Vec::with_capacity(2);
+            for u in 0..vectors {
+                let i = e.b.ins().iadd_imm_s(from, 4 * u as i64);
                 let v = term(e, F32X4, i);
-                let old = e.b.use_var(part);
-                let new = e.b.ins().fadd(old, v);
-                e.b.def_var(part, new);
-            });
-            let sum = e.b.use_var(part);
+                match parts.get(u % 2) {
+                    Some(&p) => parts[u % 2] = e.b.ins().fadd(p, v),
+                    None => parts.push(v),
+                }
+            }
+            let sum = match parts[..] {
+                [a, b] => e.b.ins().fadd(a, b),
+                [a] => a,
+                _ => unreachable!("a block holds at least one vector"),
+            };
             e.add64(acc, sum);
         };
         if blocks > 0 {
             self.for_count(None, blocks, 1, |e, b| {
                 let from = e.b.ins().imul_imm_s(b, BLOCK as i64);
-                let to = e.b.ins().iadd_imm_s(from, BLOCK as i64);
-                block(e, from, to);
+                block(e, from, BLOCK / 4);
             });
         }
         let done = blocks * BLOCK;
         if done < vec_len {
             let from = self.iconst(done as i64);
-            let to = self.iconst(vec_len as i64);
-            block(self, from, to);
+            block(self, from, (vec_len - done) / 4);
         }
         for i in vec_len..len {
             let at = self.iconst(i as i64);
