@@ -298,3 +298,21 @@ fn bench_reports_compile_phases_and_throughput() {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
 }
+
+#[test]
+fn files_that_are_not_regular_files_are_refused_by_name() {
+    let dir = scratch("not-regular");
+    let (weights, digits) = (dir.join("w.safetensors"), dir.join("digits.idx"));
+    lenet_weights(&weights);
+    idx_digits(&digits, 2);
+    let (w, d, folder) = (weights.to_str().unwrap(), digits.to_str().unwrap(), dir.to_str().unwrap());
+    // A device never ends: reading it whole would fill memory.
+    for (weights, input, bad) in
+        [("/dev/zero", d, "/dev/zero"), (w, "/dev/zero", "/dev/zero"), (folder, d, folder)]
+    {
+        let o = nnc(&["predict", "examples/lenet5.net", "--weights", weights, "--input", input]);
+        let err = text(&o.stderr);
+        assert_ne!(code(&o), 0, "{err}");
+        assert!(err.contains(&format!("`{bad}`")) && err.contains("not a regular file"), "{err}");
+    }
+}

@@ -2,6 +2,7 @@
 //! writes, with networks small enough to train in a moment: a linear classifier of the
 //! embedded digits and an 8-step character RNN.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -236,4 +237,37 @@ fn generate_and_eval_with_a_trained_character_model() {
     std::fs::write(&image, TINY).unwrap();
     let err = fails(&["eval", s(&image), "--weights", w]);
     assert!(err.contains("trained for network `c`, not `tiny`"), "{err}");
+}
+
+#[test]
+fn train_refuses_outputs_that_are_not_regular_files() {
+    let dir = scratch("train-cli-outputs");
+    let model = dir.join("tiny.net");
+    std::fs::write(&model, TINY).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let folder = dir.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", s(&model), "--threads", "1", "--quiet", "--max-steps", "1"];
+        args.extend(extra);
+        nnc(&args)
+    };
+    for (flag, target) in [("--out", &fifo), ("--out", &folder), ("--metrics", &fifo), ("--metrics", &folder)]
+    {
+        let mut args = vec![flag, s(target)];
+        let other = dir.join("w.safetensors");
+        if flag == "--metrics" {
+            args.extend(["--out", s(&other)]);
+        }
+        let o = train(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {target:?}: {err}");
+        assert!(err.contains(s(target)) && err.contains("not a regular file"), "{err}");
+        assert!(!err.contains("epoch") && !other.exists(), "refused before training: {err}");
+    }
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is left alone");
+    assert!(folder.is_dir());
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 3, "nothing written beside them: {names:?}");
 }

@@ -180,3 +180,40 @@ fn runs_on_several_threads_repeat_exactly() {
         assert!(a == b, "{name} differs between two runs on three threads");
     }
 }
+
+#[test]
+fn a_run_whose_parameters_overflow_stops_and_keeps_only_finite_checkpoints() {
+    let dir = scratch("overflow");
+    let lenet = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lenet5.net");
+    // The updates overflow the parameters to infinity while tanh keeps the loss and the
+    // gradients finite, so only the parameters show it.
+    let args = ["--batch", "1000", "--lr", "1e10", "--epochs", "3", "--threads", "1", "--quiet"];
+    let o = nnc(&dir, &[&["train", lenet.to_str().unwrap()][..], &args].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("diverged") && err.contains("NaN or infinite"), "{err}");
+    // The checkpoint it names as the last good one is an earlier epoch's, all finite.
+    assert!(err.contains("the last good checkpoint is lenet5.safetensors"), "{err}");
+    let bytes = std::fs::read(dir.join("lenet5.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (name, view) in file.tensors() {
+        let finite =
+            view.data().chunks_exact(4).all(|b| f32::from_le_bytes(b.try_into().unwrap()).is_finite());
+        assert!(finite, "{name} holds non-finite values");
+    }
+}
+
+#[test]
+fn a_run_that_diverges_before_its_first_checkpoint_names_none() {
+    let dir = scratch("overflow-first");
+    let lenet = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lenet5.net");
+    // What is there from before is not a checkpoint, let alone a good one.
+    std::fs::write(dir.join("lenet5.safetensors"), b"not a checkpoint").unwrap();
+    let args =
+        ["train", lenet.to_str().unwrap(), "--lr", "1e30", "--batch", "1000", "--threads", "1", "--quiet"];
+    let o = nnc(&dir, &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no checkpoint was written") && !err.contains("last good"), "{err}");
+    assert_eq!(std::fs::read(dir.join("lenet5.safetensors")).unwrap(), b"not a checkpoint");
+}

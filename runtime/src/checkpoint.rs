@@ -6,6 +6,7 @@
 //! tensor is an error that names it.
 
 use crate::exec::Executable;
+use crate::files;
 use crate::init::{to_internal, to_torch};
 use crate::train::step::TrainStep;
 use nnc_compiler::ops::Role;
@@ -30,6 +31,8 @@ pub enum CheckpointError {
     Shape { path: String, name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor `{name}` in `{path}` is {dtype:?}; nnc reads f32")]
     Dtype { path: String, name: String, dtype: Dtype },
+    #[error("`{path}` was not written: {count} of {total} values are NaN or infinite, the first in `{name}`")]
+    NonFinite { path: String, name: String, count: usize, total: usize },
 }
 
 /// Tensors whose names start with this are not parameters (optimizer state) and are not
@@ -84,7 +87,7 @@ pub fn optimizer_state(step: &TrainStep) -> Vec<Entry> {
 /// Reads the optimizer state of `step` from `path` (written by [`optimizer_state`]).
 pub fn load_optimizer(step: &mut TrainStep, path: &Path) -> Result<(), CheckpointError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: name.clone(), source })?;
+    let bytes = read(path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
     let t = step.training.clone();
@@ -126,13 +129,40 @@ fn read_f32(
     Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
-/// Writes `entries` (and `metadata`) to `path` atomically.
+/// The bytes of the checkpoint at `path`: a regular file no larger than the memory free
+/// for it.
+pub fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    files::read_regular(path, files::memory_budget())
+        .map_err(|source| CheckpointError::Read { path: path.display().to_string(), source })
+}
+
+/// Whether `path` is a readable checkpoint whose every f32 value is finite.
+pub fn is_finite(path: &Path) -> bool {
+    let Ok(bytes) = read(path) else { return false };
+    let Ok(file) = SafeTensors::deserialize(&bytes) else { return false };
+    file.tensors().iter().filter(|(_, v)| v.dtype() == Dtype::F32).all(|(_, v)| {
+        v.data().chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+    })
+}
+
+/// Writes `entries` (and `metadata`) to `path` atomically and durably (see
+/// [`files::write_atomic`]). Nothing is written when a value is NaN or infinite: such a
+/// checkpoint could only spread the failure to whatever loads it.
 pub fn save_entries(
     state: Vec<Entry>,
     path: &Path,
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
     let name = path.display().to_string();
+    let bad = |(_, _, v): &&Entry| v.iter().filter(|x| !x.is_finite()).count();
+    if let Some(first) = state.iter().find(|e| bad(e) > 0) {
+        return Err(CheckpointError::NonFinite {
+            path: name,
+            name: first.0.clone(),
+            count: state.iter().map(|e| bad(&e)).sum(),
+            total: state.iter().map(|e| e.2.len()).sum(),
+        });
+    }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
         .into_iter()
         .map(|(n, dims, values)| (n, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
@@ -147,24 +177,13 @@ pub fn save_entries(
         .collect::<Result<Vec<_>, _>>()?;
     let data = safetensors::serialize(views, Some(metadata))
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let write = |source| CheckpointError::Write { path: name.clone(), source };
-    std::fs::write(&tmp, data).map_err(write)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write(e)
-    })
+    files::write_atomic(path, &data).map_err(|source| CheckpointError::Write { path: name, source })
 }
 
 /// Reads `path` into `exec`'s parameters and returns the file's metadata.
 pub fn load(exec: &mut Executable, path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
     let name = path.display().to_string();
-    if path.is_dir() {
-        let source = std::io::Error::other("it is a directory");
-        return Err(CheckpointError::Read { path: name, source });
-    }
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: name.clone(), source })?;
+    let bytes = read(path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
     let (_, header) = SafeTensors::read_metadata(&bytes)

@@ -127,7 +127,7 @@ pub(super) fn load_weights(
             Ok(metadata)
         }
         Err(e) => {
-            let metadata = std::fs::read(path).ok().and_then(|bytes| {
+            let metadata = checkpoint::read(path).ok().and_then(|bytes| {
                 let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
                 header.metadata().clone()
             });

@@ -259,6 +259,20 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
         .clone()
         .or_else(|| a.resume.clone())
         .unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", graph.name)));
+    let best = test.as_ref().map(|_| out_path.with_extension("best.safetensors"));
+    // Beside the checkpoint, so that a run's files stay together.
+    let metrics_path = a.metrics.clone().unwrap_or_else(|| out_path.with_extension("metrics.jsonl"));
+    // Refused before anything runs: a device or directory here would be replaced (or the
+    // run fail) only after the training is done.
+    for (flag, path) in
+        [("--out", Some(&out_path)), ("--out", best.as_ref()), ("--metrics", Some(&metrics_path))]
+    {
+        if let Some(path) = path
+            && let Err(e) = nnc_runtime::files::check_output(path)
+        {
+            return Err(usage(format!("cannot write `{}` (from {flag}): {e}", path.display())));
+        }
+    }
     let mut metadata = HashMap::from([
         ("nnc.format".to_string(), "1".to_string()),
         ("nnc.network".to_string(), graph.name.clone()),
@@ -295,7 +309,6 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     } else {
         step.exe.init_params(config.seed);
     }
-    let best = test.as_ref().map(|_| out_path.with_extension("best.safetensors"));
     let settings = Settings {
         epochs: config.epochs,
         seed: config.seed,
@@ -324,8 +337,6 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             std::process::exit(EXIT_INTERRUPTED.into());
         }
     });
-    // Beside the checkpoint, so that a run's files stay together.
-    let metrics_path = a.metrics.clone().unwrap_or_else(|| out_path.with_extension("metrics.jsonl"));
     let metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(a.resume.is_some())
@@ -359,10 +370,14 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             Ok(if interrupted { EXIT_INTERRUPTED } else { 0 })
         }
         Err(e) => {
-            let kept = if out_path.exists() {
+            // Every checkpoint this run wrote is finite; one from before is named only if
+            // it is too.
+            let kept = if trainer.saved {
                 format!("; the last good checkpoint is {}", out_path.display())
+            } else if out_path.exists() && checkpoint::is_finite(&out_path) {
+                format!("; no checkpoint was written; {} is from before this run", out_path.display())
             } else {
-                String::new()
+                "; no checkpoint was written".to_string()
             };
             Err((EXIT_MODEL, format!("{e}{kept}")))
         }
@@ -370,7 +385,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
 }
 
 fn read_metadata(path: &Path) -> Result<HashMap<String, String>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bytes = checkpoint::read(path).map_err(|e| e.to_string())?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))?;
     Ok(header.metadata().clone().unwrap_or_default())

@@ -28,6 +28,10 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Data(#[from] super::data::DatasetError),
+    /// The parameters or optimizer state went non-finite without the step seeing it (an
+    /// update that overflowed); the checkpoint was not written.
+    #[error("training diverged by step {step}: {source}")]
+    Diverged { step: u64, source: CheckpointError },
 }
 
 /// How to train.
@@ -124,6 +128,8 @@ pub struct Trainer<'d> {
     pub position: Position,
     /// The lowest test loss so far.
     pub best_loss: f64,
+    /// Whether this run has written `settings.checkpoint` (every write holds finite values).
+    pub saved: bool,
 }
 
 impl<'d> Trainer<'d> {
@@ -143,6 +149,7 @@ impl<'d> Trainer<'d> {
             settings,
             position: Position::default(),
             best_loss: f64::INFINITY,
+            saved: false,
         })
     }
 
@@ -174,7 +181,7 @@ impl<'d> Trainer<'d> {
             while self.position.batch < batches {
                 let limit = s.max_steps.is_some_and(|m| self.position.step >= m);
                 if stop.load(Ordering::Relaxed) || limit {
-                    self.save(&s.checkpoint)?;
+                    self.save_checkpoint()?;
                     let p = self.position;
                     return Ok(if limit { Outcome::StepLimit(p) } else { Outcome::Interrupted(p) });
                 }
@@ -222,7 +229,7 @@ impl<'d> Trainer<'d> {
                     self.save(path)?;
                 }
             }
-            self.save(&s.checkpoint)?;
+            self.save_checkpoint()?;
             observer.epoch(&EpochReport {
                 epoch: epoch + 1,
                 step: self.position.step,
@@ -238,8 +245,16 @@ impl<'d> Trainer<'d> {
         Ok(Outcome::Finished)
     }
 
-    /// Writes parameters, optimizer state and the position to `path`.
-    pub fn save(&self, path: &std::path::Path) -> Result<(), CheckpointError> {
+    /// Writes the run's checkpoint and records that it exists.
+    fn save_checkpoint(&mut self) -> Result<(), TrainError> {
+        self.save(&self.settings.checkpoint.clone())?;
+        self.saved = true;
+        Ok(())
+    }
+
+    /// Writes parameters, optimizer state and the position to `path`; refuses (as a
+    /// divergence) when a value is not finite.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), TrainError> {
         let mut metadata = self.settings.metadata.clone();
         self.position.write(&mut metadata);
         if self.best_loss.is_finite() {
@@ -247,6 +262,9 @@ impl<'d> Trainer<'d> {
         }
         let mut entries = checkpoint::state(&self.step.exe);
         entries.extend(checkpoint::optimizer_state(&self.step));
-        checkpoint::save_entries(entries, path, metadata)
+        checkpoint::save_entries(entries, path, metadata).map_err(|e| match e {
+            CheckpointError::NonFinite { .. } => TrainError::Diverged { step: self.position.step, source: e },
+            e => TrainError::Checkpoint(e),
+        })
     }
 }
