@@ -271,7 +271,7 @@ fn predict_explains_bad_inputs_and_weights() {
         "--input",
         digits.to_str().unwrap(),
     ]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2, "a missing weights file is an I/O error");
     assert!(text(&o.stderr).contains("cannot read `nope.safetensors`"));
 }
 
@@ -314,5 +314,32 @@ fn files_that_are_not_regular_files_are_refused_by_name() {
         let err = text(&o.stderr);
         assert_ne!(code(&o), 0, "{err}");
         assert!(err.contains(&format!("`{bad}`")) && err.contains("not a regular file"), "{err}");
+    }
+}
+
+#[test]
+fn a_missing_or_corrupt_weights_file_is_an_io_error_for_every_command() {
+    let dir = scratch("weights-exit");
+    let corrupt = dir.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
+    let missing = dir.join("missing.safetensors");
+    let digits = dir.join("digits.idx");
+    idx_digits(&digits, 2);
+    let d = digits.to_str().unwrap();
+    for weights in [&corrupt, &missing] {
+        let w = weights.to_str().unwrap();
+        let runs: [&[&str]; 5] = [
+            &["predict", "examples/lenet5.net", "--weights", w, "--input", d],
+            &["eval", "examples/lenet5.net", "--weights", w],
+            &["generate", "examples/char_rnn.net", "--weights", w, "--prime", "a"],
+            &["train", "examples/lenet5.net", "--init-from", w, "--max-steps", "1"],
+            &["train", "examples/lenet5.net", "--resume", w, "--max-steps", "1"],
+        ];
+        for args in runs {
+            let o = nnc(args);
+            let err = text(&o.stderr);
+            assert_eq!(code(&o), 2, "{args:?}: {err}");
+            assert!(err.contains(w) && !err.contains("panicked"), "{args:?}: {err}");
+        }
     }
 }

@@ -81,7 +81,8 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     // A different seed, or a checkpoint of another model, cannot be resumed.
     let o = nnc(&dir, &["train", "small.net", "--resume", "parts.safetensors", "--seed", "6"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("same seed"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--seed 6 differs from 5, which `parts.safetensors` was trained with"), "{err}");
     std::fs::write(dir.join("other.net"), MODEL.replace("dense(10)", "relu |> dense(10)")).unwrap();
     let o = nnc(&dir, &["train", "other.net", "--resume", "parts.safetensors"]);
     assert_eq!(o.status.code(), Some(2));
@@ -216,4 +217,65 @@ fn a_run_that_diverges_before_its_first_checkpoint_names_none() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("no checkpoint was written") && !err.contains("last good"), "{err}");
     assert_eq!(std::fs::read(dir.join("lenet5.safetensors")).unwrap(), b"not a checkpoint");
+}
+
+/// The metadata of a checkpoint.
+fn metadata(path: &Path) -> std::collections::HashMap<String, String> {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    header.metadata().clone().unwrap()
+}
+
+#[test]
+fn a_resumed_run_keeps_its_settings_and_checks_its_position() {
+    let dir = scratch("resume-settings");
+    std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+    std::fs::write(dir.join("small.net"), MODEL).unwrap();
+    let run = |cwd: &Path, args: &[&str]| {
+        let o = nnc(cwd, &[&["train", "--threads", "1", "--quiet"][..], args].concat());
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // Started with overrides, stopped, then resumed with none: the overrides hold (one
+    // epoch, not the section's two; no shuffling).
+    let args = ["small.net", "--epochs", "1", "--lr", "0.01", "--no-shuffle", "--max-steps", "5"];
+    let (code, err) = run(&dir, &args);
+    assert_eq!(code, Some(0), "{err}");
+    let checkpoint = dir.join("small.safetensors");
+    // Through another path to the same model, from another directory.
+    let model = dir.join("small.net");
+    let (code, err) =
+        run(&dir.join("elsewhere"), &[model.to_str().unwrap(), "--resume", checkpoint.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(metadata(&checkpoint)["nnc.epoch"], "1", "{err}");
+    assert_eq!(metadata(&checkpoint)["nnc.step"], "40");
+    // The same run straight through gives the same weights.
+    let (code, err) = run(
+        &dir,
+        &["./small.net", "--epochs", "1", "--lr", "0.01", "--no-shuffle", "--out", "whole.safetensors"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(tensors(&checkpoint), tensors(&dir.join("whole.safetensors")));
+    // A flag that changes a stored setting is refused, naming both values.
+    let (code, err) =
+        run(&dir, &["small.net", "--resume", "whole.safetensors", "--lr", "0.5", "--max-steps", "41"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--lr 0.5 differs from 0.01, which `whole.safetensors` was trained with"), "{err}");
+    for (flag, value) in [("--batch", "25"), ("--augment", "none"), ("--epochs", "3")] {
+        let (code, err) = run(&dir, &["small.net", "--resume", "whole.safetensors", flag, value]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&format!("{flag} {value} differs from")), "{err}");
+    }
+    // A position the run cannot reach is refused.
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut meta = metadata(&checkpoint);
+    meta.insert("nnc.step".into(), "7".into());
+    meta.insert("nnc.epoch".into(), "0".into());
+    meta.insert("nnc.batch".into(), "3".into());
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = file.tensors();
+    let tampered = dir.join("tampered.safetensors");
+    std::fs::write(&tampered, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    let (code, err) = run(&dir, &["small.net", "--resume", "tampered.safetensors"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("stored position (epoch 0, batch 3, step 7)"), "{err}");
 }

@@ -8,6 +8,7 @@ mod fmt;
 mod generate;
 mod graph;
 mod predict;
+mod resume;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};

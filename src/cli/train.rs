@@ -2,6 +2,7 @@
 //! as a flag, a progress bar, a line per epoch, a metrics file and checkpoints.
 
 use super::dataset::{self, Loaded};
+use super::resume;
 use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nnc_compiler::graph::Graph;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// The model file.
     file: PathBuf,
@@ -155,7 +157,7 @@ fn configure(base: Option<&TrainConfig>, graph: &Graph, a: &Args) -> Result<Trai
     c.schedule = a.schedule.unwrap_or(c.schedule);
     c.warmup = a.warmup.unwrap_or(c.warmup);
     if let Some(clip) = a.clip {
-        c.clip = (clip > 0.0).then_some(clip);
+        c.clip = (clip != 0.0).then_some(clip);
     }
     if let Some(Augments(list)) = &a.augment {
         c.augment = list.clone();
@@ -187,15 +189,20 @@ fn configure(base: Option<&TrainConfig>, graph: &Graph, a: &Args) -> Result<Trai
         },
         _ => return Err("--momentum and --nesterov are SGD's; --beta1, --beta2 and --eps are Adam's".into()),
     };
+    // The train section's own ranges, so that a flag cannot give what the section refuses.
+    let input = graph.inputs.first().map(|&i| graph.node(i).shape);
+    c.validate(input).map_err(|e| format!("invalid --{}: {e}", e.setting.replace('_', "-")))?;
     Ok(c)
 }
 
-/// A stable hash of every source file of the model (FNV-1a), stored in checkpoints so
-/// that `--resume` refuses a checkpoint of a different network.
+/// A stable hash of the text of every source file of the model (FNV-1a), stored in
+/// checkpoints so that `--resume` refuses a checkpoint of a different network. Only the
+/// contents count, not the paths: the same model reached through `./m.net`, an absolute
+/// path or another working directory is the same model.
 pub fn source_hash(model: &nnc_compiler::Model) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in model.sources.files() {
-        for b in f.name.bytes().chain([0]).chain(f.text.bytes()).chain([0]) {
+        for b in f.text.bytes().chain([0]) {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
         }
     }
@@ -210,14 +217,31 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     let model = ui.compile(&a.file).map_err(|code| (code, "the model has errors".to_string()))?;
     let graph = super::network(&model, a.network.as_deref(), &a.file)
         .ok_or((EXIT_USAGE, "no network to train".to_string()))?;
-    let config = configure(model.train_config(&graph.name), graph, a).map_err(usage)?;
-    let prep = dataset::preparation(graph, Some(&config), None).map_err(usage)?;
-    let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
-    // A resumed character model keeps the vocabulary its ids were trained with.
+    // A resumed run takes its settings from the checkpoint, with any flag checked
+    // against them; a new one from the train section with the flags applied.
     let resumed_meta = match &a.resume {
         Some(path) => Some(read_metadata(path).map_err(usage)?),
         None => None,
     };
+    let (config, shuffle) = match (&a.resume, &resumed_meta) {
+        (Some(path), Some(meta)) => {
+            if meta.get("nnc.source") != Some(&source_hash(&model)) {
+                return Err(usage(format!(
+                    "`{}` was written for a different model source; start from its weights with --init-from instead",
+                    path.display()
+                )));
+            }
+            let (stored, shuffled) = resume::stored(meta, path).map_err(usage)?;
+            let config = configure(Some(&stored), graph, a).map_err(usage)?;
+            let shuffle = shuffled && !a.no_shuffle;
+            resume::check_unchanged((&stored, shuffled), (&config, shuffle), path).map_err(usage)?;
+            (config, shuffle)
+        }
+        _ => (configure(model.train_config(&graph.name), graph, a).map_err(usage)?, !a.no_shuffle),
+    };
+    let prep = dataset::preparation(graph, Some(&config), None).map_err(usage)?;
+    let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
+    // A resumed character model keeps the vocabulary its ids were trained with.
     let vocabulary = match resumed_meta.as_ref().and_then(|m| m.get("nnc.vocabulary")) {
         Some(v) => Some(nnc_runtime::data::text::Vocabulary::from_string(v).map_err(usage)?),
         None => None,
@@ -279,6 +303,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
         ("nnc.source".to_string(), source_hash(&model)),
         ("nnc.seed".to_string(), config.seed.to_string()),
         ("nnc.optimizer".to_string(), format!("{:?}", config.optimizer)),
+        (resume::KEY.to_string(), resume::store(&config, shuffle)),
     ]);
     if let Some(v) = &vocabulary {
         metadata.insert("nnc.vocabulary".into(), v.to_string());
@@ -286,19 +311,6 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     // Parameters: from a checkpoint being resumed, from --init-from, or initialised.
     let mut position = None;
     if let (Some(path), Some(meta)) = (&a.resume, &resumed_meta) {
-        if meta.get("nnc.source") != metadata.get("nnc.source") {
-            return Err(usage(format!(
-                "`{}` was written for a different model source; start from its weights with --init-from instead",
-                path.display()
-            )));
-        }
-        if meta.get("nnc.seed") != metadata.get("nnc.seed") {
-            return Err(usage(format!(
-                "`{}` was trained with seed {}; resume with the same seed",
-                path.display(),
-                meta.get("nnc.seed").map_or("?", |s| s.as_str())
-            )));
-        }
         checkpoint::load(&mut step.exe, path).map_err(usage)?;
         checkpoint::load_optimizer(&mut step, path).map_err(usage)?;
         position = Some(Position::from_metadata(meta).ok_or_else(|| {
@@ -312,7 +324,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     let settings = Settings {
         epochs: config.epochs,
         seed: config.seed,
-        shuffle: !a.no_shuffle,
+        shuffle,
         max_steps: a.max_steps,
         lr,
         schedule: config.schedule,
@@ -326,7 +338,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     if let Some(p) = position {
         let best_loss =
             resumed_meta.as_ref().and_then(|m| m.get("nnc.best_loss")).and_then(|v| v.parse().ok());
-        trainer.resume(p, best_loss);
+        trainer.resume(p, best_loss).map_err(usage)?;
         eprintln!("resuming at epoch {} batch {} (step {})", p.epoch + 1, p.batch, p.step);
     }
     let stop = Arc::new(AtomicBool::new(false));

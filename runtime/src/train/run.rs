@@ -30,6 +30,12 @@ pub enum TrainError {
     Data(#[from] super::data::DatasetError),
     /// The parameters or optimizer state went non-finite without the step seeing it (an
     /// update that overflowed); the checkpoint was not written.
+    #[error(
+        "the stored position (epoch {}, batch {}, step {}) is not one a run of {epochs} epochs of \
+         {batches} batches reaches; the checkpoint or the data is not the run's",
+        .position.epoch, .position.batch, .position.step
+    )]
+    Position { position: Position, epochs: u64, batches: u64 },
     #[error("training diverged by step {step}: {source}")]
     Diverged { step: u64, source: CheckpointError },
 }
@@ -159,11 +165,18 @@ impl<'d> Trainer<'d> {
     }
 
     /// Continues from `position` (read from a checkpoint whose parameters and optimizer
-    /// state are already loaded).
-    pub fn resume(&mut self, position: Position, best_loss: Option<f64>) {
+    /// state are already loaded), which must be one this run's data and epochs reach.
+    pub fn resume(&mut self, position: Position, best_loss: Option<f64>) -> Result<(), TrainError> {
+        let batches = self.batches();
+        let Position { epoch, batch, step } = position;
+        let reached = epoch.checked_mul(batches).and_then(|s| s.checked_add(batch)) == Some(step);
+        if epoch > self.settings.epochs || batch >= batches.max(1) || !reached {
+            return Err(TrainError::Position { position, epochs: self.settings.epochs, batches });
+        }
         self.position = position;
         self.step.steps = position.step;
         self.best_loss = best_loss.unwrap_or(f64::INFINITY);
+        Ok(())
     }
 
     pub fn run(&mut self, stop: &AtomicBool, observer: &mut dyn Observer) -> Result<Outcome, TrainError> {
