@@ -343,3 +343,50 @@ fn a_missing_or_corrupt_weights_file_is_an_io_error_for_every_command() {
         }
     }
 }
+
+#[test]
+fn predict_converts_float64_weights_and_says_so_once() {
+    let dir = scratch("f64-weights");
+    let (weights, digits) = (dir.join("w.safetensors"), dir.join("digits.idx"));
+    lenet_weights(&weights);
+    idx_digits(&digits, 2);
+    let bytes = std::fs::read(&weights).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let doubled: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) as f64).to_le_bytes());
+            (n, v.shape().to_vec(), data.collect())
+        })
+        .collect();
+    let views: Vec<_> = doubled
+        .iter()
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F64, s.clone(), b).unwrap())
+        })
+        .collect();
+    let f64_weights = dir.join("w64.safetensors");
+    std::fs::write(&f64_weights, safetensors::serialize(views, None).unwrap()).unwrap();
+    let (d, w) = (digits.to_str().unwrap(), weights.to_str().unwrap());
+    let a = nnc(&["predict", "examples/lenet5.net", "--weights", w, "--input", d, "--top", "3"]);
+    let b = nnc(&[
+        "predict",
+        "examples/lenet5.net",
+        "--weights",
+        f64_weights.to_str().unwrap(),
+        "--input",
+        d,
+        "--top",
+        "3",
+    ]);
+    assert_eq!((code(&a), code(&b)), (0, 0), "{}", text(&b.stderr));
+    assert_eq!(a.stdout, b.stdout, "the same values, converted");
+    assert!(a.stderr.is_empty());
+    let note = text(&b.stderr);
+    assert_eq!(note.lines().count(), 1, "{note}");
+    assert!(note.starts_with("note: ") && note.contains("F64 weights; converted to F32"), "{note}");
+}

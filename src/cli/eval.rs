@@ -120,7 +120,9 @@ pub(super) fn load_weights(
     let trained_for =
         |metadata: &HashMap<String, String>| metadata.get("nnc.network").filter(|n| *n != network).cloned();
     match checkpoint::load(exe, path) {
-        Ok(metadata) => {
+        Ok(loaded) => {
+            super::note_converted(path, &loaded);
+            let metadata = loaded.metadata;
             if let Some(other) = trained_for(&metadata) {
                 eprintln!("warning: `{}` was trained for network `{other}`, not `{network}`", path.display());
             }

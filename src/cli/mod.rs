@@ -129,6 +129,14 @@ pub fn out(text: &str) {
     }
 }
 
+/// Says once per file that weights were not f32 and were converted on load.
+pub fn note_converted(path: &Path, loaded: &nnc_runtime::checkpoint::Loaded) {
+    if !loaded.converted.is_empty() {
+        let types: Vec<String> = loaded.converted.iter().map(|d| format!("{d:?}")).collect();
+        eprintln!("note: `{}` holds {} weights; converted to F32", path.display(), types.join(" and "));
+    }
+}
+
 /// The network `name` of a model, or its first; reports the problem and returns `None`
 /// when there is no such network.
 pub fn network<'m>(

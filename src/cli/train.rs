@@ -317,7 +317,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             usage(format!("`{}` has no training position; use --init-from", path.display()))
         })?);
     } else if let Some(path) = &a.init_from {
-        checkpoint::load(&mut step.exe, path).map_err(usage)?;
+        super::note_converted(path, &checkpoint::load(&mut step.exe, path).map_err(usage)?);
     } else {
         step.exe.init_params(config.seed);
     }

@@ -275,7 +275,9 @@ impl<'d> Trainer<'d> {
         }
         let mut entries = checkpoint::state(&self.step.exe);
         entries.extend(checkpoint::optimizer_state(&self.step));
-        checkpoint::save_entries(entries, path, metadata).map_err(|e| match e {
+        // Every step of the run updated the running statistics.
+        let counters = checkpoint::batches_tracked(&self.step.exe, self.position.step);
+        checkpoint::save_entries(entries, counters, path, metadata).map_err(|e| match e {
             CheckpointError::NonFinite { .. } => TrainError::Diverged { step: self.position.step, source: e },
             e => TrainError::Checkpoint(e),
         })
