@@ -65,12 +65,27 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     run(&["--resume", "parts.safetensors", "--max-steps", "55"]);
     let resumed = run(&["--resume", "parts.safetensors", "--out", "parts.safetensors"]);
     assert!(resumed.contains("resuming at epoch 2 batch 15 (step 55)"), "{resumed}");
-    let (whole, parts) = (tensors(&dir.join("whole.safetensors")), tensors(&dir.join("parts.safetensors")));
-    assert!(whole.iter().any(|(n, _)| n.starts_with("__optim.exp_avg_sq.")), "optimizer state is saved");
-    assert_eq!(whole.len(), parts.len());
-    for ((name, a), (_, b)) in whole.iter().zip(&parts) {
-        assert!(a == b, "{name} differs between the whole run and the resumed one");
+    for (w, p) in [("whole", "parts"), ("whole.train", "parts.train")] {
+        let (whole, parts) =
+            (tensors(&dir.join(format!("{w}.safetensors"))), tensors(&dir.join(format!("{p}.safetensors"))));
+        assert_eq!(whole.len(), parts.len());
+        for ((name, a), (_, b)) in whole.iter().zip(&parts) {
+            assert!(a == b, "{name} differs between the whole run and the resumed one");
+        }
     }
+    // The weights file is a plain state_dict: the model's tensors only. The optimizer
+    // state is beside it.
+    let names = |f: &str| tensors(&dir.join(f)).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names("whole.safetensors"), ["conv1.bias", "conv1.weight", "dense1.bias", "dense1.weight"]);
+    assert!(names("whole.train.safetensors").iter().any(|n| n.starts_with("__optim.exp_avg_sq.")));
+    // A train file that was not written with the weights beside it is refused.
+    run(&["--out", "early.safetensors", "--max-steps", "3"]);
+    std::fs::copy(dir.join("whole.safetensors"), dir.join("mixed.safetensors")).unwrap();
+    std::fs::copy(dir.join("early.train.safetensors"), dir.join("mixed.train.safetensors")).unwrap();
+    let o = nnc(&dir, &["train", "small.net", "--resume", "mixed.safetensors"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`mixed.train.safetensors` does not belong with `mixed.safetensors`"), "{err}");
     // Each run's metrics are beside its checkpoint; the resumed run's epochs are appended.
     let epochs = |file: &str| -> Vec<String> {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
@@ -266,14 +281,16 @@ fn a_resumed_run_keeps_its_settings_and_checks_its_position() {
         assert!(err.contains(&format!("{flag} {value} differs from")), "{err}");
     }
     // A position the run cannot reach is refused.
-    let bytes = std::fs::read(&checkpoint).unwrap();
+    let train_file = dir.join("small.train.safetensors");
+    let bytes = std::fs::read(&train_file).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut meta = metadata(&checkpoint);
+    let mut meta = metadata(&train_file);
     meta.insert("nnc.step".into(), "7".into());
     meta.insert("nnc.epoch".into(), "0".into());
     meta.insert("nnc.batch".into(), "3".into());
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = file.tensors();
-    let tampered = dir.join("tampered.safetensors");
+    std::fs::copy(&checkpoint, dir.join("tampered.safetensors")).unwrap();
+    let tampered = dir.join("tampered.train.safetensors");
     std::fs::write(&tampered, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
     let (code, err) = run(&dir, &["small.net", "--resume", "tampered.safetensors"]);
     assert_eq!(code, Some(2), "{err}");

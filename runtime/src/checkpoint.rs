@@ -13,7 +13,7 @@ use nnc_compiler::ops::Role;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -35,8 +35,34 @@ pub enum CheckpointError {
     NonFinite { path: String, name: String, count: usize, total: usize },
 }
 
-/// Tensors whose names start with this are not parameters (optimizer state) and are not
-/// required on load.
+/// The file beside a checkpoint `lenet5.safetensors` that holds what only resuming needs
+/// (optimizer state, position): `lenet5.train.safetensors`. Keeping it out of the weights
+/// file leaves that a plain `state_dict` that loads strictly into the PyTorch module.
+pub fn train_path(weights: &Path) -> PathBuf {
+    let name = weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    weights.with_file_name(format!("{stem}.train.safetensors"))
+}
+
+/// A hash (FNV-1a) of the values of `state`, stored in the train file so that resuming
+/// can tell that it belongs with the weights beside it (a crash between the two writes
+/// leaves a pair that does not).
+pub fn fingerprint(state: &[Entry]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, _, values) in state {
+        let bytes = name.bytes().chain([0]).chain(values.iter().flat_map(|v| v.to_le_bytes()));
+        for b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The metadata key of the weights' fingerprint in the train file.
+pub const WEIGHTS_KEY: &str = "nnc.weights";
+
+/// Tensors whose names start with this are not parameters (optimizer state, in files
+/// written before it moved to the train file) and are not required on load.
 pub const STATE_PREFIX: &str = "__";
 
 /// Optimizer state is stored per parameter as `__optim.{state}.{parameter}` (for example
@@ -168,6 +194,20 @@ pub fn is_finite(path: &Path) -> bool {
     })
 }
 
+/// Refuses `state`, to be written to `path`, when a value is NaN or infinite.
+pub fn check_finite(state: &[Entry], path: &Path) -> Result<(), CheckpointError> {
+    let bad = |(_, _, v): &Entry| v.iter().filter(|x| !x.is_finite()).count();
+    match state.iter().find(|e| bad(e) > 0) {
+        None => Ok(()),
+        Some(first) => Err(CheckpointError::NonFinite {
+            path: path.display().to_string(),
+            name: first.0.clone(),
+            count: state.iter().map(bad).sum(),
+            total: state.iter().map(|e| e.2.len()).sum(),
+        }),
+    }
+}
+
 /// Writes `entries` (and `metadata`) to `path` atomically and durably (see
 /// [`files::write_atomic`]). Nothing is written when a value is NaN or infinite: such a
 /// checkpoint could only spread the failure to whatever loads it.
@@ -177,16 +217,8 @@ pub fn save_entries(
     path: &Path,
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
+    check_finite(&state, path)?;
     let name = path.display().to_string();
-    let bad = |(_, _, v): &&Entry| v.iter().filter(|x| !x.is_finite()).count();
-    if let Some(first) = state.iter().find(|e| bad(e) > 0) {
-        return Err(CheckpointError::NonFinite {
-            path: name,
-            name: first.0.clone(),
-            count: state.iter().map(|e| bad(&e)).sum(),
-            total: state.iter().map(|e| e.2.len()).sum(),
-        });
-    }
     let floats = state.into_iter().map(|(n, dims, values)| {
         (n, Dtype::F32, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     });

@@ -220,7 +220,10 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     // A resumed run takes its settings from the checkpoint, with any flag checked
     // against them; a new one from the train section with the flags applied.
     let resumed_meta = match &a.resume {
-        Some(path) => Some(read_metadata(path).map_err(usage)?),
+        Some(path) => Some(
+            read_metadata(&checkpoint::train_path(path))
+                .map_err(|e| usage(format!("cannot resume from `{}`: {e}", path.display())))?,
+        ),
         None => None,
     };
     let (config, shuffle) = match (&a.resume, &resumed_meta) {
@@ -288,9 +291,14 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     let metrics_path = a.metrics.clone().unwrap_or_else(|| out_path.with_extension("metrics.jsonl"));
     // Refused before anything runs: a device or directory here would be replaced (or the
     // run fail) only after the training is done.
-    for (flag, path) in
-        [("--out", Some(&out_path)), ("--out", best.as_ref()), ("--metrics", Some(&metrics_path))]
-    {
+    let train_path = checkpoint::train_path(&out_path);
+    let outputs = [
+        ("--out", Some(&out_path)),
+        ("--out", Some(&train_path)),
+        ("--out", best.as_ref()),
+        ("--metrics", Some(&metrics_path)),
+    ];
+    for (flag, path) in outputs {
         if let Some(path) = path
             && let Err(e) = nnc_runtime::files::check_output(path)
         {
@@ -312,7 +320,17 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     let mut position = None;
     if let (Some(path), Some(meta)) = (&a.resume, &resumed_meta) {
         checkpoint::load(&mut step.exe, path).map_err(usage)?;
-        checkpoint::load_optimizer(&mut step, path).map_err(usage)?;
+        let train_path = checkpoint::train_path(path);
+        if meta.get(checkpoint::WEIGHTS_KEY) != Some(&checkpoint::fingerprint(&checkpoint::state(&step.exe)))
+        {
+            return Err(usage(format!(
+                "`{}` does not belong with `{}` (they were not written together); start from the \
+                 weights with --init-from instead",
+                train_path.display(),
+                path.display()
+            )));
+        }
+        checkpoint::load_optimizer(&mut step, &train_path).map_err(usage)?;
         position = Some(Position::from_metadata(meta).ok_or_else(|| {
             usage(format!("`{}` has no training position; use --init-from", path.display()))
         })?);

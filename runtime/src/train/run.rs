@@ -239,7 +239,7 @@ impl<'d> Trainer<'d> {
             if let (true, Some(t)) = (best, &test) {
                 self.best_loss = t.loss;
                 if let Some(path) = &s.best {
-                    self.save(path)?;
+                    self.save(path, false)?;
                 }
             }
             self.save_checkpoint()?;
@@ -260,26 +260,39 @@ impl<'d> Trainer<'d> {
 
     /// Writes the run's checkpoint and records that it exists.
     fn save_checkpoint(&mut self) -> Result<(), TrainError> {
-        self.save(&self.settings.checkpoint.clone())?;
+        self.save(&self.settings.checkpoint.clone(), true)?;
         self.saved = true;
         Ok(())
     }
 
-    /// Writes parameters, optimizer state and the position to `path`; refuses (as a
-    /// divergence) when a value is not finite.
-    pub fn save(&self, path: &std::path::Path) -> Result<(), TrainError> {
+    /// Writes the parameters to `path` and, with `resumable`, the optimizer state and
+    /// position to its train file ([`checkpoint::train_path`]): the train file first,
+    /// holding the fingerprint of the weights, so that a crash between the two writes
+    /// leaves a pair that resuming refuses. Refuses (as a divergence) a value that is
+    /// not finite.
+    pub fn save(&self, path: &std::path::Path, resumable: bool) -> Result<(), TrainError> {
         let mut metadata = self.settings.metadata.clone();
         self.position.write(&mut metadata);
         if self.best_loss.is_finite() {
             metadata.insert("nnc.best_loss".into(), self.best_loss.to_string());
         }
-        let mut entries = checkpoint::state(&self.step.exe);
-        entries.extend(checkpoint::optimizer_state(&self.step));
-        // Every step of the run updated the running statistics.
-        let counters = checkpoint::batches_tracked(&self.step.exe, self.position.step);
-        checkpoint::save_entries(entries, counters, path, metadata).map_err(|e| match e {
+        let weights = checkpoint::state(&self.step.exe);
+        let diverged = |e| match e {
             CheckpointError::NonFinite { .. } => TrainError::Diverged { step: self.position.step, source: e },
             e => TrainError::Checkpoint(e),
-        })
+        };
+        // Both are checked before either is written, so that a divergence leaves the
+        // previous pair as it was.
+        checkpoint::check_finite(&weights, path).map_err(diverged)?;
+        if resumable {
+            let (train_path, state) = (checkpoint::train_path(path), checkpoint::optimizer_state(&self.step));
+            checkpoint::check_finite(&state, &train_path).map_err(diverged)?;
+            let mut train = metadata.clone();
+            train.insert(checkpoint::WEIGHTS_KEY.into(), checkpoint::fingerprint(&weights));
+            checkpoint::save_entries(state, Vec::new(), &train_path, train).map_err(diverged)?;
+        }
+        // Every step of the run updated the running statistics.
+        let counters = checkpoint::batches_tracked(&self.step.exe, self.position.step);
+        checkpoint::save_entries(weights, counters, path, metadata).map_err(diverged)
     }
 }
