@@ -390,3 +390,44 @@ fn predict_converts_float64_weights_and_says_so_once() {
     assert_eq!(note.lines().count(), 1, "{note}");
     assert!(note.starts_with("note: ") && note.contains("F64 weights; converted to F32"), "{note}");
 }
+
+#[test]
+fn predict_asks_how_to_read_a_sequence_file_that_fits_two_readings() {
+    let dir = scratch("input-format");
+    let model = dir.join("c.net");
+    std::fs::write(&model, "network c(text: seq[8] of onehot(16)) { text |> rnn(4) |> dense(16) }\n")
+        .unwrap();
+    let compiled = nnc_compiler::compile_file(&model).unwrap();
+    let options = nnc_runtime::exec::Options { threads: 1, guard: false, verify: false, fma: true };
+    let mut exec = nnc_runtime::exec::Executable::build(&compiled.networks[0], 1, &options).unwrap();
+    exec.init_params(1);
+    let weights = dir.join("c.safetensors");
+    nnc_runtime::checkpoint::save(&exec, &weights, Default::default()).unwrap();
+    let raw = |name: &str, values: &[f32]| {
+        let path = dir.join(name);
+        std::fs::write(&path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        path
+    };
+    let (m, w) = (model.to_str().unwrap(), weights.to_str().unwrap());
+    let rows = |input: &Path, extra: &[&str]| {
+        let csv = dir.join("out.csv");
+        let mut args = vec!["predict", m, "--weights", w, "--input", input.to_str().unwrap()];
+        args.extend(["--output", csv.to_str().unwrap()]);
+        args.extend(extra);
+        let o = nnc(&args);
+        (code(&o), text(&o.stderr), std::fs::read_to_string(&csv).map_or(0, |t| t.lines().count()))
+    };
+    // 16 sequences of 8 ids are 128 values, as many as one sequence of one-hot vectors.
+    let ids: Vec<f32> = (0..128).map(|i| ((i * 5) % 16) as f32).collect();
+    let (status, err, n) = rows(&raw("ids.f32", &ids), &[]);
+    assert_eq!((status, n), (0, 16), "{err}");
+    // Ids of 0 and 1 that happen to form one-hot vectors fit both readings.
+    let both: Vec<f32> = (0..128).map(|i| if i % 16 == 3 { 1.0 } else { 0.0 }).collect();
+    let both = raw("both.f32", &both);
+    let (status, err, _) = rows(&both, &[]);
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("--input-format onehot or --input-format ids"), "{err}");
+    let _ = std::fs::remove_file(dir.join("out.csv"));
+    assert_eq!(rows(&both, &["--input-format", "ids"]).2, 16);
+    assert_eq!(rows(&both, &["--input-format", "onehot"]).2, 1);
+}
