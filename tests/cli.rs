@@ -306,10 +306,19 @@ fn files_that_are_not_regular_files_are_refused_by_name() {
     lenet_weights(&weights);
     idx_digits(&digits, 2);
     let (w, d, folder) = (weights.to_str().unwrap(), digits.to_str().unwrap(), dir.to_str().unwrap());
-    // A device never ends: reading it whole would fill memory.
-    for (weights, input, bad) in
-        [("/dev/zero", d, "/dev/zero"), (w, "/dev/zero", "/dev/zero"), (folder, d, folder)]
-    {
+    // A device never ends: reading it whole would fill memory; opening a FIFO waits for
+    // a writer.
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let f = fifo.to_str().unwrap();
+    let cases = [
+        ("/dev/zero", d, "/dev/zero"),
+        (w, "/dev/zero", "/dev/zero"),
+        (folder, d, folder),
+        (w, f, f),
+        (f, d, f),
+    ];
+    for (weights, input, bad) in cases {
         let o = nnc(&["predict", "examples/lenet5.net", "--weights", weights, "--input", input]);
         let err = text(&o.stderr);
         assert_ne!(code(&o), 0, "{err}");

@@ -32,7 +32,8 @@ pub struct Idx {
 /// Whether `bytes` start like an IDX file (or a gzip stream, which may hold one).
 pub fn looks_like_idx(path: &Path) -> bool {
     let mut head = [0u8; 4];
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    // Opening a FIFO would wait for a writer; `read` refuses what is not a regular file.
+    let Ok((mut f, _)) = crate::files::open_regular(path) else { return false };
     if f.read_exact(&mut head).is_err() {
         return false;
     }
