@@ -129,6 +129,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("became non-finite") && err.contains("step "), "{err}");
     assert!(err.contains("the parameters were not updated") && !err.contains("panicked"), "{err}");
+    assert!(err.contains("the last good checkpoint is small.safetensors, from before this run"), "{err}");
     assert_eq!(std::fs::read(dir.join("small.safetensors")).unwrap(), good, "the checkpoint was overwritten");
 }
 

@@ -405,7 +405,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             let kept = if trainer.saved {
                 format!("; the last good checkpoint is {}", out_path.display())
             } else if out_path.exists() && checkpoint::is_finite(&out_path) {
-                format!("; no checkpoint was written; {} is from before this run", out_path.display())
+                format!("; the last good checkpoint is {}, from before this run", out_path.display())
             } else {
                 "; no checkpoint was written".to_string()
             };
