@@ -271,7 +271,7 @@ fn predict_explains_bad_inputs_and_weights() {
         "--input",
         digits.to_str().unwrap(),
     ]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2, "a missing weights file is an I/O error");
     assert!(text(&o.stderr).contains("cannot read `nope.safetensors`"));
 }
 
@@ -297,4 +297,146 @@ fn bench_reports_compile_phases_and_throughput() {
     {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
+}
+
+#[test]
+fn files_that_are_not_regular_files_are_refused_by_name() {
+    let dir = scratch("not-regular");
+    let (weights, digits) = (dir.join("w.safetensors"), dir.join("digits.idx"));
+    lenet_weights(&weights);
+    idx_digits(&digits, 2);
+    let (w, d, folder) = (weights.to_str().unwrap(), digits.to_str().unwrap(), dir.to_str().unwrap());
+    // A device never ends: reading it whole would fill memory; opening a FIFO waits for
+    // a writer.
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let f = fifo.to_str().unwrap();
+    let cases = [
+        ("/dev/zero", d, "/dev/zero"),
+        (w, "/dev/zero", "/dev/zero"),
+        (folder, d, folder),
+        (w, f, f),
+        (f, d, f),
+    ];
+    for (weights, input, bad) in cases {
+        let o = nnc(&["predict", "examples/lenet5.net", "--weights", weights, "--input", input]);
+        let err = text(&o.stderr);
+        assert_ne!(code(&o), 0, "{err}");
+        assert!(err.contains(&format!("`{bad}`")) && err.contains("not a regular file"), "{err}");
+    }
+}
+
+#[test]
+fn a_missing_or_corrupt_weights_file_is_an_io_error_for_every_command() {
+    let dir = scratch("weights-exit");
+    let corrupt = dir.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
+    let missing = dir.join("missing.safetensors");
+    let digits = dir.join("digits.idx");
+    idx_digits(&digits, 2);
+    let d = digits.to_str().unwrap();
+    for weights in [&corrupt, &missing] {
+        let w = weights.to_str().unwrap();
+        let runs: [&[&str]; 5] = [
+            &["predict", "examples/lenet5.net", "--weights", w, "--input", d],
+            &["eval", "examples/lenet5.net", "--weights", w],
+            &["generate", "examples/char_rnn.net", "--weights", w, "--prime", "a"],
+            &["train", "examples/lenet5.net", "--init-from", w, "--max-steps", "1"],
+            &["train", "examples/lenet5.net", "--resume", w, "--max-steps", "1"],
+        ];
+        for args in runs {
+            let o = nnc(args);
+            let err = text(&o.stderr);
+            assert_eq!(code(&o), 2, "{args:?}: {err}");
+            assert!(err.contains(w) && !err.contains("panicked"), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn predict_converts_float64_weights_and_says_so_once() {
+    let dir = scratch("f64-weights");
+    let (weights, digits) = (dir.join("w.safetensors"), dir.join("digits.idx"));
+    lenet_weights(&weights);
+    idx_digits(&digits, 2);
+    let bytes = std::fs::read(&weights).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let doubled: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) as f64).to_le_bytes());
+            (n, v.shape().to_vec(), data.collect())
+        })
+        .collect();
+    let views: Vec<_> = doubled
+        .iter()
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F64, s.clone(), b).unwrap())
+        })
+        .collect();
+    let f64_weights = dir.join("w64.safetensors");
+    std::fs::write(&f64_weights, safetensors::serialize(views, None).unwrap()).unwrap();
+    let (d, w) = (digits.to_str().unwrap(), weights.to_str().unwrap());
+    let a = nnc(&["predict", "examples/lenet5.net", "--weights", w, "--input", d, "--top", "3"]);
+    let b = nnc(&[
+        "predict",
+        "examples/lenet5.net",
+        "--weights",
+        f64_weights.to_str().unwrap(),
+        "--input",
+        d,
+        "--top",
+        "3",
+    ]);
+    assert_eq!((code(&a), code(&b)), (0, 0), "{}", text(&b.stderr));
+    assert_eq!(a.stdout, b.stdout, "the same values, converted");
+    assert!(a.stderr.is_empty());
+    let note = text(&b.stderr);
+    assert_eq!(note.lines().count(), 1, "{note}");
+    assert!(note.starts_with("note: ") && note.contains("F64 weights; converted to F32"), "{note}");
+}
+
+#[test]
+fn predict_asks_how_to_read_a_sequence_file_that_fits_two_readings() {
+    let dir = scratch("input-format");
+    let model = dir.join("c.net");
+    std::fs::write(&model, "network c(text: seq[8] of onehot(16)) { text |> rnn(4) |> dense(16) }\n")
+        .unwrap();
+    let compiled = nnc_compiler::compile_file(&model).unwrap();
+    let options = nnc_runtime::exec::Options { threads: 1, guard: false, verify: false, fma: true };
+    let mut exec = nnc_runtime::exec::Executable::build(&compiled.networks[0], 1, &options).unwrap();
+    exec.init_params(1);
+    let weights = dir.join("c.safetensors");
+    nnc_runtime::checkpoint::save(&exec, &weights, Default::default()).unwrap();
+    let raw = |name: &str, values: &[f32]| {
+        let path = dir.join(name);
+        std::fs::write(&path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        path
+    };
+    let (m, w) = (model.to_str().unwrap(), weights.to_str().unwrap());
+    let rows = |input: &Path, extra: &[&str]| {
+        let csv = dir.join("out.csv");
+        let mut args = vec!["predict", m, "--weights", w, "--input", input.to_str().unwrap()];
+        args.extend(["--output", csv.to_str().unwrap()]);
+        args.extend(extra);
+        let o = nnc(&args);
+        (code(&o), text(&o.stderr), std::fs::read_to_string(&csv).map_or(0, |t| t.lines().count()))
+    };
+    // 16 sequences of 8 ids are 128 values, as many as one sequence of one-hot vectors.
+    let ids: Vec<f32> = (0..128).map(|i| ((i * 5) % 16) as f32).collect();
+    let (status, err, n) = rows(&raw("ids.f32", &ids), &[]);
+    assert_eq!((status, n), (0, 16), "{err}");
+    // Ids of 0 and 1 that happen to form one-hot vectors fit both readings.
+    let both: Vec<f32> = (0..128).map(|i| if i % 16 == 3 { 1.0 } else { 0.0 }).collect();
+    let both = raw("both.f32", &both);
+    let (status, err, _) = rows(&both, &[]);
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("--input-format onehot or --input-format ids"), "{err}");
+    let _ = std::fs::remove_file(dir.join("out.csv"));
+    assert_eq!(rows(&both, &["--input-format", "ids"]).2, 16);
+    assert_eq!(rows(&both, &["--input-format", "onehot"]).2, 1);
 }

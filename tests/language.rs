@@ -25,7 +25,7 @@ fn token_models_embed_then_recur() {
     let names: Vec<&str> = g.params().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names[..5],
-        ["embedding1.weight", "gru1.weight_ih", "gru1.weight_hh", "gru1.bias_ih", "gru1.bias_hh"]
+        ["embedding1.weight", "gru1.weight_ih_l0", "gru1.weight_hh_l0", "gru1.bias_ih_l0", "gru1.bias_hh_l0"]
     );
 }
 

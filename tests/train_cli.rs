@@ -2,6 +2,7 @@
 //! writes, with networks small enough to train in a moment: a linear classifier of the
 //! embedded digits and an 8-step character RNN.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -236,4 +237,75 @@ fn generate_and_eval_with_a_trained_character_model() {
     std::fs::write(&image, TINY).unwrap();
     let err = fails(&["eval", s(&image), "--weights", w]);
     assert!(err.contains("trained for network `c`, not `tiny`"), "{err}");
+}
+
+#[test]
+fn train_refuses_outputs_that_are_not_regular_files() {
+    let dir = scratch("train-cli-outputs");
+    let model = dir.join("tiny.net");
+    std::fs::write(&model, TINY).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let folder = dir.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", s(&model), "--threads", "1", "--quiet", "--max-steps", "1"];
+        args.extend(extra);
+        nnc(&args)
+    };
+    for (flag, target) in [("--out", &fifo), ("--out", &folder), ("--metrics", &fifo), ("--metrics", &folder)]
+    {
+        let mut args = vec![flag, s(target)];
+        let other = dir.join("w.safetensors");
+        if flag == "--metrics" {
+            args.extend(["--out", s(&other)]);
+        }
+        let o = train(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {target:?}: {err}");
+        assert!(err.contains(s(target)) && err.contains("not a regular file"), "{err}");
+        assert!(!err.contains("epoch") && !other.exists(), "refused before training: {err}");
+    }
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is left alone");
+    assert!(folder.is_dir());
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 3, "nothing written beside them: {names:?}");
+}
+
+#[test]
+fn train_flags_are_checked_like_the_train_section_before_anything_runs() {
+    let dir = scratch("train-cli-flags");
+    let model = dir.join("tiny.net");
+    std::fs::write(&model, TINY).unwrap();
+    let out = dir.join("w.safetensors");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--lr", "-1"], "invalid --lr: -1.0 must be a positive number"),
+        (&["--lr", "0"], "invalid --lr: 0.0 must be a positive number"),
+        (&["--lr", "nan"], "invalid --lr: NaN must be a positive number"),
+        (&["--momentum", "2"], "invalid --momentum: 2.0 must be in [0, 1)"),
+        (&["--weight-decay", "-1"], "invalid --weight-decay: -1.0 must not be negative"),
+        (&["--schedule", "step:0:0"], "invalid --schedule: every 0 must be from 1 to 1000000"),
+        (&["--schedule", "step:2:0"], "invalid --schedule: gamma 0.0 must be a positive number"),
+        (&["--schedule", "cosine:-1"], "invalid --schedule: min_lr -1.0 must not be negative"),
+        (&["--warmup", "99999999999"], "invalid --warmup: 99999999999 must be from 0 to 1000000"),
+        (&["--clip", "nan"], "invalid --clip: NaN must be a positive number"),
+        (&["--clip", "-1"], "invalid --clip: -1.0 must be a positive number"),
+        (&["--augment", "crop:99999"], "invalid --augment: crop 99999 must be from 1 to 1024"),
+        (&["--epochs", "1000000000000"], "invalid --epochs: 1000000000000 must be from 1 to 1000000"),
+        (&["--epochs", "0"], "invalid --epochs: 0 must be from 1 to 1000000"),
+        (&["--mean", "nan"], "invalid --mean: NaN must be a finite number"),
+        (&["--std", "0"], "invalid --std: 0.0 must be a positive number"),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["train", s(&model), "--out", s(&out), "--threads", "1", "--quiet"];
+        args.extend(*flags);
+        let err = fails(&args);
+        assert_eq!(err.trim_end(), format!("error: {message}"), "{flags:?}");
+        assert_eq!(nnc(&args).status.code(), Some(2));
+        assert!(!out.exists(), "{flags:?} trained");
+    }
+    // A number clap cannot read as a count is refused by clap, naming the flag too.
+    let o = nnc(&["train", s(&model), "--epochs", "1e12"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--epochs"), "{}", text(&o.stderr));
 }

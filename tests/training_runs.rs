@@ -65,12 +65,27 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     run(&["--resume", "parts.safetensors", "--max-steps", "55"]);
     let resumed = run(&["--resume", "parts.safetensors", "--out", "parts.safetensors"]);
     assert!(resumed.contains("resuming at epoch 2 batch 15 (step 55)"), "{resumed}");
-    let (whole, parts) = (tensors(&dir.join("whole.safetensors")), tensors(&dir.join("parts.safetensors")));
-    assert!(whole.iter().any(|(n, _)| n.starts_with("__optim.exp_avg_sq.")), "optimizer state is saved");
-    assert_eq!(whole.len(), parts.len());
-    for ((name, a), (_, b)) in whole.iter().zip(&parts) {
-        assert!(a == b, "{name} differs between the whole run and the resumed one");
+    for (w, p) in [("whole", "parts"), ("whole.train", "parts.train")] {
+        let (whole, parts) =
+            (tensors(&dir.join(format!("{w}.safetensors"))), tensors(&dir.join(format!("{p}.safetensors"))));
+        assert_eq!(whole.len(), parts.len());
+        for ((name, a), (_, b)) in whole.iter().zip(&parts) {
+            assert!(a == b, "{name} differs between the whole run and the resumed one");
+        }
     }
+    // The weights file is a plain state_dict: the model's tensors only. The optimizer
+    // state is beside it.
+    let names = |f: &str| tensors(&dir.join(f)).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names("whole.safetensors"), ["conv1.bias", "conv1.weight", "dense1.bias", "dense1.weight"]);
+    assert!(names("whole.train.safetensors").iter().any(|n| n.starts_with("__optim.exp_avg_sq.")));
+    // A train file that was not written with the weights beside it is refused.
+    run(&["--out", "early.safetensors", "--max-steps", "3"]);
+    std::fs::copy(dir.join("whole.safetensors"), dir.join("mixed.safetensors")).unwrap();
+    std::fs::copy(dir.join("early.train.safetensors"), dir.join("mixed.train.safetensors")).unwrap();
+    let o = nnc(&dir, &["train", "small.net", "--resume", "mixed.safetensors"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`mixed.train.safetensors` does not belong with `mixed.safetensors`"), "{err}");
     // Each run's metrics are beside its checkpoint; the resumed run's epochs are appended.
     let epochs = |file: &str| -> Vec<String> {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
@@ -81,7 +96,8 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     // A different seed, or a checkpoint of another model, cannot be resumed.
     let o = nnc(&dir, &["train", "small.net", "--resume", "parts.safetensors", "--seed", "6"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("same seed"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--seed 6 differs from 5, which `parts.safetensors` was trained with"), "{err}");
     std::fs::write(dir.join("other.net"), MODEL.replace("dense(10)", "relu |> dense(10)")).unwrap();
     let o = nnc(&dir, &["train", "other.net", "--resume", "parts.safetensors"]);
     assert_eq!(o.status.code(), Some(2));
@@ -113,6 +129,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("became non-finite") && err.contains("step "), "{err}");
     assert!(err.contains("the parameters were not updated") && !err.contains("panicked"), "{err}");
+    assert!(err.contains("the last good checkpoint is small.safetensors, from before this run"), "{err}");
     assert_eq!(std::fs::read(dir.join("small.safetensors")).unwrap(), good, "the checkpoint was overwritten");
 }
 
@@ -179,4 +196,104 @@ fn runs_on_several_threads_repeat_exactly() {
     for ((name, a), (_, b)) in first.iter().zip(&second) {
         assert!(a == b, "{name} differs between two runs on three threads");
     }
+}
+
+#[test]
+fn a_run_whose_parameters_overflow_stops_and_keeps_only_finite_checkpoints() {
+    let dir = scratch("overflow");
+    let lenet = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lenet5.net");
+    // The updates overflow the parameters to infinity while tanh keeps the loss and the
+    // gradients finite, so only the parameters show it.
+    let args = ["--batch", "1000", "--lr", "1e10", "--epochs", "3", "--threads", "1", "--quiet"];
+    let o = nnc(&dir, &[&["train", lenet.to_str().unwrap()][..], &args].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("diverged") && err.contains("NaN or infinite"), "{err}");
+    // The checkpoint it names as the last good one is an earlier epoch's, all finite.
+    assert!(err.contains("the last good checkpoint is lenet5.safetensors"), "{err}");
+    let bytes = std::fs::read(dir.join("lenet5.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (name, view) in file.tensors() {
+        let finite =
+            view.data().chunks_exact(4).all(|b| f32::from_le_bytes(b.try_into().unwrap()).is_finite());
+        assert!(finite, "{name} holds non-finite values");
+    }
+}
+
+#[test]
+fn a_run_that_diverges_before_its_first_checkpoint_names_none() {
+    let dir = scratch("overflow-first");
+    let lenet = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lenet5.net");
+    // What is there from before is not a checkpoint, let alone a good one.
+    std::fs::write(dir.join("lenet5.safetensors"), b"not a checkpoint").unwrap();
+    let args =
+        ["train", lenet.to_str().unwrap(), "--lr", "1e30", "--batch", "1000", "--threads", "1", "--quiet"];
+    let o = nnc(&dir, &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no checkpoint was written") && !err.contains("last good"), "{err}");
+    assert_eq!(std::fs::read(dir.join("lenet5.safetensors")).unwrap(), b"not a checkpoint");
+}
+
+/// The metadata of a checkpoint.
+fn metadata(path: &Path) -> std::collections::HashMap<String, String> {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    header.metadata().clone().unwrap()
+}
+
+#[test]
+fn a_resumed_run_keeps_its_settings_and_checks_its_position() {
+    let dir = scratch("resume-settings");
+    std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+    std::fs::write(dir.join("small.net"), MODEL).unwrap();
+    let run = |cwd: &Path, args: &[&str]| {
+        let o = nnc(cwd, &[&["train", "--threads", "1", "--quiet"][..], args].concat());
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // Started with overrides, stopped, then resumed with none: the overrides hold (one
+    // epoch, not the section's two; no shuffling).
+    let args = ["small.net", "--epochs", "1", "--lr", "0.01", "--no-shuffle", "--max-steps", "5"];
+    let (code, err) = run(&dir, &args);
+    assert_eq!(code, Some(0), "{err}");
+    let checkpoint = dir.join("small.safetensors");
+    // Through another path to the same model, from another directory.
+    let model = dir.join("small.net");
+    let (code, err) =
+        run(&dir.join("elsewhere"), &[model.to_str().unwrap(), "--resume", checkpoint.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(metadata(&checkpoint)["nnc.epoch"], "1", "{err}");
+    assert_eq!(metadata(&checkpoint)["nnc.step"], "40");
+    // The same run straight through gives the same weights.
+    let (code, err) = run(
+        &dir,
+        &["./small.net", "--epochs", "1", "--lr", "0.01", "--no-shuffle", "--out", "whole.safetensors"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(tensors(&checkpoint), tensors(&dir.join("whole.safetensors")));
+    // A flag that changes a stored setting is refused, naming both values.
+    let (code, err) =
+        run(&dir, &["small.net", "--resume", "whole.safetensors", "--lr", "0.5", "--max-steps", "41"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--lr 0.5 differs from 0.01, which `whole.safetensors` was trained with"), "{err}");
+    for (flag, value) in [("--batch", "25"), ("--augment", "none"), ("--epochs", "3")] {
+        let (code, err) = run(&dir, &["small.net", "--resume", "whole.safetensors", flag, value]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&format!("{flag} {value} differs from")), "{err}");
+    }
+    // A position the run cannot reach is refused.
+    let train_file = dir.join("small.train.safetensors");
+    let bytes = std::fs::read(&train_file).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut meta = metadata(&train_file);
+    meta.insert("nnc.step".into(), "7".into());
+    meta.insert("nnc.epoch".into(), "0".into());
+    meta.insert("nnc.batch".into(), "3".into());
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = file.tensors();
+    std::fs::copy(&checkpoint, dir.join("tampered.safetensors")).unwrap();
+    let tampered = dir.join("tampered.train.safetensors");
+    std::fs::write(&tampered, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    let (code, err) = run(&dir, &["small.net", "--resume", "tampered.safetensors"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("stored position (epoch 0, batch 3, step 7)"), "{err}");
 }

@@ -6,13 +6,14 @@
 //! tensor is an error that names it.
 
 use crate::exec::Executable;
+use crate::files;
 use crate::init::{to_internal, to_torch};
 use crate::train::step::TrainStep;
 use nnc_compiler::ops::Role;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -28,12 +29,40 @@ pub enum CheckpointError {
     Extra { path: String, names: Vec<String> },
     #[error("tensor `{name}` in `{path}` has shape {found:?}, but the network needs {expected:?}")]
     Shape { path: String, name: String, expected: Vec<usize>, found: Vec<usize> },
-    #[error("tensor `{name}` in `{path}` is {dtype:?}; nnc reads f32")]
+    #[error("tensor `{name}` in `{path}` is {dtype:?}; nnc reads F32, F64, F16 and BF16")]
     Dtype { path: String, name: String, dtype: Dtype },
+    #[error("`{path}` was not written: {count} of {total} values are NaN or infinite, the first in `{name}`")]
+    NonFinite { path: String, name: String, count: usize, total: usize },
 }
 
-/// Tensors whose names start with this are not parameters (optimizer state) and are not
-/// required on load.
+/// The file beside a checkpoint `lenet5.safetensors` that holds what only resuming needs
+/// (optimizer state, position): `lenet5.train.safetensors`. Keeping it out of the weights
+/// file leaves that a plain `state_dict` that loads strictly into the PyTorch module.
+pub fn train_path(weights: &Path) -> PathBuf {
+    let name = weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    weights.with_file_name(format!("{stem}.train.safetensors"))
+}
+
+/// A hash (FNV-1a) of the values of `state`, stored in the train file so that resuming
+/// can tell that it belongs with the weights beside it (a crash between the two writes
+/// leaves a pair that does not).
+pub fn fingerprint(state: &[Entry]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, _, values) in state {
+        let bytes = name.bytes().chain([0]).chain(values.iter().flat_map(|v| v.to_le_bytes()));
+        for b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The metadata key of the weights' fingerprint in the train file.
+pub const WEIGHTS_KEY: &str = "nnc.weights";
+
+/// Tensors whose names start with this are not parameters (optimizer state, in files
+/// written before it moved to the train file) and are not required on load.
 pub const STATE_PREFIX: &str = "__";
 
 /// Optimizer state is stored per parameter as `__optim.{state}.{parameter}` (for example
@@ -58,7 +87,7 @@ pub fn save(
     path: &Path,
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
-    save_entries(state(exec), path, metadata)
+    save_entries(state(exec), batches_tracked(exec, 0), path, metadata)
 }
 
 /// The optimizer state of a training step, one entry per state and parameter.
@@ -84,7 +113,7 @@ pub fn optimizer_state(step: &TrainStep) -> Vec<Entry> {
 /// Reads the optimizer state of `step` from `path` (written by [`optimizer_state`]).
 pub fn load_optimizer(step: &mut TrainStep, path: &Path) -> Result<(), CheckpointError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: name.clone(), source })?;
+    let bytes = read(path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
     let t = step.training.clone();
@@ -112,9 +141,6 @@ fn read_f32(
         name: key.into(),
         shape: dims.to_vec(),
     })?;
-    if view.dtype() != Dtype::F32 {
-        return Err(CheckpointError::Dtype { path: path.into(), name: key.into(), dtype: view.dtype() });
-    }
     if view.shape() != dims {
         return Err(CheckpointError::Shape {
             path: path.into(),
@@ -123,67 +149,150 @@ fn read_f32(
             found: view.shape().to_vec(),
         });
     }
-    Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F64 => {
+            data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+        }
+        Dtype::F16 => data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        // bfloat16 is the upper half of an f32.
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+            .collect(),
+        dtype => return Err(CheckpointError::Dtype { path: path.into(), name: key.into(), dtype }),
+    })
 }
 
-/// Writes `entries` (and `metadata`) to `path` atomically.
+/// An IEEE half-precision value as f32 (exactly: every f16 is an f32).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h >> 15 == 1 { -1.0 } else { 1.0 };
+    let exponent = ((h >> 10) & 0x1f) as i32;
+    let fraction = (h & 0x3ff) as f32;
+    match exponent {
+        0 => sign * fraction * (-24f32).exp2(),
+        0x1f if fraction == 0.0 => sign * f32::INFINITY,
+        0x1f => f32::NAN,
+        e => sign * (1.0 + fraction / 1024.0) * ((e - 15) as f32).exp2(),
+    }
+}
+
+/// The bytes of the checkpoint at `path`: a regular file no larger than the memory free
+/// for it.
+pub fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    files::read_regular(path, files::memory_budget())
+        .map_err(|source| CheckpointError::Read { path: path.display().to_string(), source })
+}
+
+/// Whether `path` is a readable checkpoint whose every f32 value is finite.
+pub fn is_finite(path: &Path) -> bool {
+    let Ok(bytes) = read(path) else { return false };
+    let Ok(file) = SafeTensors::deserialize(&bytes) else { return false };
+    file.tensors().iter().filter(|(_, v)| v.dtype() == Dtype::F32).all(|(_, v)| {
+        v.data().chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+    })
+}
+
+/// Refuses `state`, to be written to `path`, when a value is NaN or infinite.
+pub fn check_finite(state: &[Entry], path: &Path) -> Result<(), CheckpointError> {
+    let bad = |(_, _, v): &Entry| v.iter().filter(|x| !x.is_finite()).count();
+    match state.iter().find(|e| bad(e) > 0) {
+        None => Ok(()),
+        Some(first) => Err(CheckpointError::NonFinite {
+            path: path.display().to_string(),
+            name: first.0.clone(),
+            count: state.iter().map(bad).sum(),
+            total: state.iter().map(|e| e.2.len()).sum(),
+        }),
+    }
+}
+
+/// Writes `entries` (and `metadata`) to `path` atomically and durably (see
+/// [`files::write_atomic`]). Nothing is written when a value is NaN or infinite: such a
+/// checkpoint could only spread the failure to whatever loads it.
 pub fn save_entries(
     state: Vec<Entry>,
+    counters: Vec<(String, i64)>,
     path: &Path,
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
+    check_finite(&state, path)?;
     let name = path.display().to_string();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
-        .into_iter()
-        .map(|(n, dims, values)| (n, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
-        .collect();
+    let floats = state.into_iter().map(|(n, dims, values)| {
+        (n, Dtype::F32, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    });
+    let ints = counters.into_iter().map(|(n, v)| (n, Dtype::I64, Vec::new(), v.to_le_bytes().to_vec()));
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = floats.chain(ints).collect();
     let views = bytes
         .iter()
-        .map(|(n, dims, data)| {
-            TensorView::new(Dtype::F32, dims.clone(), data)
+        .map(|(n, dtype, dims, data)| {
+            TensorView::new(*dtype, dims.clone(), data)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let data = safetensors::serialize(views, Some(metadata))
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let write = |source| CheckpointError::Write { path: name.clone(), source };
-    std::fs::write(&tmp, data).map_err(write)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write(e)
-    })
+    files::write_atomic(path, &data).map_err(|source| CheckpointError::Write { path: name, source })
 }
 
-/// Reads `path` into `exec`'s parameters and returns the file's metadata.
-pub fn load(exec: &mut Executable, path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+/// What [`load`] found besides the parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub metadata: HashMap<String, String>,
+    /// The types of the tensors that were not f32 and were converted to it.
+    pub converted: Vec<Dtype>,
+}
+
+/// PyTorch's count of the batches a batch-norm layer's running statistics have seen: an
+/// int64 scalar beside `running_mean`, which nnc writes and accepts but does not use.
+pub const BATCHES_TRACKED: &str = "num_batches_tracked";
+
+/// The `num_batches_tracked` tensor of every batch-norm layer of `exec`, each `steps`.
+pub fn batches_tracked(exec: &Executable, steps: u64) -> Vec<(String, i64)> {
+    exec.graph
+        .params()
+        .filter_map(|(_, info)| info.name.strip_suffix(".running_mean"))
+        .map(|layer| (format!("{layer}.{BATCHES_TRACKED}"), steps as i64))
+        .collect()
+}
+
+/// Reads `path` into `exec`'s parameters (converting f64, f16 and bf16 to f32) and
+/// returns the file's metadata.
+pub fn load(exec: &mut Executable, path: &Path) -> Result<Loaded, CheckpointError> {
     let name = path.display().to_string();
-    if path.is_dir() {
-        let source = std::io::Error::other("it is a directory");
-        return Err(CheckpointError::Read { path: name, source });
-    }
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: name.clone(), source })?;
+    let bytes = read(path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
     let params: Vec<_> = exec.graph.params().map(|(t, info)| (t, info.clone())).collect();
+    let counters = batches_tracked(exec, 0);
     let mut extra: Vec<String> = file
         .names()
         .into_iter()
         .filter(|n| !n.starts_with(STATE_PREFIX) && !params.iter().any(|(_, p)| p.name == *n))
+        .filter(|n| {
+            // A count of another type or shape is not PyTorch's and stays an error.
+            let counter = counters.iter().any(|(c, _)| c == *n);
+            !(counter && file.tensor(n).is_ok_and(|v| v.dtype() == Dtype::I64 && v.shape().is_empty()))
+        })
         .map(str::to_string)
         .collect();
     if !extra.is_empty() {
         extra.sort();
         return Err(CheckpointError::Extra { path: name, names: extra });
     }
+    let mut converted = Vec::new();
     for (t, info) in params {
         let values = read_f32(&file, &info.name, &info.torch_dims, &name)?;
+        let dtype = file.tensor(&info.name).map_or(Dtype::F32, |v| v.dtype());
+        if dtype != Dtype::F32 && !converted.contains(&dtype) {
+            converted.push(dtype);
+        }
         let internal = to_internal(&info, &values);
         exec.tensor_mut(t).copy_from_slice(&internal);
     }
-    Ok(header.metadata().clone().unwrap_or_default())
+    Ok(Loaded { metadata: header.metadata().clone().unwrap_or_default(), converted })
 }

@@ -6,6 +6,7 @@ pub mod arena;
 pub mod checkpoint;
 pub mod data;
 pub mod exec;
+pub mod files;
 pub mod init;
 pub mod pool;
 pub mod train;

@@ -36,7 +36,7 @@ fn round_trip_in_pytorch_layout() {
     assert_eq!(file.tensor("conv1.weight").unwrap().shape(), [3, 2, 3, 3]);
     assert_eq!(file.tensor("batchnorm1.running_var").unwrap().shape(), [3]);
     let mut b = build();
-    let meta = checkpoint::load(&mut b, &path).unwrap();
+    let meta = checkpoint::load(&mut b, &path).unwrap().metadata;
     assert_eq!(meta.get("epoch").map(String::as_str), Some("1"));
     assert_eq!(checkpoint::state(&a), checkpoint::state(&b));
 }
@@ -45,7 +45,7 @@ fn write(path: &PathBuf, tensors: &[(&str, Vec<usize>, safetensors::Dtype)]) {
     let data: Vec<(String, Vec<usize>, Vec<u8>, safetensors::Dtype)> = tensors
         .iter()
         .map(|(n, s, d)| {
-            let size = if *d == safetensors::Dtype::F64 { 8 } else { 4 };
+            let size = d.bitsize() / 8;
             (n.to_string(), s.clone(), vec![0u8; s.iter().product::<usize>() * size], *d)
         })
         .collect();
@@ -96,7 +96,7 @@ fn every_disagreement_names_the_tensor() {
     assert!(e.contains("dense1.weight") && e.contains("[75, 4]") && e.contains("[4, 75]"), "{e}");
 
     let mut dtype = all_tensors();
-    dtype[0].2 = safetensors::Dtype::F64;
+    dtype[0].2 = safetensors::Dtype::I32;
     write(&p, &dtype);
     assert!(checkpoint::load(&mut exec, &p).unwrap_err().to_string().contains("conv1.weight"));
 
@@ -111,4 +111,73 @@ fn every_disagreement_names_the_tensor() {
         checkpoint::load(&mut exec, &d.join("absent")).unwrap_err(),
         CheckpointError::Read { .. }
     ));
+}
+
+/// `values` as a tensor of `dtype`.
+fn encode(values: &[f32], dtype: safetensors::Dtype) -> Vec<u8> {
+    use safetensors::Dtype::*;
+    match dtype {
+        F64 => values.iter().flat_map(|&v| (v as f64).to_le_bytes()).collect(),
+        BF16 => values.iter().flat_map(|&v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect(),
+        // Exact for the values used here: small integers and halves.
+        F16 => values
+            .iter()
+            .flat_map(|&v| {
+                let (sign, a) = (if v < 0.0 { 0x8000u16 } else { 0 }, v.abs());
+                let bits = if a == 0.0 {
+                    0
+                } else {
+                    let e = a.log2().floor() as i32;
+                    let fraction = ((a / (e as f32).exp2() - 1.0) * 1024.0) as u16;
+                    (((e + 15) as u16) << 10) | fraction
+                };
+                (sign | bits).to_le_bytes()
+            })
+            .collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+#[test]
+fn other_float_types_are_converted_and_batch_counts_accepted() {
+    let d = dir("dtypes");
+    let mut a = build();
+    a.init_params(3);
+    // Values every type holds exactly.
+    let state: Vec<_> = checkpoint::state(&a)
+        .into_iter()
+        .map(|(n, dims, v)| {
+            let exact: Vec<f32> = v.iter().enumerate().map(|(i, _)| (i % 7) as f32 * 0.5 - 1.5).collect();
+            (n, dims, exact)
+        })
+        .collect();
+    for dtype in [safetensors::Dtype::F64, safetensors::Dtype::F16, safetensors::Dtype::BF16] {
+        let mut data: Vec<(String, Vec<usize>, Vec<u8>, safetensors::Dtype)> =
+            state.iter().map(|(n, dims, v)| (n.clone(), dims.clone(), encode(v, dtype), dtype)).collect();
+        // As PyTorch's state_dict has it for a batch-norm layer.
+        data.push((
+            "batchnorm1.num_batches_tracked".into(),
+            vec![],
+            7i64.to_le_bytes().to_vec(),
+            safetensors::Dtype::I64,
+        ));
+        let views: Vec<_> = data
+            .iter()
+            .map(|(n, s, b, t)| (n.clone(), safetensors::tensor::TensorView::new(*t, s.clone(), b).unwrap()))
+            .collect();
+        let p = d.join(format!("{dtype:?}.safetensors"));
+        std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+        let mut b = build();
+        let loaded = checkpoint::load(&mut b, &p).unwrap();
+        assert_eq!(loaded.converted, [dtype]);
+        assert_eq!(checkpoint::state(&b), state, "{dtype:?}");
+    }
+    // nnc writes the count too, as an int64 scalar.
+    let p = d.join("written.safetensors");
+    checkpoint::save(&a, &p, HashMap::new()).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let count = file.tensor("batchnorm1.num_batches_tracked").unwrap();
+    assert_eq!((count.dtype(), count.shape()), (safetensors::Dtype::I64, &[][..]));
+    assert!(checkpoint::load(&mut build(), &p).unwrap().converted.is_empty());
 }

@@ -3,7 +3,7 @@
 //! (running batch-norm statistics, no dropout), as `nnc train` evaluates after each epoch.
 
 use super::dataset::{self, Loaded};
-use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
+use super::{EXIT_USAGE, Failure, Ui, finish, out, usage};
 use nnc_compiler::plan::thousands;
 use nnc_runtime::checkpoint;
 use nnc_runtime::data::text::Vocabulary;
@@ -67,7 +67,7 @@ fn eval(ui: &Ui, a: &Args) -> Result<(), Failure> {
                 a.weights.display()
             ))
         })?;
-        Some(Vocabulary::from_string(stored).map_err(|e| (EXIT_MODEL, e.to_string()))?)
+        Some(Vocabulary::from_string(stored).map_err(usage)?)
     } else {
         None
     };
@@ -120,14 +120,16 @@ pub(super) fn load_weights(
     let trained_for =
         |metadata: &HashMap<String, String>| metadata.get("nnc.network").filter(|n| *n != network).cloned();
     match checkpoint::load(exe, path) {
-        Ok(metadata) => {
+        Ok(loaded) => {
+            super::note_converted(path, &loaded);
+            let metadata = loaded.metadata;
             if let Some(other) = trained_for(&metadata) {
                 eprintln!("warning: `{}` was trained for network `{other}`, not `{network}`", path.display());
             }
             Ok(metadata)
         }
         Err(e) => {
-            let metadata = std::fs::read(path).ok().and_then(|bytes| {
+            let metadata = checkpoint::read(path).ok().and_then(|bytes| {
                 let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
                 header.metadata().clone()
             });
@@ -135,7 +137,7 @@ pub(super) fn load_weights(
                 Some(other) => format!(" (it was trained for network `{other}`, not `{network}`)"),
                 None => String::new(),
             };
-            Err((EXIT_MODEL, format!("{e}{hint}")))
+            Err(usage(format!("{e}{hint}")))
         }
     }
 }

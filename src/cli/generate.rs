@@ -7,7 +7,7 @@
 //! they do not change the scores before them. While the text is shorter than T the
 //! window grows; after that it slides on by one character per step.
 
-use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
+use super::{EXIT_USAGE, Failure, Ui, finish, out, usage};
 use clap::builder::NonEmptyStringValueParser;
 use nnc_compiler::graph::InputEncoding;
 use nnc_compiler::shape::Shape;
@@ -116,19 +116,16 @@ fn generate(ui: &Ui, a: &Args) -> Result<(), Failure> {
             a.weights.display()
         ))
     })?;
-    let vocab = Vocabulary::from_string(stored).map_err(|e| (EXIT_MODEL, e.to_string()))?;
+    let vocab = Vocabulary::from_string(stored).map_err(usage)?;
     if vocab.is_empty() || vocab.len() > m.inputs.min(m.outputs) {
-        return Err((
-            EXIT_MODEL,
-            format!(
-                "the vocabulary of `{}` has {} characters; `{}` reads {} and scores {} classes",
-                a.weights.display(),
-                vocab.len(),
-                graph.name,
-                m.inputs,
-                m.outputs
-            ),
-        ));
+        return Err(usage(format!(
+            "the vocabulary of `{}` has {} characters; `{}` reads {} and scores {} classes",
+            a.weights.display(),
+            vocab.len(),
+            graph.name,
+            m.inputs,
+            m.outputs
+        )));
     }
     let mut ids = a
         .prime

@@ -8,6 +8,7 @@ mod fmt;
 mod generate;
 mod graph;
 mod predict;
+mod resume;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -125,6 +126,14 @@ pub fn out(text: &str) {
             std::process::exit(EXIT_USAGE.into());
         }
         std::process::exit(0);
+    }
+}
+
+/// Says once per file that weights were not f32 and were converted on load.
+pub fn note_converted(path: &Path, loaded: &nnc_runtime::checkpoint::Loaded) {
+    if !loaded.converted.is_empty() {
+        let types: Vec<String> = loaded.converted.iter().map(|d| format!("{d:?}")).collect();
+        eprintln!("note: `{}` holds {} weights; converted to F32", path.display(), types.join(" and "));
     }
 }
 

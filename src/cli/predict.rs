@@ -9,7 +9,7 @@
 use super::{EXIT_USAGE, Ui, out};
 use nnc_compiler::graph::{Graph, NodeKind};
 use nnc_compiler::ops::Op;
-use nnc_runtime::data::input::{self, InputSpec};
+use nnc_runtime::data::input::{self, InputSpec, Reading};
 use nnc_runtime::exec::{Executable, Options};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -29,6 +29,10 @@ pub struct Args {
     /// little-endian f32. The train section's mean and std are applied.
     #[arg(long)]
     input: PathBuf,
+    /// How a raw file holds a one-hot sequence input, when its values fit both: a class
+    /// id per step (`ids`) or the one-hot vectors (`onehot`).
+    #[arg(long, value_enum)]
+    input_format: Option<InputFormat>,
     /// Examples per run.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     batch: u64,
@@ -47,6 +51,12 @@ pub struct Args {
     threads: Option<usize>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum InputFormat {
+    Ids,
+    Onehot,
+}
+
 pub fn run(ui: &Ui, args: &Args) -> u8 {
     let model = match ui.compile(&args.file) {
         Ok(m) => m,
@@ -61,7 +71,11 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         );
         return EXIT_USAGE;
     };
-    let examples = match input::read(&args.input, &spec) {
+    let reading = args.input_format.map(|f| match f {
+        InputFormat::Ids => Reading::Ids,
+        InputFormat::Onehot => Reading::OneHot,
+    });
+    let examples = match input::read(&args.input, &spec, reading) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

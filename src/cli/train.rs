@@ -2,6 +2,7 @@
 //! as a flag, a progress bar, a line per epoch, a metrics file and checkpoints.
 
 use super::dataset::{self, Loaded};
+use super::resume;
 use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nnc_compiler::graph::Graph;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// The model file.
     file: PathBuf,
@@ -155,7 +157,7 @@ fn configure(base: Option<&TrainConfig>, graph: &Graph, a: &Args) -> Result<Trai
     c.schedule = a.schedule.unwrap_or(c.schedule);
     c.warmup = a.warmup.unwrap_or(c.warmup);
     if let Some(clip) = a.clip {
-        c.clip = (clip > 0.0).then_some(clip);
+        c.clip = (clip != 0.0).then_some(clip);
     }
     if let Some(Augments(list)) = &a.augment {
         c.augment = list.clone();
@@ -187,15 +189,20 @@ fn configure(base: Option<&TrainConfig>, graph: &Graph, a: &Args) -> Result<Trai
         },
         _ => return Err("--momentum and --nesterov are SGD's; --beta1, --beta2 and --eps are Adam's".into()),
     };
+    // The train section's own ranges, so that a flag cannot give what the section refuses.
+    let input = graph.inputs.first().map(|&i| graph.node(i).shape);
+    c.validate(input).map_err(|e| format!("invalid --{}: {e}", e.setting.replace('_', "-")))?;
     Ok(c)
 }
 
-/// A stable hash of every source file of the model (FNV-1a), stored in checkpoints so
-/// that `--resume` refuses a checkpoint of a different network.
+/// A stable hash of the text of every source file of the model (FNV-1a), stored in
+/// checkpoints so that `--resume` refuses a checkpoint of a different network. Only the
+/// contents count, not the paths: the same model reached through `./m.net`, an absolute
+/// path or another working directory is the same model.
 pub fn source_hash(model: &nnc_compiler::Model) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in model.sources.files() {
-        for b in f.name.bytes().chain([0]).chain(f.text.bytes()).chain([0]) {
+        for b in f.text.bytes().chain([0]) {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
         }
     }
@@ -210,14 +217,34 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     let model = ui.compile(&a.file).map_err(|code| (code, "the model has errors".to_string()))?;
     let graph = super::network(&model, a.network.as_deref(), &a.file)
         .ok_or((EXIT_USAGE, "no network to train".to_string()))?;
-    let config = configure(model.train_config(&graph.name), graph, a).map_err(usage)?;
+    // A resumed run takes its settings from the checkpoint, with any flag checked
+    // against them; a new one from the train section with the flags applied.
+    let resumed_meta = match &a.resume {
+        Some(path) => Some(
+            read_metadata(&checkpoint::train_path(path))
+                .map_err(|e| usage(format!("cannot resume from `{}`: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let (config, shuffle) = match (&a.resume, &resumed_meta) {
+        (Some(path), Some(meta)) => {
+            if meta.get("nnc.source") != Some(&source_hash(&model)) {
+                return Err(usage(format!(
+                    "`{}` was written for a different model source; start from its weights with --init-from instead",
+                    path.display()
+                )));
+            }
+            let (stored, shuffled) = resume::stored(meta, path).map_err(usage)?;
+            let config = configure(Some(&stored), graph, a).map_err(usage)?;
+            let shuffle = shuffled && !a.no_shuffle;
+            resume::check_unchanged((&stored, shuffled), (&config, shuffle), path).map_err(usage)?;
+            (config, shuffle)
+        }
+        _ => (configure(model.train_config(&graph.name), graph, a).map_err(usage)?, !a.no_shuffle),
+    };
     let prep = dataset::preparation(graph, Some(&config), None).map_err(usage)?;
     let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
     // A resumed character model keeps the vocabulary its ids were trained with.
-    let resumed_meta = match &a.resume {
-        Some(path) => Some(read_metadata(path).map_err(usage)?),
-        None => None,
-    };
     let vocabulary = match resumed_meta.as_ref().and_then(|m| m.get("nnc.vocabulary")) {
         Some(v) => Some(nnc_runtime::data::text::Vocabulary::from_string(v).map_err(usage)?),
         None => None,
@@ -259,12 +286,32 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
         .clone()
         .or_else(|| a.resume.clone())
         .unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", graph.name)));
+    let best = test.as_ref().map(|_| out_path.with_extension("best.safetensors"));
+    // Beside the checkpoint, so that a run's files stay together.
+    let metrics_path = a.metrics.clone().unwrap_or_else(|| out_path.with_extension("metrics.jsonl"));
+    // Refused before anything runs: a device or directory here would be replaced (or the
+    // run fail) only after the training is done.
+    let train_path = checkpoint::train_path(&out_path);
+    let outputs = [
+        ("--out", Some(&out_path)),
+        ("--out", Some(&train_path)),
+        ("--out", best.as_ref()),
+        ("--metrics", Some(&metrics_path)),
+    ];
+    for (flag, path) in outputs {
+        if let Some(path) = path
+            && let Err(e) = nnc_runtime::files::check_output(path)
+        {
+            return Err(usage(format!("cannot write `{}` (from {flag}): {e}", path.display())));
+        }
+    }
     let mut metadata = HashMap::from([
         ("nnc.format".to_string(), "1".to_string()),
         ("nnc.network".to_string(), graph.name.clone()),
         ("nnc.source".to_string(), source_hash(&model)),
         ("nnc.seed".to_string(), config.seed.to_string()),
         ("nnc.optimizer".to_string(), format!("{:?}", config.optimizer)),
+        (resume::KEY.to_string(), resume::store(&config, shuffle)),
     ]);
     if let Some(v) = &vocabulary {
         metadata.insert("nnc.vocabulary".into(), v.to_string());
@@ -272,34 +319,30 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     // Parameters: from a checkpoint being resumed, from --init-from, or initialised.
     let mut position = None;
     if let (Some(path), Some(meta)) = (&a.resume, &resumed_meta) {
-        if meta.get("nnc.source") != metadata.get("nnc.source") {
+        checkpoint::load(&mut step.exe, path).map_err(usage)?;
+        let train_path = checkpoint::train_path(path);
+        if meta.get(checkpoint::WEIGHTS_KEY) != Some(&checkpoint::fingerprint(&checkpoint::state(&step.exe)))
+        {
             return Err(usage(format!(
-                "`{}` was written for a different model source; start from its weights with --init-from instead",
+                "`{}` does not belong with `{}` (they were not written together); start from the \
+                 weights with --init-from instead",
+                train_path.display(),
                 path.display()
             )));
         }
-        if meta.get("nnc.seed") != metadata.get("nnc.seed") {
-            return Err(usage(format!(
-                "`{}` was trained with seed {}; resume with the same seed",
-                path.display(),
-                meta.get("nnc.seed").map_or("?", |s| s.as_str())
-            )));
-        }
-        checkpoint::load(&mut step.exe, path).map_err(usage)?;
-        checkpoint::load_optimizer(&mut step, path).map_err(usage)?;
+        checkpoint::load_optimizer(&mut step, &train_path).map_err(usage)?;
         position = Some(Position::from_metadata(meta).ok_or_else(|| {
             usage(format!("`{}` has no training position; use --init-from", path.display()))
         })?);
     } else if let Some(path) = &a.init_from {
-        checkpoint::load(&mut step.exe, path).map_err(usage)?;
+        super::note_converted(path, &checkpoint::load(&mut step.exe, path).map_err(usage)?);
     } else {
         step.exe.init_params(config.seed);
     }
-    let best = test.as_ref().map(|_| out_path.with_extension("best.safetensors"));
     let settings = Settings {
         epochs: config.epochs,
         seed: config.seed,
-        shuffle: !a.no_shuffle,
+        shuffle,
         max_steps: a.max_steps,
         lr,
         schedule: config.schedule,
@@ -313,7 +356,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     if let Some(p) = position {
         let best_loss =
             resumed_meta.as_ref().and_then(|m| m.get("nnc.best_loss")).and_then(|v| v.parse().ok());
-        trainer.resume(p, best_loss);
+        trainer.resume(p, best_loss).map_err(usage)?;
         eprintln!("resuming at epoch {} batch {} (step {})", p.epoch + 1, p.batch, p.step);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -324,8 +367,6 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             std::process::exit(EXIT_INTERRUPTED.into());
         }
     });
-    // Beside the checkpoint, so that a run's files stay together.
-    let metrics_path = a.metrics.clone().unwrap_or_else(|| out_path.with_extension("metrics.jsonl"));
     let metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(a.resume.is_some())
@@ -359,10 +400,14 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             Ok(if interrupted { EXIT_INTERRUPTED } else { 0 })
         }
         Err(e) => {
-            let kept = if out_path.exists() {
+            // Every checkpoint this run wrote is finite; one from before is named only if
+            // it is too.
+            let kept = if trainer.saved {
                 format!("; the last good checkpoint is {}", out_path.display())
+            } else if out_path.exists() && checkpoint::is_finite(&out_path) {
+                format!("; the last good checkpoint is {}, from before this run", out_path.display())
             } else {
-                String::new()
+                "; no checkpoint was written".to_string()
             };
             Err((EXIT_MODEL, format!("{e}{kept}")))
         }
@@ -370,7 +415,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
 }
 
 fn read_metadata(path: &Path) -> Result<HashMap<String, String>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bytes = checkpoint::read(path).map_err(|e| e.to_string())?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))?;
     Ok(header.metadata().clone().unwrap_or_default())

@@ -21,7 +21,7 @@ const ARGS: &[ArgSpec] = &[
         "bias",
         ArgType::Bool,
         ArgValue::Bool(true),
-        "learnt biases (PyTorch's bias_ih and bias_hh)",
+        "learnt biases (PyTorch's bias_ih_l0 and bias_hh_l0)",
     ),
     ArgSpec::optional("init", ArgType::Init, "weight initialiser (default: xavier)"),
 ];
@@ -137,12 +137,14 @@ impl Layer for Recurrent {
         let n = inputs[0].channels().unwrap_or(0);
         let g = self.cell.gates() * self.hidden;
         let init = Some(self.init.unwrap_or(Init::Xavier));
+        // Named as `torch.nn.RNN`, `LSTM` and `GRU` name the tensors of their one layer
+        // (gate order and formulas match too), so that weights load into them as they are.
         let mut ps = vec![
-            ParamSpec::weight("weight_ih", vec![g, n], init),
-            ParamSpec::weight("weight_hh", vec![g, self.hidden], init),
+            ParamSpec::weight("weight_ih_l0", vec![g, n], init),
+            ParamSpec::weight("weight_hh_l0", vec![g, self.hidden], init),
         ];
         if self.bias {
-            for name in ["bias_ih", "bias_hh"] {
+            for name in ["bias_ih_l0", "bias_hh_l0"] {
                 ps.push(ParamSpec {
                     name,
                     dims: vec![g],

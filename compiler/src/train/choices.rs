@@ -3,6 +3,7 @@
 
 use super::constant::Range::{Fraction, NonNegative, Positive};
 use super::constant::{Range, constant, ctor_args, expected, float, int};
+use super::validate::{CROP_PAD, STEP_EVERY};
 use super::{Augment, Optimizer, Schedule};
 use crate::diagnostic::Diagnostic;
 use crate::shape::Shape;
@@ -108,7 +109,7 @@ pub(super) fn schedule(v: &Value, span: Span) -> Result<Schedule, Diagnostic> {
             let mut gamma = 0.1;
             for (k, v, s) in args {
                 match k {
-                    "every" => every = Some(int(v, s, 1, 1_000_000)?),
+                    "every" => every = Some(int(v, s, STEP_EVERY)?),
                     _ => gamma = float(v, s, Positive)?,
                 }
             }
@@ -160,7 +161,7 @@ pub(super) fn augment(e: &Expr, input: Option<Shape>) -> Result<Vec<Augment>, Di
             Value::Ctor(c) if c.name == "random_crop" => {
                 let args = ctor_args(c, &["pad"], 1)?;
                 let pad = match args.first() {
-                    Some((_, v, s)) => int(v, *s, 1, 1024)?,
+                    Some((_, v, s)) => int(v, *s, CROP_PAD)?,
                     None => {
                         return Err(Diagnostic::error("`random_crop` needs `pad`")
                             .at(c.name_span, "`pad` is missing")

@@ -91,7 +91,7 @@ pub(super) fn symbol(v: &Value, span: Span, choices: &[&'static str]) -> Result<
     }
 }
 
-pub(super) fn int(v: &Value, span: Span, min: u64, max: u64) -> Result<u64, Diagnostic> {
+pub(super) fn int(v: &Value, span: Span, (min, max): (u64, u64)) -> Result<u64, Diagnostic> {
     match v {
         Value::Int(i) if *i >= 0 && (min..=max).contains(&(*i as u64)) => Ok(*i as u64),
         Value::Int(i) => Err(Diagnostic::error(format!("{i} is out of range"))
@@ -112,7 +112,7 @@ pub(super) enum Range {
 use Range::*;
 
 impl Range {
-    fn check(self, x: f64) -> Option<&'static str> {
+    pub(super) fn check(self, x: f64) -> Option<&'static str> {
         let ok = x.is_finite()
             && match self {
                 Positive => x > 0.0,

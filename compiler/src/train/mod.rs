@@ -5,6 +5,7 @@
 mod choices;
 mod constant;
 mod display;
+mod validate;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::graph::Graph;
@@ -15,9 +16,11 @@ use crate::value::Value;
 use choices::{augment, optimizer, per_channel, schedule};
 use constant::Range::{Any, Positive};
 use constant::{constant, expected, float, int, symbol};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+pub use validate::Invalid;
+use validate::{EPOCHS, SEED, WARMUP};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Loss {
     /// Softmax and cross-entropy over the classes (per step for sequences).
@@ -25,7 +28,7 @@ pub enum Loss {
     MeanSquaredError,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Optimizer {
     Sgd {
@@ -76,7 +79,7 @@ impl Optimizer {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Schedule {
     Constant,
@@ -91,7 +94,7 @@ pub enum Schedule {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Augment {
     /// Pad by `pad` pixels of zeros, then crop back to the input size at a random offset.
@@ -100,7 +103,7 @@ pub enum Augment {
     Hflip,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub network: String,
     pub loss: Loss,
@@ -195,11 +198,11 @@ pub fn check(def: &TrainDef, graph: Option<&Graph>, diagnostics: &mut Diagnostic
                 .map(|l| cfg.loss = if l == "mse" { Loss::MeanSquaredError } else { Loss::CrossEntropy }),
             "optimizer" => optimizer(&value, span).map(|o| cfg.optimizer = o),
             "schedule" => schedule(&value, span).map(|v| cfg.schedule = v),
-            "warmup" => int(&value, span, 0, 1_000_000).map(|v| cfg.warmup = v),
-            "batch" => int(&value, span, 1, MAX_BATCH).map(|v| cfg.batch = v),
-            "epochs" => int(&value, span, 1, 1_000_000).map(|v| cfg.epochs = v),
+            "warmup" => int(&value, span, WARMUP).map(|v| cfg.warmup = v),
+            "batch" => int(&value, span, (1, MAX_BATCH)).map(|v| cfg.batch = v),
+            "epochs" => int(&value, span, EPOCHS).map(|v| cfg.epochs = v),
             "clip" => float(&value, span, Positive).map(|v| cfg.clip = Some(v)),
-            "seed" => int(&value, span, 0, i64::MAX as u64).map(|v| cfg.seed = v),
+            "seed" => int(&value, span, SEED).map(|v| cfg.seed = v),
             "augment" => augment(&s.value, input).map(|v| cfg.augment = v),
             "mean" => per_channel(&value, span, input, Any).map(|v| cfg.mean = v),
             "std" => per_channel(&value, span, input, Positive).map(|v| cfg.std = v),

@@ -18,6 +18,8 @@ pub enum IdxError {
     Format { path: String, reason: String },
 }
 
+const NOT_IDX: &str = "it does not start with the IDX magic number (two zero bytes, a type, a rank)";
+
 /// An IDX array, values converted to f32 (unsigned bytes keep their 0–255 values).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Idx {
@@ -30,7 +32,8 @@ pub struct Idx {
 /// Whether `bytes` start like an IDX file (or a gzip stream, which may hold one).
 pub fn looks_like_idx(path: &Path) -> bool {
     let mut head = [0u8; 4];
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    // Opening a FIFO would wait for a writer; `read` refuses what is not a regular file.
+    let Ok((mut f, _)) = crate::files::open_regular(path) else { return false };
     if f.read_exact(&mut head).is_err() {
         return false;
     }
@@ -38,38 +41,96 @@ pub fn looks_like_idx(path: &Path) -> bool {
         || (head[0] == 0 && head[1] == 0 && matches!(head[2], 0x08 | 0x09 | 0x0b | 0x0c | 0x0d | 0x0e))
 }
 
-/// Reads a file's bytes, decompressing gzip (detected by its magic bytes).
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, IdxError> {
+/// The file at `path` as a stream, decompressed when it is gzip (detected by its magic
+/// bytes). Only regular files are read: a device such as `/dev/zero` never ends.
+fn open(path: &Path) -> Result<Box<dyn Read>, IdxError> {
     let name = path.display().to_string();
     let io = |source| IdxError::Io { path: name.clone(), source };
-    if path.is_dir() {
-        return Err(io(std::io::Error::other("it is a directory")));
-    }
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut raw = Vec::new();
-    file.take(MAX_BYTES + 1).read_to_end(&mut raw).map_err(io)?;
+    let (file, _) = crate::files::open_regular(path).map_err(io)?;
+    let mut file = std::io::BufReader::new(file);
+    let gzip = std::io::BufRead::fill_buf(&mut file).map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip { Box::new(GzDecoder::new(file)) } else { Box::new(file) })
+}
+
+/// Reads at most `limit` bytes of `stream`, refusing more with the size named.
+fn read_at_most(stream: impl Read, limit: u64, path: &Path) -> Result<Vec<u8>, IdxError> {
+    let name = path.display().to_string();
     let mut bytes = Vec::new();
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        GzDecoder::new(&raw[..]).take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(|e| {
-            IdxError::Format { path: name.clone(), reason: format!("gzip data is corrupt: {e}") }
-        })?;
-    } else {
-        bytes = raw;
-    }
-    if bytes.len() as u64 > MAX_BYTES {
-        return Err(IdxError::Format { path: name, reason: format!("larger than {MAX_BYTES} bytes") });
+    stream
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| IdxError::Format { path: name.clone(), reason: format!("gzip data is corrupt: {e}") })?;
+    if bytes.len() as u64 > limit {
+        return Err(IdxError::Format { path: name, reason: format!("larger than {limit} bytes") });
     }
     Ok(bytes)
 }
 
+/// Reads a file's bytes (decompressed), bounded by [`MAX_BYTES`] and by half the memory
+/// free, since the values made of them take as much again.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, IdxError> {
+    let limit = MAX_BYTES.min(crate::files::memory_budget() / 2);
+    read_at_most(open(path)?, limit, path)
+}
+
+/// Reads an IDX file. The header is read first: a file whose dimensions declare more
+/// than [`MAX_BYTES`] of data or of f32 values, or more than the memory free for both,
+/// is refused with the size named before anything else is read or decompressed.
 pub fn read(path: &Path) -> Result<Idx, IdxError> {
-    parse(&read_bytes(path)?).map_err(|reason| IdxError::Format { path: path.display().to_string(), reason })
+    let name = path.display().to_string();
+    let format = |reason: String| IdxError::Format { path: name.clone(), reason };
+    let mut stream = open(path)?;
+    let mut head = [0u8; 4];
+    let short = |e: std::io::Error| format(format!("truncated header: {e}"));
+    stream.read_exact(&mut head).map_err(short)?;
+    if head[..2] != [0, 0] {
+        return Err(format(NOT_IDX.into()));
+    }
+    let mut bytes = head.to_vec();
+    bytes.resize(4 + 4 * head[3] as usize, 0);
+    stream.read_exact(&mut bytes[4..]).map_err(short)?;
+    let (size, count) = declared(&bytes).map_err(&format)?;
+    // Both the bytes and the f32 values made of them stay under the bound.
+    let largest = count.checked_mul(size.max(4));
+    if largest.is_none_or(|bytes| bytes > MAX_BYTES) {
+        return Err(format(format!(
+            "its dimensions declare {count} values, more than the {MAX_BYTES} bytes nnc reads as f32 values"
+        )));
+    }
+    let data = count * size;
+    // The bytes, then one f32 per value.
+    let needed = data + 4 * count;
+    let budget = crate::files::memory_budget();
+    if needed > budget {
+        let source = crate::files::too_large(&format!("its {count} values"), needed, budget);
+        return Err(IdxError::Io { path: name, source });
+    }
+    // One byte more than declared shows trailing data, which `parse` reports.
+    bytes.extend(read_at_most(stream, data + 1, path)?);
+    parse(&bytes).map_err(format)
+}
+
+/// The element size and value count an IDX header declares.
+fn declared(bytes: &[u8]) -> Result<(u64, u64), String> {
+    let size = match bytes[2] {
+        0x08 | 0x09 => 1,
+        0x0b => 2,
+        0x0c | 0x0d => 4,
+        0x0e => 8,
+        t => return Err(format!("unknown element type 0x{t:02x}")),
+    };
+    let count = bytes[4..]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes(c.try_into().expect("four bytes")) as u64)
+        .try_fold(1u64, |a, d| a.checked_mul(d))
+        .ok_or("the dimensions overflow")?;
+    Ok((size, count))
 }
 
 /// Parses IDX bytes.
 pub fn parse(bytes: &[u8]) -> Result<Idx, String> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err("it does not start with the IDX magic number (two zero bytes, a type, a rank)".into());
+        return Err(NOT_IDX.into());
     }
     let (size, bytes_type) = match bytes[2] {
         0x08 => (1, true),
@@ -153,6 +214,32 @@ mod tests {
         assert!(parse(&[0, 0, 8, 3, 0]).unwrap_err().contains("truncated header"));
         let huge = header(0x08, &[u32::MAX, u32::MAX, u32::MAX]);
         assert!(parse(&huge).is_err());
+    }
+
+    #[test]
+    fn sizes_are_checked_against_the_header_before_reading() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("nnc-idx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A small gzip file whose header declares 2.1 GB of pixels (8.4 GB as f32).
+        let path = dir.join("huge-idx3-ubyte.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&header(0x08, &[2_100_000, 1000])).unwrap();
+        gz.write_all(&[0; 4096]).unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains("declare 2100000000 values, more than the 4294967296 bytes"), "{e}");
+        // Declared sizes that fit are read exactly; extra data is an error.
+        let mut ok = header(0x08, &[3]);
+        ok.extend([1, 2, 3]);
+        std::fs::write(&path, &ok).unwrap();
+        assert_eq!(read(&path).unwrap().values, [1.0, 2.0, 3.0]);
+        ok.push(4);
+        std::fs::write(&path, &ok).unwrap();
+        assert!(read(&path).unwrap_err().to_string().contains("need 3 bytes of data, but the file has 4"));
+        let e = read(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("character device, not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -39,9 +39,28 @@ pub struct Examples {
     pub values: Vec<f32>,
 }
 
+/// How the values of a one-hot sequence input are given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// One class id per step.
+    Ids,
+    /// The one-hot vectors themselves, one value per step and class.
+    OneHot,
+}
+
+impl Reading {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reading::Ids => "ids",
+            Reading::OneHot => "onehot",
+        }
+    }
+}
+
 /// Reads examples from an IDX file (bytes are pixels, scaled by 1/255) or a raw file of
-/// little-endian f32.
-pub fn read(path: &Path, spec: &InputSpec) -> Result<Examples, InputError> {
+/// little-endian f32; `reading` says how a one-hot sequence input is given, when its
+/// values fit more than one.
+pub fn read(path: &Path, spec: &InputSpec, reading: Option<Reading>) -> Result<Examples, InputError> {
     let name = path.display().to_string();
     let err = |reason: String| InputError::Shape { path: name.clone(), reason };
     let (values, per_file_example, scaled) = if idx::looks_like_idx(path) {
@@ -58,7 +77,7 @@ pub fn read(path: &Path, spec: &InputSpec) -> Result<Examples, InputError> {
             bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         (v, 0, false)
     };
-    prepare(values, per_file_example, scaled, spec).map_err(err)
+    prepare(values, per_file_example, scaled, spec, reading).map_err(err)
 }
 
 /// Shapes raw values into examples for `spec`. `per_example` is the file's own example
@@ -68,8 +87,12 @@ pub fn prepare(
     per_example: usize,
     pixels: bool,
     spec: &InputSpec,
+    reading: Option<Reading>,
 ) -> Result<Examples, String> {
     let elements = spec.elements();
+    if reading.is_some() && spec.encoding != InputEncoding::OneHot {
+        return Err("--input-format is for networks that read one-hot sequences".into());
+    }
     match spec.encoding {
         InputEncoding::Dense => {
             if per_example != 0 && per_example != elements {
@@ -96,8 +119,39 @@ pub fn prepare(
                 Shape::Seq { steps, features } => (steps as usize, features as usize),
                 _ => return Err("one-hot inputs are sequences".into()),
             };
-            // Either class indices (one per step) or the one-hot vectors themselves.
-            if values.len().is_multiple_of(steps * classes) && per_example != steps {
+            // Either class ids (one per step) or the one-hot vectors themselves; a file whose
+            // values fit both must say which it holds.
+            let onehot = !values.is_empty()
+                && values.len().is_multiple_of(steps * classes)
+                && per_example != steps
+                && values
+                    .chunks(classes)
+                    .all(|v| v.iter().all(|&x| x == 0.0 || x == 1.0) && v.iter().sum::<f32>() == 1.0);
+            let ids = !values.is_empty()
+                && values.len().is_multiple_of(steps)
+                && per_example != steps * classes
+                && values.iter().all(|&v| class(v, classes).is_ok());
+            let reading = match (reading, onehot, ids) {
+                (Some(r), ..) => r,
+                (None, true, true) => {
+                    return Err(format!(
+                        "{} values can be read as {} sequence(s) of one-hot vectors or as {} sequence(s) \
+                         of class ids; say which with --input-format onehot or --input-format ids",
+                        values.len(),
+                        values.len() / elements,
+                        values.len() / steps
+                    ));
+                }
+                (None, true, false) => Reading::OneHot,
+                (None, false, _) => Reading::Ids,
+            };
+            if reading == Reading::OneHot {
+                if !onehot {
+                    return Err(format!(
+                        "{} values are not sequences of {steps} one-hot vectors of {classes}",
+                        values.len()
+                    ));
+                }
                 return Ok(Examples { count: values.len() / elements, values });
             }
             if values.is_empty() || !values.len().is_multiple_of(steps) {
@@ -173,7 +227,7 @@ mod tests {
         let mut s = spec(Shape::Image { c: 2, h: 1, w: 1 }, InputEncoding::Dense);
         s.mean = vec![0.5, 0.0];
         s.std = vec![0.5, 2.0];
-        let e = prepare(vec![255.0, 255.0, 0.0, 51.0], 2, true, &s).unwrap();
+        let e = prepare(vec![255.0, 255.0, 0.0, 51.0], 2, true, &s, None).unwrap();
         assert_eq!(e.count, 2);
         assert_eq!(e.values, [1.0, 0.5, -1.0, 0.1]);
     }
@@ -181,17 +235,34 @@ mod tests {
     #[test]
     fn class_indices_become_one_hot_and_ids_bit_patterns() {
         let s = spec(Shape::Seq { steps: 2, features: 3 }, InputEncoding::OneHot);
-        let e = prepare(vec![2.0, 0.0], 2, false, &s).unwrap();
+        let e = prepare(vec![2.0, 0.0], 2, false, &s, None).unwrap();
         assert_eq!(e.values, [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         let t = spec(Shape::Tokens { steps: 2, vocab: 10 }, InputEncoding::Tokens);
-        let e = prepare(vec![7.0, 3.0], 2, false, &t).unwrap();
+        let e = prepare(vec![7.0, 3.0], 2, false, &t, None).unwrap();
         assert_eq!(e.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), [7, 3]);
-        assert!(prepare(vec![12.0, 3.0], 2, false, &t).unwrap_err().contains("below 10"));
+        assert!(prepare(vec![12.0, 3.0], 2, false, &t, None).unwrap_err().contains("below 10"));
+    }
+
+    #[test]
+    fn a_sequence_that_fits_two_readings_must_say_which() {
+        let s = spec(Shape::Seq { steps: 2, features: 3 }, InputEncoding::OneHot);
+        // Three sequences of ids, which are also one sequence of one-hot vectors.
+        let both = vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let e = prepare(both.clone(), 0, false, &s, None).unwrap_err();
+        assert!(e.contains("1 sequence(s) of one-hot vectors or as 3 sequence(s) of class ids"), "{e}");
+        assert_eq!(prepare(both.clone(), 0, false, &s, Some(Reading::Ids)).unwrap().count, 3);
+        assert_eq!(prepare(both, 0, false, &s, Some(Reading::OneHot)).unwrap().count, 1);
+        // Ids that are not one-hot vectors are read as ids, whatever their count.
+        let ids = vec![2.0, 1.0, 0.0, 2.0, 2.0, 1.0];
+        let e = prepare(ids.clone(), 0, false, &s, None).unwrap();
+        assert_eq!(e.count, 3);
+        assert_eq!(&e.values[..6], [0.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        assert!(prepare(ids, 0, false, &s, Some(Reading::OneHot)).unwrap_err().contains("not sequences"));
     }
 
     #[test]
     fn mismatched_sizes_are_explained() {
         let s = spec(Shape::Image { c: 1, h: 28, w: 28 }, InputEncoding::Dense);
-        assert!(prepare(vec![0.0; 100], 100, true, &s).unwrap_err().contains("has 784"));
+        assert!(prepare(vec![0.0; 100], 100, true, &s, None).unwrap_err().contains("has 784"));
     }
 }

@@ -28,6 +28,16 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Data(#[from] super::data::DatasetError),
+    /// The parameters or optimizer state went non-finite without the step seeing it (an
+    /// update that overflowed); the checkpoint was not written.
+    #[error(
+        "the stored position (epoch {}, batch {}, step {}) is not one a run of {epochs} epochs of \
+         {batches} batches reaches; the checkpoint or the data is not the run's",
+        .position.epoch, .position.batch, .position.step
+    )]
+    Position { position: Position, epochs: u64, batches: u64 },
+    #[error("training diverged by step {step}: {source}")]
+    Diverged { step: u64, source: CheckpointError },
 }
 
 /// How to train.
@@ -124,6 +134,8 @@ pub struct Trainer<'d> {
     pub position: Position,
     /// The lowest test loss so far.
     pub best_loss: f64,
+    /// Whether this run has written `settings.checkpoint` (every write holds finite values).
+    pub saved: bool,
 }
 
 impl<'d> Trainer<'d> {
@@ -143,6 +155,7 @@ impl<'d> Trainer<'d> {
             settings,
             position: Position::default(),
             best_loss: f64::INFINITY,
+            saved: false,
         })
     }
 
@@ -152,11 +165,18 @@ impl<'d> Trainer<'d> {
     }
 
     /// Continues from `position` (read from a checkpoint whose parameters and optimizer
-    /// state are already loaded).
-    pub fn resume(&mut self, position: Position, best_loss: Option<f64>) {
+    /// state are already loaded), which must be one this run's data and epochs reach.
+    pub fn resume(&mut self, position: Position, best_loss: Option<f64>) -> Result<(), TrainError> {
+        let batches = self.batches();
+        let Position { epoch, batch, step } = position;
+        let reached = epoch.checked_mul(batches).and_then(|s| s.checked_add(batch)) == Some(step);
+        if epoch > self.settings.epochs || batch >= batches.max(1) || !reached {
+            return Err(TrainError::Position { position, epochs: self.settings.epochs, batches });
+        }
         self.position = position;
         self.step.steps = position.step;
         self.best_loss = best_loss.unwrap_or(f64::INFINITY);
+        Ok(())
     }
 
     pub fn run(&mut self, stop: &AtomicBool, observer: &mut dyn Observer) -> Result<Outcome, TrainError> {
@@ -174,7 +194,7 @@ impl<'d> Trainer<'d> {
             while self.position.batch < batches {
                 let limit = s.max_steps.is_some_and(|m| self.position.step >= m);
                 if stop.load(Ordering::Relaxed) || limit {
-                    self.save(&s.checkpoint)?;
+                    self.save_checkpoint()?;
                     let p = self.position;
                     return Ok(if limit { Outcome::StepLimit(p) } else { Outcome::Interrupted(p) });
                 }
@@ -219,10 +239,10 @@ impl<'d> Trainer<'d> {
             if let (true, Some(t)) = (best, &test) {
                 self.best_loss = t.loss;
                 if let Some(path) = &s.best {
-                    self.save(path)?;
+                    self.save(path, false)?;
                 }
             }
-            self.save(&s.checkpoint)?;
+            self.save_checkpoint()?;
             observer.epoch(&EpochReport {
                 epoch: epoch + 1,
                 step: self.position.step,
@@ -238,15 +258,41 @@ impl<'d> Trainer<'d> {
         Ok(Outcome::Finished)
     }
 
-    /// Writes parameters, optimizer state and the position to `path`.
-    pub fn save(&self, path: &std::path::Path) -> Result<(), CheckpointError> {
+    /// Writes the run's checkpoint and records that it exists.
+    fn save_checkpoint(&mut self) -> Result<(), TrainError> {
+        self.save(&self.settings.checkpoint.clone(), true)?;
+        self.saved = true;
+        Ok(())
+    }
+
+    /// Writes the parameters to `path` and, with `resumable`, the optimizer state and
+    /// position to its train file ([`checkpoint::train_path`]): the train file first,
+    /// holding the fingerprint of the weights, so that a crash between the two writes
+    /// leaves a pair that resuming refuses. Refuses (as a divergence) a value that is
+    /// not finite.
+    pub fn save(&self, path: &std::path::Path, resumable: bool) -> Result<(), TrainError> {
         let mut metadata = self.settings.metadata.clone();
         self.position.write(&mut metadata);
         if self.best_loss.is_finite() {
             metadata.insert("nnc.best_loss".into(), self.best_loss.to_string());
         }
-        let mut entries = checkpoint::state(&self.step.exe);
-        entries.extend(checkpoint::optimizer_state(&self.step));
-        checkpoint::save_entries(entries, path, metadata)
+        let weights = checkpoint::state(&self.step.exe);
+        let diverged = |e| match e {
+            CheckpointError::NonFinite { .. } => TrainError::Diverged { step: self.position.step, source: e },
+            e => TrainError::Checkpoint(e),
+        };
+        // Both are checked before either is written, so that a divergence leaves the
+        // previous pair as it was.
+        checkpoint::check_finite(&weights, path).map_err(diverged)?;
+        if resumable {
+            let (train_path, state) = (checkpoint::train_path(path), checkpoint::optimizer_state(&self.step));
+            checkpoint::check_finite(&state, &train_path).map_err(diverged)?;
+            let mut train = metadata.clone();
+            train.insert(checkpoint::WEIGHTS_KEY.into(), checkpoint::fingerprint(&weights));
+            checkpoint::save_entries(state, Vec::new(), &train_path, train).map_err(diverged)?;
+        }
+        // Every step of the run updated the running statistics.
+        let counters = checkpoint::batches_tracked(&self.step.exe, self.position.step);
+        checkpoint::save_entries(weights, counters, path, metadata).map_err(diverged)
     }
 }
