@@ -80,7 +80,7 @@ fn build(source: &str, batch: usize, loss: Loss) -> Training {
     let model = crate::compile_str("test.net", source, None).expect("the test network compiles");
     let forward = lower_for(&model.networks[0], batch, Mode::Training);
     let rule = UpdateRule::Sgd { momentum: 0.9, nesterov: false, weight_decay: 5e-4 };
-    training(forward, loss, rule, 1).expect("the network differentiates")
+    training(forward, loss, rule).expect("the network differentiates")
 }
 
 /// Values for every tensor a step reads: weights drawn with a fan-in scale, batch-norm
