@@ -177,3 +177,43 @@ fn empty_and_whitespace_files_are_model_errors() {
         assert!(diagnostics[0].message.contains("defines no network"));
     }
 }
+
+/// `v0(n) { v1(n) + v1(n) }`, ... doubles the work at every level: 2^40 calls. The
+/// evaluation budget stops it with an error at a block call, naming the budget.
+#[test]
+fn blocks_that_double_their_work_run_out_of_budget() {
+    let levels = 40;
+    let mut text: String =
+        (0..levels).map(|i| format!("block v{i}(n) {{ v{}(n) + v{}(n) }}\n", i + 1, i + 1)).collect();
+    text += &format!("block v{levels}(n) {{ n }}\n\nnetwork net(x: [4]) {{\n    x |> dense(v0(1))\n}}\n");
+    let Err(Error::Invalid { sources, diagnostics }) = nnc_compiler::compile_str("double.net", &text, None)
+    else {
+        panic!("doubling blocks should be refused");
+    };
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let d = &diagnostics[0];
+    assert!(d.message.contains("budget"), "{}", d.message);
+    let at = d.primary.as_ref().expect("located").span;
+    let called = &sources.get(at.file).text[at.range()];
+    assert!(called.starts_with('v') && called.ends_with("(n)"), "{called}");
+    // Lists that double per level are refused by their size long before the budget.
+    let mut lists: String =
+        (0..levels).map(|i| format!("block l{i}(a) {{ l{}([a, a]) }}\n", i + 1)).collect();
+    lists += &format!("block l{levels}(a) {{ 1 }}\n\nnetwork net(x: [4]) {{\n    x |> dense(l0(1))\n}}\n");
+    let Err(Error::Invalid { diagnostics, .. }) = nnc_compiler::compile_str("lists.net", &lists, None) else {
+        panic!("doubling lists should be refused");
+    };
+    assert!(diagnostics[0].message.contains("a list may hold at most 10,000 values"), "{diagnostics:?}");
+}
+
+/// The largest network in the zoo expands within a hundredth of the evaluation budget.
+#[test]
+fn resnet152_is_far_inside_the_evaluation_budget() {
+    let (program, mut diagnostics) =
+        nnc_compiler::load::load(std::path::Path::new("examples/resnet152.net")).unwrap();
+    let resolved = nnc_compiler::resolve::resolve(&program, &mut diagnostics);
+    let net = resolved.items.networks[0];
+    let budget = nnc_compiler::expand::MAX_EVAL_STEPS / 100;
+    let graph = nnc_compiler::expand::network_within(&resolved.items, net, &mut diagnostics, budget);
+    assert!(graph.is_some_and(|g| g.nodes.len() > 500), "{:?}", diagnostics.into_vec());
+}
