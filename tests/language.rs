@@ -167,3 +167,22 @@ fn spans_end_before_trailing_comments() {
     let nnc_compiler::syntax::ast::Stmt::Let { value, .. } = &net.body.stmts[0] else { panic!("a let") };
     assert_eq!(&text[value.span.range()], "\"a # b\"");
 }
+
+/// A UTF-8 byte-order mark at the start of the main file and of an included file is
+/// skipped, and positions after it are unchanged.
+#[test]
+fn byte_order_marks_are_skipped() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bom");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("blocks.net"), "\u{feff}block unit(x) {\n    x |> relu\n}\n").unwrap();
+    let main = dir.join("main.net");
+    std::fs::write(
+        &main,
+        "\u{feff}include \"blocks.net\"\n\nnetwork n(x: [4]) {\n    x |> unit |> dense(2)\n}\n",
+    )
+    .unwrap();
+    let model = nnc_compiler::compile_file(&main).unwrap();
+    let g = &model.networks[0];
+    assert_eq!(output(g), "[2]");
+    assert_eq!(model.sources.location(g.span), format!("{}:3:9", main.display()));
+}
