@@ -69,6 +69,8 @@ fn independent_mistakes_are_all_reported() {
     assert_eq!(syntax.matches("error:").count(), 2, "{syntax}");
     let train = diagnose(Path::new("tests/errors/train_errors.net"));
     assert_eq!(train.matches("error:").count(), 4, "{train}");
+    let arguments = diagnose(Path::new("tests/errors/several_bad_arguments.net"));
+    assert_eq!(arguments.matches("error:").count(), 7, "{arguments}");
 }
 
 /// An error inside a block that is used many times is reported once, at the block.

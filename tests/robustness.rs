@@ -217,3 +217,23 @@ fn resnet152_is_far_inside_the_evaluation_budget() {
     let graph = nnc_compiler::expand::network_within(&resolved.items, net, &mut diagnostics, budget);
     assert!(graph.is_some_and(|g| g.nodes.len() > 500), "{:?}", diagnostics.into_vec());
 }
+
+/// Counts that do not fit in 64 bits are errors at the layer where they overflow, not
+/// saturated totals printed as 18,446,744,073,709,551,615.
+#[test]
+fn overflowing_counts_are_errors() {
+    // One layer: 2^40 outputs, each a 63×63 window over 16,384 channels (2^66).
+    let one = "network n(x: [16384, 8192, 8192]) {\n    x |> conv(16384, 63, pad: 31)\n}\n";
+    // Two layers of about 0.94 · 2^64 each: the total overflows at the second.
+    let two = "network n(x: [16384, 8192, 8192]) {\n    x |> conv(16384, 31, pad: 15) |> conv(16384, 31, pad: 15)\n}\n";
+    for (text, at) in [(one, "2:10"), (two, "2:38")] {
+        let Err(Error::Invalid { sources, diagnostics }) = nnc_compiler::compile_str("big.net", text, None)
+        else {
+            panic!("{text} should be refused");
+        };
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert!(diagnostics[0].message.contains("than fit in 64 bits"), "{}", diagnostics[0].message);
+        let span = diagnostics[0].primary.as_ref().unwrap().span;
+        assert!(sources.location(span).ends_with(at), "{}", sources.location(span));
+    }
+}

@@ -58,6 +58,7 @@ pub fn network_within(
         diagnostics,
         steps_left: steps,
         budget: steps,
+        macs: 0,
         errors: 0,
         nodes: Vec::new(),
         scopes: vec![Scope {
@@ -192,6 +193,9 @@ pub(crate) struct Expander<'a> {
     /// Evaluation steps still allowed, out of `budget`.
     steps_left: u64,
     budget: u64,
+    /// Multiply-accumulates per example of the layers made so far, which must fit in 64
+    /// bits so that every total in the plan does.
+    macs: u64,
     errors: usize,
     nodes: Vec<Node>,
     scopes: Vec<Scope>,

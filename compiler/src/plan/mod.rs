@@ -118,8 +118,9 @@ impl Plan {
         for (i, n) in graph.nodes.iter().enumerate() {
             for s in graph.scope_chain(n.scope) {
                 let s = s.0 as usize;
-                params[s] = params[s].saturating_add(n.trainable_params());
-                macs[s] = macs[s].saturating_add(n.macs);
+                // Expansion checked that the whole network's counts fit.
+                params[s] += n.trainable_params();
+                macs[s] += n.macs;
                 last[s] = Some(NodeId(i as u32));
             }
         }
