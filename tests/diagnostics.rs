@@ -83,3 +83,18 @@ fn errors_in_repeated_blocks_are_reported_once() {
     };
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
 }
+
+/// An error on a line of megabytes shows a short excerpt around the label, `…` marking
+/// the cuts, with the line and column of the original file.
+#[test]
+fn long_lines_are_cut_around_the_error() {
+    let stages = " |> relu".repeat(20_000);
+    let source = format!("network n(x: [4]) {{\n    x{stages} |> frobnicate(3){stages}\n}}\n");
+    let Err(Error::Invalid { sources, diagnostics }) = nnc_compiler::compile_str("long.net", &source, None)
+    else {
+        panic!("expected errors");
+    };
+    let text = render(&sources, &diagnostics, Color::Never);
+    assert!(text.lines().all(|l| l.chars().count() < 200), "{text}");
+    insta::assert_snapshot!(text);
+}
