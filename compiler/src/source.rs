@@ -40,6 +40,7 @@ pub struct SourceFile {
     pub name: String,
     pub text: String,
     line_starts: Vec<usize>,
+    longest_line: usize,
 }
 
 impl SourceFile {
@@ -58,8 +59,7 @@ impl SourceFile {
 
     /// Length in bytes of the longest line.
     pub(crate) fn longest_line(&self) -> usize {
-        let ends = self.line_starts.iter().skip(1).copied().chain([self.text.len() + 1]);
-        self.line_starts.iter().zip(ends).map(|(s, e)| e - s - 1).max().unwrap_or(0)
+        self.longest_line
     }
 }
 
@@ -76,8 +76,11 @@ impl SourceMap {
 
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
         let text = text.into();
-        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        self.files.push(SourceFile { name: name.into(), text, line_starts });
+        let line_starts: Vec<usize> =
+            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        let ends = line_starts.iter().skip(1).copied().chain([text.len() + 1]);
+        let longest_line = line_starts.iter().zip(ends).map(|(s, e)| e - s - 1).max().unwrap_or(0);
+        self.files.push(SourceFile { name: name.into(), text, line_starts, longest_line });
         FileId(self.files.len() as u32 - 1)
     }
 
