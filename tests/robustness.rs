@@ -237,3 +237,19 @@ fn overflowing_counts_are_errors() {
         assert!(sources.location(span).ends_with(at), "{}", sources.location(span));
     }
 }
+
+/// An arena that could exceed 64 bits (70 activations of 2^58 bytes at batch 65,536, with
+/// more multiply-accumulates than 64 bits count) is printed as overflowing, not as a
+/// wrapped-around size.
+#[test]
+fn overflowing_memory_is_printed_as_such() {
+    let model =
+        common::compile_ok("big.net", "network n(x: [16384, 8192, 8192]) { x |> conv(16384, 1) * 70 }");
+    let plan = Plan::new(&model.networks[0], &model.sources, 1 << 16, 1, None);
+    assert_eq!(plan.memory.arena_bytes, None);
+    let text = plan.to_string();
+    assert!(text.contains("arena overflows 64 bits (too large to plan)"), "{text}");
+    // At batch 1 the same network is planned exactly.
+    let small = Plan::new(&model.networks[0], &model.sources, 1, 1, None);
+    assert!(small.memory.arena_bytes.is_some_and(|b| b >= 2 << 42), "{:?}", small.memory);
+}
