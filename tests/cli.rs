@@ -83,9 +83,25 @@ fn io_and_usage_problems_exit_2() {
 
 #[test]
 fn check_is_quiet_on_success() {
-    let o = nnc(&["check", "examples/lenet5.net", "examples/googlenet.net", "examples/blocks/resnet.net"]);
+    let o = nnc(&["check", "examples/lenet5.net", "examples/googlenet.net"]);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
+}
+
+/// A file of blocks has nothing to plan: `compile` and `check` say so rather than print
+/// nothing.
+#[test]
+fn a_file_of_only_blocks_is_a_model_error() {
+    for command in ["compile", "check"] {
+        let o = nnc(&[command, "examples/blocks/resnet.net"]);
+        assert_eq!(code(&o), 1, "{command}");
+        assert!(o.stdout.is_empty(), "{command}");
+        let stderr = text(&o.stderr);
+        assert!(
+            stderr.contains("error: `examples/blocks/resnet.net` defines only blocks; there is no network"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

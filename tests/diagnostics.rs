@@ -69,6 +69,8 @@ fn independent_mistakes_are_all_reported() {
     assert_eq!(syntax.matches("error:").count(), 2, "{syntax}");
     let train = diagnose(Path::new("tests/errors/train_errors.net"));
     assert_eq!(train.matches("error:").count(), 4, "{train}");
+    let arguments = diagnose(Path::new("tests/errors/several_bad_arguments.net"));
+    assert_eq!(arguments.matches("error:").count(), 7, "{arguments}");
 }
 
 /// An error inside a block that is used many times is reported once, at the block.
@@ -80,4 +82,19 @@ fn errors_in_repeated_blocks_are_reported_once() {
         panic!("expected errors");
     };
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+}
+
+/// An error on a line of megabytes shows a short excerpt around the label, `…` marking
+/// the cuts, with the line and column of the original file.
+#[test]
+fn long_lines_are_cut_around_the_error() {
+    let stages = " |> relu".repeat(20_000);
+    let source = format!("network n(x: [4]) {{\n    x{stages} |> frobnicate(3){stages}\n}}\n");
+    let Err(Error::Invalid { sources, diagnostics }) = nnc_compiler::compile_str("long.net", &source, None)
+    else {
+        panic!("expected errors");
+    };
+    let text = render(&sources, &diagnostics, Color::Never);
+    assert!(text.lines().all(|l| l.chars().count() < 200), "{text}");
+    insta::assert_snapshot!(text);
 }

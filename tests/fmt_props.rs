@@ -134,3 +134,10 @@ fn operators_keep_their_meaning() {
     let after = common::compile_ok("o.net", &formatted);
     assert_eq!(common::plan_summary(&before), common::plan_summary(&after));
 }
+
+/// A file that starts with a byte-order mark formats as the same file without it.
+#[test]
+fn byte_order_marks_are_dropped() {
+    let text = "network n(x: [4]) {\n    x |> dense(2)\n}\n";
+    assert_eq!(format(&format!("\u{feff}{text}")), format(text));
+}

@@ -150,3 +150,39 @@ fn unused_bindings_parameters_and_inputs_are_warned_about() {
     let warnings: Vec<&str> = model.warnings.iter().map(|w| w.message.as_str()).collect();
     assert_eq!(warnings, ["`s` is never used", "input `label` is never used"]);
 }
+
+/// A stage's span ends at its last token: the whitespace and comments after it (even a
+/// comment with a quote in it, or after a string holding `#`) are not part of it.
+#[test]
+fn spans_end_before_trailing_comments() {
+    use nnc_compiler::syntax::ast::{ExprKind, Item};
+    let text = "network n(x: [4]) {\n    let s = \"a # b\"   # the \"name\n    x |> dense(4) * 2   # \"one\n    |> relu  # two\n}\n";
+    let (program, diagnostics) = nnc_compiler::load::load_str("t.net", text, None);
+    assert!(!diagnostics.has_errors());
+    let Item::Network(net) = &program.files[0].items[0] else { panic!("a network") };
+    let ExprKind::Pipe { stages, .. } = &net.body.result.kind else { panic!("a pipeline") };
+    let spans: Vec<&str> = stages.iter().map(|s| &text[s.span.range()]).collect();
+    assert_eq!(spans, ["dense(4) * 2", "relu"]);
+    assert_eq!(&text[net.body.result.span.range()], "x |> dense(4) * 2   # \"one\n    |> relu");
+    let nnc_compiler::syntax::ast::Stmt::Let { value, .. } = &net.body.stmts[0] else { panic!("a let") };
+    assert_eq!(&text[value.span.range()], "\"a # b\"");
+}
+
+/// A UTF-8 byte-order mark at the start of the main file and of an included file is
+/// skipped, and positions after it are unchanged.
+#[test]
+fn byte_order_marks_are_skipped() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bom");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("blocks.net"), "\u{feff}block unit(x) {\n    x |> relu\n}\n").unwrap();
+    let main = dir.join("main.net");
+    std::fs::write(
+        &main,
+        "\u{feff}include \"blocks.net\"\n\nnetwork n(x: [4]) {\n    x |> unit |> dense(2)\n}\n",
+    )
+    .unwrap();
+    let model = nnc_compiler::compile_file(&main).unwrap();
+    let g = &model.networks[0];
+    assert_eq!(output(g), "[2]");
+    assert_eq!(model.sources.location(g.span), format!("{}:3:9", main.display()));
+}

@@ -5,6 +5,7 @@
 //! underlines, secondary labels and `help` lines) happens in [`render`]; the library never
 //! prints.
 
+use crate::excerpt::Excerpted;
 use crate::source::{SourceMap, Span};
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::term;
@@ -76,17 +77,27 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    fn to_codespan(&self) -> cs::Diagnostic<crate::source::FileId> {
+    /// Label starts and ends, which an excerpt of a long line must keep in view.
+    fn points(&self) -> Vec<(crate::source::FileId, usize)> {
+        let labels = self.primary.iter().chain(&self.secondary);
+        labels
+            .flat_map(|l| [(l.span.file, l.span.start as usize), (l.span.file, l.span.end as usize)])
+            .collect()
+    }
+
+    /// In codespan's terms, with spans as `shown` presents the text.
+    fn to_codespan(&self, shown: &Excerpted<'_>) -> cs::Diagnostic<crate::source::FileId> {
+        let range = |s: Span| shown.map(s.file, s.start as usize)..shown.map(s.file, s.end as usize);
         let severity = match self.severity {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
         };
         let mut labels = Vec::new();
         if let Some(p) = &self.primary {
-            labels.push(cs::Label::primary(p.span.file, p.span.range()).with_message(&p.message));
+            labels.push(cs::Label::primary(p.span.file, range(p.span)).with_message(&p.message));
         }
         for s in &self.secondary {
-            labels.push(cs::Label::secondary(s.span.file, s.span.range()).with_message(&s.message));
+            labels.push(cs::Label::secondary(s.span.file, range(s.span)).with_message(&s.message));
         }
         let mut notes: Vec<String> = self.notes.iter().map(|n| format!("note: {n}")).collect();
         if let Some(h) = &self.help {
@@ -107,15 +118,17 @@ fn config() -> term::Config {
     term::Config { start_context_lines: 1, end_context_lines: 1, ..term::Config::default() }
 }
 
-/// Renders diagnostics the way the `nnc` command prints them.
+/// Renders diagnostics the way the `nnc` command prints them. Source lines longer than
+/// [`MAX_SHOWN`](crate::excerpt::MAX_SHOWN) characters are cut around the labels.
 pub fn render(sources: &SourceMap, diagnostics: &[Diagnostic], color: Color) -> String {
     let config = config();
     match color {
         Color::Never => {
             let mut out = String::new();
             for d in diagnostics {
+                let shown = Excerpted::new(sources, &d.points());
                 // Writing to a String cannot fail, and every span was made from these sources.
-                let _ = term::emit_to_string(&mut out, &config, sources, &d.to_codespan());
+                let _ = term::emit_to_string(&mut out, &config, &shown, &d.to_codespan(&shown));
                 out.push('\n');
             }
             out
@@ -123,7 +136,8 @@ pub fn render(sources: &SourceMap, diagnostics: &[Diagnostic], color: Color) -> 
         Color::Always => {
             let mut buffer = term::termcolor::Buffer::ansi();
             for d in diagnostics {
-                let _ = term::emit_to_write_style(&mut buffer, &config, sources, &d.to_codespan());
+                let shown = Excerpted::new(sources, &d.points());
+                let _ = term::emit_to_write_style(&mut buffer, &config, &shown, &d.to_codespan(&shown));
                 let _ = std::io::Write::write_all(&mut buffer, b"\n");
             }
             String::from_utf8_lossy(buffer.as_slice()).into_owned()

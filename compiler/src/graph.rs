@@ -150,8 +150,10 @@ impl Graph {
         self.nodes.iter().map(Node::buffer_params).sum()
     }
 
+    /// Multiply-accumulates per example (expansion refuses a network whose count does
+    /// not fit in 64 bits).
     pub fn macs(&self) -> u64 {
-        self.nodes.iter().map(|n| n.macs).fold(0u64, u64::saturating_add)
+        self.nodes.iter().map(|n| n.macs).sum()
     }
 }
 

@@ -20,6 +20,7 @@ pub mod autodiff;
 pub mod codegen;
 pub mod diagnostic;
 pub mod dot;
+pub mod excerpt;
 pub mod expand;
 pub mod fmt;
 pub mod graph;

@@ -1,8 +1,10 @@
 //! Reading the main file and everything it `include`s.
 //!
-//! Each file is read once however often it is included (so include cycles are harmless),
-//! never more than [`MAX_FILE_BYTES`](crate::syntax::MAX_FILE_BYTES) of it, and a file
-//! that is not UTF-8 is reported at its first bad byte.
+//! Each file is read once however often it is included (so include cycles among included
+//! files are harmless), never more than [`MAX_FILE_BYTES`](crate::syntax::MAX_FILE_BYTES)
+//! of it, and a file that is not UTF-8 is reported at its first bad byte. A UTF-8
+//! byte-order mark, which some editors write, is dropped. An include that leads back to
+//! the main file is an error: the main file would be read again as a file of blocks.
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::source::{FileId, SourceMap, Span};
@@ -40,20 +42,28 @@ pub enum ReadError {
 pub fn load(path: &Path) -> Result<(Program, Diagnostics), ReadError> {
     let name = path.display().to_string();
     let bytes = read_limited(path, &name)?;
-    Ok(load_bytes(&name, bytes, path.parent().map(Path::to_path_buf)))
+    Ok(load_bytes(&name, bytes, path.parent().map(Path::to_path_buf), path.canonicalize().ok()))
 }
 
 /// Loads source text that did not come from a file (tests, stdin). Includes are resolved
 /// against `dir`, if given.
 pub fn load_str(name: &str, text: &str, dir: Option<PathBuf>) -> (Program, Diagnostics) {
-    load_bytes(name, text.as_bytes().to_vec(), dir)
+    load_bytes(name, text.as_bytes().to_vec(), dir, Path::new(name).canonicalize().ok())
 }
 
-fn load_bytes(name: &str, bytes: Vec<u8>, dir: Option<PathBuf>) -> (Program, Diagnostics) {
+/// `main_key` is the main file's canonical path, when it is a file.
+fn load_bytes(
+    name: &str,
+    bytes: Vec<u8>,
+    dir: Option<PathBuf>,
+    main_key: Option<PathBuf>,
+) -> (Program, Diagnostics) {
     let mut loader = Loader {
         sources: SourceMap::new(),
         files: Vec::new(),
         seen: HashMap::new(),
+        main_key,
+        chain: Vec::new(),
         diagnostics: Diagnostics::default(),
     };
     let main = loader.add(name, bytes, dir);
@@ -64,12 +74,19 @@ struct Loader {
     sources: SourceMap,
     files: Vec<ast::File>,
     seen: HashMap<PathBuf, FileId>,
+    main_key: Option<PathBuf>,
+    /// The `include`s that led to the file being loaded, outermost first: the path
+    /// string's span and the name of the file it named.
+    chain: Vec<(Span, String)>,
     diagnostics: Diagnostics,
 }
 
 impl Loader {
     /// Adds a file's bytes, parses it and loads its includes.
-    fn add(&mut self, name: &str, bytes: Vec<u8>, dir: Option<PathBuf>) -> FileId {
+    fn add(&mut self, name: &str, mut bytes: Vec<u8>, dir: Option<PathBuf>) -> FileId {
+        if bytes.starts_with(BOM) {
+            bytes.drain(..BOM.len());
+        }
         let (text, bad_byte) = match String::from_utf8(bytes) {
             Ok(t) => (t, None),
             Err(e) => {
@@ -110,6 +127,10 @@ impl Loader {
             _ => PathBuf::from(&inc.path),
         };
         let key = path.canonicalize().unwrap_or_else(|_| path.clone());
+        if self.main_key.as_ref() == Some(&key) {
+            self.include_of_main(inc);
+            return;
+        }
         if self.seen.contains_key(&key) {
             return;
         }
@@ -125,7 +146,9 @@ impl Loader {
             Ok(bytes) => {
                 // Claim the path before loading so that a file including itself stops here.
                 self.seen.insert(key.clone(), FileId(u32::MAX));
+                self.chain.push((inc.path_span, name.clone()));
                 let id = self.add(&name, bytes, path.parent().map(Path::to_path_buf));
+                self.chain.pop();
                 self.seen.insert(key, id);
             }
             Err(e) => {
@@ -146,6 +169,26 @@ impl Loader {
         }
     }
 }
+
+impl Loader {
+    /// Reports `inc`, which names the main file, with the includes that led to it.
+    fn include_of_main(&mut self, inc: &ast::Include) {
+        // The main file is the first one loaded.
+        let main = &self.sources.get(FileId(0)).name;
+        let mut d = Diagnostic::error(format!("`{main}` is included from itself"))
+            .at(inc.path_span, "this includes the main file again");
+        let mut names = vec![main.clone()];
+        for (span, name) in &self.chain {
+            d = d.with_secondary(*span, format!("`{name}` is included here"));
+            names.push(name.clone());
+        }
+        names.push(main.clone());
+        self.diagnostics.push(d.with_note(format!("the chain of includes: {}", names.join(" → "))));
+    }
+}
+
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = "\u{feff}".as_bytes();
 
 fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, ReadError> {
     let io = |source| ReadError::Io { path: name.to_string(), source };

@@ -73,13 +73,16 @@ pub fn resolve<'a>(program: &'a Program, diagnostics: &mut Diagnostics) -> Resol
         }
     }
     let main = &program.files[program.main.0 as usize];
-    if items.networks.is_empty()
-        && !main.items.iter().any(|i| matches!(i, Item::Block(_)))
-        && !diagnostics.has_errors()
-    {
+    if items.networks.is_empty() && !diagnostics.has_errors() {
+        let name = &program.sources.get(program.main).name;
+        let d = if main.items.iter().any(|i| matches!(i, Item::Block(_))) {
+            Diagnostic::error(format!("`{name}` defines only blocks; there is no network"))
+                .with_note("a file of blocks is used by a model file that `include`s it")
+        } else {
+            Diagnostic::error(format!("`{name}` defines no network"))
+        };
         diagnostics.push(
-            Diagnostic::error(format!("`{}` defines no network", program.sources.get(program.main).name))
-                .at(Span::new(program.main, 0..0), "expected a network")
+            d.at(Span::new(program.main, 0..0), "expected a network")
                 .with_help("a model file needs `network name(input: [channels, height, width]) { ... }`"),
         );
     }

@@ -40,6 +40,7 @@ pub struct SourceFile {
     pub name: String,
     pub text: String,
     line_starts: Vec<usize>,
+    longest_line: usize,
 }
 
 impl SourceFile {
@@ -51,10 +52,14 @@ impl SourceFile {
         (line + 1, col + 1)
     }
 
-    fn line_range(&self, line: usize) -> Option<Range<usize>> {
-        let start = *self.line_starts.get(line)?;
-        let end = self.line_starts.get(line + 1).copied().unwrap_or(self.text.len());
-        Some(start..end)
+    /// Byte offsets where the lines start.
+    pub(crate) fn line_starts(&self) -> &[usize] {
+        &self.line_starts
+    }
+
+    /// Length in bytes of the longest line.
+    pub(crate) fn longest_line(&self) -> usize {
+        self.longest_line
     }
 }
 
@@ -71,8 +76,11 @@ impl SourceMap {
 
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
         let text = text.into();
-        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        self.files.push(SourceFile { name: name.into(), text, line_starts });
+        let line_starts: Vec<usize> =
+            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        let ends = line_starts.iter().skip(1).copied().chain([text.len() + 1]);
+        let longest_line = line_starts.iter().zip(ends).map(|(s, e)| e - s - 1).max().unwrap_or(0);
+        self.files.push(SourceFile { name: name.into(), text, line_starts, longest_line });
         FileId(self.files.len() as u32 - 1)
     }
 
@@ -95,42 +103,5 @@ impl SourceMap {
     /// 1-based line of the start of a span.
     pub fn line(&self, span: Span) -> usize {
         self.get(span.file).line_col(span.start as usize).0
-    }
-}
-
-impl<'a> codespan_reporting::files::Files<'a> for SourceMap {
-    type FileId = FileId;
-    type Name = &'a str;
-    type Source = &'a str;
-
-    fn name(&'a self, id: FileId) -> Result<&'a str, codespan_reporting::files::Error> {
-        self.files
-            .get(id.0 as usize)
-            .map(|f| f.name.as_str())
-            .ok_or(codespan_reporting::files::Error::FileMissing)
-    }
-
-    fn source(&'a self, id: FileId) -> Result<&'a str, codespan_reporting::files::Error> {
-        self.files
-            .get(id.0 as usize)
-            .map(|f| f.text.as_str())
-            .ok_or(codespan_reporting::files::Error::FileMissing)
-    }
-
-    fn line_index(&'a self, id: FileId, byte: usize) -> Result<usize, codespan_reporting::files::Error> {
-        let file = self.files.get(id.0 as usize).ok_or(codespan_reporting::files::Error::FileMissing)?;
-        Ok(file.line_starts.partition_point(|&s| s <= byte) - 1)
-    }
-
-    fn line_range(
-        &'a self,
-        id: FileId,
-        line: usize,
-    ) -> Result<Range<usize>, codespan_reporting::files::Error> {
-        let file = self.files.get(id.0 as usize).ok_or(codespan_reporting::files::Error::FileMissing)?;
-        file.line_range(line).ok_or(codespan_reporting::files::Error::LineTooLarge {
-            given: line,
-            max: file.line_starts.len() - 1,
-        })
     }
 }

@@ -48,6 +48,18 @@ pub struct Tensor {
 }
 
 impl Value {
+    /// How much copying the value costs, in evaluation steps: one per value it holds
+    /// (counting nested lists' items), and one per 64 bytes of a string.
+    pub fn size(&self) -> u64 {
+        match self {
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Symbol(_) | Value::Tensor(_) => 1,
+            Value::Poison => 1,
+            Value::Str(s) => 1 + s.len() as u64 / 64,
+            Value::List(items) => 1 + items.iter().map(Value::size).sum::<u64>(),
+            Value::Ctor(c) => 1 + c.args.iter().map(|a| a.value.size()).sum::<u64>(),
+        }
+    }
+
     /// The value's type in words, for "expected an integer, found {}".
     pub fn describe(&self) -> String {
         match self {

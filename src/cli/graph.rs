@@ -21,24 +21,21 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         Some(name) => model.network(name),
         None => model.networks.first(),
     };
-    match graph {
-        Some(g) => {
+    // A model that compiled has a network (a file of only blocks is a model error), so
+    // only a name asked for can be missing.
+    match (graph, &args.network) {
+        (Some(g), _) => {
             super::out(&nnc_compiler::dot::to_dot(g));
             0
         }
-        None => {
+        (None, name) => {
             let names: Vec<&str> = model.networks.iter().map(|g| g.name.as_str()).collect();
-            match &args.network {
-                Some(n) => eprintln!(
-                    "error: `{}` has no network `{n}` (it has: {})",
-                    args.file.display(),
-                    names.join(", ")
-                ),
-                None => eprintln!(
-                    "error: `{}` defines only blocks; there is no network to draw",
-                    args.file.display()
-                ),
-            }
+            eprintln!(
+                "error: `{}` has no network `{}` (it has: {})",
+                args.file.display(),
+                name.as_deref().unwrap_or_default(),
+                names.join(", ")
+            );
             EXIT_USAGE
         }
     }

@@ -148,14 +148,11 @@ pub fn network<'m>(
         Some(n) => model.network(n),
         None => model.networks.first(),
     };
-    if found.is_none() {
+    // A model that compiled has a network (a file of only blocks is a model error), so
+    // only a name asked for can be missing.
+    if let (None, Some(n)) = (found, name) {
         let names: Vec<&str> = model.networks.iter().map(|g| g.name.as_str()).collect();
-        match name {
-            Some(n) => {
-                eprintln!("error: `{}` has no network `{n}` (it has: {})", file.display(), names.join(", "))
-            }
-            None => eprintln!("error: `{}` defines only blocks; there is no network", file.display()),
-        }
+        eprintln!("error: `{}` has no network `{n}` (it has: {})", file.display(), names.join(", "))
     }
     found
 }

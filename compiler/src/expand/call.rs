@@ -116,10 +116,14 @@ impl Expander<'_> {
                 return Value::Poison;
             }
         };
-        let layer = match (spec.build)(&bound) {
-            Ok(l) => l,
-            Err(e) => {
-                self.error(e);
+        let built = (spec.build)(&bound);
+        let out_of_range = bound.take_errors();
+        let layer = match built {
+            Ok(l) if out_of_range.is_empty() => l,
+            built => {
+                for e in out_of_range.into_iter().chain(built.err()) {
+                    self.error(e);
+                }
                 return Value::Poison;
             }
         };
@@ -171,7 +175,18 @@ impl Expander<'_> {
                 };
                 params.push(Param { name: p.name.to_string(), dims: p.dims, role: p.role, init });
             }
-            let macs = layer.macs(&shapes, &shape);
+            let Some((macs, total)) =
+                layer.macs(&shapes, &shape).and_then(|m| Some((m, self.macs.checked_add(m)?)))
+            else {
+                self.error(
+                    Diagnostic::error(
+                        "the network needs more multiply-accumulates per example than fit in 64 bits",
+                    )
+                    .at(span, format!("the count overflows at this `{}`", spec.name)),
+                );
+                return Value::Poison;
+            };
+            self.macs = total;
             let description = bound.describe();
             let node = self.add_node(
                 &ctx,

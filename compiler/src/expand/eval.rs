@@ -1,6 +1,6 @@
 //! Expression evaluation: literals, names, arithmetic, `if`, pipelines and repetition.
 
-use super::{Ctx, Env, Expander, MAX_NODES};
+use super::{Ctx, Env, Expander, MAX_LIST_SIZE, MAX_NODES};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{BinOp, Expr, ExprKind, Stage, StageKind, UnOp};
 use crate::value::Value;
@@ -10,7 +10,7 @@ pub const SYMBOLS: &[&str] = &["same", "valid", "he", "kaiming", "xavier", "glor
 
 impl Expander<'_> {
     pub(crate) fn eval(&mut self, env: &Env<'_>, ctx: Ctx, e: &Expr) -> Value {
-        if self.halted {
+        if !self.spend(1, e.span) {
             return Value::Poison;
         }
         match &e.kind {
@@ -19,7 +19,21 @@ impl Expander<'_> {
             ExprKind::Bool(b) => Value::Bool(*b),
             ExprKind::Str(s) => Value::Str(s.clone()),
             ExprKind::Name(id) => self.name(env, &id.name, e),
-            ExprKind::List(items) => Value::List(items.iter().map(|i| self.eval(env, ctx, i)).collect()),
+            ExprKind::List(items) => {
+                let list = Value::List(items.iter().map(|i| self.eval(env, ctx, i)).collect());
+                let held = list.size() - 1;
+                if held > MAX_LIST_SIZE {
+                    self.error(
+                        Diagnostic::error(format!(
+                            "a list may hold at most {} values, counting those of the lists in it",
+                            crate::plan::thousands(MAX_LIST_SIZE)
+                        ))
+                        .at(e.span, format!("this list holds {}", crate::plan::thousands(held))),
+                    );
+                    return Value::Poison;
+                }
+                list
+            }
             ExprKind::Call(call) => self.call(env, ctx, call, None),
             ExprKind::Unary(op, inner) => {
                 let v = self.eval(env, ctx, inner);
@@ -69,7 +83,7 @@ impl Expander<'_> {
 
     fn name(&mut self, env: &Env<'_>, name: &str, e: &Expr) -> Value {
         if let Some(v) = env.lookup(name) {
-            return v.clone();
+            return if self.spend(v.size(), e.span) { v.clone() } else { Value::Poison };
         }
         if SYMBOLS.contains(&name) {
             return Value::Symbol(name.to_string());
@@ -237,6 +251,9 @@ impl Expander<'_> {
         };
         let mut v = input;
         for _ in 0..times {
+            if !self.spend(1, stage.span) {
+                return Value::Poison;
+            }
             v = match &stage.kind {
                 StageKind::Call(call) => self.call(env, ctx, call, Some(v)),
                 StageKind::Group(stages) => {

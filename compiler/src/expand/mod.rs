@@ -33,12 +33,32 @@ use std::collections::HashMap;
 pub const MAX_NODES: usize = 100_000;
 /// Deepest nesting of block calls.
 pub const MAX_CALL_DEPTH: usize = 64;
+/// Most evaluation steps one network may take: an expression evaluated, a repetition of a
+/// stage, or a value copied (which costs its [`Value::size`]). Blocks that call others
+/// several times multiply the work at every level (`v(n) { w(n) + w(n) }`), so depth
+/// alone does not bound it; ResNet-152 needs under 1 % of this.
+pub const MAX_EVAL_STEPS: u64 = 1_000_000;
+/// Most values one list may hold, counting the items of nested lists.
+pub const MAX_LIST_SIZE: u64 = 10_000;
 
 /// Expands one network. Returns `None` if it had errors (all of them in `diagnostics`).
 pub fn network(items: &Items<'_>, net: &ast::NetworkDef, diagnostics: &mut Diagnostics) -> Option<Graph> {
+    network_within(items, net, diagnostics, MAX_EVAL_STEPS)
+}
+
+/// [`network`] with a budget of `steps` evaluation steps instead of [`MAX_EVAL_STEPS`].
+pub fn network_within(
+    items: &Items<'_>,
+    net: &ast::NetworkDef,
+    diagnostics: &mut Diagnostics,
+    steps: u64,
+) -> Option<Graph> {
     let mut x = Expander {
         items,
         diagnostics,
+        steps_left: steps,
+        budget: steps,
+        macs: 0,
         errors: 0,
         nodes: Vec::new(),
         scopes: vec![Scope {
@@ -170,6 +190,12 @@ impl<'p> Env<'p> {
 pub(crate) struct Expander<'a> {
     items: &'a Items<'a>,
     diagnostics: &'a mut Diagnostics,
+    /// Evaluation steps still allowed, out of `budget`.
+    steps_left: u64,
+    budget: u64,
+    /// Multiply-accumulates per example of the layers made so far, which must fit in 64
+    /// bits so that every total in the plan does.
+    macs: u64,
     errors: usize,
     nodes: Vec<Node>,
     scopes: Vec<Scope>,
@@ -218,6 +244,32 @@ impl Expander<'_> {
         let path = self.path(parent, &name);
         self.scopes.push(Scope { name, block: block.to_string(), path, parent: Some(parent), call, span });
         ScopeId(self.scopes.len() as u32 - 1)
+    }
+
+    /// Takes `cost` steps from the evaluation budget; when it runs out, reports it at the
+    /// innermost block call (where the work multiplied) or at `span`, and halts.
+    pub(crate) fn spend(&mut self, cost: u64, span: Span) -> bool {
+        if self.halted {
+            return false;
+        }
+        if let Some(left) = self.steps_left.checked_sub(cost) {
+            self.steps_left = left;
+            return true;
+        }
+        let at = self.stack.last().map_or(span, |&(_, call)| call);
+        self.error(
+            Diagnostic::error(format!(
+                "compile-time evaluation needs more than {} steps, the budget for one network",
+                crate::plan::thousands(self.budget)
+            ))
+            .at(at, "the budget ran out in this call")
+            .with_note("a block that calls others several times multiplies their work at every level")
+            .with_help(
+                "bind a block's result with `let` and use the name instead of calling the block again",
+            ),
+        );
+        self.halted = true;
+        false
     }
 
     /// Whether another node may be created; reports the limit once.

@@ -20,8 +20,10 @@ use crate::source::SourceMap;
 pub const WIDTH: usize = 100;
 
 /// Formats a file's text. Syntax errors (which make formatting impossible) come back as
-/// diagnostics against the returned source map.
+/// diagnostics against the returned source map. A byte-order mark, which the compiler
+/// skips, is dropped.
 pub fn format(name: &str, text: &str) -> Result<String, (SourceMap, Vec<Diagnostic>)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut sources = SourceMap::new();
     let id = sources.add(name, text);
     let (file, diagnostics) = crate::syntax::parse(&sources, id);

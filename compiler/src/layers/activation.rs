@@ -59,7 +59,7 @@ fn build_relu(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
 }
 
 fn build_leaky(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
-    Ok(Box::new(Activation::LeakyRelu { slope: args.float_in("slope", 0.0, 1.0, false)? }))
+    Ok(Box::new(Activation::LeakyRelu { slope: args.float_in("slope", 0.0, 1.0, false) }))
 }
 
 fn build_tanh(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {

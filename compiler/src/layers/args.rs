@@ -140,6 +140,10 @@ pub struct Args {
     spec: &'static LayerSpec,
     values: Vec<Option<(ArgValue, Option<Span>)>>,
     call: Span,
+    /// Arguments found out of range while the layer was built. A layer's build reads every
+    /// argument before giving up, so that a call with several bad arguments gets an error
+    /// for each; [`Args::take_errors`] hands them over.
+    errors: std::cell::RefCell<Vec<Diagnostic>>,
 }
 
 impl Args {
@@ -200,8 +204,10 @@ impl Args {
         }
     }
 
-    /// An integer argument that must lie in `min..=MAX_DIM`.
-    pub fn int_at_least(&self, name: &str, min: i64) -> Result<u64, Diagnostic> {
+    /// An integer argument that must lie in `min..=MAX_DIM` (`min` is at least 0). Out of
+    /// range, it is recorded as an error and read as `min`, so that the build can go on
+    /// to check the other arguments.
+    pub fn int_at_least(&self, name: &str, min: i64) -> u64 {
         let v = self.int(name);
         if v < min || v > MAX_DIM {
             let why = if v < min {
@@ -209,15 +215,18 @@ impl Args {
             } else {
                 format!("must be at most {MAX_DIM}")
             };
-            return Err(Diagnostic::error(format!("`{name}` of `{}` {why}, found {v}", self.spec.name))
-                .at(self.span(name), why));
+            self.errors.borrow_mut().push(
+                Diagnostic::error(format!("`{name}` of `{}` {why}, found {v}", self.spec.name))
+                    .at(self.span(name), why),
+            );
+            return min as u64;
         }
-        Ok(v as u64)
+        v as u64
     }
 
     /// A number argument that must lie in the range `lo..hi` (`hi_inclusive` says whether
-    /// `hi` itself is allowed).
-    pub fn float_in(&self, name: &str, lo: f64, hi: f64, hi_inclusive: bool) -> Result<f64, Diagnostic> {
+    /// `hi` itself is allowed). Out of range, it is recorded as an error and read as `lo`.
+    pub fn float_in(&self, name: &str, lo: f64, hi: f64, hi_inclusive: bool) -> f64 {
         let v = self.float(name);
         let ok = v >= lo && (v < hi || (hi_inclusive && v == hi));
         if !ok {
@@ -231,14 +240,28 @@ impl Args {
                     if hi_inclusive { "]" } else { ")" }
                 )
             };
-            return Err(Diagnostic::error(format!(
-                "`{name}` of `{}` must be {range}, found {}",
-                self.spec.name,
-                format_float(v)
-            ))
-            .at(self.span(name), format!("must be {range}")));
+            self.errors.borrow_mut().push(
+                Diagnostic::error(format!(
+                    "`{name}` of `{}` must be {range}, found {}",
+                    self.spec.name,
+                    format_float(v)
+                ))
+                .at(self.span(name), format!("must be {range}")),
+            );
+            return lo;
         }
-        Ok(v)
+        v
+    }
+
+    /// Whether every argument read so far was in range (checks that combine arguments
+    /// are only meaningful then).
+    pub fn in_range(&self) -> bool {
+        self.errors.borrow().is_empty()
+    }
+
+    /// The out-of-range arguments found while building, in the order they were read.
+    pub fn take_errors(&self) -> Vec<Diagnostic> {
+        std::mem::take(&mut self.errors.borrow_mut())
     }
 
     /// An error about one argument, pointing at it.
@@ -341,7 +364,7 @@ pub fn bind(spec: &'static LayerSpec, raw: &[RawArg], call: Span) -> Result<Args
     if !errors.is_empty() || poisoned {
         return Err(errors);
     }
-    Ok(Args { spec, values, call })
+    Ok(Args { spec, values, call, errors: Default::default() })
 }
 
 fn too_many_positional(spec: &LayerSpec, span: Span, max: usize) -> Diagnostic {

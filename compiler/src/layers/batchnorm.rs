@@ -34,8 +34,8 @@ pub struct BatchNorm {
 
 fn build(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
     Ok(Box::new(BatchNorm {
-        eps: args.float_in("eps", 0.0, f64::INFINITY, false)?,
-        momentum: args.float_in("momentum", 0.0, 1.0, true)?,
+        eps: args.float_in("eps", 0.0, f64::INFINITY, false),
+        momentum: args.float_in("momentum", 0.0, 1.0, true),
     }))
 }
 

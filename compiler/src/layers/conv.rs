@@ -51,9 +51,9 @@ pub struct Conv {
 }
 
 fn build(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
-    let out = args.int_at_least("out", 1)?;
-    let groups = args.int_at_least("groups", 1)?;
-    if out % groups != 0 {
+    let out = args.int_at_least("out", 1);
+    let groups = args.int_at_least("groups", 1);
+    if args.in_range() && !out.is_multiple_of(groups) {
         return Err(args.error(
             "groups",
             format!("`conv` output channels ({out}) must be divisible by `groups` ({groups})"),
@@ -106,10 +106,10 @@ impl Layer for Conv {
         ps
     }
 
-    fn macs(&self, inputs: &[Shape], output: &Shape) -> u64 {
+    fn macs(&self, inputs: &[Shape], output: &Shape) -> Option<u64> {
         let c = inputs[0].channels().unwrap_or(0);
         let (kh, kw) = self.window.kernel;
-        output.elements().saturating_mul(c / self.groups).saturating_mul(kh * kw)
+        output.elements().checked_mul(c / self.groups)?.checked_mul(kh.checked_mul(kw)?)
     }
 
     fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(y, Shape::Image { c: 6, h: 28, w: 28 });
         let params: u64 = l.params(&[x]).iter().map(ParamSpec::elements).sum();
         assert_eq!(params, 156);
-        assert_eq!(l.macs(&[x], &y), 6 * 28 * 28 * 25);
+        assert_eq!(l.macs(&[x], &y), Some(6 * 28 * 28 * 25));
     }
 
     #[test]

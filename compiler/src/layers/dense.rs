@@ -34,11 +34,7 @@ pub struct Dense {
 }
 
 fn build(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
-    Ok(Box::new(Dense {
-        out: args.int_at_least("out", 1)?,
-        bias: args.bool("bias"),
-        init: args.init("init"),
-    }))
+    Ok(Box::new(Dense { out: args.int_at_least("out", 1), bias: args.bool("bias"), init: args.init("init") }))
 }
 
 impl Dense {
@@ -78,8 +74,8 @@ impl Layer for Dense {
         ps
     }
 
-    fn macs(&self, inputs: &[Shape], output: &Shape) -> u64 {
-        output.elements().saturating_mul(Dense::in_features(&inputs[0]))
+    fn macs(&self, inputs: &[Shape], output: &Shape) -> Option<u64> {
+        output.elements().checked_mul(Dense::in_features(&inputs[0]))
     }
 
     fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
@@ -108,7 +104,7 @@ mod tests {
         let y = l.infer(&[x]).unwrap();
         assert_eq!(y, Shape::Seq { steps: 64, features: 65 });
         assert_eq!(l.params(&[x])[0].dims, vec![65, 256]);
-        assert_eq!(l.macs(&[x], &y), 64 * 65 * 256);
+        assert_eq!(l.macs(&[x], &y), Some(64 * 65 * 256));
     }
 
     #[test]

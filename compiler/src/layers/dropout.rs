@@ -29,7 +29,7 @@ pub struct Dropout {
 }
 
 fn build(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
-    Ok(Box::new(Dropout { p: args.float_in("p", 0.0, 1.0, false)? }))
+    Ok(Box::new(Dropout { p: args.float_in("p", 0.0, 1.0, false) }))
 }
 
 impl Layer for Dropout {

@@ -28,7 +28,7 @@ pub struct Embedding {
 }
 
 fn build(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
-    Ok(Box::new(Embedding { dim: args.int_at_least("dim", 1)?, init: args.init("init") }))
+    Ok(Box::new(Embedding { dim: args.int_at_least("dim", 1), init: args.init("init") }))
 }
 
 impl Layer for Embedding {

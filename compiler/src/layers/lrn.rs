@@ -34,10 +34,10 @@ pub struct Lrn {
 
 fn build(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
     Ok(Box::new(Lrn {
-        size: args.int_at_least("size", 1)?,
-        alpha: args.float_in("alpha", 0.0, f64::INFINITY, false)?,
-        beta: args.float_in("beta", 0.0, f64::INFINITY, false)?,
-        k: args.float_in("k", 0.0, f64::INFINITY, false)?,
+        size: args.int_at_least("size", 1),
+        alpha: args.float_in("alpha", 0.0, f64::INFINITY, false),
+        beta: args.float_in("beta", 0.0, f64::INFINITY, false),
+        k: args.float_in("k", 0.0, f64::INFINITY, false),
     }))
 }
 

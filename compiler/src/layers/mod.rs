@@ -148,9 +148,9 @@ pub trait Layer: fmt::Debug + Send + Sync {
     fn params(&self, _inputs: &[Shape]) -> Vec<ParamSpec> {
         Vec::new()
     }
-    /// Multiply-accumulates per example.
-    fn macs(&self, _inputs: &[Shape], _output: &Shape) -> u64 {
-        0
+    /// Multiply-accumulates per example; `None` when the count does not fit in 64 bits.
+    fn macs(&self, _inputs: &[Shape], _output: &Shape) -> Option<u64> {
+        Some(0)
     }
     /// Adds the tensor ops that compute this layer (inference form) and returns the
     /// output tensor. Called only on checked shapes.

@@ -105,7 +105,7 @@ fn build_gru(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
 fn build(args: &Args, cell: Cell) -> Result<Box<dyn Layer>, Diagnostic> {
     Ok(Box::new(Recurrent {
         cell,
-        hidden: args.int_at_least("hidden", 1)?,
+        hidden: args.int_at_least("hidden", 1),
         last: args.bool("last"),
         bias: args.bool("bias"),
         init: args.init("init"),
@@ -156,13 +156,13 @@ impl Layer for Recurrent {
         ps
     }
 
-    fn macs(&self, inputs: &[Shape], _output: &Shape) -> u64 {
+    fn macs(&self, inputs: &[Shape], _output: &Shape) -> Option<u64> {
         let (steps, n) = match inputs[0] {
             Shape::Seq { steps, features } => (steps, features),
             _ => (0, 0),
         };
-        let g = self.cell.gates() * self.hidden;
-        steps.saturating_mul(g.saturating_mul(n.saturating_add(self.hidden)))
+        let g = self.cell.gates().checked_mul(self.hidden)?;
+        steps.checked_mul(g.checked_mul(n.checked_add(self.hidden)?)?)
     }
 
     fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {

@@ -81,10 +81,11 @@ pub struct Memory {
     /// Threads the kernels are scheduled for (each has its own scratch).
     pub threads: usize,
     /// The arena a compiled run needs: parameters, inputs, stored activations and
-    /// scratch, with buffers whose lifetimes do not overlap sharing memory.
-    pub arena_bytes: u64,
+    /// scratch, with buffers whose lifetimes do not overlap sharing memory. `None` when
+    /// sizes or work at this batch could pass 64 bits (no plan is made then).
+    pub arena_bytes: Option<u64>,
     /// The same if no two buffers shared memory.
-    pub arena_without_reuse_bytes: u64,
+    pub arena_without_reuse_bytes: Option<u64>,
     /// Parameters and buffers, f32.
     pub parameter_bytes: u64,
 }
@@ -118,8 +119,9 @@ impl Plan {
         for (i, n) in graph.nodes.iter().enumerate() {
             for s in graph.scope_chain(n.scope) {
                 let s = s.0 as usize;
-                params[s] = params[s].saturating_add(n.trainable_params());
-                macs[s] = macs[s].saturating_add(n.macs);
+                // Expansion checked that the whole network's counts fit.
+                params[s] += n.trainable_params();
+                macs[s] += n.macs;
                 last[s] = Some(NodeId(i as u32));
             }
         }
@@ -173,9 +175,13 @@ impl Plan {
                     .collect(),
             });
         }
-        let ops = crate::lower::lower(graph, batch as usize);
-        let program = crate::kernel::fuse::fuse(&ops, threads);
-        let arena = crate::memory::plan(&ops, &program, 0);
+        // Lowering multiplies every size and every kernel's work by the batch; when that
+        // could pass 64 bits there is no arena to plan.
+        let arena = graph.macs().checked_mul(batch).and_then(|_| {
+            let ops = crate::lower::lower(graph, batch as usize);
+            let program = crate::kernel::fuse::fuse(&ops, threads);
+            arena_bound(&ops, &program).map(|_| crate::memory::plan(&ops, &program, 0))
+        });
         let all_params = graph.trainable_params().saturating_add(graph.buffer_params());
         Plan {
             network: graph.name.clone(),
@@ -194,13 +200,31 @@ impl Plan {
             memory: Memory {
                 batch,
                 threads,
-                arena_bytes: arena.size as u64,
-                arena_without_reuse_bytes: arena.without_reuse as u64,
+                arena_bytes: arena.as_ref().map(|a| a.size as u64),
+                arena_without_reuse_bytes: arena.as_ref().map(|a| a.without_reuse as u64),
                 parameter_bytes: all_params.saturating_mul(4),
             },
             train,
         }
     }
+}
+
+/// An upper bound on what memory planning adds up, if it fits in 64 bits: every tensor
+/// and every thread's scratch, each rounded up to the alignment. When it fits, so does
+/// every offset and total of the plan.
+fn arena_bound(ops: &crate::ops::TensorGraph, program: &crate::kernel::Program) -> Option<u64> {
+    let aligned =
+        |len: usize| (len as u64).checked_mul(4)?.checked_next_multiple_of(crate::memory::ALIGN as u64);
+    let mut total = 0u64;
+    for t in &ops.tensors {
+        total = total.checked_add(aligned(t.len())?)?;
+    }
+    for k in &program.kernels {
+        for &len in &k.scratch {
+            total = total.checked_add(aligned(len)?.checked_mul(program.threads.max(1) as u64)?)?;
+        }
+    }
+    usize::try_from(total).ok().map(|_| total)
 }
 
 /// `61706` → `61,706`.

@@ -74,16 +74,22 @@ impl fmt::Display for Plan {
             metric(self.totals.macs)
         )?;
         let m = &self.memory;
-        writeln!(
-            f,
-            "memory      at batch {} on {} thread{}: arena {} ({} if no buffers shared), of which parameters {}",
-            m.batch,
-            m.threads,
-            if m.threads == 1 { "" } else { "s" },
-            bytes(m.arena_bytes),
-            bytes(m.arena_without_reuse_bytes),
-            bytes(m.parameter_bytes)
-        )?;
+        let threads =
+            format!("at batch {} on {} thread{}", m.batch, m.threads, if m.threads == 1 { "" } else { "s" });
+        match (m.arena_bytes, m.arena_without_reuse_bytes) {
+            (Some(arena), Some(without_reuse)) => writeln!(
+                f,
+                "memory      {threads}: arena {} ({} if no buffers shared), of which parameters {}",
+                bytes(arena),
+                bytes(without_reuse),
+                bytes(m.parameter_bytes)
+            )?,
+            _ => writeln!(
+                f,
+                "memory      {threads}: arena overflows 64 bits (too large to plan), of which parameters {}",
+                bytes(m.parameter_bytes)
+            )?,
+        }
         if let Some(t) = &self.train {
             writeln!(f)?;
             writeln!(f, "train {}", t.network)?;

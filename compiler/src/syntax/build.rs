@@ -15,6 +15,7 @@ const MAX_OPERATORS: usize = 256;
 pub fn file(pairs: Pairs<'_, Rule>, text: &str, file: FileId, base: usize) -> (File, Vec<Diagnostic>) {
     let mut b = Builder {
         text,
+        comments: comment_ranges(text, base),
         file,
         base,
         diagnostics: Vec::new(),
@@ -45,6 +46,8 @@ pub fn file(pairs: Pairs<'_, Rule>, text: &str, file: FileId, base: usize) -> (F
 
 struct Builder<'t> {
     text: &'t str,
+    /// Where the comments are, so that spans can leave them out.
+    comments: Vec<(usize, usize)>,
     file: FileId,
     base: usize,
     diagnostics: Vec<Diagnostic>,
@@ -56,7 +59,7 @@ impl Builder<'_> {
     /// leaves at the end of rules ending in an optional part (`stage`, `expr`, ...).
     fn span(&self, p: &Pair<'_, Rule>) -> Span {
         let s = span(self.file, self.base, p.as_span());
-        Span { end: trim_end(self.text, s.start as usize, s.end as usize) as u32, ..s }
+        Span { end: trim_end(self.text, &self.comments, s.start as usize, s.end as usize) as u32, ..s }
     }
 
     fn item(&mut self, pair: Pair<'_, Rule>) -> Item {
@@ -357,39 +360,45 @@ impl Builder<'_> {
 }
 
 /// The end of the last token in `text[start..end]`, skipping trailing whitespace and
-/// comments.
-fn trim_end(text: &str, start: usize, mut end: usize) -> usize {
+/// the `comments` (sorted byte ranges) among it. Looks only at what it skips, so the
+/// spans of a long line cost no more than their tokens.
+fn trim_end(text: &str, comments: &[(usize, usize)], start: usize, mut end: usize) -> usize {
     loop {
-        let trimmed = start + text[start..end].trim_end().len();
-        if trimmed == end && !ends_in_comment(text, start, end) {
-            return end;
-        }
-        end = trimmed;
-        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1).max(start);
-        if let Some(hash) = comment_start(&text[line_start..end]) {
-            end = line_start + hash;
-        } else if trimmed == end {
-            return end;
+        end = start + text[start..end].trim_end().len();
+        let before = comments.partition_point(|&(c, _)| c < end);
+        match before.checked_sub(1).map(|i| comments[i]) {
+            Some((c, c_end)) if c >= start && end <= c_end => end = c,
+            _ => return end,
         }
     }
 }
 
-fn ends_in_comment(text: &str, start: usize, end: usize) -> bool {
-    let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1).max(start);
-    comment_start(&text[line_start..end]).is_some()
-}
-
-/// Where a `#` comment starts in one line of text (outside strings).
-fn comment_start(line: &str) -> Option<usize> {
-    let mut in_string = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' => in_string = !in_string,
-            '#' if !in_string => return Some(i),
+/// Byte ranges of the `#` comments in `text[base..]` (outside strings), in order.
+fn comment_ranges(text: &str, base: usize) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = base;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'#' => {
+                let start = i;
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                out.push((start, i));
+                continue;
+            }
             _ => {}
         }
+        i += 1;
     }
-    None
+    out
 }
 
 /// A pair's children without keyword tokens (`let`, `network`, ...), which the grammar

@@ -141,7 +141,7 @@ pub fn to_diagnostic(e: &Error<Rule>, text: &str, file: FileId, base: usize) -> 
     };
     let mut d = Diagnostic::error(message).at(span, label);
     if (tokens.contains(")") || tokens.contains("]") || tokens.contains("}"))
-        && let Some(open) = unclosed_before(text, pos)
+        && let Some(open) = unclosed_before(text, base, pos)
     {
         d = d.with_secondary(Span::new(file, open..open + 1), "this delimiter is never closed");
     }
@@ -170,13 +170,15 @@ fn is_expression_start(r: Rule) -> bool {
     )
 }
 
-/// The innermost bracket opened before `pos` that no bracket in the whole file closes,
-/// if it is on an earlier line than `pos` (on the same line the caret already shows it).
-fn unclosed_before(text: &str, pos: usize) -> Option<usize> {
+/// The innermost bracket opened before `pos` that no bracket in `text[base..]` (the item
+/// being parsed, or the whole file) closes, if it is on an earlier line than `pos` (on the
+/// same line the caret already shows it). Scanning only the item keeps reporting an error
+/// in each of many items linear in the file's size.
+fn unclosed_before(text: &str, base: usize, pos: usize) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut stack: Vec<usize> = Vec::new();
     let mut unclosed: Vec<usize> = Vec::new();
-    let mut i = 0;
+    let mut i = base;
     while i < bytes.len() {
         match bytes[i] {
             b'#' => {

@@ -12,7 +12,8 @@ use crate::suggest::did_you_mean;
 use crate::syntax::ast::{Expr, ExprKind};
 use crate::value::{Ctor, Value};
 
-pub(super) fn optimizer(v: &Value, span: Span) -> Result<Optimizer, Diagnostic> {
+/// An optimizer and its arguments; every bad argument gets its own error.
+pub(super) fn optimizer(v: &Value, span: Span) -> Result<Optimizer, Vec<Diagnostic>> {
     let (name, args): (&str, Vec<(&str, &Value, Span)>) = match v {
         Value::Symbol(s) => (s.as_str(), Vec::new()),
         Value::Ctor(c) => {
@@ -20,75 +21,76 @@ pub(super) fn optimizer(v: &Value, span: Span) -> Result<Optimizer, Diagnostic> 
                 "sgd" => &["lr", "momentum", "nesterov", "weight_decay"],
                 _ => &["lr", "beta1", "beta2", "eps", "weight_decay"],
             };
-            (c.name.as_str(), ctor_args(c, names, 1)?)
+            (c.name.as_str(), ctor_args(c, names, 1).map_err(|d| vec![d])?)
         }
-        v => return Err(expected(span, "`sgd(..)`, `adam(..)` or `adamw(..)`", v)),
+        v => return Err(vec![expected(span, "`sgd(..)`, `adam(..)` or `adamw(..)`", v)]),
     };
-    let get = |k: &str, default: f64, range: Range| -> Result<f64, Diagnostic> {
+    let mut errors = Vec::new();
+    // A bad argument is recorded and read as its default, so the others are checked too.
+    let mut get = |k: &str, default: f64, range: Range| -> f64 {
         match args.iter().find(|(n, _, _)| *n == k) {
-            Some((_, v, s)) => float(v, *s, range),
-            None => Ok(default),
+            Some((_, v, s)) => float(v, *s, range).unwrap_or_else(|d| {
+                errors.push(d);
+                default
+            }),
+            None => default,
         }
     };
-    match name {
+    let optimizer = match name {
         "sgd" => {
+            let lr = get("lr", 0.0, Positive);
+            let momentum = get("momentum", 0.0, Fraction);
+            let weight_decay = get("weight_decay", 0.0, NonNegative);
             let nesterov = match args.iter().find(|(n, _, _)| *n == "nesterov") {
                 Some((_, Value::Bool(b), _)) => *b,
-                Some((_, v, s)) => return Err(expected(*s, "`true` or `false`", v)),
+                Some((_, v, s)) => {
+                    errors.push(expected(*s, "`true` or `false`", v));
+                    false
+                }
                 None => false,
             };
-            let lr = match args.iter().find(|(n, _, _)| *n == "lr") {
-                Some((_, v, s)) => float(v, *s, Positive)?,
-                None => {
-                    return Err(Diagnostic::error("`sgd` needs a learning rate")
+            if !args.iter().any(|(n, _, _)| *n == "lr") {
+                errors.push(
+                    Diagnostic::error("`sgd` needs a learning rate")
                         .at(span, "`lr` is missing")
-                        .with_help("write it as `sgd(lr: 0.01)`"));
-                }
-            };
-            let momentum = get("momentum", 0.0, Fraction)?;
-            if nesterov && momentum == 0.0 {
-                return Err(Diagnostic::error("Nesterov momentum needs `momentum` above 0")
-                    .at(span, "no momentum to look ahead with"));
+                        .with_help("write it as `sgd(lr: 0.01)`"),
+                );
             }
-            Ok(Optimizer::Sgd {
-                lr,
-                momentum,
-                nesterov,
-                weight_decay: get("weight_decay", 0.0, NonNegative)?,
-            })
+            if nesterov && momentum == 0.0 && errors.is_empty() {
+                errors.push(
+                    Diagnostic::error("Nesterov momentum needs `momentum` above 0")
+                        .at(span, "no momentum to look ahead with"),
+                );
+            }
+            Optimizer::Sgd { lr, momentum, nesterov, weight_decay }
         }
         "adam" | "adamw" => {
-            let lr = get("lr", 1e-3, Positive)?;
-            let beta1 = get("beta1", 0.9, Fraction)?;
-            let beta2 = get("beta2", 0.999, Fraction)?;
-            let eps = get("eps", 1e-8, Positive)?;
+            let lr = get("lr", 1e-3, Positive);
+            let beta1 = get("beta1", 0.9, Fraction);
+            let beta2 = get("beta2", 0.999, Fraction);
+            let eps = get("eps", 1e-8, Positive);
             if name == "adam" {
-                Ok(Optimizer::Adam {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay: get("weight_decay", 0.0, NonNegative)?,
-                })
+                Optimizer::Adam { lr, beta1, beta2, eps, weight_decay: get("weight_decay", 0.0, NonNegative) }
             } else {
-                Ok(Optimizer::Adamw {
+                Optimizer::Adamw {
                     lr,
                     beta1,
                     beta2,
                     eps,
-                    weight_decay: get("weight_decay", 0.01, NonNegative)?,
-                })
+                    weight_decay: get("weight_decay", 0.01, NonNegative),
+                }
             }
         }
         other => {
             let d = Diagnostic::error(format!("unknown optimizer `{other}`"))
                 .at(span, "expected `sgd`, `adam` or `adamw`");
-            Err(match did_you_mean(other, ["sgd", "adam", "adamw"]) {
+            return Err(vec![match did_you_mean(other, ["sgd", "adam", "adamw"]) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
                 None => d,
-            })
+            }]);
         }
-    }
+    };
+    if errors.is_empty() { Ok(optimizer) } else { Err(errors) }
 }
 
 pub(super) fn schedule(v: &Value, span: Span) -> Result<Schedule, Diagnostic> {

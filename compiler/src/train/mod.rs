@@ -196,7 +196,17 @@ pub fn check(def: &TrainDef, graph: Option<&Graph>, diagnostics: &mut Diagnostic
         let result = match key {
             "loss" => symbol(&value, span, &["cross_entropy", "mse"])
                 .map(|l| cfg.loss = if l == "mse" { Loss::MeanSquaredError } else { Loss::CrossEntropy }),
-            "optimizer" => optimizer(&value, span).map(|o| cfg.optimizer = o),
+            "optimizer" => match optimizer(&value, span) {
+                Ok(o) => {
+                    cfg.optimizer = o;
+                    Ok(())
+                }
+                Err(ds) => {
+                    diagnostics.extend(ds);
+                    ok = false;
+                    continue;
+                }
+            },
             "schedule" => schedule(&value, span).map(|v| cfg.schedule = v),
             "warmup" => int(&value, span, WARMUP).map(|v| cfg.warmup = v),
             "batch" => int(&value, span, (1, MAX_BATCH)).map(|v| cfg.batch = v),
