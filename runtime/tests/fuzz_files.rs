@@ -1,16 +1,13 @@
 //! No file makes a loader panic, abort or hang: checkpoints (safetensors), IDX images and
 //! labels (gzipped or not), raw f32 inputs and text, each mutated byte by byte — flipped
 //! bits, overwritten runs, truncations, insertions, header fields set to extremes — end in
-//! a value or in an error. Every file in `tests/corpus/` (hostile inputs found so far) is
-//! loaded too.
+//! a value or in an error. Every loader file of the regression corpus,
+//! `tests/fuzz-corpus/`, is loaded too.
 //!
 //! The number of cases per property is `NNC_FUZZ_CASES` (default 48, as in CI); a
-//! developer can run it for an hour with, say, `NNC_FUZZ_CASES=200000 cargo test --release
-//! -p nnc-runtime --test fuzz_files`. Put every input that fails into `tests/corpus/` (a
-//! failing case is printed as its mutation list; write the mutated file out) so that it
-//! stays fixed.
-
-mod common;
+//! developer can run it for an hour with `NNC_FUZZ_CASES=200000 cargo test -p nnc-runtime
+//! --test fuzz_files`. Every input that fails goes into the corpus (proptest prints the
+//! mutations; write the mutated file out), so that it stays fixed.
 
 use nnc_runtime::checkpoint;
 use nnc_runtime::data::{idx, input, text};
@@ -50,12 +47,28 @@ impl Drop for Scratch {
 /// One change to a file's bytes.
 #[derive(Clone, Debug)]
 enum Mutation {
-    Flip { at: usize, bit: u8 },
-    Overwrite { at: usize, bytes: Vec<u8> },
-    Truncate { at: usize },
-    Insert { at: usize, bytes: Vec<u8> },
+    Flip {
+        at: usize,
+        bit: u8,
+    },
+    Overwrite {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Truncate {
+        at: usize,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
     /// A little- or big-endian integer field set to an extreme (sizes, offsets, counts).
-    Extreme { at: usize, width: usize, value: u64, big: bool },
+    Extreme {
+        at: usize,
+        width: usize,
+        value: u64,
+        big: bool,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -73,9 +86,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ];
     prop_oneof![
         (at.clone(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        (at.clone(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
+        (at.clone(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
         at.clone().prop_map(|at| Mutation::Truncate { at }),
-        (at.clone(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        (at.clone(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
         (at, prop_oneof![Just(1usize), Just(2), Just(4), Just(8)], extreme, any::<bool>())
             .prop_map(|(at, width, value, big)| Mutation::Extreme { at, width, value, big }),
     ]
@@ -119,7 +134,8 @@ fn apply(original: &[u8], mutations: &[Mutation]) -> Vec<u8> {
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).expect("the digits are gzipped");
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out)
+        .expect("the digits are gzipped");
     out
 }
 
@@ -177,8 +193,12 @@ proptest! {
 
     #[test]
     fn mutated_checkpoints(ms in prop::collection::vec(mutation(), 1..6)) {
-        let (mut exe, original) = lenet5();
-        load_checkpoint(&mut exe, &apply(&original, &ms));
+        // One compiled network per thread: compiling is most of a case's time.
+        thread_local!(static NET: std::cell::RefCell<(Executable, Vec<u8>)> = std::cell::RefCell::new(lenet5()));
+        NET.with(|net| {
+            let (exe, original) = &mut *net.borrow_mut();
+            load_checkpoint(exe, &apply(original, &ms));
+        });
     }
 
     #[test]
@@ -210,10 +230,10 @@ proptest! {
 /// Every file of the regression corpus, through every loader its name fits.
 #[test]
 fn corpus() {
-    let dir = repository().join("tests/corpus");
+    let dir = repository().join("tests/fuzz-corpus");
     let (mut exe, _) = lenet5();
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).expect("tests/corpus exists") {
+    for entry in std::fs::read_dir(&dir).expect("tests/fuzz-corpus exists") {
         let path = entry.expect("a directory entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let bytes = std::fs::read(&path).expect("corpus files are readable");
