@@ -456,3 +456,30 @@ fn predict_asks_how_to_read_a_sequence_file_that_fits_two_readings() {
     assert_eq!(rows(&both, &["--input-format", "ids"]).2, 16);
     assert_eq!(rows(&both, &["--input-format", "onehot"]).2, 1);
 }
+
+/// A model file or an include that is a FIFO or a device is refused by name: reading a
+/// FIFO waits for a writer forever, and a device may never end.
+#[test]
+fn model_files_that_are_not_regular_files_are_refused() {
+    let dir = scratch("model-not-regular");
+    let fifo = dir.join("fifo.net");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let f = fifo.to_str().unwrap();
+    let o = nnc(&["check", f]);
+    assert_eq!(code(&o), 2, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!("cannot read `{f}`: it is a FIFO, not a file")),
+        "{}",
+        text(&o.stderr)
+    );
+    let device = nnc(&["check", "/dev/zero"]);
+    assert_eq!(code(&device), 2);
+    assert!(text(&device.stderr).contains("it is a device, not a file"), "{}", text(&device.stderr));
+    let main = dir.join("main.net");
+    std::fs::write(&main, "include \"fifo.net\"\nnetwork n(x: [4]) { x |> dense(2) }\n").unwrap();
+    let o = nnc(&["check", main.to_str().unwrap()]);
+    let err = text(&o.stderr);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(err.contains("cannot include `fifo.net`: it is a FIFO, not a file"), "{err}");
+    assert!(err.contains("main.net:1:9"), "{err}");
+}

@@ -31,8 +31,10 @@ pub struct Program {
 pub enum ReadError {
     #[error("cannot read `{path}`: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("cannot read `{path}`: it is a directory")]
-    Directory { path: String },
+    /// A directory, FIFO, device or socket: reading one would fail, block forever or
+    /// never end.
+    #[error("cannot read `{path}`: it is {what}")]
+    NotAFile { path: String, what: &'static str },
     #[error("`{path}` is too large ({size} bytes; the limit is {limit} bytes)")]
     TooLarge { path: String, size: u64, limit: usize },
 }
@@ -157,7 +159,7 @@ impl Loader {
                         "no such file".to_string()
                     }
                     ReadError::Io { source, .. } => source.to_string(),
-                    ReadError::Directory { .. } => "it is a directory".to_string(),
+                    ReadError::NotAFile { what, .. } => format!("it is {what}"),
                     ReadError::TooLarge { .. } => e.to_string(),
                 };
                 self.diagnostics.push(
@@ -190,11 +192,29 @@ impl Loader {
 /// The UTF-8 byte-order mark.
 const BOM: &[u8] = "\u{feff}".as_bytes();
 
+/// What a path that is not a regular file is, for the message.
+fn kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO, not a file";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device, not a file";
+        }
+        if t.is_socket() {
+            return "a socket, not a file";
+        }
+    }
+    if t.is_dir() { "a directory" } else { "not a regular file" }
+}
+
 fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, ReadError> {
     let io = |source| ReadError::Io { path: name.to_string(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.is_dir() {
-        return Err(ReadError::Directory { path: name.to_string() });
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile { path: name.to_string(), what: kind(&meta.file_type()) });
     }
     let limit = syntax::MAX_FILE_BYTES;
     let mut bytes = Vec::new();
