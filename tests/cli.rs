@@ -472,6 +472,12 @@ fn model_files_that_are_not_regular_files_are_refused() {
         "{}",
         text(&o.stderr)
     );
+    let fmt = nnc(&["fmt", f]);
+    assert_eq!(code(&fmt), 2);
+    assert!(text(&fmt.stderr).contains("it is a FIFO, not a file"), "{}", text(&fmt.stderr));
+    let device = nnc(&["fmt", "--check", "/dev/zero"]);
+    assert_eq!(code(&device), 2);
+    assert!(text(&device.stderr).contains("it is a device, not a file"), "{}", text(&device.stderr));
     let device = nnc(&["check", "/dev/zero"]);
     assert_eq!(code(&device), 2);
     assert!(text(&device.stderr).contains("it is a device, not a file"), "{}", text(&device.stderr));

@@ -210,7 +210,8 @@ fn kind(t: &std::fs::FileType) -> &'static str {
     if t.is_dir() { "a directory" } else { "not a regular file" }
 }
 
-fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, ReadError> {
+/// Reads a source file: a regular file of at most [`syntax::MAX_FILE_BYTES`].
+pub fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, ReadError> {
     let io = |source| ReadError::Io { path: name.to_string(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {

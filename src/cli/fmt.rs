@@ -33,10 +33,17 @@ fn one(ui: &Ui, path: &Path, check: bool) -> u8 {
         }
         s
     } else {
-        match read(path) {
-            Ok(t) => t,
+        let name = path.display().to_string();
+        match nnc_compiler::load::read_limited(path, &name) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    eprintln!("error: cannot read `{name}`: it is not UTF-8 text");
+                    return EXIT_USAGE;
+                }
+            },
             Err(e) => {
-                eprintln!("error: cannot read `{}`: {e}", path.display());
+                eprintln!("error: {e}");
                 return EXIT_USAGE;
             }
         }
@@ -69,14 +76,6 @@ fn one(ui: &Ui, path: &Path, check: bool) -> u8 {
         super::out(&format!("formatted {name}\n"));
     }
     0
-}
-
-fn read(path: &Path) -> std::io::Result<String> {
-    if path.is_dir() {
-        return Err(std::io::Error::other("it is a directory"));
-    }
-    let bytes = std::fs::read(path)?;
-    String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
 }
 
 /// Writes a temporary file beside `path`, then renames it over `path`, so an interrupted
