@@ -468,24 +468,32 @@ fn model_files_that_are_not_regular_files_are_refused() {
     let o = nnc(&["check", f]);
     assert_eq!(code(&o), 2, "{}", text(&o.stderr));
     assert!(
-        text(&o.stderr).contains(&format!("cannot read `{f}`: it is a FIFO, not a file")),
+        text(&o.stderr).contains(&format!("cannot read `{f}`: it is a FIFO, not a regular file")),
         "{}",
         text(&o.stderr)
     );
     let fmt = nnc(&["fmt", f]);
     assert_eq!(code(&fmt), 2);
-    assert!(text(&fmt.stderr).contains("it is a FIFO, not a file"), "{}", text(&fmt.stderr));
+    assert!(text(&fmt.stderr).contains("it is a FIFO, not a regular file"), "{}", text(&fmt.stderr));
     let device = nnc(&["fmt", "--check", "/dev/zero"]);
     assert_eq!(code(&device), 2);
-    assert!(text(&device.stderr).contains("it is a device, not a file"), "{}", text(&device.stderr));
+    assert!(
+        text(&device.stderr).contains("it is a character device, not a regular file"),
+        "{}",
+        text(&device.stderr)
+    );
     let device = nnc(&["check", "/dev/zero"]);
     assert_eq!(code(&device), 2);
-    assert!(text(&device.stderr).contains("it is a device, not a file"), "{}", text(&device.stderr));
+    assert!(
+        text(&device.stderr).contains("it is a character device, not a regular file"),
+        "{}",
+        text(&device.stderr)
+    );
     let main = dir.join("main.net");
     std::fs::write(&main, "include \"fifo.net\"\nnetwork n(x: [4]) { x |> dense(2) }\n").unwrap();
     let o = nnc(&["check", main.to_str().unwrap()]);
     let err = text(&o.stderr);
     assert_eq!(code(&o), 1, "{err}");
-    assert!(err.contains("cannot include `fifo.net`: it is a FIFO, not a file"), "{err}");
+    assert!(err.contains("cannot include `fifo.net`: it is a FIFO, not a regular file"), "{err}");
     assert!(err.contains("main.net:1:9"), "{err}");
 }

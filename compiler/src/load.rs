@@ -33,8 +33,8 @@ pub enum ReadError {
     Io { path: String, source: std::io::Error },
     /// A directory, FIFO, device or socket: reading one would fail, block forever or
     /// never end.
-    #[error("cannot read `{path}`: it is {what}")]
-    NotAFile { path: String, what: &'static str },
+    #[error("cannot read `{path}`: {why}")]
+    NotAFile { path: String, why: String },
     #[error("`{path}` is too large ({size} bytes; the limit is {limit} bytes)")]
     TooLarge { path: String, size: u64, limit: usize },
 }
@@ -159,7 +159,7 @@ impl Loader {
                         "no such file".to_string()
                     }
                     ReadError::Io { source, .. } => source.to_string(),
-                    ReadError::NotAFile { what, .. } => format!("it is {what}"),
+                    ReadError::NotAFile { why, .. } => why.clone(),
                     ReadError::TooLarge { .. } => e.to_string(),
                 };
                 self.diagnostics.push(
@@ -192,22 +192,26 @@ impl Loader {
 /// The UTF-8 byte-order mark.
 const BOM: &[u8] = "\u{feff}".as_bytes();
 
-/// What a path that is not a regular file is, for the message.
-fn kind(t: &std::fs::FileType) -> &'static str {
+/// Why a path that exists is not a regular file, for messages: `it is a FIFO, not a regular
+/// file`. Shared by everything that reads a file a user names.
+pub fn not_a_file(t: std::fs::FileType) -> String {
+    let what = if t.is_dir() { Some("a directory") } else { None };
     #[cfg(unix)]
-    {
+    let what = what.or_else(|| {
         use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO, not a file";
-        }
-        if t.is_char_device() || t.is_block_device() {
-            return "a device, not a file";
-        }
-        if t.is_socket() {
-            return "a socket, not a file";
-        }
+        [
+            (t.is_fifo(), "a FIFO"),
+            (t.is_char_device(), "a character device"),
+            (t.is_block_device(), "a block device"),
+            (t.is_socket(), "a socket"),
+        ]
+        .into_iter()
+        .find_map(|(is, what)| is.then_some(what))
+    });
+    match what {
+        Some(what) => format!("it is {what}, not a regular file"),
+        None => "it is not a regular file".to_string(),
     }
-    if t.is_dir() { "a directory" } else { "not a regular file" }
 }
 
 /// Reads a source file: a regular file of at most [`syntax::MAX_FILE_BYTES`].
@@ -215,7 +219,7 @@ pub fn read_limited(path: &Path, name: &str) -> Result<Vec<u8>, ReadError> {
     let io = |source| ReadError::Io { path: name.to_string(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {
-        return Err(ReadError::NotAFile { path: name.to_string(), what: kind(&meta.file_type()) });
+        return Err(ReadError::NotAFile { path: name.to_string(), why: not_a_file(meta.file_type()) });
     }
     let limit = syntax::MAX_FILE_BYTES;
     let mut bytes = Vec::new();

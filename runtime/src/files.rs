@@ -12,35 +12,8 @@ use std::path::Path;
 /// unknown.
 pub const MAX_READ: u64 = 16 << 30;
 
-/// What kind of file `t` is, for messages.
-fn kind(t: FileType) -> &'static str {
-    if t.is_dir() {
-        return "a directory";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-    }
-    "not a regular file"
-}
-
 fn not_regular(t: FileType) -> io::Error {
-    let what = kind(t);
-    let message =
-        if what.starts_with("not") { what.to_string() } else { format!("it is {what}, not a regular file") };
-    io::Error::new(io::ErrorKind::InvalidInput, message)
+    io::Error::new(io::ErrorKind::InvalidInput, nnc_compiler::load::not_a_file(t))
 }
 
 /// Bytes of memory the machine has free for a file and what is made of it:
