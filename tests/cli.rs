@@ -497,3 +497,17 @@ fn model_files_that_are_not_regular_files_are_refused() {
     assert!(err.contains("cannot include `fifo.net`: it is a FIFO, not a regular file"), "{err}");
     assert!(err.contains("main.net:1:9"), "{err}");
 }
+
+/// A closed standard error (`nnc ... 2>&1 | head -n 1` after `head` exits) drops the
+/// messages, never panics: the exit status stays the command's own.
+#[test]
+fn a_closed_standard_error_is_not_a_crash() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["compile", "tests/errors/several_independent.net"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+}
