@@ -9,6 +9,7 @@ mod validate;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::graph::Graph;
+use crate::shape::Shape;
 use crate::source::Span;
 use crate::suggest::did_you_mean;
 use crate::syntax::ast::TrainDef;
@@ -255,5 +256,42 @@ pub fn check(def: &TrainDef, graph: Option<&Graph>, diagnostics: &mut Diagnostic
         );
         ok = false;
     }
+    if let Some(g) = graph {
+        let at = |k: &str| seen.iter().find(|(s, _)| *s == k).map(|(_, sp)| *sp).unwrap_or(def.network.span);
+        for d in trains(g, cfg.loss, at("loss"), def.network.span) {
+            diagnostics.push(d);
+            ok = false;
+        }
+    }
     ok.then_some(cfg)
+}
+
+/// What training `g` needs of the network itself: class scores for a cross-entropy (a
+/// vector, or a vector per step), and something to train. `loss` is where the loss is set
+/// (or the section's name, for the default); `section` the section's name.
+fn trains(g: &Graph, loss: Loss, loss_at: Span, section: Span) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    let out = g.node(g.output);
+    let scores = matches!(out.shape, Shape::Vector { .. } | Shape::Seq { .. });
+    if loss == Loss::CrossEntropy && !scores {
+        found.push(
+            Diagnostic::error(format!(
+                "`cross_entropy` needs class scores, but `{}` outputs {}",
+                g.name, out.shape
+            ))
+            .at(loss_at, "this loss compares a score per class with a label")
+            .with_secondary(out.span, format!("{} comes from here", out.shape))
+            .with_help(
+                "end the network with class scores (`flatten |> dense(classes)`), or use `loss = mse`",
+            ),
+        );
+    }
+    if g.nodes.iter().all(|n| n.trainable_params() == 0) {
+        found.push(
+            Diagnostic::error(format!("`{}` has nothing to train", g.name))
+                .at(section, "none of its layers has trainable parameters")
+                .with_secondary(g.span, "this network"),
+        );
+    }
+    found
 }
