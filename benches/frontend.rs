@@ -44,7 +44,7 @@ fn main() {
         let path = Path::new(&path);
         let layers = nnc_compiler::compile_file(path).expect("examples compile").networks[0].nodes.len();
         let parse = time(|| {
-            let _ = std::hint::black_box(nnc_compiler::load::load(path));
+            let _ = std::hint::black_box(nnc_compiler::front::load::load(path));
         });
         let full = time(|| {
             let _ = std::hint::black_box(nnc_compiler::compile_file(path));
@@ -68,7 +68,7 @@ fn scaling() {
     for stages in [5_000, 50_000] {
         let text = format!("network n(x: [4]) {{\n    x{}\n}}\n", " |> relu".repeat(stages));
         let parse = time_runs(10, || {
-            let _ = std::hint::black_box(nnc_compiler::load::load_str("pipe.net", &text, None));
+            let _ = std::hint::black_box(nnc_compiler::front::load::load_str("pipe.net", &text, None));
         });
         let full = time_runs(10, || {
             let _ = std::hint::black_box(nnc_compiler::compile_str("pipe.net", &text, None));

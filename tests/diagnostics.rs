@@ -2,7 +2,7 @@
 //! (file:line:col, the source line, a label), and the rendered text is held as a reviewed
 //! snapshot.
 
-use nnc_compiler::diagnostic::{Color, render};
+use nnc_compiler::support::diagnostic::{Color, render};
 use nnc_compiler::{Error, compile_file};
 use std::path::Path;
 

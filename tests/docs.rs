@@ -1,8 +1,8 @@
 //! The language reference covers every layer, argument and train setting the compiler
 //! knows, so adding a layer without documenting it fails here.
 
-use nnc_compiler::layers::KINDS;
-use nnc_compiler::train::SETTINGS;
+use nnc_compiler::front::layers::KINDS;
+use nnc_compiler::front::train::SETTINGS;
 
 fn reference() -> String {
     std::fs::read_to_string("docs/language.md").unwrap()
@@ -67,6 +67,7 @@ fn the_readme_tour_is_current() {
     assert!(readme.contains(&example), "README shows an outdated examples/lenet5.net");
     let model = nnc_compiler::compile_file(std::path::Path::new("examples/lenet5.net")).unwrap();
     let g = &model.networks[0];
-    let plan = nnc_compiler::plan::Plan::new(g, &model.sources, 1, 2, model.train_config(&g.name).cloned());
+    let plan =
+        nnc_compiler::report::plan::Plan::new(g, &model.sources, 1, 2, model.train_config(&g.name).cloned());
     assert!(readme.contains(&plan.to_string()), "README shows an outdated plan:\n{plan}");
 }

@@ -71,7 +71,7 @@ fn relayout(text: &str, choices: &[u8]) -> String {
 }
 
 fn format(text: &str) -> String {
-    nnc_compiler::fmt::format("m.net", text).unwrap_or_else(|(_, d)| panic!("{text}\n{d:?}"))
+    nnc_compiler::front::fmt::format("m.net", text).unwrap_or_else(|(_, d)| panic!("{text}\n{d:?}"))
 }
 
 proptest! {

@@ -3,8 +3,8 @@
 mod common;
 
 use common::compile_ok;
-use nnc_compiler::graph::Graph;
-use nnc_compiler::init::Init;
+use nnc_compiler::ir::graph::Graph;
+use nnc_compiler::ir::init::Init;
 
 fn net(source: &str) -> Graph {
     compile_ok("t.net", source).networks.remove(0)
@@ -115,7 +115,7 @@ fn train_section_settings_are_all_read() {
          train n {\n    loss = mse\n    optimizer = adamw(lr: 3e-4, weight_decay: 0.05)\n    schedule = step(every: 10, gamma: 0.5)\n    warmup = 2\n    batch = 128\n    epochs = 40\n    clip = 1.0\n    seed = 7\n    augment = [random_crop(pad: 4), hflip]\n    mean = [0.49, 0.48, 0.45]\n    std = [0.25, 0.24, 0.26]\n    data = \"data/cifar\"\n}",
     );
     let t = &model.trains[0];
-    assert_eq!(t.loss, nnc_compiler::train::Loss::MeanSquaredError);
+    assert_eq!(t.loss, nnc_compiler::front::train::Loss::MeanSquaredError);
     assert_eq!(
         t.optimizer.to_string(),
         "adamw(lr: 3e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05)"
@@ -155,16 +155,18 @@ fn unused_bindings_parameters_and_inputs_are_warned_about() {
 /// comment with a quote in it, or after a string holding `#`) are not part of it.
 #[test]
 fn spans_end_before_trailing_comments() {
-    use nnc_compiler::syntax::ast::{ExprKind, Item};
+    use nnc_compiler::front::syntax::ast::{ExprKind, Item};
     let text = "network n(x: [4]) {\n    let s = \"a # b\"   # the \"name\n    x |> dense(4) * 2   # \"one\n    |> relu  # two\n}\n";
-    let (program, diagnostics) = nnc_compiler::load::load_str("t.net", text, None);
+    let (program, diagnostics) = nnc_compiler::front::load::load_str("t.net", text, None);
     assert!(!diagnostics.has_errors());
     let Item::Network(net) = &program.files[0].items[0] else { panic!("a network") };
     let ExprKind::Pipe { stages, .. } = &net.body.result.kind else { panic!("a pipeline") };
     let spans: Vec<&str> = stages.iter().map(|s| &text[s.span.range()]).collect();
     assert_eq!(spans, ["dense(4) * 2", "relu"]);
     assert_eq!(&text[net.body.result.span.range()], "x |> dense(4) * 2   # \"one\n    |> relu");
-    let nnc_compiler::syntax::ast::Stmt::Let { value, .. } = &net.body.stmts[0] else { panic!("a let") };
+    let nnc_compiler::front::syntax::ast::Stmt::Let { value, .. } = &net.body.stmts[0] else {
+        panic!("a let")
+    };
     assert_eq!(&text[value.span.range()], "\"a # b\"");
 }
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use nnc_compiler::diagnostic::{Color, render};
-use nnc_compiler::plan::Plan;
+use nnc_compiler::report::plan::Plan;
+use nnc_compiler::support::diagnostic::{Color, render};
 use nnc_compiler::{Error, Model};
 use proptest::prelude::*;
 
@@ -111,7 +111,7 @@ proptest! {
     fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..120)) {
         let text = tokens.join(" ");
         check_outcome(nnc_compiler::compile_str("soup.net", &text, None));
-        let _ = nnc_compiler::fmt::format("soup.net", &text);
+        let _ = nnc_compiler::front::fmt::format("soup.net", &text);
     }
 
     /// Valid prefixes followed by soup reach deep into the grammar and the checker.
@@ -141,7 +141,7 @@ proptest! {
         }
         let text: String = text.into_iter().collect();
         check_outcome(common::compile_example_text(&text));
-        let _ = nnc_compiler::fmt::format("mutated.net", &text);
+        let _ = nnc_compiler::front::fmt::format("mutated.net", &text);
     }
 }
 
@@ -210,11 +210,11 @@ fn blocks_that_double_their_work_run_out_of_budget() {
 #[test]
 fn resnet152_is_far_inside_the_evaluation_budget() {
     let (program, mut diagnostics) =
-        nnc_compiler::load::load(std::path::Path::new("examples/resnet152.net")).unwrap();
-    let resolved = nnc_compiler::resolve::resolve(&program, &mut diagnostics);
+        nnc_compiler::front::load::load(std::path::Path::new("examples/resnet152.net")).unwrap();
+    let resolved = nnc_compiler::front::resolve::resolve(&program, &mut diagnostics);
     let net = resolved.items.networks[0];
-    let budget = nnc_compiler::expand::MAX_EVAL_STEPS / 100;
-    let graph = nnc_compiler::expand::network_within(&resolved.items, net, &mut diagnostics, budget);
+    let budget = nnc_compiler::front::expand::MAX_EVAL_STEPS / 100;
+    let graph = nnc_compiler::front::expand::network_within(&resolved.items, net, &mut diagnostics, budget);
     assert!(graph.is_some_and(|g| g.nodes.len() > 500), "{:?}", diagnostics.into_vec());
 }
 
@@ -370,7 +370,7 @@ proptest! {
     #[test]
     fn fuzz_generated_models(text in model()) {
         check_outcome(nnc_compiler::compile_str("fuzz.net", &text, None));
-        let _ = nnc_compiler::fmt::format("fuzz.net", &text);
+        let _ = nnc_compiler::front::fmt::format("fuzz.net", &text);
     }
 
     /// Byte-level mutations of the examples: flipped, inserted, deleted and duplicated

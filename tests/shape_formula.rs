@@ -113,7 +113,7 @@ proptest! {
         match fails_at {
             None => {
                 let model = result.unwrap_or_else(|e| match e {
-                    Error::Invalid { sources, diagnostics } => panic!("{source}\n{}", nnc_compiler::diagnostic::render(&sources, &diagnostics, nnc_compiler::diagnostic::Color::Never)),
+                    Error::Invalid { sources, diagnostics } => panic!("{source}\n{}", nnc_compiler::support::diagnostic::render(&sources, &diagnostics, nnc_compiler::support::diagnostic::Color::Never)),
                     e => panic!("{e}"),
                 });
                 let g = &model.networks[0];

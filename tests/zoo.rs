@@ -1,7 +1,7 @@
 //! The example networks: each compiles, reproduces its published parameter count, keeps
 //! its reviewed shape plan, and is already in canonical format.
 
-use nnc_compiler::plan::Plan;
+use nnc_compiler::report::plan::Plan;
 use std::path::Path;
 
 fn compile(name: &str) -> nnc_compiler::Model {
@@ -11,10 +11,10 @@ fn compile(name: &str) -> nnc_compiler::Model {
         Err(nnc_compiler::Error::Invalid { sources, diagnostics }) => {
             panic!(
                 "{name} has errors:\n{}",
-                nnc_compiler::diagnostic::render(
+                nnc_compiler::support::diagnostic::render(
                     &sources,
                     &diagnostics,
-                    nnc_compiler::diagnostic::Color::Never
+                    nnc_compiler::support::diagnostic::Color::Never
                 )
             )
         }
@@ -85,7 +85,7 @@ fn examples_are_formatted() {
     files.extend(std::fs::read_dir("examples/blocks").unwrap().map(|e| e.unwrap().path()));
     for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "net")) {
         let text = std::fs::read_to_string(path).unwrap();
-        let formatted = nnc_compiler::fmt::format(&path.display().to_string(), &text).unwrap();
+        let formatted = nnc_compiler::front::fmt::format(&path.display().to_string(), &text).unwrap();
         assert_eq!(formatted, text, "{} is not formatted", path.display());
     }
 }
@@ -118,8 +118,8 @@ fn kernel_listings() {
         [("lenet5.net", 4), ("resnet18_cifar.net", 2), ("char_lstm.net", 8), ("googlenet.net", 1)]
     {
         let model = compile(file);
-        let ops = nnc_compiler::lower::lower(&model.networks[0], batch);
-        let program = nnc_compiler::kernel::fuse::fuse(&ops, 2);
-        insta::assert_snapshot!(format!("kernels@{file}"), program.to_string());
+        let options = nnc_compiler::pipeline::Options { threads: 2, guard: 0 };
+        let stages = nnc_compiler::pipeline::inference(&model.networks[0], batch, options).unwrap();
+        insta::assert_snapshot!(format!("kernels@{file}"), stages.program.to_string());
     }
 }

@@ -1,50 +1,44 @@
-//! nnc's compiler: from a `.net` file to checked layer graphs and their shape plans.
+//! nnc's compiler: from a `.net` file to checked layer graphs, then to kernels.
 //!
 //! The stages, one module each, each producing a printable structure:
 //!
-//! 1. [`load`] + [`syntax`]: files (with `include`s) to ASTs,
-//! 2. [`resolve`]: definitions gathered, names and arguments checked statically,
-//! 3. [`expand`]: blocks, repetition and conditionals evaluated into a [`graph::Graph`],
-//!    every layer's shape checked by its rule in [`layers`],
-//! 4. [`train`]: the `train` section checked against its network,
-//! 5. [`plan`]: the shape plan printed by `nnc compile`.
+//! | stage | module | output |
+//! |---|---|---|
+//! | 1 | [`front::load`], [`front::syntax`] | the files' ASTs |
+//! | 2 | [`front::resolve`] | definitions gathered, names and arguments checked |
+//! | 3 | [`front::expand`] | the layer graph ([`ir::graph`]), every shape checked by its rule in [`front::layers`] |
+//! | 4 | [`front::train`] | the train section, checked against its network |
+//! | 5 | [`passes::lower`] | the tensor-op graph ([`ir::ops`]) |
+//! | 6 | [`passes::autodiff`] | the training graph: loss, backward pass and update added |
+//! | 7 | [`passes::schedule`] | kernels as loop nests ([`ir::kernel`]) |
+//! | 8 | [`passes::memory`] | the arena plan |
+//! | 9 | [`backend`] | machine code |
 //!
-//! Nothing here prints: problems come back as [`diagnostic::Diagnostic`]s, which the
-//! caller renders with [`diagnostic::render`].
+//! Stages 1–4 run in [`compile_file`]; stages 5–8 in [`pipeline`], which every caller uses;
+//! stage 9 in the runtime, through [`backend`]. [`report`] prints the shape plan and the
+//! DOT graph; [`support`] holds sources, diagnostics and number formats.
+//!
+//! Nothing here prints: problems come back as [`support::diagnostic::Diagnostic`]s, which
+//! the caller renders with [`support::diagnostic::render`].
 
 // Diagnostics travel only on error paths, and rarely; boxing each one to shrink
 // `Result<_, Diagnostic>` would cost clarity everywhere for no measurable gain.
 #![allow(clippy::result_large_err)]
 
-pub mod autodiff;
-pub mod codegen;
-pub mod diagnostic;
-pub mod dot;
-pub mod excerpt;
-pub mod expand;
-pub mod fmt;
-pub mod graph;
-pub mod init;
-pub mod kernel;
-pub mod layers;
-pub mod load;
-pub mod lower;
-pub mod memory;
-pub mod ops;
-pub mod plan;
-pub mod resolve;
-pub mod shape;
-pub mod source;
-pub mod suggest;
-pub mod syntax;
-pub mod train;
-pub mod value;
+pub mod backend;
+pub mod front;
+pub mod ir;
+pub mod passes;
+pub mod pipeline;
+pub mod report;
+pub mod support;
 
-use diagnostic::{Diagnostic, Diagnostics};
-use graph::Graph;
-use source::SourceMap;
+use front::train::TrainConfig;
+use front::{expand, load, resolve, train};
+use ir::graph::Graph;
 use std::path::{Path, PathBuf};
-use train::TrainConfig;
+use support::diagnostic::{Diagnostic, Diagnostics};
+use support::source::SourceMap;
 
 /// A model that passed every check.
 #[derive(Debug)]

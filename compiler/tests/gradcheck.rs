@@ -8,10 +8,10 @@
 //! compared with a relative tolerance of 2 % over an absolute floor of 2e-4. A wrong rule
 //! (a sign, a transposition, a missing term) is off by far more.
 
-use nnc_compiler::autodiff::{Training, training};
-use nnc_compiler::lower::{Mode, lower_for};
-use nnc_compiler::ops::{Hyper, Op, Role, TensorId, UpdateRule, reference};
-use nnc_compiler::train::Loss;
+use nnc_compiler::front::train::Loss;
+use nnc_compiler::ir::ops::{Hyper, Op, Role, TensorGraph, TensorId, UpdateRule, reference};
+use nnc_compiler::passes::autodiff::{Training, training};
+use nnc_compiler::passes::lower::{Mode, lower_for};
 
 /// A small deterministic generator (SplitMix64), so failures reproduce.
 struct Rng(u64);
@@ -30,7 +30,7 @@ impl Rng {
     }
 }
 
-fn build(source: &str, batch: usize, loss: Loss) -> Training {
+fn build(source: &str, batch: usize, loss: Loss) -> (TensorGraph, Training) {
     let model = nnc_compiler::compile_str("test.net", source, None).expect("the test network compiles");
     let forward = lower_for(&model.networks[0], batch, Mode::Training);
     // No decay and a zero learning rate: the update leaves the parameters as they were.
@@ -41,8 +41,8 @@ fn build(source: &str, batch: usize, loss: Loss) -> Training {
 }
 
 /// Values for every tensor the step reads: parameters, inputs, labels, hyper-parameters.
-fn initial(t: &Training, rng: &mut Rng) -> Vec<Vec<f32>> {
-    let g = &t.graph;
+fn initial(step: &(TensorGraph, Training), rng: &mut Rng) -> Vec<Vec<f32>> {
+    let g = &step.0;
     let classes = match g.ops.iter().find_map(|o| match o.op {
         Op::SoftmaxCrossEntropy { cols, .. } => Some(cols),
         _ => None,
@@ -84,17 +84,19 @@ fn initial(t: &Training, rng: &mut Rng) -> Vec<Vec<f32>> {
 }
 
 /// The loss and the gradient block after one reference step from `values`.
-fn loss_and_grads(t: &Training, values: &[Vec<f32>]) -> (f64, Vec<f32>) {
+fn loss_and_grads(step: &(TensorGraph, Training), values: &[Vec<f32>]) -> (f64, Vec<f32>) {
+    let (g, t) = (&step.0, &step.1);
     let mut v = values.to_vec();
-    reference::run(&t.graph, &mut v);
+    reference::run(g, &mut v);
     (v[t.stats.0 as usize][0] as f64, v[t.grads.0 as usize].clone())
 }
 
 fn check(what: &str, source: &str, batch: usize, loss: Loss, samples: usize) {
-    let t = build(source, batch, loss);
+    let step = build(source, batch, loss);
+    let t = &step.1;
     let mut rng = Rng(0x5eed ^ what.len() as u64);
-    let values = initial(&t, &mut rng);
-    let (_, grads) = loss_and_grads(&t, &values);
+    let values = initial(&step, &mut rng);
+    let (_, grads) = loss_and_grads(&step, &values);
     let scale = (grads.iter().map(|g| (*g as f64).powi(2)).sum::<f64>() / grads.len() as f64).sqrt();
     assert!(scale > 1e-6, "{what}: the gradients are all zero");
     let block = t.params.0 as usize;
@@ -108,7 +110,7 @@ fn check(what: &str, source: &str, batch: usize, loss: Loss, samples: usize) {
         let at = |delta: f32| {
             let mut v = values.clone();
             v[block][i] += delta;
-            loss_and_grads(&t, &v).0
+            loss_and_grads(&step, &v).0
         };
         let fd = (at(h) - at(-h)) / (2.0 * h as f64);
         let analytic = grads[i] as f64;
@@ -118,7 +120,7 @@ fn check(what: &str, source: &str, batch: usize, loss: Loss, samples: usize) {
             .iter()
             .rev()
             .find(|(_, off)| *off <= i)
-            .map(|(p, off)| (t.graph.tensor(*p).name.clone(), i - off));
+            .map(|(p, off)| (step.0.tensor(*p).name.clone(), i - off));
         assert!(
             (fd - analytic).abs() <= tol,
             "{what}: d loss / d {param:?} is {analytic:.6} by the backward pass but {fd:.6} by finite differences"

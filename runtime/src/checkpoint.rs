@@ -9,7 +9,7 @@ use crate::exec::Executable;
 use crate::files;
 use crate::init::{to_internal, to_torch};
 use crate::train::step::TrainStep;
-use nnc_compiler::ops::Role;
+use nnc_compiler::ir::ops::Role;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -97,8 +97,8 @@ pub fn optimizer_state(step: &TrainStep) -> Vec<Entry> {
     for (&state, name) in t.states.iter().zip(t.rule.state()) {
         let values = step.exe.tensor(state);
         for &(p, offset) in &t.layout {
-            if let Role::Param(info) = &t.graph.tensor(p).role {
-                let slice = &values[offset..offset + t.graph.tensor(p).len()];
+            if let Role::Param(info) = &step.exe.graph.tensor(p).role {
+                let slice = &values[offset..offset + step.exe.graph.tensor(p).len()];
                 entries.push((
                     format!("{OPTIMIZER_PREFIX}{name}.{}", info.name),
                     info.torch_dims.clone(),
@@ -119,11 +119,11 @@ pub fn load_optimizer(step: &mut TrainStep, path: &Path) -> Result<(), Checkpoin
     let t = step.training.clone();
     for (&state, state_name) in t.states.iter().zip(t.rule.state()) {
         for &(p, offset) in &t.layout {
-            let Role::Param(info) = &t.graph.tensor(p).role else { continue };
+            let Role::Param(info) = step.exe.graph.tensor(p).role.clone() else { continue };
             let key = format!("{OPTIMIZER_PREFIX}{state_name}.{}", info.name);
             let values = read_f32(&file, &key, &info.torch_dims, &name)?;
             let len = values.len();
-            step.exe.tensor_mut(state)[offset..offset + len].copy_from_slice(&to_internal(info, &values));
+            step.exe.tensor_mut(state)[offset..offset + len].copy_from_slice(&to_internal(&info, &values));
         }
     }
     Ok(())

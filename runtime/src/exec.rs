@@ -1,14 +1,15 @@
-//! Running a compiled network: lower, fuse, plan and generate code once, then run the
+//! Running a compiled network: the pipeline's stages and code generation once, then the
 //! kernels in order over one arena as often as needed.
 
 use crate::arena::{AllocError, Arena};
 use crate::pool::Pool;
-use nnc_compiler::codegen::{self, CodegenError, Compiled};
-use nnc_compiler::graph::Graph;
-use nnc_compiler::kernel::{Parallel, Program, fuse::fuse};
-use nnc_compiler::memory::{self, MemoryPlan};
-use nnc_compiler::ops::{TensorGraph, TensorId};
-use std::time::{Duration, Instant};
+use nnc_compiler::backend::cranelift::{self, CodegenError, Compiled};
+use nnc_compiler::ir::graph::Graph;
+use nnc_compiler::ir::kernel::{Parallel, Program};
+use nnc_compiler::ir::ops::{TensorGraph, TensorId};
+use nnc_compiler::passes::memory::MemoryPlan;
+use nnc_compiler::pipeline::{self, Stages};
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -22,6 +23,13 @@ pub struct Options {
     pub fma: bool,
 }
 
+impl Options {
+    /// What the pipeline's scheduling and memory planning need of these options.
+    pub fn stages(&self) -> pipeline::Options {
+        pipeline::Options { threads: self.threads.max(1), guard: if self.guard { GUARD_BYTES } else { 0 } }
+    }
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {
@@ -33,17 +41,17 @@ impl Default for Options {
     }
 }
 
-/// Time spent in each compilation phase.
+/// Time spent in each compilation stage.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timings {
-    pub lower: Duration,
-    pub fuse: Duration,
-    pub plan: Duration,
+    pub stages: pipeline::Timings,
     pub codegen: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::Error),
     #[error(transparent)]
     Codegen(#[from] CodegenError),
     #[error(transparent)]
@@ -73,37 +81,23 @@ pub struct Executable {
 impl Executable {
     /// Compiles a checked network for `batch` examples per run.
     pub fn build(network: &Graph, batch: usize, options: &Options) -> Result<Executable, Error> {
-        let t = Instant::now();
-        let graph = nnc_compiler::lower::lower(network, batch);
-        let lower = t.elapsed();
-        let mut e = Executable::from_ops(graph, options)?;
-        e.timings.lower = lower;
-        Ok(e)
+        Executable::new(pipeline::inference(network, batch, options.stages())?, options)
     }
 
     /// Compiles an already lowered graph (tests build single ops this way).
     pub fn from_ops(graph: TensorGraph, options: &Options) -> Result<Executable, Error> {
-        let t = Instant::now();
-        let program = fuse(&graph, options.threads.max(1));
-        let fuse = t.elapsed();
-        let mut e = Executable::from_program(graph, program, options)?;
-        e.timings.fuse = fuse;
-        Ok(e)
+        Executable::new(pipeline::from_ops(graph, options.stages())?, options)
     }
 
-    /// Plans memory for and compiles kernels that are already scheduled.
-    pub fn from_program(
-        graph: TensorGraph,
-        program: Program,
-        options: &Options,
-    ) -> Result<Executable, Error> {
-        let mut timings = Timings::default();
-        let t = Instant::now();
-        let plan = memory::plan(&graph, &program, if options.guard { GUARD_BYTES } else { 0 });
-        timings.plan = t.elapsed();
-        let compiled =
-            codegen::compile(&program, &plan, codegen::Options { verify: options.verify, fma: options.fma })?;
-        timings.codegen = compiled.time;
+    /// Generates code for the pipeline's artefacts and allocates their arena.
+    pub fn new(stages: Stages, options: &Options) -> Result<Executable, Error> {
+        let Stages { graph, program, memory: plan, timings: stages } = stages;
+        let compiled = cranelift::compile(
+            &program,
+            &plan,
+            cranelift::Options { verify: options.verify, fma: options.fma },
+        )?;
+        let timings = Timings { stages, codegen: compiled.time };
         let arena = Arena::new(plan.size)?;
         let threads = program.threads;
         let pool = if threads > 1 { Some(Pool::new(threads).map_err(Error::Threads)?) } else { None };
@@ -132,7 +126,7 @@ impl Executable {
 
     /// Fills every parameter from its initialiser, reproducibly from `seed`.
     pub fn init_params(&mut self, seed: u64) {
-        let params: Vec<(TensorId, nnc_compiler::ops::ParamInfo)> =
+        let params: Vec<(TensorId, nnc_compiler::ir::ops::ParamInfo)> =
             self.graph.params().map(|(t, p)| (t, p.clone())).collect();
         for (t, info) in params {
             let mut rng = crate::init::Rng::stream(seed, &info.name);

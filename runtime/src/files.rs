@@ -13,7 +13,7 @@ use std::path::Path;
 pub const MAX_READ: u64 = 16 << 30;
 
 fn not_regular(t: FileType) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, nnc_compiler::load::not_a_file(t))
+    io::Error::new(io::ErrorKind::InvalidInput, nnc_compiler::front::load::not_a_file(t))
 }
 
 /// Bytes of memory the machine has free for a file and what is made of it:

@@ -2,8 +2,8 @@
 //! from the run's seed and the tensor's name, so a tensor's values do not depend on how
 //! many tensors come before it.
 
-use nnc_compiler::init::Init;
-use nnc_compiler::ops::{Layout, ParamInfo};
+use nnc_compiler::ir::init::Init;
+use nnc_compiler::ir::ops::{Layout, ParamInfo};
 
 /// SplitMix64: small, fast, and good enough for initial weights and shuffles.
 #[derive(Clone, Debug)]

@@ -3,8 +3,8 @@
 //! running statistic identical bit for bit. Every reduction's order therefore has to be a
 //! function of the shapes alone, never of how the work is split across threads.
 
-use nnc_compiler::ops::{Role, TensorId, UpdateRule};
-use nnc_compiler::train::Loss;
+use nnc_compiler::front::train::Loss;
+use nnc_compiler::ir::ops::{Role, TensorId, UpdateRule};
 use nnc_runtime::exec::Options;
 use nnc_runtime::init::Rng;
 use nnc_runtime::train::step::{StepSettings, TrainStep};
@@ -33,10 +33,12 @@ fn train(
     let mut step =
         TrainStep::new(network, Loss::CrossEntropy, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(5);
-    let g = step.training.graph.clone();
+    let g = step.exe.graph.clone();
     let classes = *g.tensor(g.output).dims.last().expect("class scores");
     let vocab = g.ops.iter().find_map(|o| match o.op {
-        nnc_compiler::ops::Op::Embedding { vocab, .. } if o.inputs[0] == g.inputs[0] => Some(vocab as u64),
+        nnc_compiler::ir::ops::Op::Embedding { vocab, .. } if o.inputs[0] == g.inputs[0] => {
+            Some(vocab as u64)
+        }
         _ => None,
     });
     let mut rng = Rng::new(21);

@@ -5,8 +5,8 @@
 //! statistic within a few times the reference's own distance from exact, so that no kernel
 //! loses precision a careful f32 computation keeps.
 
-use nnc_compiler::ops::{Hyper, Role, TensorId, UpdateRule, reference};
-use nnc_compiler::train::Loss;
+use nnc_compiler::front::train::Loss;
+use nnc_compiler::ir::ops::{Hyper, Role, TensorId, UpdateRule, reference};
 use nnc_runtime::exec::Options;
 use nnc_runtime::init::Rng;
 use nnc_runtime::train::step::{StepSettings, TrainStep};
@@ -39,7 +39,7 @@ fn step_against_f64(rule: UpdateRule) {
         TrainStep::new(network, Loss::CrossEntropy, rule, 32, &options).expect("compiles for training");
     step.exe.init_params(7);
     let t = step.training.clone();
-    let g = &t.graph;
+    let g = &step.exe.graph.clone();
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); g.tensors.len()];
     for (i, tensor) in g.tensors.iter().enumerate() {
         let keeps = tensor.view.is_none()

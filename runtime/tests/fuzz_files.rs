@@ -171,8 +171,8 @@ fn load_idx(bytes: &[u8], name: &str) {
     }
     let _ = idx::parse(bytes);
     let spec = input::InputSpec {
-        shape: nnc_compiler::shape::Shape::Image { c: 1, h: 28, w: 28 },
-        encoding: nnc_compiler::graph::InputEncoding::Dense,
+        shape: nnc_compiler::ir::shape::Shape::Image { c: 1, h: 28, w: 28 },
+        encoding: nnc_compiler::ir::graph::InputEncoding::Dense,
         mean: vec![0.1307],
         std: vec![0.3081],
     };

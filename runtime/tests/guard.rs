@@ -2,8 +2,10 @@
 
 mod common;
 
-use nnc_compiler::kernel::{Stmt, fuse::fuse};
-use nnc_compiler::ops::{Op, UnaryFn};
+use nnc_compiler::ir::kernel::Stmt;
+use nnc_compiler::ir::ops::{Op, UnaryFn};
+use nnc_compiler::passes::schedule::schedule;
+use nnc_compiler::pipeline;
 use nnc_runtime::exec::{Error, Executable};
 
 #[test]
@@ -11,11 +13,13 @@ fn a_write_past_the_end_is_reported() {
     let mut b = common::Builder::new(1);
     let x = b.input(vec![8]);
     b.op(Op::Unary { len: 8, f: UnaryFn::Relu }, vec![x], vec![8]);
-    let mut program = fuse(&b.graph, 1);
+    let mut program = schedule(&b.graph, 1);
     // Sabotage the map: one element more than the buffer holds.
     let Stmt::Map(map) = &mut program.kernels[0].body[0] else { panic!("expected a map") };
     map.len = 9;
-    let mut exec = Executable::from_program(b.graph.clone(), program.clone(), &common::options(1)).unwrap();
+    let options = common::options(1);
+    let stages = pipeline::from_program(b.graph.clone(), program, options.stages()).unwrap();
+    let mut exec = Executable::new(stages, &options).unwrap();
     match exec.run() {
         Err(Error::Guard { kernel, buffer, side }) => {
             assert_eq!((kernel.as_str(), buffer.as_str(), side), ("k0", "y", "after"));

@@ -8,7 +8,7 @@ use std::path::Path;
 fn check(example: &str, batch: usize, threads: usize) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
     let model = nnc_compiler::compile_file(&path).expect("the example compiles");
-    let graph = nnc_compiler::lower::lower(&model.networks[0], batch);
+    let graph = nnc_compiler::passes::lower::lower(&model.networks[0], batch);
     let (generated, reference) = common::run_both(&graph, 42, threads);
     assert!(reference.iter().all(|v| v.is_finite()), "{example}: reference is not finite");
     common::assert_agree(example, &generated, &reference);
@@ -23,7 +23,7 @@ fn lenet5() {
 fn agreement_is_not_vacuous() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lenet5.net");
     let model = nnc_compiler::compile_file(&path).unwrap();
-    let graph = nnc_compiler::lower::lower(&model.networks[0], 2);
+    let graph = nnc_compiler::passes::lower::lower(&model.networks[0], 2);
     let (generated, reference) = common::run_both(&graph, 7, 1);
     assert!(common::rms(&reference) > 1e-3, "outputs are nearly zero: {reference:?}");
     // A different input gives a different output.

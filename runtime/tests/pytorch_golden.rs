@@ -5,9 +5,9 @@
 //! compile the same networks, start from the same values, run nnc's generated training
 //! step and compare every quantity, printing the worst deviation of each (`--nocapture`).
 
-use nnc_compiler::lower::{Mode, lower_for};
-use nnc_compiler::ops::{ParamInfo, TensorId, UpdateRule};
-use nnc_compiler::train::Loss;
+use nnc_compiler::front::train::Loss;
+use nnc_compiler::ir::ops::{ParamInfo, TensorId, UpdateRule};
+use nnc_compiler::passes::lower::{Mode, lower_for};
 use nnc_runtime::exec::{Executable, Options};
 use nnc_runtime::init::{to_internal, to_torch};
 use nnc_runtime::train::step::{StepSettings, TrainStep};
@@ -224,7 +224,7 @@ fn options() -> Options {
 
 /// The logits of the first forward pass: nnc's forward kernels in training mode (batch
 /// statistics), from the initial values.
-fn check_logits(network: &nnc_compiler::graph::Graph, golden: &Golden, report: &mut Report) {
+fn check_logits(network: &nnc_compiler::ir::graph::Graph, golden: &Golden, report: &mut Report) {
     let batch = golden.floats["input"].0[0];
     let mut exe =
         Executable::from_ops(lower_for(network, batch, Mode::Training), &options()).expect("compiles");
@@ -240,7 +240,12 @@ fn check_logits(network: &nnc_compiler::graph::Graph, golden: &Golden, report: &
 /// Three steps of `rule` from the initial values on the golden batch: the loss and the
 /// gradients of the first, and every parameter and buffer after the last against
 /// PyTorch's under `prefix` (`sgd.`, `adam.`).
-fn check_steps(network: &nnc_compiler::graph::Graph, golden: &Golden, rule: UpdateRule, report: &mut Report) {
+fn check_steps(
+    network: &nnc_compiler::ir::graph::Graph,
+    golden: &Golden,
+    rule: UpdateRule,
+    report: &mut Report,
+) {
     let (prefix, lr) = match rule {
         UpdateRule::Sgd { .. } => ("sgd", golden.number("sgd_lr")),
         UpdateRule::Adam { .. } => ("adam", golden.number("adam_lr")),
@@ -273,7 +278,7 @@ fn check_steps(network: &nnc_compiler::graph::Graph, golden: &Golden, rule: Upda
             tol,
         );
         // The gradients of the first step, at the initial values, in the gradient block.
-        let g = &step.training.graph;
+        let g = &step.exe.graph;
         for (_, info, torch) in paired.iter().filter(|(_, p, _)| p.trainable) {
             let name = format!("d {}", info.name);
             let grad = (0..g.tensors.len())

@@ -11,7 +11,7 @@
 mod common;
 
 use common::Builder;
-use nnc_compiler::ops::{Op, TensorId};
+use nnc_compiler::ir::ops::{Op, TensorId};
 use nnc_runtime::exec::{Executable, Options};
 use nnc_runtime::init::Rng;
 

@@ -13,8 +13,9 @@
 mod common;
 
 use common::{Builder, Written, assert_agree, run_all, window};
-use nnc_compiler::kernel::{Kernel, Parallel, fuse::fuse};
-use nnc_compiler::ops::{Op, Reduce, TensorId, UnaryFn, UpdateRule, Window2d};
+use nnc_compiler::ir::kernel::{Kernel, Parallel};
+use nnc_compiler::ir::ops::{Op, Reduce, TensorId, UnaryFn, UpdateRule, Window2d};
+use nnc_compiler::passes::schedule::schedule;
 use proptest::prelude::*;
 
 /// Checks every tensor the graph writes on `threads` threads, and returns them for
@@ -428,7 +429,7 @@ fn large_shapes_split_across_threads() {
     ];
     for (b, split) in &cases {
         for threads in [2, 3] {
-            let program = fuse(&b.graph, threads);
+            let program = schedule(&b.graph, threads);
             for label in *split {
                 let is_split = |k: &Kernel| k.label == *label && matches!(k.parallel, Parallel::Loop { .. });
                 assert!(

@@ -4,8 +4,8 @@
 
 mod common;
 
-use nnc_compiler::ops::{Hyper, Role, TensorId, UpdateRule, reference};
-use nnc_compiler::train::Loss;
+use nnc_compiler::front::train::Loss;
+use nnc_compiler::ir::ops::{Hyper, Role, TensorId, UpdateRule, reference};
 use nnc_runtime::exec::Options;
 use nnc_runtime::init::Rng;
 use nnc_runtime::train::step::{StepSettings, TrainStep};
@@ -38,7 +38,7 @@ fn check_loss(
     let mut step = TrainStep::new(network, loss, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(3);
     let t = step.training.clone();
-    let g = &t.graph;
+    let g = &step.exe.graph.clone();
     let mut rng = Rng::new(11);
     let classes = g
         .tensor(g.ops.iter().find(|o| o.aux.contains(&t.stats)).unwrap().inputs[0])
@@ -56,7 +56,7 @@ fn check_loss(
     }
     for s in 0..steps {
         let vocab = g.ops.iter().find_map(|o| match o.op {
-            nnc_compiler::ops::Op::Embedding { vocab, .. } if o.inputs[0] == g.inputs[0] => {
+            nnc_compiler::ir::ops::Op::Embedding { vocab, .. } if o.inputs[0] == g.inputs[0] => {
                 Some(vocab as u64)
             }
             _ => None,

@@ -2,12 +2,10 @@
 
 use super::{EXIT_MODEL, EXIT_USAGE, Ui};
 use clap::ValueEnum;
-use nnc_compiler::autodiff;
-use nnc_compiler::kernel::fuse::fuse;
-use nnc_compiler::lower::{Mode, lower_for};
-use nnc_compiler::plan::Plan;
-use nnc_compiler::plan::training::TrainingPlan;
-use nnc_compiler::train::MAX_BATCH;
+use nnc_compiler::front::train::MAX_BATCH;
+use nnc_compiler::pipeline;
+use nnc_compiler::report::plan::Plan;
+use nnc_compiler::report::plan::training::TrainingPlan;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -76,10 +74,17 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     let batch = args.batch.unwrap_or(1);
     if let Some(emit) = args.emit {
         for g in &graphs {
-            let ops = nnc_compiler::lower::lower(g, batch as usize);
+            let stages = match pipeline::inference(g, batch as usize, pipeline::Options { threads, guard: 0 })
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot compile `{}`: {e}", g.name);
+                    return EXIT_MODEL;
+                }
+            };
             match emit {
-                Emit::Ops => super::out(&ops.to_string()),
-                Emit::Kernels => super::out(&nnc_compiler::kernel::fuse::fuse(&ops, threads).to_string()),
+                Emit::Ops => super::out(&stages.graph.to_string()),
+                Emit::Kernels => super::out(&stages.program.to_string()),
             }
         }
         return 0;
@@ -115,7 +120,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
 /// training step's ops or kernels.
 fn training(
     model: &nnc_compiler::Model,
-    graphs: &[&nnc_compiler::graph::Graph],
+    graphs: &[&nnc_compiler::ir::graph::Graph],
     args: &Args,
     threads: usize,
 ) -> u8 {
@@ -127,22 +132,18 @@ fn training(
         };
         let batch = args.batch.unwrap_or(config.batch) as usize;
         let (rule, _) = config.optimizer.update_rule();
-        let forward = lower_for(g, batch, Mode::Training);
-        let training = match autodiff::training(forward, config.loss, rule) {
+        let options = pipeline::Options { threads, guard: 0 };
+        let (stages, training) = match pipeline::training(g, config.loss, rule, batch, options) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot train `{}`: {e}", g.name);
                 return EXIT_MODEL;
             }
         };
-        let program = fuse(&training.graph, threads);
         match args.emit {
-            Some(Emit::Ops) => super::out(&training.graph.to_string()),
-            Some(Emit::Kernels) => super::out(&program.to_string()),
-            None => {
-                let memory = nnc_compiler::memory::plan(&training.graph, &program, 0);
-                plans.push(TrainingPlan::new(&g.name, &training, &program, &memory));
-            }
+            Some(Emit::Ops) => super::out(&stages.graph.to_string()),
+            Some(Emit::Kernels) => super::out(&stages.program.to_string()),
+            None => plans.push(TrainingPlan::new(&g.name, &stages, &training)),
         }
     }
     if plans.is_empty() {

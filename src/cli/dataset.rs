@@ -2,9 +2,9 @@
 //! files for image networks (the embedded digits when none is given), a text file for
 //! character models.
 
-use nnc_compiler::graph::{Graph, InputEncoding, NodeKind};
-use nnc_compiler::shape::Shape;
-use nnc_compiler::train::{Augment, TrainConfig};
+use nnc_compiler::front::train::{Augment, TrainConfig};
+use nnc_compiler::ir::graph::{Graph, InputEncoding, NodeKind};
+use nnc_compiler::ir::shape::Shape;
 use nnc_runtime::data::text::{self, Vocabulary};
 use nnc_runtime::data::{digits, labelled};
 use nnc_runtime::train::data::{Dataset, Preparation};

@@ -4,7 +4,7 @@
 
 use super::dataset::{self, Loaded};
 use super::{EXIT_USAGE, Failure, Ui, finish, out, usage};
-use nnc_compiler::plan::thousands;
+use nnc_compiler::support::numbers::thousands;
 use nnc_runtime::checkpoint;
 use nnc_runtime::data::text::Vocabulary;
 use nnc_runtime::exec::{Executable, Options};
@@ -53,7 +53,7 @@ fn eval(ui: &Ui, a: &Args) -> Result<(), Failure> {
     let prep = dataset::preparation(graph, config, None).map_err(usage)?;
     let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
     let options = Options { threads: super::threads(a.threads), ..Options::default() };
-    let loss = config.map_or(nnc_compiler::train::Loss::CrossEntropy, |c| c.loss);
+    let loss = config.map_or(nnc_compiler::front::train::Loss::CrossEntropy, |c| c.loss);
     let mut evaluator = Evaluator::new(graph, a.batch as usize, loss, &options).map_err(usage)?;
     // Loading the weights first rejects a checkpoint of another network before any data
     // is read, and gives a character model the vocabulary its ids were trained with.

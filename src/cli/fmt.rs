@@ -1,7 +1,7 @@
 //! `nnc fmt`: rewrite files in the canonical layout, or check that they are in it.
 
 use super::{EXIT_MODEL, EXIT_USAGE, Ui};
-use nnc_compiler::diagnostic;
+use nnc_compiler::support::diagnostic;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ fn one(ui: &Ui, path: &Path, check: bool) -> u8 {
         s
     } else {
         let name = path.display().to_string();
-        match nnc_compiler::load::read_limited(path, &name) {
+        match nnc_compiler::front::load::read_limited(path, &name) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(_) => {
@@ -49,7 +49,7 @@ fn one(ui: &Ui, path: &Path, check: bool) -> u8 {
         }
     };
     let name = if stdin { "<stdin>".to_string() } else { path.display().to_string() };
-    let formatted = match nnc_compiler::fmt::format(&name, &text) {
+    let formatted = match nnc_compiler::front::fmt::format(&name, &text) {
         Ok(f) => f,
         Err((sources, diagnostics)) => {
             eprint!("{}", diagnostic::render(&sources, &diagnostics, ui.color));

@@ -9,8 +9,8 @@
 
 use super::{EXIT_USAGE, Failure, Ui, finish, out, usage};
 use clap::builder::NonEmptyStringValueParser;
-use nnc_compiler::graph::InputEncoding;
-use nnc_compiler::shape::Shape;
+use nnc_compiler::ir::graph::InputEncoding;
+use nnc_compiler::ir::shape::Shape;
 use nnc_runtime::data::text::Vocabulary;
 use nnc_runtime::exec::{Executable, Options};
 use nnc_runtime::init::Rng;
@@ -67,7 +67,7 @@ struct CharModel {
     outputs: usize,
 }
 
-fn char_model(graph: &nnc_compiler::graph::Graph) -> Result<CharModel, String> {
+fn char_model(graph: &nnc_compiler::ir::graph::Graph) -> Result<CharModel, String> {
     let prep = super::dataset::preparation(graph, None, None)?;
     let (steps, inputs) = match (prep.shape, prep.encoding) {
         (Shape::Seq { steps, features }, InputEncoding::OneHot) => (steps, features),

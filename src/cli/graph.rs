@@ -25,7 +25,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     // only a name asked for can be missing.
     match (graph, &args.network) {
         (Some(g), _) => {
-            super::out(&nnc_compiler::dot::to_dot(g));
+            super::out(&nnc_compiler::report::dot::to_dot(g));
             0
         }
         (None, name) => {

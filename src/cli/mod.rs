@@ -12,7 +12,7 @@ mod resume;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use nnc_compiler::diagnostic::{self, Color};
+use nnc_compiler::support::diagnostic::{self, Color};
 use nnc_compiler::{Error, Model};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -143,7 +143,7 @@ pub fn network<'m>(
     model: &'m Model,
     name: Option<&str>,
     file: &Path,
-) -> Option<&'m nnc_compiler::graph::Graph> {
+) -> Option<&'m nnc_compiler::ir::graph::Graph> {
     let found = match name {
         Some(n) => model.network(n),
         None => model.networks.first(),

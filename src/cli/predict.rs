@@ -7,8 +7,8 @@
 //! averaged five networks this way).
 
 use super::{EXIT_USAGE, Ui, out};
-use nnc_compiler::graph::{Graph, NodeKind};
-use nnc_compiler::ops::Op;
+use nnc_compiler::ir::graph::{Graph, NodeKind};
+use nnc_compiler::ir::ops::Op;
 use nnc_runtime::data::input::{self, InputSpec, Reading};
 use nnc_runtime::exec::{Executable, Options};
 use std::fmt::Write;
@@ -141,7 +141,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
 }
 
 /// The input the network reads and how to prepare it.
-fn input_spec(graph: &Graph, train: Option<&nnc_compiler::train::TrainConfig>) -> Option<InputSpec> {
+fn input_spec(graph: &Graph, train: Option<&nnc_compiler::front::train::TrainConfig>) -> Option<InputSpec> {
     let [input] = graph.inputs[..] else { return None };
     let node = graph.node(input);
     let NodeKind::Input(encoding) = node.kind else { return None };

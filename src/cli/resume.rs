@@ -3,8 +3,8 @@
 //! a resumed run takes them from there, so that it reaches the weights the uninterrupted
 //! run would, and refuses a flag that would change one.
 
-use nnc_compiler::train::{Optimizer, TrainConfig};
-use nnc_compiler::value::format_float;
+use nnc_compiler::front::train::{Optimizer, TrainConfig};
+use nnc_compiler::front::value::format_float;
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -5,8 +5,8 @@ use super::dataset::{self, Loaded};
 use super::resume;
 use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nnc_compiler::graph::Graph;
-use nnc_compiler::train::{Augment, Optimizer, Schedule, TrainConfig};
+use nnc_compiler::front::train::{Augment, Optimizer, Schedule, TrainConfig};
+use nnc_compiler::ir::graph::Graph;
 use nnc_runtime::checkpoint;
 use nnc_runtime::exec::Options;
 use nnc_runtime::train::eval::Evaluator;
@@ -278,7 +278,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
         graph.name,
         started.elapsed().as_secs_f64() * 1e3,
         step.exe.program.kernels.len(),
-        nnc_compiler::plan::bytes(step.exe.plan.size as u64)
+        nnc_compiler::support::numbers::bytes(step.exe.plan.size as u64)
     );
     // A resumed run goes on writing the checkpoint it continues.
     let out_path = a

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test crate uses a different subset
 
-use nnc_compiler::diagnostic::{Color, render};
+use nnc_compiler::support::diagnostic::{Color, render};
 use nnc_compiler::{Error, Model};
 use std::path::PathBuf;
 
@@ -40,8 +40,13 @@ pub fn plan_summary(model: &Model) -> Vec<String> {
         .networks
         .iter()
         .flat_map(|g| {
-            let plan =
-                nnc_compiler::plan::Plan::new(g, &model.sources, 8, 1, model.train_config(&g.name).cloned());
+            let plan = nnc_compiler::report::plan::Plan::new(
+                g,
+                &model.sources,
+                8,
+                1,
+                model.train_config(&g.name).cloned(),
+            );
             let mut lines: Vec<String> = plan
                 .rows
                 .iter()

@@ -3,8 +3,8 @@
 //! stored as integer bit patterns.
 
 use super::idx::{self, IdxError};
-use nnc_compiler::graph::InputEncoding;
-use nnc_compiler::shape::Shape;
+use nnc_compiler::ir::graph::InputEncoding;
+use nnc_compiler::ir::shape::Shape;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

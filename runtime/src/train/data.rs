@@ -6,9 +6,9 @@ use crate::data::augment;
 use crate::data::labelled::Labelled;
 use crate::data::text::{Vocabulary, Windows};
 use crate::init::Rng;
-use nnc_compiler::graph::InputEncoding;
-use nnc_compiler::shape::Shape;
-use nnc_compiler::train::Augment;
+use nnc_compiler::front::train::Augment;
+use nnc_compiler::ir::graph::InputEncoding;
+use nnc_compiler::ir::shape::Shape;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DatasetError {

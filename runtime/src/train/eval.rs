@@ -5,9 +5,9 @@
 use super::data::{Dataset, PADDING};
 use crate::exec::{self, Executable, Options};
 use crate::init::Rng;
-use nnc_compiler::graph::Graph;
-use nnc_compiler::ops::Op;
-use nnc_compiler::train::Loss;
+use nnc_compiler::front::train::Loss;
+use nnc_compiler::ir::graph::Graph;
+use nnc_compiler::ir::ops::Op;
 use std::collections::HashMap;
 
 /// What an evaluation measured.
@@ -51,9 +51,9 @@ impl Evaluator {
 
     /// Copies every parameter and buffer of `from` (by name) into this network.
     pub fn copy_params(&mut self, from: &Executable) {
-        let source: HashMap<&str, nnc_compiler::ops::TensorId> =
+        let source: HashMap<&str, nnc_compiler::ir::ops::TensorId> =
             from.graph.params().map(|(t, p)| (p.name.as_str(), t)).collect();
-        let targets: Vec<(nnc_compiler::ops::TensorId, String)> =
+        let targets: Vec<(nnc_compiler::ir::ops::TensorId, String)> =
             self.exe.graph.params().map(|(t, p)| (t, p.name.clone())).collect();
         for (t, name) in targets {
             if let Some(&s) = source.get(name.as_str()) {

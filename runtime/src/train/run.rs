@@ -12,7 +12,7 @@ use super::step::{StepError, StepSettings, TrainStep};
 use crate::checkpoint::{self, CheckpointError};
 use crate::exec;
 use crate::init::Rng;
-use nnc_compiler::train::Schedule;
+use nnc_compiler::front::train::Schedule;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

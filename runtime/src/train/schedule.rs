@@ -1,7 +1,7 @@
 //! Learning-rate schedules, evaluated per step: linear warm-up over the first epochs,
 //! then constant, step decay, or cosine decay to a floor over the rest of the run.
 
-use nnc_compiler::train::Schedule;
+use nnc_compiler::front::train::Schedule;
 
 /// The rate at `progress` epochs into a run of `epochs` (fractional: step `k` of an
 /// epoch of `n` is `epoch + k/n`).

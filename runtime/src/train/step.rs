@@ -6,16 +6,16 @@
 //! kernel: the update. Parameters therefore never take a non-finite step.
 
 use crate::exec::{self, Executable, Options};
-use nnc_compiler::autodiff::{self, AutodiffError, Training};
-use nnc_compiler::graph::Graph;
-use nnc_compiler::lower::{Mode, lower_for};
-use nnc_compiler::ops::{Hyper, Op, UpdateRule};
-use nnc_compiler::train::Loss;
+use nnc_compiler::front::train::Loss;
+use nnc_compiler::ir::graph::Graph;
+use nnc_compiler::ir::ops::{Hyper, Op, UpdateRule};
+use nnc_compiler::passes::autodiff::Training;
+use nnc_compiler::pipeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
-    Autodiff(#[from] AutodiffError),
+    Pipeline(#[from] pipeline::Error),
     #[error(transparent)]
     Exec(#[from] exec::Error),
     #[error("step {step}: {tensor} became non-finite{}; the parameters were not updated", in_kernel(.kernel, .label))]
@@ -79,9 +79,8 @@ impl TrainStep {
         batch: usize,
         options: &Options,
     ) -> Result<TrainStep, StepError> {
-        let forward = lower_for(network, batch, Mode::Training);
-        let training = autodiff::training(forward, loss, rule)?;
-        let exe = Executable::from_ops(training.graph.clone(), options)?;
+        let (stages, training) = pipeline::training(network, loss, rule, batch, options.stages())?;
+        let exe = Executable::new(stages, options)?;
         debug_assert!(exe.program.kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
         let counts_correct = exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
         Ok(TrainStep { exe, training, steps: 0, counts_correct })

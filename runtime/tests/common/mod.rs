@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test crate uses part of this
 
-use nnc_compiler::ops::{
+use nnc_compiler::ir::ops::{
     Hyper, Layout, Op, OpNode, ParamInfo, Reduce, Role, Tensor, TensorGraph, TensorId, UpdateRule, Window2d,
     reference,
 };
@@ -254,7 +254,7 @@ impl Builder {
             torch_dims: dims.clone(),
             layout: Layout::Same,
             trainable: true,
-            init: nnc_compiler::init::Init::Uniform { a },
+            init: nnc_compiler::ir::init::Init::Uniform { a },
         };
         self.tensor(name, dims, Role::Param(info))
     }

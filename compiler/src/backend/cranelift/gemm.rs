@@ -1,0 +1,221 @@
+//! Matrix products: register tiles of `MR` rows × 8 columns (`MR · 2` accumulators of
+//! `f32x4`), with remainder tiles of fewer rows, 4 columns, or single columns at the edges.
+//!
+//! Column panels are the outer loop and row tiles the inner one, so a panel of `b`
+//! (`k × 8` values) stays in L1 while every row of `a` passes over it. Per step of `k`
+//! the tile loads its `b` vectors once, then broadcasts one `a` value per row into an FMA
+//! with each. The epilogue (bias, batch-norm, activation, residual) runs on the
+//! accumulators before the only store.
+
+use super::emit::{Addr, Emit, F32, F32X4};
+use crate::ir::kernel::{EInst, Gemm};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_frontend::Variable;
+
+/// Rows of a register tile.
+const MR: usize = 4;
+
+/// The addresses a product reads and writes, computed once.
+struct Bases {
+    a: Addr,
+    b: Addr,
+    c: Addr,
+    /// Per epilogue instruction, the base address of its operand.
+    epi: Vec<Option<Addr>>,
+}
+
+impl Emit<'_, '_> {
+    pub fn gemm(&mut self, g: &Gemm) {
+        let epi = g
+            .epilogue
+            .iter()
+            .map(|e| match e {
+                EInst::Row(p) | EInst::Col(p) | EInst::Elem(p, _) => Some(self.addr(p, 0)),
+                _ => None,
+            })
+            .collect();
+        let bases = Bases { a: self.addr(&g.a, 0), b: self.addr(&g.b, 0), c: self.addr(&g.c, 0), epi };
+        let panels = g.n / 8;
+        let rest = g.n % 8;
+        if panels > 0 {
+            self.for_count(None, panels, 1, |e, jt| {
+                let j = e.b.ins().imul_imm_s(jt, 8);
+                e.row_sweep(g, &bases, j, 2, 0);
+            });
+        }
+        let mut j0 = panels * 8;
+        if rest >= 4 {
+            let j = self.iconst(j0 as i64);
+            self.row_sweep(g, &bases, j, 1, 0);
+            j0 += 4;
+        }
+        if !rest.is_multiple_of(4) {
+            let j = self.iconst(j0 as i64);
+            self.row_sweep(g, &bases, j, 0, rest % 4);
+        }
+    }
+
+    /// All row tiles over the columns `j..j + 4·vecs + scalars`. A product of at most
+    /// six rows is one tile (twelve accumulators and the operands still fit the sixteen
+    /// vector registers), so that no tile of one or two rows reloads the `b` panel.
+    fn row_sweep(&mut self, g: &Gemm, bases: &Bases, j: Value, vecs: usize, scalars: usize) {
+        if g.m <= 6 {
+            let i = self.iconst(0);
+            self.tile(g, bases, i, g.m, j, vecs, scalars);
+            return;
+        }
+        let tiles = g.m / MR;
+        if tiles > 0 {
+            self.for_count(None, tiles, 1, |e, it| {
+                let i = e.b.ins().imul_imm_s(it, MR as i64);
+                e.tile(g, bases, i, MR, j, vecs, scalars);
+            });
+        }
+        if !g.m.is_multiple_of(MR) {
+            let i = self.iconst((tiles * MR) as i64);
+            self.tile(g, bases, i, g.m % MR, j, vecs, scalars);
+        }
+    }
+
+    /// One register tile: rows `i..i + rows`, columns `j..`, `vecs` vectors then `scalars`
+    /// single columns.
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &mut self,
+        g: &Gemm,
+        bases: &Bases,
+        i: Value,
+        rows: usize,
+        j: Value,
+        vecs: usize,
+        scalars: usize,
+    ) {
+        let width = vecs + scalars;
+        let ty = |c: usize| if c < vecs { F32X4 } else { F32 };
+        let col_bytes = |c: usize| if c < vecs { 16 * c } else { 16 * vecs + 4 * (c - vecs) } as i32;
+        let acc: Vec<Vec<Variable>> = (0..rows)
+            .map(|_| {
+                (0..width)
+                    .map(|c| {
+                        let var = self.b.declare_var(ty(c));
+                        let zero = self.fconst(ty(c), 0.0);
+                        self.b.def_var(var, zero);
+                        var
+                    })
+                    .collect()
+            })
+            .collect();
+        // a[i, 0] and b[0, j]; a's strides along rows and along k (in floats).
+        let (a_rs, a_ks) = if g.ta { (1, g.lda) } else { (g.lda, 1) };
+        let a_row = self.b.ins().imul_imm_s(i, (a_rs * 4) as i64);
+        let a_base = self.b.ins().iadd(bases.a.base, a_row);
+        let j_bytes = self.b.ins().ishl_imm_u(j, 2);
+        let b_base = self.b.ins().iadd(bases.b.base, j_bytes);
+        // The k loop, unrolled by four: constant offsets in the load immediates for the
+        // unrolled steps, one counter update and one address computation per four.
+        let unroll = if g.k >= 4 { 4 } else { 1 };
+        let main = g.k / unroll * unroll;
+        let step = |e: &mut Self, p: Value, sub: usize| {
+            let b_row = e.b.ins().imul_imm_s(p, (g.ldb * 4) as i64);
+            let b_at = Addr { base: e.b.ins().iadd(b_base, b_row), offset: bases.b.offset };
+            let p_bytes = e.b.ins().imul_imm_s(p, (a_ks * 4) as i64);
+            let a_at = Addr { base: e.b.ins().iadd(a_base, p_bytes), offset: bases.a.offset };
+            let b_sub = (sub * g.ldb * 4) as i32;
+            let bv: Vec<Value> =
+                (0..width).map(|c| e.load_operand(ty(c), b_at, b_sub + col_bytes(c))).collect();
+            for (r, row) in acc.iter().enumerate() {
+                let a_off = (r * a_rs * 4 + sub * a_ks * 4) as i32;
+                let s = e.load_operand(F32, a_at, a_off);
+                let sv = if vecs > 0 { Some(e.b.ins().splat(F32X4, s)) } else { None };
+                for (c, &var) in row.iter().enumerate() {
+                    let x = if c < vecs { sv.expect("splat for vectors") } else { s };
+                    let old = e.b.use_var(var);
+                    let new = e.fma(x, bv[c], old);
+                    e.b.def_var(var, new);
+                }
+            }
+        };
+        self.for_count(None, main, unroll, |e, p| {
+            for sub in 0..unroll {
+                step(e, p, sub);
+            }
+        });
+        if main < g.k {
+            let from = self.iconst(main as i64);
+            let to = self.iconst(g.k as i64);
+            self.for_range(None, from, to, 1, true, |e, p| step(e, p, 0));
+        }
+        // Epilogue and store.
+        let c_row = self.b.ins().imul_imm_s(i, (g.ldc * 4) as i64);
+        let c_at = Addr { base: self.b.ins().iadd(bases.c.base, c_row), offset: bases.c.offset };
+        let c_at = self.at(c_at, j);
+        for (r, row) in acc.iter().enumerate() {
+            let row_params = self.row_params(g, bases, i, r);
+            for (c, &var) in row.iter().enumerate() {
+                let value = self.b.use_var(var);
+                let out = self.epilogue(g, bases, ty(c), value, &row_params, i, r, j, col_bytes(c));
+                self.store(out, c_at, (r * g.ldc * 4) as i32 + col_bytes(c));
+            }
+        }
+    }
+
+    /// Per-row epilogue operands of row `i + r` (scalars).
+    fn row_params(&mut self, g: &Gemm, bases: &Bases, i: Value, r: usize) -> Vec<Option<Value>> {
+        g.epilogue
+            .iter()
+            .enumerate()
+            .map(|(k, e)| match e {
+                EInst::Row(p) => {
+                    let at = self.at(bases.epi[k].expect("row operand address"), i);
+                    Some(self.load(F32, at, (r * 4) as i32, Some(p)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The epilogue for one accumulator of row `i + r`, columns from `j` (+`col` bytes).
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue(
+        &mut self,
+        g: &Gemm,
+        bases: &Bases,
+        ty: Type,
+        acc: Value,
+        row_params: &[Option<Value>],
+        i: Value,
+        r: usize,
+        j: Value,
+        col: i32,
+    ) -> Value {
+        if g.epilogue.is_empty() {
+            return acc;
+        }
+        let mut vals: Vec<Value> = Vec::with_capacity(g.epilogue.len());
+        for (k, inst) in g.epilogue.iter().enumerate() {
+            let v = match inst {
+                EInst::Acc => acc,
+                EInst::Row(_) => {
+                    let s = row_params[k].expect("row operands are loaded per row");
+                    self.splat(ty, s)
+                }
+                EInst::Col(p) => {
+                    let at = self.at(bases.epi[k].expect("column operand address"), j);
+                    self.load(ty, at, col, Some(p))
+                }
+                EInst::Elem(p, ld) => {
+                    let base = bases.epi[k].expect("element operand address");
+                    let row = self.b.ins().imul_imm_s(i, (*ld * 4) as i64);
+                    let at = Addr { base: self.b.ins().iadd(base.base, row), offset: base.offset };
+                    let at = self.at(at, j);
+                    self.load(ty, at, (r * ld * 4) as i32 + col, Some(p))
+                }
+                EInst::Const(c) => self.fconst(ty, *c),
+                EInst::Unary(f, a) => self.unary(ty, *f, vals[*a]),
+                EInst::Bin(op, a, b) => self.bin(ty, *op, vals[*a], vals[*b]),
+            };
+            vals.push(v);
+        }
+        *vals.last().expect("a non-empty epilogue has a result")
+    }
+}

@@ -1,0 +1,223 @@
+//! Element-wise programs: four elements per step as `f32x4`, then the remainder one at a
+//! time. Broadcast operands are loaded once, before the loop. Reductions run the same
+//! programs and sum their last value.
+
+use super::emit::{Addr, Emit, F32, F32X4};
+use crate::ir::kernel::{BinOp, Inst, Map, Reduce};
+use crate::ir::ops::{UnaryFn, dropout_threshold};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+
+/// What a program needs before its loop: per instruction, an address (loads and stores)
+/// or a loaded scalar (broadcasts, dropout seeds).
+struct Prepared {
+    bases: Vec<Option<Addr>>,
+    scalars: Vec<Option<Value>>,
+}
+
+impl Emit<'_, '_> {
+    pub fn map(&mut self, m: &Map) {
+        let prep = self.prepare(&m.insts, true);
+        let vec_len = m.len / 4 * 4;
+        if vec_len > 0 {
+            let splats = self.splats(&m.insts, &prep.scalars);
+            let iota = self.iota();
+            self.for_count(None, vec_len, 4, |e, i| {
+                e.eval(&m.insts, F32X4, i, &prep.bases, &splats, Some(iota));
+            });
+        }
+        if vec_len < m.len {
+            let from = self.iconst(vec_len as i64);
+            let to = self.iconst(m.len as i64);
+            self.for_range(None, from, to, 1, true, |e, i| {
+                e.eval(&m.insts, F32, i, &prep.bases, &prep.scalars, None);
+            });
+        }
+    }
+
+    /// `scale · Σ` of the program's last value over the outer loop and the elements, in
+    /// blocks summed in f64 (see `codegen::sum`).
+    pub fn reduce(&mut self, r: &Reduce) {
+        let prep = self.prepare(&r.insts, false);
+        let splats = self.splats(&r.insts, &prep.scalars);
+        let acc = self.sum64();
+        let last = r.insts.len() - 1;
+        self.for_count(Some(r.var), r.outer, 1, |e, _| {
+            // Addresses may depend on the outer variable: computed per outer step.
+            let bases: Vec<Option<Addr>> = r
+                .insts
+                .iter()
+                .map(|inst| match inst {
+                    Inst::Load(p) | Inst::Store(p, _) => Some(e.addr(p, 0)),
+                    _ => None,
+                })
+                .collect();
+            e.sum_terms(acc, r.len, &mut |e, ty, i| {
+                let bcast = if ty == F32X4 { &splats } else { &prep.scalars };
+                let vals = e.eval(&r.insts, ty, i, &bases, bcast, None);
+                vals[last].expect("a reduction's value")
+            });
+        });
+        let result = self.total32(acc, r.scale as f64);
+        let dst = self.addr(&r.dst, 0);
+        self.store(result, dst, 0);
+    }
+
+    /// Addresses (when `addresses`) and broadcast scalars of a program.
+    fn prepare(&mut self, insts: &[Inst], addresses: bool) -> Prepared {
+        let mut bases = Vec::with_capacity(insts.len());
+        let mut scalars = Vec::with_capacity(insts.len());
+        for inst in insts {
+            let (base, scalar) = match inst {
+                Inst::Load(p) | Inst::Store(p, _) if addresses => (Some(self.addr(p, 0)), None),
+                Inst::Bcast(p) => {
+                    let a = self.addr(p, 0);
+                    (None, Some(self.load(F32, a, 0, Some(p))))
+                }
+                Inst::Keep { seed, .. } => {
+                    let a = self.addr(seed, 0);
+                    let flags = MemFlagsData::new().with_notrap();
+                    (None, Some(self.b.ins().load(types::I32, flags, a.base, a.offset)))
+                }
+                _ => (None, None),
+            };
+            bases.push(base);
+            scalars.push(scalar);
+        }
+        Prepared { bases, scalars }
+    }
+
+    /// The vector forms of a program's scalars.
+    fn splats(&mut self, insts: &[Inst], scalars: &[Option<Value>]) -> Vec<Option<Value>> {
+        insts
+            .iter()
+            .zip(scalars)
+            .map(|(inst, s)| {
+                s.map(|s| match inst {
+                    Inst::Keep { .. } => self.b.ins().splat(types::I32X4, s),
+                    _ => self.splat(F32X4, s),
+                })
+            })
+            .collect()
+    }
+
+    /// The lane numbers `[0, 1, 2, 3]` as `i32x4`.
+    fn iota(&mut self) -> Value {
+        let zero = self.b.ins().iconst(types::I32, 0);
+        let mut v = self.b.ins().splat(types::I32X4, zero);
+        for lane in 1..4u8 {
+            let k = self.b.ins().iconst(types::I32, lane as i64);
+            v = self.b.ins().insertlane(v, k, lane);
+        }
+        v
+    }
+
+    /// One step of a program at element `i`, with values of type `ty`; returns every
+    /// instruction's value. `iota` (the lane numbers) is given for vector steps.
+    fn eval(
+        &mut self,
+        insts: &[Inst],
+        ty: Type,
+        i: Value,
+        bases: &[Option<Addr>],
+        bcast: &[Option<Value>],
+        iota: Option<Value>,
+    ) -> Vec<Option<Value>> {
+        let mut vals: Vec<Option<Value>> = Vec::with_capacity(insts.len());
+        for (k, inst) in insts.iter().enumerate() {
+            let operand = |a: usize| vals[a].expect("operand");
+            let v = match inst {
+                Inst::Load(p) => {
+                    let a = self.at(bases[k].expect("loads have an address"), i);
+                    Some(self.load(ty, a, 0, Some(p)))
+                }
+                Inst::Bcast(_) => bcast[k],
+                Inst::Const(c) => Some(self.fconst(ty, *c)),
+                Inst::Unary(f, a) => Some(self.unary(ty, *f, operand(*a))),
+                Inst::Sqrt(a) => Some(self.b.ins().sqrt(operand(*a))),
+                Inst::Bin(op, a, b) => Some(self.bin(ty, *op, operand(*a), operand(*b))),
+                Inst::Grad(f, a) => Some(self.derivative(ty, *f, operand(*a))),
+                Inst::Keep { p, .. } => {
+                    let seed = bcast[k].expect("the seed is loaded before the loop");
+                    Some(self.keep(ty, seed, i, iota, *p))
+                }
+                Inst::Store(_, v) => {
+                    let a = self.at(bases[k].expect("stores have an address"), i);
+                    let v = operand(*v);
+                    self.store(v, a, 0);
+                    None
+                }
+            };
+            vals.push(v);
+        }
+        vals
+    }
+
+    /// An activation's derivative from its output `y`.
+    fn derivative(&mut self, ty: Type, f: UnaryFn, y: Value) -> Value {
+        let one = self.fconst(ty, 1.0);
+        match f {
+            UnaryFn::Relu | UnaryFn::LeakyRelu(_) => {
+                let zero = self.fconst(ty, 0.0);
+                let pos = self.b.ins().fcmp(FloatCC::GreaterThan, y, zero);
+                let neg = match f {
+                    UnaryFn::LeakyRelu(s) => self.fconst(ty, s),
+                    _ => zero,
+                };
+                self.select(ty, pos, one, neg)
+            }
+            UnaryFn::Tanh => {
+                let sq = self.b.ins().fmul(y, y);
+                self.b.ins().fsub(one, sq)
+            }
+            UnaryFn::Sigmoid => {
+                let rest = self.b.ins().fsub(one, y);
+                self.b.ins().fmul(y, rest)
+            }
+        }
+    }
+
+    /// Dropout's multiplier for element `i` (lanes `i..i + 4` for vectors): the hash of
+    /// [`crate::ir::ops::dropout_hash`] in 32-bit integer arithmetic.
+    fn keep(&mut self, ty: Type, seed: Value, i: Value, iota: Option<Value>, p: f32) -> Value {
+        let it = Self::int_type(ty);
+        let index = self.b.ins().ireduce(types::I32, i);
+        let index = match iota {
+            Some(iota) => {
+                let s = self.b.ins().splat(types::I32X4, index);
+                self.b.ins().iadd(s, iota)
+            }
+            None => index,
+        };
+        let konst = |e: &mut Self, v: u32| {
+            let s = e.b.ins().iconst(types::I32, v as i32 as i64);
+            if it == types::I32X4 { e.b.ins().splat(types::I32X4, s) } else { s }
+        };
+        let k1 = konst(self, 0x9e37_79b1);
+        let mut h = self.b.ins().imul(index, k1);
+        h = self.b.ins().bxor(h, seed);
+        for (shift, mul) in [(16, Some(0x85eb_ca6b)), (13, Some(0xc2b2_ae35)), (16, None)] {
+            let s = self.b.ins().ushr_imm_u(h, shift);
+            h = self.b.ins().bxor(h, s);
+            if let Some(m) = mul {
+                let k = konst(self, m);
+                h = self.b.ins().imul(h, k);
+            }
+        }
+        let threshold = konst(self, dropout_threshold(p));
+        let kept = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, h, threshold);
+        let scale = self.fconst(ty, 1.0 / (1.0 - p));
+        let zero = self.fconst(ty, 0.0);
+        self.select(ty, kept, scale, zero)
+    }
+
+    pub fn bin(&mut self, ty: Type, op: BinOp, a: Value, b: Value) -> Value {
+        match op {
+            BinOp::Add => self.b.ins().fadd(a, b),
+            BinOp::Sub => self.b.ins().fsub(a, b),
+            BinOp::Mul => self.b.ins().fmul(a, b),
+            BinOp::Div => self.b.ins().fdiv(a, b),
+            BinOp::Max => self.max(ty, a, b),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Transcendental functions as polynomials in IR, for `f32` and `f32x4` alike (Cranelift
+//! has no exp or log instructions, and calls to libm cost 3–20× more).
+//!
+//! The forms are the classic Cephes single-precision ones: range reduction by powers of
+//! two, then a minimax polynomial. Measured errors against f64 are in the tests below and
+//! in `docs/kernels.md`; all are within a few units in the last place where the result is
+//! not tiny, and within 2e-7 absolute everywhere.
+
+use super::emit::Emit;
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
+
+/// Largest and smallest arguments `exp` handles without overflowing the exponent.
+const EXP_HI: f32 = 88.3;
+const EXP_LO: f32 = -87.3;
+
+impl Emit<'_, '_> {
+    /// Horner evaluation of `c[0]·x^(n−1) + … + c[n−1]`.
+    fn poly(&mut self, ty: Type, x: Value, coeffs: &[f32]) -> Value {
+        let mut acc = self.fconst(ty, coeffs[0]);
+        for &c in &coeffs[1..] {
+            let k = self.fconst(ty, c);
+            acc = self.fma(acc, x, k);
+        }
+        acc
+    }
+
+    fn int_const(&mut self, ty: Type, v: i32) -> Value {
+        let it = Self::int_type(ty);
+        let s = self.b.ins().iconst(types::I32, v as i64);
+        if it == types::I32X4 { self.b.ins().splat(types::I32X4, s) } else { s }
+    }
+
+    /// `x` limited to `[lo, hi]` (NaN passes through).
+    pub fn clamp(&mut self, ty: Type, x: Value, lo: f32, hi: f32) -> Value {
+        let l = self.fconst(ty, lo);
+        let h = self.fconst(ty, hi);
+        let below = self.b.ins().fcmp(FloatCC::LessThan, x, l);
+        let x = self.select(ty, below, l, x);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, x, h);
+        self.select(ty, above, h, x)
+    }
+
+    /// eˣ: x = n·ln2 + r with |r| ≤ ln2/2, eʳ by a degree-7 polynomial, 2ⁿ from bits.
+    pub fn exp(&mut self, ty: Type, x: Value) -> Value {
+        let x = self.clamp(ty, x, EXP_LO, EXP_HI);
+        let log2e = self.fconst(ty, std::f32::consts::LOG2_E);
+        let t = self.b.ins().fmul(x, log2e);
+        let n = self.b.ins().nearest(t);
+        // r = x − n·ln2, with ln2 split so that n·ln2_hi is exact.
+        let hi = self.fconst(ty, -0.693_359_4);
+        let lo = self.fconst(ty, 2.121_944_4e-4);
+        let r = self.fma(n, hi, x);
+        let r = self.fma(n, lo, r);
+        let p = self.poly(
+            ty,
+            r,
+            &[1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1],
+        );
+        let r2 = self.b.ins().fmul(r, r);
+        let one = self.fconst(ty, 1.0);
+        let r1 = self.b.ins().fadd(r, one);
+        let e_r = self.fma(p, r2, r1);
+        // 2ⁿ: n + 127 in the exponent field.
+        let it = Self::int_type(ty);
+        let ni = self.b.ins().fcvt_to_sint_sat(it, n);
+        let bias = self.int_const(ty, 127);
+        let biased = self.b.ins().iadd(ni, bias);
+        let bits = self.b.ins().ishl_imm_u(biased, 23);
+        let scale = self.bitcast(ty, bits);
+        self.b.ins().fmul(e_r, scale)
+    }
+
+    /// ln x for x > 0: x = m·2ᵉ with m in [√½, √2), ln(m) by a polynomial in m − 1.
+    pub fn log(&mut self, ty: Type, x: Value) -> Value {
+        let it = Self::int_type(ty);
+        let bits = self.bitcast(it, x);
+        let shifted = self.b.ins().sshr_imm_u(bits, 23);
+        let bias = self.int_const(ty, 127);
+        let e = self.b.ins().isub(shifted, bias);
+        let mask = self.int_const(ty, 0x007f_ffff);
+        let one_bits = self.int_const(ty, 0x3f80_0000);
+        let mant = self.b.ins().band(bits, mask);
+        let mant = self.b.ins().bor(mant, one_bits);
+        let m = self.bitcast(ty, mant); // [1, 2)
+        let e = self.b.ins().fcvt_from_sint(ty, e);
+        // Keep m in [√½, √2): halve it (and count one more power of two) above √2.
+        let sqrt2 = self.fconst(ty, std::f32::consts::SQRT_2);
+        let big = self.b.ins().fcmp(FloatCC::GreaterThan, m, sqrt2);
+        let half = self.fconst(ty, 0.5);
+        let halved = self.b.ins().fmul(m, half);
+        let m = self.select(ty, big, halved, m);
+        let one = self.fconst(ty, 1.0);
+        let zero = self.fconst(ty, 0.0);
+        let bump = self.select(ty, big, one, zero);
+        let e = self.b.ins().fadd(e, bump);
+        let f = self.b.ins().fsub(m, one);
+        let z = self.b.ins().fmul(f, f);
+        let p = self.poly(
+            ty,
+            f,
+            &[
+                7.037_683_6e-2,
+                -1.151_461e-1,
+                1.167_699_9e-1,
+                -1.242_014_1e-1,
+                1.424_932_3e-1,
+                -1.666_805_8e-1,
+                2.000_071_5e-1,
+                -2.499_999_4e-1,
+                3.333_333e-1,
+            ],
+        );
+        let fz = self.b.ins().fmul(f, z);
+        let y = self.b.ins().fmul(p, fz);
+        let lo = self.fconst(ty, -2.121_944_4e-4);
+        let y = self.fma(e, lo, y);
+        let minus_half = self.fconst(ty, -0.5);
+        let y = self.fma(z, minus_half, y);
+        let r = self.b.ins().fadd(f, y);
+        let hi = self.fconst(ty, 0.693_359_4);
+        self.fma(e, hi, r)
+    }
+
+    /// tanh x = x · P(x²) / Q(x²) on |x| ≤ 9 (beyond, tanh rounds to ±1 in f32), with P
+    /// and Q of degree 4: a rational fit to tanh(x)/x weighted for relative error (fitted
+    /// for nnc; 2e−8 in exact arithmetic, a few units in the last place in f32). Odd by
+    /// construction, so the sign needs no care; one division and no exponential make it
+    /// about three times cheaper than `1 − 2/(e²ˣ + 1)` with a polynomial near zero.
+    pub fn tanh(&mut self, ty: Type, x: Value) -> Value {
+        let x = self.clamp(ty, x, -9.0, 9.0);
+        let z = self.b.ins().fmul(x, x);
+        let p = self.poly(ty, z, &[1.335_251e-8, 2.060_763_3e-5, 3.495_505_8e-3, 1.338_095_8e-1, 1.0]);
+        let q = self.poly(ty, z, &[7.775_705_6e-7, 3.285_496e-4, 2.587_667_5e-2, 4.671_427_3e-1, 1.0]);
+        let xp = self.b.ins().fmul(x, p);
+        let y = self.b.ins().fdiv(xp, q);
+        self.clamp(ty, y, -1.0, 1.0)
+    }
+
+    /// 1 / (1 + e⁻ˣ).
+    pub fn sigmoid(&mut self, ty: Type, x: Value) -> Value {
+        let neg = self.b.ins().fneg(x);
+        let e = self.exp(ty, neg);
+        let one = self.fconst(ty, 1.0);
+        let d = self.b.ins().fadd(e, one);
+        self.b.ins().fdiv(one, d)
+    }
+
+    /// The activation functions of the op set.
+    pub fn unary(&mut self, ty: Type, f: crate::ir::ops::UnaryFn, x: Value) -> Value {
+        use crate::ir::ops::UnaryFn;
+        match f {
+            UnaryFn::Relu => {
+                let zero = self.fconst(ty, 0.0);
+                let pos = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                self.select(ty, pos, x, zero)
+            }
+            UnaryFn::LeakyRelu(s) => {
+                let zero = self.fconst(ty, 0.0);
+                let k = self.fconst(ty, s);
+                let scaled = self.b.ins().fmul(x, k);
+                let pos = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                self.select(ty, pos, x, scaled)
+            }
+            UnaryFn::Tanh => self.tanh(ty, x),
+            UnaryFn::Sigmoid => self.sigmoid(ty, x),
+        }
+    }
+}

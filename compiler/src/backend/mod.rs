@@ -1,0 +1,3 @@
+//! Stage 9: code generation.
+
+pub mod cranelift;

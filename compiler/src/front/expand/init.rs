@@ -1,0 +1,35 @@
+//! Default weight initialisers: He (Kaiming) where the layer feeds a ReLU, Xavier
+//! (Glorot) otherwise — the pairing both papers derive.
+//!
+//! "Feeds" looks through layers that keep the activation's distribution question open:
+//! batch-norm, dropout, pooling, `add` and `concat` (a ResNet block's last conv reaches its
+//! ReLU through a batch-norm and the residual add).
+
+use crate::ir::graph::{Graph, NodeId};
+use crate::ir::init::Init;
+
+pub fn resolve(graph: &mut Graph, auto: &[(NodeId, usize)]) {
+    let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); graph.nodes.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for input in &n.inputs {
+            consumers[input.0 as usize].push(NodeId(i as u32));
+        }
+    }
+    for &(node, param) in auto {
+        let init = if feeds_relu(graph, &consumers, node) { Init::He } else { Init::Xavier };
+        graph.nodes[node.0 as usize].params[param].init = init;
+    }
+}
+
+fn feeds_relu(graph: &Graph, consumers: &[Vec<NodeId>], start: NodeId) -> bool {
+    let mut cur = start;
+    loop {
+        // Follow the path only while it is unambiguous.
+        let [next] = consumers[cur.0 as usize].as_slice() else { return false };
+        match graph.node(*next).kind_name() {
+            "relu" | "leaky_relu" => return true,
+            "batchnorm" | "dropout" | "maxpool" | "avgpool" | "add" | "concat" => cur = *next,
+            _ => return false,
+        }
+    }
+}

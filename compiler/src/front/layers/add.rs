@@ -1,0 +1,87 @@
+//! `add`: element-wise sum of tensors of one shape (residual connections). `a + b` in an
+//! expression is the same layer.
+
+use super::args::Args;
+use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use crate::ir::ops::{Op, TensorId};
+use crate::ir::shape::Shape;
+use crate::passes::lower::{Lower, batched};
+use crate::support::diagnostic::Diagnostic;
+
+pub static SPEC: LayerSpec = LayerSpec {
+    name: "add",
+    doc: "element-wise sum (residual connections); `a + b` means `add(a, b)`",
+    shape_rule: "s, s, … → s (all inputs the same shape)",
+    arity: Arity::AtLeast(2),
+    args: &[],
+    build,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Add;
+
+fn build(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(Add))
+}
+
+impl Layer for Add {
+    fn infer(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        let first = inputs[0];
+        if let Shape::Tokens { .. } = first {
+            return Err(needs_features("add", &first));
+        }
+        for (i, s) in inputs.iter().enumerate().skip(1) {
+            if *s != first {
+                return Err(ShapeError::new(
+                    format!("cannot add {first} and {s}"),
+                    "shapes differ".to_string(),
+                )
+                .blame(vec![0, i])
+                .help(projection_hint(first, *s)));
+            }
+        }
+        Ok(first)
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], output: &Shape) -> TensorId {
+        let op = Op::Add { len: cx.batch() * output.elements() as usize, inputs: inputs.len() };
+        cx.op(op, inputs.to_vec(), batched(cx.batch(), output))
+    }
+}
+
+/// For two images, suggests the 1×1 convolution that maps the larger-resolution operand to
+/// the other's shape (a ResNet projection shortcut).
+fn projection_hint(a: Shape, b: Shape) -> String {
+    match (a, b) {
+        (Shape::Image { c: ca, h: ha, w: wa }, Shape::Image { c: cb, h: hb, w: wb }) => {
+            let (from, to, (c, h, w)) =
+                if ha >= hb { ("left", "right", (cb, hb, wb)) } else { ("right", "left", (ca, ha, wa)) };
+            let (big_h, big_w) = if ha >= hb { (ha, wa) } else { (hb, wb) };
+            if big_h % h == 0 && big_w % w == 0 && big_h / h == big_w / w {
+                let s = big_h / h;
+                let stride = if s > 1 { format!(", stride: {s}") } else { String::new() };
+                format!(
+                    "project the {from} operand with `conv({c}, 1{stride}, bias: false)` so that it matches the {to} one ([{c}, {h}, {w}])"
+                )
+            } else {
+                "both operands must have the same channels, height and width".to_string()
+            }
+        }
+        _ => "both operands must have the same shape".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_a_strided_projection() {
+        let a = Shape::Image { c: 64, h: 16, w: 16 };
+        let b = Shape::Image { c: 128, h: 8, w: 8 };
+        let e = Add.infer(&[a, b]).unwrap_err();
+        assert_eq!(e.message, "cannot add [64, 16, 16] and [128, 8, 8]");
+        assert_eq!(e.blame, vec![0, 1]);
+        assert!(e.help.unwrap().contains("conv(128, 1, stride: 2, bias: false)"));
+    }
+}

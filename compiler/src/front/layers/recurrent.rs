@@ -1,0 +1,313 @@
+//! Recurrent layers over a sequence: `rnn` (Elman, tanh), `lstm` and `gru`, with PyTorch's
+//! parameter names, gate order and two bias vectors, so weights can be exchanged with it.
+
+use super::args::{ArgSpec, ArgType, ArgValue, Args};
+use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
+use crate::ir::init::Init;
+use crate::ir::ops::{Layout, Op, TensorId};
+use crate::ir::shape::Shape;
+use crate::passes::lower::{Lower, batched};
+use crate::support::diagnostic::Diagnostic;
+
+const ARGS: &[ArgSpec] = &[
+    ArgSpec::required("hidden", ArgType::Int, "size of the hidden state"),
+    ArgSpec::named(
+        "last",
+        ArgType::Bool,
+        ArgValue::Bool(false),
+        "return only the last hidden state instead of the sequence",
+    ),
+    ArgSpec::named(
+        "bias",
+        ArgType::Bool,
+        ArgValue::Bool(true),
+        "learnt biases (PyTorch's bias_ih_l0 and bias_hh_l0)",
+    ),
+    ArgSpec::optional("init", ArgType::Init, "weight initialiser (default: xavier)"),
+];
+
+const RULE: &str = "seq[t, n] → seq[t, hidden], or [hidden] with `last: true`";
+
+pub static RNN: LayerSpec = LayerSpec {
+    name: "rnn",
+    doc: "Elman recurrent layer: h = tanh(W x + U h + b)",
+    shape_rule: RULE,
+    arity: Arity::One,
+    args: ARGS,
+    build: build_rnn,
+};
+
+pub static LSTM: LayerSpec = LayerSpec {
+    name: "lstm",
+    doc: "long short-term memory (gates i, f, g, o)",
+    shape_rule: RULE,
+    arity: Arity::One,
+    args: ARGS,
+    build: build_lstm,
+};
+
+pub static GRU: LayerSpec = LayerSpec {
+    name: "gru",
+    doc: "gated recurrent unit (gates r, z, n)",
+    shape_rule: RULE,
+    arity: Arity::One,
+    args: ARGS,
+    build: build_gru,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    Rnn,
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    /// Number of stacked gate blocks in each weight matrix.
+    fn gates(self) -> u64 {
+        match self {
+            Cell::Rnn => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Cell::Rnn => "rnn",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recurrent {
+    pub cell: Cell,
+    pub hidden: u64,
+    pub last: bool,
+    pub bias: bool,
+    pub init: Option<Init>,
+}
+
+fn build_rnn(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    build(args, Cell::Rnn)
+}
+
+fn build_lstm(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    build(args, Cell::Lstm)
+}
+
+fn build_gru(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    build(args, Cell::Gru)
+}
+
+fn build(args: &Args, cell: Cell) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(Recurrent {
+        cell,
+        hidden: args.int_at_least("hidden", 1),
+        last: args.bool("last"),
+        bias: args.bool("bias"),
+        init: args.init("init"),
+    }))
+}
+
+impl Layer for Recurrent {
+    fn infer(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        match inputs[0] {
+            Shape::Seq { .. } if self.last => Ok(Shape::Vector { n: self.hidden }),
+            Shape::Seq { steps, .. } => Ok(Shape::Seq { steps, features: self.hidden }),
+            Shape::Tokens { .. } => Err(ShapeError::new(
+                format!("`{}` needs a sequence of feature vectors, found token ids", self.cell.name()),
+                "token ids",
+            )
+            .help("embed the tokens first (`|> embedding(dim)`), or declare the input as `onehot`")),
+            ref other => Err(ShapeError::new(
+                format!(
+                    "`{}` needs a sequence (`seq[t, n]`), found {} {other}",
+                    self.cell.name(),
+                    other.describe_kind()
+                ),
+                format!("input is {other}"),
+            )),
+        }
+    }
+
+    fn params(&self, inputs: &[Shape]) -> Vec<ParamSpec> {
+        let n = inputs[0].channels().unwrap_or(0);
+        let g = self.cell.gates() * self.hidden;
+        let init = Some(self.init.unwrap_or(Init::Xavier));
+        // Named as `torch.nn.RNN`, `LSTM` and `GRU` name the tensors of their one layer
+        // (gate order and formulas match too), so that weights load into them as they are.
+        let mut ps = vec![
+            ParamSpec::weight("weight_ih_l0", vec![g, n], init),
+            ParamSpec::weight("weight_hh_l0", vec![g, self.hidden], init),
+        ];
+        if self.bias {
+            for name in ["bias_ih_l0", "bias_hh_l0"] {
+                ps.push(ParamSpec {
+                    name,
+                    dims: vec![g],
+                    role: ParamRole::Trainable,
+                    init: ParamInit::Fixed(Init::Zeros),
+                });
+            }
+        }
+        ps
+    }
+
+    fn macs(&self, inputs: &[Shape], _output: &Shape) -> Option<u64> {
+        let (steps, n) = match inputs[0] {
+            Shape::Seq { steps, features } => (steps, features),
+            _ => (0, 0),
+        };
+        let g = self.cell.gates().checked_mul(self.hidden)?;
+        steps.checked_mul(g.checked_mul(n.checked_add(self.hidden)?)?)
+    }
+
+    fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], shapes: &[Shape], output: &Shape) -> TensorId {
+        let Shape::Seq { steps, features } = shapes[0] else {
+            unreachable!("checked: recurrent layers read sequences")
+        };
+        let cell = match self.cell {
+            Cell::Rnn => crate::ir::ops::Cell::Rnn,
+            Cell::Lstm => crate::ir::ops::Cell::Lstm,
+            Cell::Gru => crate::ir::ops::Cell::Gru,
+        };
+        let mut args = vec![inputs[0], cx.param(0, Layout::Transposed), cx.param(1, Layout::Transposed)];
+        if self.bias {
+            args.extend([cx.param(2, Layout::Same), cx.param(3, Layout::Same)]);
+        }
+        let r = crate::ir::ops::Recurrence {
+            cell,
+            n: cx.batch(),
+            t: steps as usize,
+            f: features as usize,
+            h: self.hidden as usize,
+            last: self.last,
+            bias: self.bias,
+        };
+        if cx.training() {
+            return unrolled(cx, &r, &args, batched(cx.batch(), output));
+        }
+        cx.op(Op::Recurrent(r), args, batched(cx.batch(), output))
+    }
+}
+
+/// The recurrence written out step by step in element-wise ops and products, for
+/// training: backpropagation through time is then the backward pass of this graph, and
+/// every step's gates stay stored for it. The input projection of all steps is still one
+/// product. Gates and their order are PyTorch's.
+fn unrolled(
+    cx: &mut Lower<'_>,
+    r: &crate::ir::ops::Recurrence,
+    args: &[TensorId],
+    dims: Vec<usize>,
+) -> TensorId {
+    use crate::ir::ops::{Cell, UnaryFn};
+    let (n, h, gh) = (r.n, r.h, r.cell.gates() * r.h);
+    let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
+    let mut xw = cx.op(Op::MatMul { m: n * r.t, k: r.f, n: gh, ta: false }, vec![x, w_ih], vec![n, r.t, gh]);
+    let per_step_bias = r.bias && r.cell == Cell::Gru;
+    if r.bias {
+        // Both biases add to the pre-activations, except GRU's hidden bias, which the
+        // reset gate multiplies.
+        let biases: &[TensorId] = if per_step_bias { &args[3..4] } else { &args[3..5] };
+        for &b in biases {
+            xw = cx.op(
+                Op::AddChannel { outer: n * r.t, channels: gh, inner: 1 },
+                vec![xw, b],
+                vec![n, r.t, gh],
+            );
+        }
+    }
+    let hd = vec![n, h];
+    let mut state = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
+    let mut cell = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
+    let mut outputs = Vec::with_capacity(r.t);
+    for step in 0..r.t {
+        let xt =
+            cx.op(Op::Slice { outer: n, total: r.t * gh, offset: step * gh, len: gh }, vec![xw], vec![n, gh]);
+        let mut hh = cx.op(Op::MatMul { m: n, k: h, n: gh, ta: false }, vec![state, w_hh], vec![n, gh]);
+        if per_step_bias {
+            hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
+        }
+        let len = n * h;
+        let gate = |cx: &mut Lower<'_>, of: TensorId, k: usize| {
+            cx.op(Op::Slice { outer: n, total: gh, offset: k * h, len: h }, vec![of], hd.clone())
+        };
+        let unary =
+            |cx: &mut Lower<'_>, f: UnaryFn, a: TensorId| cx.op(Op::Unary { len, f }, vec![a], vec![n, h]);
+        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
+            cx.op(Op::Add { len, inputs: 2 }, vec![a, b], vec![n, h])
+        };
+        let mul =
+            |cx: &mut Lower<'_>, a: TensorId, b: TensorId| cx.op(Op::Mul { len }, vec![a, b], vec![n, h]);
+        state = match r.cell {
+            Cell::Rnn => {
+                let pre = cx.op(Op::Add { len: n * gh, inputs: 2 }, vec![xt, hh], vec![n, gh]);
+                unary(cx, UnaryFn::Tanh, pre)
+            }
+            Cell::Lstm => {
+                let pre = cx.op(Op::Add { len: n * gh, inputs: 2 }, vec![xt, hh], vec![n, gh]);
+                let act = |cx: &mut Lower<'_>, k: usize, f: UnaryFn| {
+                    let g = gate(cx, pre, k);
+                    unary(cx, f, g)
+                };
+                let i = act(cx, 0, UnaryFn::Sigmoid);
+                let f = act(cx, 1, UnaryFn::Sigmoid);
+                let g = act(cx, 2, UnaryFn::Tanh);
+                let o = act(cx, 3, UnaryFn::Sigmoid);
+                let kept = mul(cx, f, cell);
+                let added = mul(cx, i, g);
+                cell = add(cx, kept, added);
+                let squashed = unary(cx, UnaryFn::Tanh, cell);
+                mul(cx, o, squashed)
+            }
+            Cell::Gru => {
+                let both = |cx: &mut Lower<'_>, k: usize| (gate(cx, xt, k), gate(cx, hh, k));
+                let (xr, hr) = both(cx, 0);
+                let (xz, hz) = both(cx, 1);
+                let (xn, hn) = both(cx, 2);
+                let pre = add(cx, xr, hr);
+                let reset = unary(cx, UnaryFn::Sigmoid, pre);
+                let pre = add(cx, xz, hz);
+                let update = unary(cx, UnaryFn::Sigmoid, pre);
+                let gated = mul(cx, reset, hn);
+                let pre = add(cx, xn, gated);
+                let candidate = unary(cx, UnaryFn::Tanh, pre);
+                // h' = (1 − z) · n + z · h = n + z · (h − n)
+                let neg = cx.op(Op::Scale { len, factor: -1.0 }, vec![candidate], hd.clone());
+                let diff = add(cx, state, neg);
+                let moved = mul(cx, update, diff);
+                add(cx, candidate, moved)
+            }
+        };
+        outputs.push(state);
+    }
+    if r.last {
+        return state;
+    }
+    cx.op(Op::Concat { outer: n, inners: vec![h; r.t] }, outputs, dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lstm_parameters_match_pytorch() {
+        // torch.nn.LSTM(65, 256): 4·256·(65 + 256) + 2·4·256 = 330,752
+        let l = Recurrent { cell: Cell::Lstm, hidden: 256, last: false, bias: true, init: None };
+        let x = Shape::Seq { steps: 64, features: 65 };
+        let total: u64 = l.params(&[x]).iter().map(ParamSpec::elements).sum();
+        assert_eq!(total, 330_752);
+        assert_eq!(l.infer(&[x]).unwrap(), Shape::Seq { steps: 64, features: 256 });
+    }
+
+    #[test]
+    fn gru_last_returns_a_vector() {
+        let l = Recurrent { cell: Cell::Gru, hidden: 32, last: true, bias: true, init: None };
+        assert_eq!(l.infer(&[Shape::Seq { steps: 5, features: 8 }]).unwrap(), Shape::Vector { n: 32 });
+    }
+}

@@ -1,0 +1,250 @@
+//! Backward ops: gradients of the forward ops, each written from its definition.
+
+use super::Real;
+use crate::ir::ops::{Hyper, Op, Reduce, UnaryFn, Window2d, dropout_keep};
+
+pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
+    match *op {
+        Op::Conv2dBackwardData { win, k, groups } => {
+            conv_taps(&win, k, groups, &mut |yi, wi, xi| out[xi] += x[0][yi] * x[1][wi])
+        }
+        Op::Conv2dBackwardWeight { win, k, groups, parts } => {
+            // Output index `yi` belongs to image yi / (k·oh·ow), which part owns.
+            let (per_image, images) = (k * win.oh * win.ow, win.n / parts);
+            let len = out.len() / parts;
+            conv_taps(&win, k, groups, &mut |yi, wi, xi| {
+                out[yi / per_image / images * len + wi] += x[0][yi] * x[1][xi]
+            })
+        }
+        Op::SumParts { parts, len } => {
+            for (i, o) in out[..len].iter_mut().enumerate() {
+                *o = T::from_f64((0..parts).map(|p| x[0][p * len + i].to_f64()).sum::<f64>());
+            }
+        }
+        Op::Pool2dBackward { win, reduce } => pool_backward(&win, reduce, x[0], x[1], out),
+        Op::BroadcastChannel { outer, channels, inner, scale } => {
+            for oc in 0..outer * channels {
+                for i in 0..inner {
+                    out[oc * inner + i] = x[0][oc] * T::from_f32(scale);
+                }
+            }
+        }
+        Op::ChannelSum { outer, channels, inner } => {
+            for (c, o) in out[..channels].iter_mut().enumerate() {
+                let s: f64 = (0..outer)
+                    .flat_map(|o| (0..inner).map(move |i| (o * channels + c) * inner + i))
+                    .map(|at| x[0][at].to_f64())
+                    .sum();
+                *o = T::from_f64(s);
+            }
+        }
+        Op::Transpose { rows, cols } => {
+            for r in 0..rows {
+                for c in 0..cols {
+                    out[c * rows + r] = x[0][r * cols + c];
+                }
+            }
+        }
+        Op::UnaryBackward { len, f } => {
+            for i in 0..len {
+                let (dy, y) = (x[0][i].to_f64(), x[1][i].to_f64());
+                let d = match f {
+                    UnaryFn::Relu => f64::from(u8::from(y > 0.0)),
+                    UnaryFn::LeakyRelu(s) => {
+                        if y > 0.0 {
+                            1.0
+                        } else {
+                            s as f64
+                        }
+                    }
+                    UnaryFn::Tanh => 1.0 - y * y,
+                    UnaryFn::Sigmoid => y * (1.0 - y),
+                };
+                out[i] = T::from_f64(dy * d);
+            }
+        }
+        Op::SoftmaxBackward { rows, cols } => {
+            for r in 0..rows {
+                let at = r * cols;
+                let dot: f64 = (0..cols).map(|c| x[0][at + c].to_f64() * x[1][at + c].to_f64()).sum();
+                for c in 0..cols {
+                    out[at + c] = T::from_f64(x[1][at + c].to_f64() * (x[0][at + c].to_f64() - dot));
+                }
+            }
+        }
+        Op::LrnBackward { n, c, hw, size, alpha, beta, k } => {
+            lrn_backward(x[0], x[1], out, (n, c, hw, size), (alpha, beta, k))
+        }
+        Op::Slice { outer, total, offset, len } => {
+            for o in 0..outer {
+                out[o * len..(o + 1) * len]
+                    .copy_from_slice(&x[0][o * total + offset..o * total + offset + len]);
+            }
+        }
+        Op::EmbeddingBackward { count, vocab, dim } => {
+            for i in 0..count {
+                let id = x[0][i].to_bits32() as usize;
+                assert!(id < vocab, "token id {id} outside the vocabulary of {vocab}");
+                for d in 0..dim {
+                    out[id * dim + d] += x[1][i * dim + d];
+                }
+            }
+        }
+        Op::DropoutBackward { len, p } => {
+            let seed = x[1][Hyper::SEED].to_bits32();
+            for i in 0..len {
+                let keep = dropout_keep(seed, i as u32, p);
+                out[i] = if keep { x[0][i] / (T::ONE - T::from_f32(p)) } else { T::ZERO };
+            }
+        }
+        Op::BatchNormBackwardReduce { outer, channels, inner, eps } => {
+            for ch in 0..channels {
+                let (mean, invstd) = moments(x[2], channels, ch, eps);
+                let (mut sum, mut dot) = (0.0f64, 0.0f64);
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let at = (o * channels + ch) * inner + i;
+                        sum += x[0][at].to_f64();
+                        dot += x[0][at].to_f64() * (x[1][at].to_f64() - mean) * invstd;
+                    }
+                }
+                out[ch] = T::from_f64(sum);
+                out[channels + ch] = T::from_f64(dot);
+            }
+        }
+        Op::BatchNormBackwardInput { outer, channels, inner, eps } => {
+            let count = (outer * inner) as f64;
+            for ch in 0..channels {
+                let (mean, invstd) = moments(x[2], channels, ch, eps);
+                let gamma = x[3][ch].to_f64();
+                let (dbeta, dgamma) = (x[4][ch].to_f64(), x[4][channels + ch].to_f64());
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let at = (o * channels + ch) * inner + i;
+                        let xhat = (x[1][at].to_f64() - mean) * invstd;
+                        let dx = gamma * invstd / count * (count * x[0][at].to_f64() - dbeta - xhat * dgamma);
+                        out[at] = T::from_f64(dx);
+                    }
+                }
+            }
+        }
+        Op::Copy { offset, len } => out.copy_from_slice(&x[0][offset..offset + len]),
+        _ => return false,
+    }
+    true
+}
+
+/// Mean and 1/√(var + eps) of channel `ch` from a `[2, channels]` moments tensor.
+fn moments<T: Real>(m: &[T], channels: usize, ch: usize, eps: f32) -> (f64, f64) {
+    (m[ch].to_f64(), 1.0 / (m[channels + ch].to_f64() + eps as f64).sqrt())
+}
+
+/// Calls `f(output_index, weight_index, input_index)` for every kernel tap of every
+/// output that lands inside the image.
+fn conv_taps(w: &Window2d, k: usize, groups: usize, f: &mut dyn FnMut(usize, usize, usize)) {
+    let (cg, kg) = (w.c / groups, k / groups);
+    for n in 0..w.n {
+        for o in 0..k {
+            let g = o / kg;
+            for oy in 0..w.oh {
+                for ox in 0..w.ow {
+                    for ci in 0..cg {
+                        let c = g * cg + ci;
+                        for i in 0..w.kh {
+                            for j in 0..w.kw {
+                                let y = (oy * w.sh + i * w.dh) as isize - w.pad[0] as isize;
+                                let xx = (ox * w.sw + j * w.dw) as isize - w.pad[2] as isize;
+                                if y < 0 || xx < 0 || y >= w.h as isize || xx >= w.w as isize {
+                                    continue;
+                                }
+                                let yi = ((n * k + o) * w.oh + oy) * w.ow + ox;
+                                let xi = ((n * w.c + c) * w.h + y as usize) * w.w + xx as usize;
+                                let wi = ((o * cg + ci) * w.kh + i) * w.kw + j;
+                                f(yi, wi, xi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pool_backward<T: Real>(w: &Window2d, reduce: Reduce, dy: &[T], x: &[T], out: &mut [T]) {
+    for nc in 0..w.n * w.c {
+        for oy in 0..w.oh {
+            for ox in 0..w.ow {
+                let g = dy[(nc * w.oh + oy) * w.ow + ox];
+                let mut taps = Vec::new();
+                for i in 0..w.kh {
+                    for j in 0..w.kw {
+                        let y = (oy * w.sh + i) as isize - w.pad[0] as isize;
+                        let xx = (ox * w.sw + j) as isize - w.pad[2] as isize;
+                        if y >= 0 && xx >= 0 && y < w.h as isize && xx < w.w as isize {
+                            taps.push((nc * w.h + y as usize) * w.w + xx as usize);
+                        }
+                    }
+                }
+                match reduce {
+                    Reduce::Max => {
+                        // The first largest input, in window order, as the forward pass.
+                        let mut best = taps[0];
+                        for &t in &taps[1..] {
+                            if x[t] > x[best] {
+                                best = t;
+                            }
+                        }
+                        out[best] += g;
+                    }
+                    Reduce::Mean => {
+                        let y0 = oy * w.sh;
+                        let x0 = ox * w.sw;
+                        let hs = (y0 + w.kh).min(w.h + w.pad[0] + w.pad[1]) - y0;
+                        let ws = (x0 + w.kw).min(w.w + w.pad[2] + w.pad[3]) - x0;
+                        let share = g / T::from_f64((hs * ws) as f64);
+                        for t in taps {
+                            out[t] += share;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gradient of y_j = x_j · d_j^(−β), d_j = k + α/size · Σ_{q ∈ window(j)} x_q².
+fn lrn_backward<T: Real>(
+    dy: &[T],
+    x: &[T],
+    out: &mut [T],
+    (n, c, hw, size): (usize, usize, usize, usize),
+    (alpha, beta, k): (f32, f32, f32),
+) {
+    let (before, after) = (size / 2, (size - 1) / 2);
+    let (alpha, beta, k) = (alpha as f64, beta as f64, k as f64);
+    for b in 0..n {
+        for p in 0..hw {
+            let at = |ch: usize| (b * c + ch) * hw + p;
+            let d: Vec<f64> = (0..c)
+                .map(|j| {
+                    let lo = j.saturating_sub(before);
+                    let hi = (j + after).min(c - 1);
+                    k + alpha / size as f64 * (lo..=hi).map(|q| x[at(q)].to_f64().powi(2)).sum::<f64>()
+                })
+                .collect();
+            for i in 0..c {
+                let mut g = dy[at(i)].to_f64() * d[i].powf(-beta);
+                // Every j whose window holds i: j in [i − after, i + before].
+                let lo = i.saturating_sub(after);
+                let hi = (i + before).min(c - 1);
+                for j in lo..=hi {
+                    g -= dy[at(j)].to_f64() * x[at(j)].to_f64() * beta * d[j].powf(-beta - 1.0) * alpha
+                        / size as f64
+                        * 2.0
+                        * x[at(i)].to_f64();
+                }
+                out[at(i)] = T::from_f64(g);
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! One backward rule per op: given the gradient `dy` of an op's output, the gradients of
+//! its inputs that need one, as new ops.
+
+use super::{AutodiffError, Grad, Piece};
+use crate::ir::ops::{Op, OpNode, TensorId};
+
+/// Emits the backward ops of `node` for output gradient `dy`; `needs[t]` says whether
+/// tensor `t` wants a gradient.
+pub(super) fn backward(
+    g: &mut Grad<'_>,
+    node: &OpNode,
+    dy: TensorId,
+    needs: &[bool],
+) -> Result<(), AutodiffError> {
+    let want = |i: usize| needs[node.inputs[i].0 as usize];
+    let x = |i: usize| node.inputs[i];
+    let dims = |g: &Grad<'_>, t: TensorId| g.graph.tensor(t).dims.clone();
+    let name = |g: &Grad<'_>, t: TensorId| format!("d {}", g.graph.tensor(t).name);
+    // The gradient of input `i` computed by `op` from `inputs`.
+    let grad_of = |g: &mut Grad<'_>, i: usize, op: Op, inputs: Vec<TensorId>| {
+        let t = x(i);
+        let (n, d) = (name(g, t), dims(g, t));
+        let grad = g.op(op, inputs, &n, d);
+        g.accumulate(t, grad);
+    };
+    match node.op {
+        Op::Conv2d { win, k, groups } => {
+            if want(0) {
+                grad_of(g, 0, Op::Conv2dBackwardData { win, k, groups }, vec![dy, x(1)]);
+            }
+            if want(1) {
+                let parts = g.weight_parts(&win, groups);
+                if parts == 1 {
+                    grad_of(g, 1, Op::Conv2dBackwardWeight { win, k, groups, parts }, vec![dy, x(0)]);
+                } else {
+                    let (w, n) = (x(1), name(g, x(1)));
+                    let mut dims = vec![parts];
+                    dims.extend(&g.graph.tensor(w).dims);
+                    let op = Op::Conv2dBackwardWeight { win, k, groups, parts };
+                    let partial = g.op(op, vec![dy, x(0)], &format!("{n} (parts)"), dims);
+                    let len = g.graph.tensor(w).len();
+                    grad_of(g, 1, Op::SumParts { parts, len }, vec![partial]);
+                }
+            }
+        }
+        Op::Pool2d { win, reduce } => {
+            if want(0) {
+                grad_of(g, 0, Op::Pool2dBackward { win, reduce }, vec![dy, x(0)]);
+            }
+        }
+        Op::GlobalAvgPool { n, c, hw } => {
+            if want(0) {
+                let op = Op::BroadcastChannel { outer: n, channels: c, inner: hw, scale: 1.0 / hw as f32 };
+                grad_of(g, 0, op, vec![dy]);
+            }
+        }
+        Op::MatMul { m, k, n, ta: false } => {
+            // y = x · w: dx = dy · wᵀ (wᵀ materialised: the product reads its right
+            // operand by rows), dw = xᵀ · dy (the left operand read transposed).
+            if want(0) {
+                let wt = g.transposed(x(1), k, n);
+                grad_of(g, 0, Op::MatMul { m, k: n, n: k, ta: false }, vec![dy, wt]);
+            }
+            if want(1) {
+                grad_of(g, 1, Op::MatMul { m: k, k: m, n, ta: true }, vec![x(0), dy]);
+            }
+        }
+        Op::AddChannel { outer, channels, inner } => {
+            if want(0) {
+                g.accumulate(x(0), dy);
+            }
+            if want(1) {
+                grad_of(g, 1, Op::ChannelSum { outer, channels, inner }, vec![dy]);
+            }
+        }
+        Op::ScaleShiftChannel { outer, channels, inner } => {
+            batchnorm(g, node, dy, needs, (outer, channels, inner))?
+        }
+        Op::Unary { len, f } => {
+            if want(0) {
+                grad_of(g, 0, Op::UnaryBackward { len, f }, vec![dy, node.output]);
+            }
+        }
+        Op::Add { .. } => {
+            for i in 0..node.inputs.len() {
+                if want(i) {
+                    g.accumulate(x(i), dy);
+                }
+            }
+        }
+        Op::Mul { len } => {
+            for (i, other) in [(0, 1), (1, 0)] {
+                if want(i) {
+                    grad_of(g, i, Op::Mul { len }, vec![dy, x(other)]);
+                }
+            }
+        }
+        Op::Scale { len, factor } => {
+            if want(0) {
+                grad_of(g, 0, Op::Scale { len, factor }, vec![dy]);
+            }
+        }
+        Op::Fill { .. } => {}
+        Op::Softmax { rows, cols } => {
+            if want(0) {
+                grad_of(g, 0, Op::SoftmaxBackward { rows, cols }, vec![dy, node.output]);
+            }
+        }
+        Op::Lrn { n, c, hw, size, alpha, beta, k } => {
+            if want(0) {
+                grad_of(g, 0, Op::LrnBackward { n, c, hw, size, alpha, beta, k }, vec![dy, x(0)]);
+            }
+        }
+        Op::Concat { outer, ref inners } => {
+            let total: usize = inners.iter().sum();
+            let mut offset = 0;
+            for (i, &len) in inners.iter().enumerate() {
+                if want(i) {
+                    grad_of(g, i, Op::Slice { outer, total, offset, len }, vec![dy]);
+                }
+                offset += len;
+            }
+        }
+        Op::Slice { outer, total, offset, len } => {
+            if want(0) {
+                g.accumulate_piece(x(0), Piece { outer, total, offset, len, grad: dy });
+            }
+        }
+        Op::Embedding { count, vocab, dim } => {
+            if want(1) {
+                grad_of(g, 1, Op::EmbeddingBackward { count, vocab, dim }, vec![x(0), dy]);
+            }
+        }
+        Op::Dropout { len, p } => {
+            if want(0) {
+                grad_of(g, 0, Op::DropoutBackward { len, p }, vec![dy, x(1)]);
+            }
+        }
+        ref op => return Err(AutodiffError::NoRule(op.name())),
+    }
+    Ok(())
+}
+
+/// Batch-norm with the batch's statistics: `y = x · scale + shift` where
+/// `[scale, shift] = fold(γ, β, moments(x))`. The gradient flows through the statistics
+/// too, so the rule is the layer's, not the affine op's.
+fn batchnorm(
+    g: &mut Grad<'_>,
+    node: &OpNode,
+    dy: TensorId,
+    needs: &[bool],
+    (outer, channels, inner): (usize, usize, usize),
+) -> Result<(), AutodiffError> {
+    let (x, folded) = (node.inputs[0], node.inputs[1]);
+    let fold = g.producer(folded).cloned();
+    let (gamma, beta, moments, eps) = match fold {
+        Some(OpNode { op: Op::BatchNormFoldTrain { eps, .. }, inputs, .. }) => {
+            (inputs[0], inputs[1], inputs[2], eps)
+        }
+        _ => return Err(AutodiffError::NoRule("scale_shift_channel")),
+    };
+    let want = |t: TensorId| needs[t.0 as usize];
+    let name = format!("d {}", g.graph.tensor(folded).name);
+    let reduced = g.op(
+        Op::BatchNormBackwardReduce { outer, channels, inner, eps },
+        vec![dy, x, moments],
+        &name,
+        vec![2, channels],
+    );
+    for (param, offset) in [(beta, 0), (gamma, channels)] {
+        if want(param) {
+            let n = format!("d {}", g.graph.tensor(param).name);
+            let grad = g.op(
+                Op::Slice { outer: 1, total: 2 * channels, offset, len: channels },
+                vec![reduced],
+                &n,
+                vec![channels],
+            );
+            g.accumulate(param, grad);
+        }
+    }
+    if want(x) {
+        let n = format!("d {}", g.graph.tensor(x).name);
+        let dims = g.graph.tensor(x).dims.clone();
+        let op = Op::BatchNormBackwardInput { outer, channels, inner, eps };
+        let dx = g.op(op, vec![dy, x, moments, gamma, reduced], &n, dims);
+        g.accumulate(x, dx);
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! Loop nests for each kind of group.
+
+use super::{Build, Operand, Step, Tail};
+use crate::ir::kernel::*;
+use crate::ir::ops::{Op, OpNode, TensorId};
+
+impl Build<'_> {
+    /// The statements of a group's kernel and how they split across threads.
+    pub(super) fn body(&mut self, nodes: &[&OpNode]) -> (Vec<Stmt>, Parallel) {
+        let first = nodes[0];
+        let out = Ptr::tensor(nodes[nodes.len() - 1].output);
+        let x = |i: usize| Ptr::tensor(first.inputs[i]);
+        match first.op {
+            Op::Conv2d { win, k, groups } => {
+                let tail = Self::steps(&nodes[1..], first.output);
+                self.conv(&win, k, groups, x(0), x(1), out, &tail)
+            }
+            Op::MatMul { m, k, n, ta } => {
+                let tail = Self::steps(&nodes[1..], first.output);
+                self.matmul(m, k, n, ta, x(0), x(1), out, &tail)
+            }
+            Op::Unary { .. } | Op::Add { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
+                let tail = Self::steps(nodes, first.inputs[0]);
+                self.map_chain(nodes, &tail, out)
+            }
+            Op::BatchNormFold { channels, eps } => {
+                use Inst::*;
+                let insts = vec![
+                    Load(x(0)),
+                    Load(x(1)),
+                    Load(x(2)),
+                    Load(x(3)),
+                    Const(eps),
+                    Bin(BinOp::Add, 3, 4),
+                    Sqrt(5),
+                    Bin(BinOp::Div, 0, 6),
+                    Store(out.clone(), 7),
+                    Bin(BinOp::Mul, 2, 7),
+                    Bin(BinOp::Sub, 1, 9),
+                    Store(out.plus(channels), 10),
+                ];
+                (vec![Stmt::Map(Map { len: channels, insts })], Parallel::Serial)
+            }
+            Op::Pool2d { win, reduce } => {
+                let n = self.var();
+                let w = window(&win);
+                let pool = Pool {
+                    src: x(0).plus_var(n, win.c * win.h * win.w),
+                    dst: out.plus_var(n, win.c * win.oh * win.ow),
+                    win: w,
+                    reduce,
+                };
+                (
+                    vec![Stmt::Loop { var: n, extent: win.n, body: vec![Stmt::Pool(pool)] }],
+                    self.parallel(win.n, win.n * win.c * win.oh * win.ow * win.kh * win.kw),
+                )
+            }
+            Op::GlobalAvgPool { n, c, hw } => {
+                let s = RowSum { src: x(0), dst: out, rows: n * c, len: hw, scale: 1.0 / hw as f32 };
+                (vec![Stmt::RowSum(s)], Parallel::Serial)
+            }
+            Op::Softmax { rows, cols } => {
+                (vec![Stmt::Softmax(Softmax { src: x(0), dst: out, rows, cols })], Parallel::Serial)
+            }
+            Op::Lrn { n, c, hw, size, alpha, beta, k } => {
+                let b = self.var();
+                let l = Lrn {
+                    src: x(0).plus_var(b, c * hw),
+                    dst: out.plus_var(b, c * hw),
+                    c,
+                    hw,
+                    size,
+                    alpha,
+                    beta,
+                    k,
+                };
+                (
+                    vec![Stmt::Loop { var: b, extent: n, body: vec![Stmt::Lrn(l)] }],
+                    self.parallel(n, n * c * hw * size),
+                )
+            }
+            Op::Concat { outer, ref inners } => {
+                let o = self.var();
+                let total: usize = inners.iter().sum();
+                let mut at = 0;
+                let mut copies = Vec::new();
+                for (i, &inner) in inners.iter().enumerate() {
+                    let insts = vec![
+                        Inst::Load(x(i).plus_var(o, inner)),
+                        Inst::Store(out.plus(at).plus_var(o, total), 0),
+                    ];
+                    copies.push(Stmt::Map(Map { len: inner, insts }));
+                    at += inner;
+                }
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: copies }],
+                    self.parallel(outer, outer * total),
+                )
+            }
+            Op::Embedding { count, vocab, dim } => {
+                let g = Gather { ids: x(0), table: x(1), dst: out, count, vocab, dim };
+                (vec![Stmt::Gather(g)], Parallel::Serial)
+            }
+            Op::Recurrent(r) => self.recurrent(&r, first, out),
+            _ => self.training(first, out),
+        }
+    }
+
+    /// A convolution per image and group: unfold the image (unless the kernel is 1×1
+    /// with stride 1 and no padding) and multiply by the weights, epilogue fused. Threads
+    /// split the images; a single image large enough to share is split into blocks of
+    /// output rows instead, each thread unfolding only its own rows.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        win: &crate::ir::ops::Window2d,
+        k: usize,
+        groups: usize,
+        x: Ptr,
+        weight: Ptr,
+        out: Ptr,
+        tail: &Tail,
+    ) -> (Vec<Stmt>, Parallel) {
+        let (ohw, kk) = (win.oh * win.ow, win.c / groups * win.kh * win.kw);
+        let work = win.n * k * ohw * kk;
+        if let Some(rows) = self.row_blocks(win, groups, work) {
+            return self.conv_rows(win, k, rows, x, weight, out, tail, work);
+        }
+        let (cg, kg) = (win.c / groups, k / groups);
+        let hw = win.h * win.w;
+        let n = self.var();
+        let g = if groups > 1 { Some(self.var()) } else { None };
+        let at_group = |p: Ptr, coef: usize| match g {
+            Some(g) => p.plus_var(g, coef),
+            None => p,
+        };
+        let image = at_group(x.plus_var(n, win.c * hw), cg * hw);
+        let out_block = at_group(out.plus_var(n, k * ohw), kg * ohw);
+        let mut stmts = Vec::new();
+        let (b, ldb) = if direct(win) {
+            (image, ohw)
+        } else {
+            let ld = unaliased(ohw);
+            let col = self.scratch(kk * ld);
+            let mut w = window(win);
+            w.c = cg;
+            stmts.push(Stmt::Im2col(Im2col { src: image, dst: col.clone(), ld, win: w, first_row: None }));
+            (col, ld)
+        };
+        let epilogue = gemm_epilogue(
+            tail,
+            |p| EInst::Row(at_group(p, kg)),
+            |t| EInst::Elem(at_group(Ptr::tensor(t).plus_var(n, k * ohw), kg * ohw), ohw),
+        );
+        stmts.push(Stmt::Gemm(Gemm {
+            m: kg,
+            n: ohw,
+            k: kk,
+            a: at_group(weight, kg * kk),
+            lda: kk,
+            ta: false,
+            b,
+            ldb,
+            c: out_block,
+            ldc: ohw,
+            epilogue,
+        }));
+        let per_image = match g {
+            Some(g) => vec![Stmt::Loop { var: g, extent: groups, body: stmts }],
+            None => stmts,
+        };
+        (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n, work))
+    }
+
+    /// A product `[m, k] · [k, n]`, split into blocks of rows across threads when it is
+    /// worth sharing; rows left over after the equal blocks form a last product that the
+    /// thread with the last block computes.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        m: usize,
+        k: usize,
+        n: usize,
+        ta: bool,
+        a: Ptr,
+        b: Ptr,
+        out: Ptr,
+        tail: &Tail,
+    ) -> (Vec<Stmt>, Parallel) {
+        // A transposed left operand is stored `[k, m]`: its rows are columns.
+        let lda = if ta { m } else { k };
+        let a_row = if ta { 1 } else { lda };
+        let gemm = |rows: usize, at: &dyn Fn(Ptr, usize) -> Ptr| -> Stmt {
+            let epilogue = gemm_epilogue(tail, EInst::Col, |t| EInst::Elem(at(Ptr::tensor(t), n), n));
+            Stmt::Gemm(Gemm {
+                m: rows,
+                n,
+                k,
+                a: at(a.clone(), a_row),
+                lda,
+                ta,
+                b: b.clone(),
+                ldb: n,
+                c: at(out.clone(), n),
+                ldc: n,
+                epilogue,
+            })
+        };
+        let work = m * n * k;
+        let blocks = self.threads.min(m / 8);
+        if self.parallel(blocks, work) == Parallel::Serial {
+            return (vec![gemm(m, &|p, _| p)], Parallel::Serial);
+        }
+        // Blocks of whole register tiles.
+        let stmts = self.blocks(m, blocks, m / blocks / 4 * 4, |_, at, rows| vec![gemm(rows, at)]);
+        (stmts, Parallel::Loop { extent: blocks })
+    }
+
+    /// Output rows per block when one image should be split across threads: the batch
+    /// is one image, the work is worth sharing, and the rows divide into at least one
+    /// block per thread of at least 32 pixels each.
+    fn row_blocks(&self, win: &crate::ir::ops::Window2d, groups: usize, work: usize) -> Option<usize> {
+        if win.n != 1 || groups != 1 || self.threads < 2 || work < super::MIN_PARALLEL_WORK {
+            return None;
+        }
+        (1..=win.oh / self.threads).rev().find(|r| win.oh.is_multiple_of(*r) && r * win.ow >= 32)
+    }
+
+    /// A one-image convolution as a loop over blocks of `rows` output rows.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_rows(
+        &mut self,
+        win: &crate::ir::ops::Window2d,
+        k: usize,
+        rows: usize,
+        x: Ptr,
+        weight: Ptr,
+        out: Ptr,
+        tail: &Tail,
+        work: usize,
+    ) -> (Vec<Stmt>, Parallel) {
+        let (ohw, kk) = (win.oh * win.ow, win.c * win.kh * win.kw);
+        let pixels = rows * win.ow;
+        let blocks = win.oh / rows;
+        let blk = self.var();
+        let mut body = Vec::new();
+        let (b, ldb) = if direct(win) {
+            (x.plus_var(blk, pixels), ohw)
+        } else {
+            let ld = unaliased(pixels);
+            let col = self.scratch(kk * ld);
+            let mut w = window(win);
+            w.oh = rows;
+            body.push(Stmt::Im2col(Im2col {
+                src: x,
+                dst: col.clone(),
+                ld,
+                win: w,
+                first_row: Some((blk, rows)),
+            }));
+            (col, ld)
+        };
+        let epilogue =
+            gemm_epilogue(tail, EInst::Row, |t| EInst::Elem(Ptr::tensor(t).plus_var(blk, pixels), ohw));
+        body.push(Stmt::Gemm(Gemm {
+            m: k,
+            n: pixels,
+            k: kk,
+            a: weight,
+            lda: kk,
+            ta: false,
+            b,
+            ldb,
+            c: out.plus_var(blk, pixels),
+            ldc: ohw,
+            epilogue,
+        }));
+        (vec![Stmt::Loop { var: blk, extent: blocks, body }], self.parallel(blocks, work))
+    }
+
+    /// A run of element-wise ops as one map, looping over channels when a per-channel
+    /// parameter is involved.
+    fn map_chain(&mut self, nodes: &[&OpNode], tail: &Tail, out: Ptr) -> (Vec<Stmt>, Parallel) {
+        let first = nodes[0];
+        let structure = nodes.iter().find_map(|n| channel_structure(n));
+        let src = Ptr::tensor(first.inputs[0]);
+        match structure {
+            None => {
+                let len = match first.op {
+                    Op::Unary { len, .. } | Op::Add { len, .. } => len,
+                    _ => unreachable!("channel ops have a structure"),
+                };
+                let insts = map_insts(tail, src, |_, p| Inst::Load(p), |t| Inst::Load(Ptr::tensor(t)), out);
+                (vec![Stmt::Map(Map { len, insts })], Parallel::Serial)
+            }
+            Some((outer, channels, 1)) => {
+                // Channel parameters vary along the map: load them as vectors.
+                let o = self.var();
+                let row = |p: Ptr| p.plus_var(o, channels);
+                let insts = map_insts(
+                    tail,
+                    row(src),
+                    |_, p| Inst::Load(p),
+                    |t| Inst::Load(row(Ptr::tensor(t))),
+                    row(out),
+                );
+                let map = Stmt::Map(Map { len: channels, insts });
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: vec![map] }],
+                    self.parallel(outer, outer * channels),
+                )
+            }
+            Some((outer, channels, inner)) => {
+                let (o, c) = (self.var(), self.var());
+                let at = |p: Ptr| p.plus_var(o, channels * inner).plus_var(c, inner);
+                let insts = map_insts(
+                    tail,
+                    at(src),
+                    |_, p| Inst::Bcast(p.plus_var(c, 1)),
+                    |t| Inst::Load(at(Ptr::tensor(t))),
+                    at(out),
+                );
+                let map = Stmt::Map(Map { len: inner, insts });
+                let inner_loop = Stmt::Loop { var: c, extent: channels, body: vec![map] };
+                (
+                    vec![Stmt::Loop { var: o, extent: outer, body: vec![inner_loop] }],
+                    self.parallel(outer, outer * channels * inner),
+                )
+            }
+        }
+    }
+}
+
+/// The `[outer, channels, inner]` structure of a per-channel op (fusion only groups
+/// channel ops that agree on it).
+fn channel_structure(node: &OpNode) -> Option<(usize, usize, usize)> {
+    match node.op {
+        Op::AddChannel { outer, channels, inner } | Op::ScaleShiftChannel { outer, channels, inner } => {
+            Some((outer, channels, inner))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a convolution reads its input directly as the product's right operand (a
+/// 1×1 kernel, stride 1, no padding: the image is already `[channels, pixels]`).
+pub(super) fn direct(win: &crate::ir::ops::Window2d) -> bool {
+    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && win.pad == [0; 4]
+}
+
+/// A row stride (in floats) for `n` columns that is not a multiple of 1 KiB floats: rows
+/// 4 KiB apart map to the same L1 sets, so a product walking down a column panel of such
+/// a matrix would evict its own panel.
+pub(super) fn unaliased(n: usize) -> usize {
+    let padded = n.div_ceil(8) * 8;
+    if padded % 256 < 8 || padded % 256 > 248 { padded + 8 } else { padded }
+}
+
+pub(super) fn window(w: &crate::ir::ops::Window2d) -> Window {
+    Window {
+        c: w.c,
+        h: w.h,
+        w: w.w,
+        kh: w.kh,
+        kw: w.kw,
+        sh: w.sh,
+        sw: w.sw,
+        dh: w.dh,
+        dw: w.dw,
+        pad: w.pad,
+        oh: w.oh,
+        ow: w.ow,
+    }
+}
+
+/// The epilogue of a matrix product: the accumulator through each step.
+/// `channel` makes a per-channel parameter operand, `same` a same-shaped tensor operand.
+pub(super) fn gemm_epilogue(
+    tail: &Tail,
+    channel: impl Fn(Ptr) -> EInst,
+    same: impl Fn(TensorId) -> EInst,
+) -> Vec<EInst> {
+    if tail.is_empty() {
+        return Vec::new();
+    }
+    let mut e = vec![EInst::Acc];
+    let operand = |e: &mut Vec<EInst>, o: &Operand| {
+        e.push(match o {
+            Operand::Channel(t, off) => channel(Ptr::tensor(*t).plus(*off)),
+            Operand::Same(t) => same(*t),
+        });
+        e.len() - 1
+    };
+    for (a, b, step) in tail {
+        let cur = e.len() - 1;
+        match step {
+            Step::Unary(f) => e.push(EInst::Unary(*f, cur)),
+            Step::Add => {
+                let x = operand(&mut e, a.as_ref().expect("add has an operand"));
+                e.push(EInst::Bin(BinOp::Add, cur, x));
+            }
+            Step::ScaleShift => {
+                let s = operand(&mut e, a.as_ref().expect("scale"));
+                let t = operand(&mut e, b.as_ref().expect("shift"));
+                e.push(EInst::Bin(BinOp::Mul, cur, s));
+                let scaled = e.len() - 1;
+                e.push(EInst::Bin(BinOp::Add, scaled, t));
+            }
+        }
+    }
+    e
+}
+
+/// A map program: load `src`, apply each step, store to `dst`.
+pub(super) fn map_insts(
+    tail: &Tail,
+    src: Ptr,
+    channel: impl Fn(usize, Ptr) -> Inst,
+    same: impl Fn(TensorId) -> Inst,
+    dst: Ptr,
+) -> Vec<Inst> {
+    let mut m = vec![Inst::Load(src)];
+    let operand = |m: &mut Vec<Inst>, o: &Operand| {
+        m.push(match o {
+            Operand::Channel(t, off) => channel(*off, Ptr::tensor(*t).plus(*off)),
+            Operand::Same(t) => same(*t),
+        });
+        m.len() - 1
+    };
+    for (a, b, step) in tail {
+        let cur = m.len() - 1;
+        match step {
+            Step::Unary(f) => m.push(Inst::Unary(*f, cur)),
+            Step::Add => {
+                let x = operand(&mut m, a.as_ref().expect("add has an operand"));
+                m.push(Inst::Bin(BinOp::Add, cur, x));
+            }
+            Step::ScaleShift => {
+                let s = operand(&mut m, a.as_ref().expect("scale"));
+                let t = operand(&mut m, b.as_ref().expect("shift"));
+                m.push(Inst::Bin(BinOp::Mul, cur, s));
+                let scaled = m.len() - 1;
+                m.push(Inst::Bin(BinOp::Add, scaled, t));
+            }
+        }
+    }
+    let last = m.len() - 1;
+    m.push(Inst::Store(dst, last));
+    m
+}

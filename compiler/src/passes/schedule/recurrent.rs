@@ -1,0 +1,144 @@
+//! Recurrent layers as one kernel: per block of sequences, the input projection for all
+//! steps as one matrix product, then a loop over time whose body is the recurrent
+//! product and the gate arithmetic — all in generated code.
+
+use super::Build;
+use crate::ir::kernel::*;
+use crate::ir::ops::{Cell, OpNode, Recurrence, UnaryFn};
+
+/// Sequences processed together: the largest of 4, 2, 1 dividing the batch, so that each
+/// block's recurrent product fills a register tile's rows and blocks run independently.
+fn block_rows(n: usize) -> usize {
+    [4, 2, 1].into_iter().find(|b| n.is_multiple_of(*b)).unwrap_or(1)
+}
+
+impl Build<'_> {
+    pub(super) fn recurrent(&mut self, r: &Recurrence, node: &OpNode, out: Ptr) -> (Vec<Stmt>, Parallel) {
+        let rb = block_rows(r.n);
+        let blocks = r.n / rb;
+        let (h, g) = (r.h, r.cell.gates() * r.h);
+        let x = Ptr::tensor(node.inputs[0]);
+        let (w_ih, w_hh) = (Ptr::tensor(node.inputs[1]), Ptr::tensor(node.inputs[2]));
+        let bias = |i: usize| r.bias.then(|| Ptr::tensor(node.inputs[i]));
+        let (b_ih, b_hh) = (bias(3), bias(4));
+        let proj = self.scratch(rb * r.t * g);
+        let hidden_proj = self.scratch(rb * g);
+        let state = self.scratch(rb * h);
+        let cell = (r.cell == Cell::Lstm).then(|| self.scratch(rb * h));
+        let (blk, t, row) = (self.var(), self.var(), self.var());
+
+        let with_bias = |b: Option<Ptr>| match b {
+            Some(b) => vec![EInst::Acc, EInst::Col(b), EInst::Bin(BinOp::Add, 0, 1)],
+            None => Vec::new(),
+        };
+        let mut block = vec![Stmt::Gemm(Gemm {
+            m: rb * r.t,
+            n: g,
+            k: r.f,
+            a: x.plus_var(blk, rb * r.t * r.f),
+            lda: r.f,
+            ta: false,
+            b: w_ih,
+            ldb: g,
+            c: proj.clone(),
+            ldc: g,
+            epilogue: with_bias(b_ih),
+        })];
+        let mut zero = vec![Inst::Const(0.0), Inst::Store(state.clone(), 0)];
+        if let Some(c) = &cell {
+            zero.push(Inst::Store(c.clone(), 0));
+        }
+        block.push(Stmt::Map(Map { len: rb * h, insts: zero }));
+
+        // The gates of sequence `row` at step `t`: input part from `proj`, hidden part
+        // from `hidden_proj`, one vector of `h` per gate.
+        let p = |gate: usize| Inst::Load(proj.plus(gate * h).plus_var(row, r.t * g).plus_var(t, g));
+        let q = |gate: usize| Inst::Load(hidden_proj.plus(gate * h).plus_var(row, g));
+        let st = state.plus_var(row, h);
+        use BinOp::*;
+        use Inst::*;
+        let mut insts = match r.cell {
+            // h = tanh(p₀ + q₀)
+            Cell::Rnn => vec![p(0), q(0), Bin(Add, 0, 1), Unary(UnaryFn::Tanh, 2)],
+            // i, f, g, o = σ, σ, tanh, σ of p + q; c = f·c + i·g; h = o·tanh(c)
+            Cell::Lstm => {
+                let c = cell.as_ref().expect("lstm has a cell state").plus_var(row, h);
+                vec![
+                    p(0),
+                    q(0),
+                    Bin(Add, 0, 1),
+                    Unary(UnaryFn::Sigmoid, 2), // 3: i
+                    p(1),
+                    q(1),
+                    Bin(Add, 4, 5),
+                    Unary(UnaryFn::Sigmoid, 6), // 7: f
+                    p(2),
+                    q(2),
+                    Bin(Add, 8, 9),
+                    Unary(UnaryFn::Tanh, 10), // 11: g
+                    p(3),
+                    q(3),
+                    Bin(Add, 12, 13),
+                    Unary(UnaryFn::Sigmoid, 14), // 15: o
+                    Load(c.clone()),
+                    Bin(Mul, 7, 16),
+                    Bin(Mul, 3, 11),
+                    Bin(Add, 17, 18), // 19: c'
+                    Store(c, 19),
+                    Unary(UnaryFn::Tanh, 19),
+                    Bin(Mul, 15, 21), // 22: h
+                ]
+            }
+            // r, z = σ of p + q; n = tanh(p₂ + r·q₂); h = n + z·(h − n)
+            Cell::Gru => vec![
+                p(0),
+                q(0),
+                Bin(Add, 0, 1),
+                Unary(UnaryFn::Sigmoid, 2), // 3: r
+                p(1),
+                q(1),
+                Bin(Add, 4, 5),
+                Unary(UnaryFn::Sigmoid, 6), // 7: z
+                p(2),
+                q(2),
+                Bin(Mul, 3, 9),
+                Bin(Add, 8, 10),
+                Unary(UnaryFn::Tanh, 11), // 12: n
+                Load(st.clone()),
+                Bin(Sub, 13, 12),
+                Bin(Mul, 7, 14),
+                Bin(Add, 12, 15), // 16: h
+            ],
+        };
+        let new_h = insts.len() - 1;
+        insts.push(Store(st, new_h));
+        if !r.last {
+            insts.push(Store(out.plus_var(blk, rb * r.t * h).plus_var(row, r.t * h).plus_var(t, h), new_h));
+        }
+        let step = vec![
+            Stmt::Gemm(Gemm {
+                m: rb,
+                n: g,
+                k: h,
+                a: state.clone(),
+                lda: h,
+                ta: false,
+                b: w_hh,
+                ldb: g,
+                c: hidden_proj,
+                ldc: g,
+                epilogue: with_bias(b_hh),
+            }),
+            Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts })] },
+        ];
+        block.push(Stmt::Loop { var: t, extent: r.t, body: step });
+        if r.last {
+            let copy = vec![Load(state), Store(out.plus_var(blk, rb * h), 0)];
+            block.push(Stmt::Map(Map { len: rb * h, insts: copy }));
+        }
+        (
+            vec![Stmt::Loop { var: blk, extent: blocks, body: block }],
+            self.parallel(blocks, r.n * r.t * g * (r.f + h)),
+        )
+    }
+}
