@@ -1,7 +1,7 @@
 //! The language reference covers every layer, argument and train setting the compiler
 //! knows, so adding a layer without documenting it fails here.
 
-use nnc_compiler::front::layers::KINDS;
+use nnc_compiler::front::layers::kinds;
 use nnc_compiler::front::train::SETTINGS;
 
 fn reference() -> String {
@@ -21,7 +21,7 @@ fn section<'a>(doc: &'a str, layer: &str) -> Option<&'a str> {
 #[test]
 fn every_layer_and_argument_is_documented() {
     let doc = reference();
-    for kind in KINDS {
+    for kind in kinds() {
         let text = section(&doc, kind.name).unwrap_or_else(|| panic!("no section for `{}`", kind.name));
         for arg in kind.args {
             // Layers documented together (`avgpool` "as for `maxpool`") may defer their table.
@@ -70,4 +70,31 @@ fn the_readme_tour_is_current() {
     let plan =
         nnc_compiler::report::plan::Plan::new(g, &model.sources, 1, 2, model.train_config(&g.name).cloned());
     assert!(readme.contains(&plan.to_string()), "README shows an outdated plan:\n{plan}");
+}
+
+/// The architecture page names every module of the stage folders (and the driver), so
+/// that a new stage or a moved one cannot leave it behind.
+#[test]
+fn the_architecture_page_names_every_stage_module() {
+    let doc = std::fs::read_to_string("docs/architecture.md").unwrap();
+    let mut missing = Vec::new();
+    for dir in ["front", "ir", "passes", "backend", "report", "support"] {
+        assert!(doc.contains(&format!("compiler/src/{dir}/")), "`compiler/src/{dir}/` is not named");
+        for entry in std::fs::read_dir(format!("compiler/src/{dir}")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name == "mod.rs" {
+                continue;
+            }
+            let shown = if name.ends_with(".rs") { name.clone() } else { format!("{name}/") };
+            if !doc.contains(&shown) {
+                missing.push(format!("{dir}/{shown}"));
+            }
+        }
+    }
+    for file in ["pipeline.rs", "lib.rs"] {
+        if !doc.contains(file) {
+            missing.push(file.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "docs/architecture.md does not name: {missing:?}");
 }

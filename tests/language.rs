@@ -188,3 +188,32 @@ fn byte_order_marks_are_skipped() {
     assert_eq!(output(g), "[2]");
     assert_eq!(model.sources.location(g.span), format!("{}:3:9", main.display()));
 }
+
+#[test]
+fn element_wise_layers_and_products() {
+    let g = net(
+        "network m(x: [8, 6, 6]) {\n    let y = x |> conv(8, 3, pad: 1) |> hardswish\n    let g = x |> conv(8, 1) |> sigmoid\n    mul(y * g, x) |> relu6 |> clamp(-1, 2.5) |> gelu |> global_avgpool |> flatten |> dense(3)\n}",
+    );
+    let kinds: Vec<&str> = g.nodes.iter().map(|n| n.kind_name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "input",
+            "conv",
+            "hardswish",
+            "conv",
+            "sigmoid",
+            "mul",
+            "mul",
+            "relu6",
+            "clamp",
+            "gelu",
+            "global_avgpool",
+            "flatten",
+            "dense"
+        ]
+    );
+    // Weights feeding hard-swish default to He initialisation, as for ReLU.
+    let conv = g.params().find(|p| p.name == "conv1.weight").unwrap();
+    assert_eq!(conv.init, Init::He);
+}

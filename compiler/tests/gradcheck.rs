@@ -184,3 +184,15 @@ fn embedding_and_mean_squared_error() {
     let src = "network n(x: seq[6] of tokens(10)) { x |> embedding(4) |> lstm(3, last: true) |> dense(2) }";
     check("embedding", src, 2, Loss::MeanSquaredError, 40);
 }
+
+/// Element-wise products and a GELU: backward ops derived from their formulas, through a
+/// whole network (the kinked activations are checked op by op, away from their kinks).
+#[test]
+fn gated_block_with_gelu_and_mul() {
+    let src = "network n(x: [2, 5, 5]) {
+        let y = x |> conv(3, 3, pad: 1) |> gelu
+        let g = x |> conv(3, 1) |> sigmoid
+        mul(y * g, y) |> global_avgpool |> flatten |> dense(4)
+    }";
+    check("gated", src, 3, Loss::CrossEntropy, 60);
+}

@@ -2,8 +2,9 @@
 
 mod common;
 
+use nnc_compiler::front::layers::activation::Activation;
 use nnc_compiler::ir::kernel::Stmt;
-use nnc_compiler::ir::ops::{Op, UnaryFn};
+use nnc_compiler::ir::ops::Op;
 use nnc_compiler::passes::schedule::schedule;
 use nnc_compiler::pipeline;
 use nnc_runtime::exec::{Error, Executable};
@@ -12,7 +13,7 @@ use nnc_runtime::exec::{Error, Executable};
 fn a_write_past_the_end_is_reported() {
     let mut b = common::Builder::new(1);
     let x = b.input(vec![8]);
-    b.op(Op::Unary { len: 8, f: UnaryFn::Relu }, vec![x], vec![8]);
+    b.op(Op::Elementwise { len: 8, f: Activation::Relu.function() }, vec![x], vec![8]);
     let mut program = schedule(&b.graph, 1);
     // Sabotage the map: one element more than the buffer holds.
     let Stmt::Map(map) = &mut program.kernels[0].body[0] else { panic!("expected a map") };

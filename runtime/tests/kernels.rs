@@ -5,7 +5,8 @@
 mod common;
 
 use common::{Builder, assert_agree, run_both, window};
-use nnc_compiler::ir::ops::{Cell, Op, Recurrence, Reduce, UnaryFn};
+use nnc_compiler::front::layers::activation::EXAMPLES;
+use nnc_compiler::ir::ops::{Cell, Elementwise, Op, Recurrence, Reduce};
 use proptest::prelude::*;
 
 /// Checks on one thread, and split across two and three (scratch copies per thread,
@@ -23,7 +24,7 @@ proptest! {
         h in 1usize..12, w in prop_oneof![4 => 1usize..12, 1 => 33usize..80], k in (1usize..5, 1usize..5),
         s in (1usize..3, 1usize..3),
         d in (1usize..3, 1usize..3), pad in prop::array::uniform4(0usize..3),
-        bias in any::<bool>(), bn in any::<bool>(), act in 0usize..3, residual in any::<bool>(), seed in any::<u64>(),
+        bias in any::<bool>(), bn in any::<bool>(), act in 0..EXAMPLES.len(), residual in any::<bool>(), seed in any::<u64>(),
     ) {
         let (c, kk) = (cg * groups, kg * groups);
         let Some(win) = window(n, c, h, w, k, s, d, pad, false) else { return Ok(()) };
@@ -43,23 +44,21 @@ proptest! {
         }
         if residual {
             let other = b.input(dims.clone());
-            y = b.op(Op::Add { len: n * kk * inner, inputs: 2 }, vec![y, other], dims.clone());
+            y = b.op(Op::Elementwise { len: n * kk * inner, f: Elementwise::add(2) }, vec![y, other], dims.clone());
         }
-        let f = [UnaryFn::Relu, UnaryFn::Tanh, UnaryFn::LeakyRelu(0.1)][act];
-        b.op(Op::Unary { len: n * kk * inner, f }, vec![y], dims);
+        b.op(Op::Elementwise { len: n * kk * inner, f: EXAMPLES[act].function() }, vec![y], dims);
         check("conv", b, seed);
     }
 
     #[test]
-    fn matmul_with_bias_and_activation(m in 1usize..19, k in 1usize..40, n in 1usize..40, act in 0usize..4, seed in any::<u64>()) {
+    fn matmul_with_bias_and_activation(m in 1usize..19, k in 1usize..40, n in 1usize..40, act in 0..EXAMPLES.len(), seed in any::<u64>()) {
         let mut b = Builder::new(m);
         let x = b.input(vec![m, k]);
         let w = b.param("w", vec![k, n], 0.5);
         let bias = b.param("b", vec![n], 0.5);
         let y = b.op(Op::MatMul { m, k, n, ta: false }, vec![x, w], vec![m, n]);
         let y = b.op(Op::AddChannel { outer: m, channels: n, inner: 1 }, vec![y, bias], vec![m, n]);
-        let f = [UnaryFn::Relu, UnaryFn::Tanh, UnaryFn::Sigmoid, UnaryFn::LeakyRelu(0.01)][act];
-        b.op(Op::Unary { len: m * n, f }, vec![y], vec![m, n]);
+        b.op(Op::Elementwise { len: m * n, f: EXAMPLES[act].function() }, vec![y], vec![m, n]);
         check("matmul", b, seed);
     }
 
@@ -78,16 +77,16 @@ proptest! {
     }
 
     #[test]
-    fn element_wise_maps(len in 1usize..70, f in 0usize..4, scale in 0.1f64..20.0, seed in any::<u64>()) {
+    fn element_wise_maps(len in 1usize..70, f in 0..EXAMPLES.len(), scale in 0.1f64..20.0, seed in any::<u64>()) {
         let mut b = Builder::new(1);
         let x = b.input(vec![len]);
         let y = b.input(vec![len]);
-        let s = b.op(Op::Add { len, inputs: 2 }, vec![x, y], vec![len]);
-        let f = [UnaryFn::Relu, UnaryFn::Tanh, UnaryFn::Sigmoid, UnaryFn::LeakyRelu(0.2)][f];
+        let s = b.op(Op::Elementwise { len, f: Elementwise::add(2) }, vec![x, y], vec![len]);
+        let f = EXAMPLES[f].function();
         // Scale the inputs up to reach the polynomials' outer ranges.
         let k = b.param("k", vec![2, 1], scale);
         let t = b.op(Op::ScaleShiftChannel { outer: 1, channels: 1, inner: len }, vec![s, k], vec![len]);
-        b.op(Op::Unary { len, f }, vec![t], vec![len]);
+        b.op(Op::Elementwise { len, f }, vec![t], vec![len]);
         check("map", b, seed);
     }
 
@@ -101,7 +100,7 @@ proptest! {
         let var = b.param("running_var", vec![channels], 1.0);
         let fold = b.op(Op::BatchNormFold { channels, eps: 1e-5 }, vec![gamma, beta, mean, var], vec![2, channels]);
         let y = b.op(Op::ScaleShiftChannel { outer, channels, inner }, vec![x, fold], vec![outer, channels, inner]);
-        b.op(Op::Unary { len: outer * channels * inner, f: UnaryFn::Relu }, vec![y], vec![outer, channels, inner]);
+        b.op(Op::Elementwise { len: outer * channels * inner, f: EXAMPLES[0].function() }, vec![y], vec![outer, channels, inner]);
         check("batchnorm", b, seed);
     }
 
@@ -187,8 +186,12 @@ fn single_image_convolutions_split_by_rows() {
         let dims = vec![1, k, win.oh, win.ow];
         let y = b.op(Op::Conv2d { win, k, groups: 1 }, vec![x, weight], dims.clone());
         let residual = b.input(dims.clone());
-        let y = b.op(Op::Add { len: k * win.oh * win.ow, inputs: 2 }, vec![y, residual], dims.clone());
-        b.op(Op::Unary { len: k * win.oh * win.ow, f: UnaryFn::Relu }, vec![y], dims);
+        let y = b.op(
+            Op::Elementwise { len: k * win.oh * win.ow, f: Elementwise::add(2) },
+            vec![y, residual],
+            dims.clone(),
+        );
+        b.op(Op::Elementwise { len: k * win.oh * win.ow, f: EXAMPLES[0].function() }, vec![y], dims);
         let listing = nnc_compiler::passes::schedule::schedule(&b.graph, threads).to_string();
         assert!(listing.contains("threads split"), "not split:\n{listing}");
         for seed in [2, 3] {

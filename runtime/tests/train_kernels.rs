@@ -13,8 +13,10 @@
 mod common;
 
 use common::{Builder, Written, assert_agree, run_all, window};
+use nnc_compiler::front::layers::activation::{Activation, EXAMPLES};
 use nnc_compiler::ir::kernel::{Kernel, Parallel};
-use nnc_compiler::ir::ops::{Op, Reduce, TensorId, UnaryFn, UpdateRule, Window2d};
+use nnc_compiler::ir::ops::elementwise::{Derivative, Source};
+use nnc_compiler::ir::ops::{Elementwise, Op, Reduce, TensorId, UpdateRule, Window2d};
 use nnc_compiler::passes::schedule::schedule;
 use proptest::prelude::*;
 
@@ -144,18 +146,28 @@ fn product_and_scale(len: usize, factor: f32) -> Builder {
     let mut b = Builder::new(1);
     let x = b.input(vec![len]);
     let y = b.input(vec![len]);
-    b.op(Op::Mul { len }, vec![x, y], vec![len]);
-    b.op(Op::Scale { len, factor }, vec![x], vec![len]);
+    b.op(Op::Elementwise { len, f: Elementwise::mul() }, vec![x, y], vec![len]);
+    b.op(Op::Elementwise { len, f: Elementwise::scale(factor) }, vec![x], vec![len]);
     b
 }
 
-/// An activation's backward pass, fed the forward activation's real output.
-fn unary_backward(len: usize, f: UnaryFn) -> Builder {
+/// An activation's derived backward op, fed the forward activation's real input and
+/// output.
+fn unary_backward(len: usize, a: Activation) -> Builder {
     let mut b = Builder::new(1);
     let x = b.input(vec![len]);
-    let y = b.op(Op::Unary { len, f }, vec![x], vec![len]);
+    let f = a.function();
+    let y = b.op(Op::Elementwise { len, f: f.clone() }, vec![x], vec![len]);
     let dy = b.input(vec![len]);
-    b.op(Op::UnaryBackward { len, f }, vec![dy, y], vec![len]);
+    let Derivative::Program(df, sources) = f.derivative(0) else {
+        panic!("{} has a derivative program", a.name())
+    };
+    let mut inputs = vec![dy];
+    inputs.extend(sources.iter().map(|s| match s {
+        Source::Output => y,
+        Source::Input(_) => x,
+    }));
+    b.op(Op::Elementwise { len, f: df }, inputs, vec![len]);
     b
 }
 
@@ -233,7 +245,7 @@ fn update(len: usize, rule: UpdateRule, split: usize) -> Builder {
         let dy = b.input(vec![part]);
         let g = b.activation(vec![part]);
         b.place(g, grads, offset);
-        b.op_aux(Op::Scale { len: part, factor: 0.5 }, vec![dy], g, Vec::new());
+        b.op_aux(Op::Elementwise { len: part, f: Elementwise::scale(0.5) }, vec![dy], g, Vec::new());
     }
     b.op(Op::SumSquares { len }, vec![grads], vec![1]);
     let hyper = b.hyper();
@@ -331,9 +343,8 @@ proptest! {
     }
 
     #[test]
-    fn activation_backward(len in prop_oneof![4 => 1usize..300, 1 => 16_384usize..20_000], f in 0usize..4, seed in any::<u64>()) {
-        let f = [UnaryFn::Relu, UnaryFn::LeakyRelu(0.1), UnaryFn::Tanh, UnaryFn::Sigmoid][f];
-        check("activation backward", &unary_backward(len, f), seed);
+    fn activation_backward(len in prop_oneof![4 => 1usize..300, 1 => 16_384usize..20_000], f in 0..EXAMPLES.len(), seed in any::<u64>()) {
+        check("activation backward", &unary_backward(len, EXAMPLES[f]), seed);
     }
 
     #[test]
@@ -419,7 +430,7 @@ fn large_shapes_split_across_threads() {
         (broadcast_and_channel_sum(big, 0.5), &["broadcast_channel", "channel_sum"]),
         (lrn_backward((3, 16, 1200), 5), &["lrn_backward"]),
         (data_movement(400, 400, 7, 350), &["slice"]),
-        (unary_backward(50_003, UnaryFn::Tanh), &["tanh_backward"]),
+        (unary_backward(50_003, Activation::Tanh), &["tanh_backward"]),
         (broadcast_and_channel_sum((400, 1030, 1), 1.0), &["channel_sum"]),
         (
             batchnorm_backward(big),

@@ -313,7 +313,7 @@ impl<'a> Checker<'_, 'a, '_> {
             self.used.insert(*at);
             self.diagnostics.push(not_callable(name, c.name.span));
         } else if !BUILTINS.contains(&name) && !CTORS.contains(&name) {
-            let mut candidates: Vec<&str> = layers::KINDS.iter().map(|k| k.name).collect();
+            let mut candidates: Vec<&str> = layers::kinds().map(|k| k.name).collect();
             candidates.extend(self.items.blocks.keys().copied());
             candidates.extend(BUILTINS);
             self.diagnostics.push(unknown_callable(name, c.name.span, candidates));

@@ -211,8 +211,9 @@ impl Emit<'_, '_> {
                     self.load(ty, at, (r * ld * 4) as i32 + col, Some(p))
                 }
                 EInst::Const(c) => self.fconst(ty, *c),
-                EInst::Unary(f, a) => self.unary(ty, *f, vals[*a]),
+                EInst::Prim(p, a) => self.prim(ty, *p, vals[*a]),
                 EInst::Bin(op, a, b) => self.bin(ty, *op, vals[*a], vals[*b]),
+                EInst::Select(c, a, b, t, f) => self.choose(ty, *c, vals[*a], vals[*b], vals[*t], vals[*f]),
             };
             vals.push(v);
         }

@@ -3,8 +3,8 @@
 //! programs and sum their last value.
 
 use super::emit::{Addr, Emit, F32, F32X4};
-use crate::ir::kernel::{BinOp, Inst, Map, Reduce};
-use crate::ir::ops::{UnaryFn, dropout_threshold};
+use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Reduce};
+use crate::ir::ops::dropout_threshold;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 
@@ -133,10 +133,11 @@ impl Emit<'_, '_> {
                 }
                 Inst::Bcast(_) => bcast[k],
                 Inst::Const(c) => Some(self.fconst(ty, *c)),
-                Inst::Unary(f, a) => Some(self.unary(ty, *f, operand(*a))),
-                Inst::Sqrt(a) => Some(self.b.ins().sqrt(operand(*a))),
+                Inst::Prim(p, a) => Some(self.prim(ty, *p, operand(*a))),
                 Inst::Bin(op, a, b) => Some(self.bin(ty, *op, operand(*a), operand(*b))),
-                Inst::Grad(f, a) => Some(self.derivative(ty, *f, operand(*a))),
+                Inst::Select(c, a, b, t, f) => {
+                    Some(self.choose(ty, *c, operand(*a), operand(*b), operand(*t), operand(*f)))
+                }
                 Inst::Keep { p, .. } => {
                     let seed = bcast[k].expect("the seed is loaded before the loop");
                     Some(self.keep(ty, seed, i, iota, *p))
@@ -153,28 +154,14 @@ impl Emit<'_, '_> {
         vals
     }
 
-    /// An activation's derivative from its output `y`.
-    fn derivative(&mut self, ty: Type, f: UnaryFn, y: Value) -> Value {
-        let one = self.fconst(ty, 1.0);
-        match f {
-            UnaryFn::Relu | UnaryFn::LeakyRelu(_) => {
-                let zero = self.fconst(ty, 0.0);
-                let pos = self.b.ins().fcmp(FloatCC::GreaterThan, y, zero);
-                let neg = match f {
-                    UnaryFn::LeakyRelu(s) => self.fconst(ty, s),
-                    _ => zero,
-                };
-                self.select(ty, pos, one, neg)
-            }
-            UnaryFn::Tanh => {
-                let sq = self.b.ins().fmul(y, y);
-                self.b.ins().fsub(one, sq)
-            }
-            UnaryFn::Sigmoid => {
-                let rest = self.b.ins().fsub(one, y);
-                self.b.ins().fmul(y, rest)
-            }
-        }
+    /// `if a cmp b { t } else { f }`.
+    pub fn choose(&mut self, ty: Type, cmp: Cmp, a: Value, b: Value, t: Value, f: Value) -> Value {
+        let cc = match cmp {
+            Cmp::Gt => FloatCC::GreaterThan,
+            Cmp::Lt => FloatCC::LessThan,
+        };
+        let cond = self.b.ins().fcmp(cc, a, b);
+        self.select(ty, cond, t, f)
     }
 
     /// Dropout's multiplier for element `i` (lanes `i..i + 4` for vectors): the hash of
@@ -217,7 +204,8 @@ impl Emit<'_, '_> {
             BinOp::Sub => self.b.ins().fsub(a, b),
             BinOp::Mul => self.b.ins().fmul(a, b),
             BinOp::Div => self.b.ins().fdiv(a, b),
-            BinOp::Max => self.max(ty, a, b),
+            BinOp::Max => self.choose(ty, Cmp::Gt, a, b, a, b),
+            BinOp::Min => self.choose(ty, Cmp::Lt, a, b, a, b),
         }
     }
 }

@@ -146,24 +146,69 @@ impl Emit<'_, '_> {
         self.b.ins().fdiv(one, d)
     }
 
-    /// The activation functions of the op set.
-    pub fn unary(&mut self, ty: Type, f: crate::ir::ops::UnaryFn, x: Value) -> Value {
-        use crate::ir::ops::UnaryFn;
-        match f {
-            UnaryFn::Relu => {
-                let zero = self.fconst(ty, 0.0);
-                let pos = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                self.select(ty, pos, x, zero)
-            }
-            UnaryFn::LeakyRelu(s) => {
-                let zero = self.fconst(ty, 0.0);
-                let k = self.fconst(ty, s);
-                let scaled = self.b.ins().fmul(x, k);
-                let pos = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                self.select(ty, pos, x, scaled)
-            }
-            UnaryFn::Tanh => self.tanh(ty, x),
-            UnaryFn::Sigmoid => self.sigmoid(ty, x),
+    /// erf x. For |x| < 1 the Maclaurin series to x²¹ (truncation below 2e−9); above,
+    /// 1 − erfc |x| with erfc from the Chebyshev fit of *Numerical Recipes* (`erfcc`,
+    /// fractional error below 1.2e−7, which is under 2e−8 of erf there). Both branches
+    /// are computed and the right one selected, so vectors need no branches.
+    pub fn erf(&mut self, ty: Type, x: Value) -> Value {
+        const SERIES: [f32; 11] = [
+            1.480_719_3e-8,
+            -1.636_584_5e-7,
+            1.646_211_4e-6,
+            -1.492_565e-5,
+            1.205_533_3e-4,
+            -8.548_327e-4,
+            5.223_977_6e-3,
+            -2.686_617e-2,
+            0.112_837_92,
+            -0.376_126_4,
+            std::f32::consts::FRAC_2_SQRT_PI,
+        ];
+        const ERFC: [f32; 10] = [
+            0.170_872_77,
+            -0.822_152_23,
+            1.488_515_9,
+            -1.135_204,
+            0.278_868_07,
+            -0.186_288_06,
+            0.096_784_18,
+            0.374_091_96,
+            1.000_023_7,
+            -1.265_512_2,
+        ];
+        let sq = self.b.ins().fmul(x, x);
+        let p = self.poly(ty, sq, &SERIES);
+        let small = self.b.ins().fmul(x, p);
+        // Beyond 10, erfc is far below f32's resolution of 1; clamping keeps x² finite.
+        let ax = self.b.ins().fabs(x);
+        let ax = self.clamp(ty, ax, 0.0, 10.0);
+        let one = self.fconst(ty, 1.0);
+        let half = self.fconst(ty, 0.5);
+        let d = self.fma(half, ax, one);
+        let t = self.b.ins().fdiv(one, d);
+        let q = self.poly(ty, t, &ERFC);
+        let sq = self.b.ins().fmul(ax, ax);
+        let arg = self.b.ins().fsub(q, sq);
+        let e = self.exp(ty, arg);
+        let erfc = self.b.ins().fmul(t, e);
+        let large = self.b.ins().fsub(one, erfc);
+        // The sign by a select: Cranelift has no vector `fcopysign` on x86.
+        let negated = self.b.ins().fneg(large);
+        let zero = self.fconst(ty, 0.0);
+        let large = self.choose(ty, crate::ir::kernel::Cmp::Lt, x, zero, negated, large);
+        let near = self.b.ins().fcmp(FloatCC::LessThan, ax, one);
+        self.select(ty, near, small, large)
+    }
+
+    /// The primitive functions of element-wise programs.
+    pub fn prim(&mut self, ty: Type, p: crate::ir::ops::Prim, x: Value) -> Value {
+        use crate::ir::ops::Prim;
+        match p {
+            Prim::Tanh => self.tanh(ty, x),
+            Prim::Sigmoid => self.sigmoid(ty, x),
+            Prim::Exp => self.exp(ty, x),
+            Prim::Erf => self.erf(ty, x),
+            Prim::Sqrt => self.b.ins().sqrt(x),
         }
     }
 }

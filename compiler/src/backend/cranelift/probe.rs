@@ -16,6 +16,7 @@ pub enum MathFn {
     Log,
     Tanh,
     Sigmoid,
+    Erf,
 }
 
 /// `f(x)` for each `x`, through the generated code (vector lanes, then the scalar tail).
@@ -74,6 +75,7 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
                 MathFn::Log => e.log(ty, x),
                 MathFn::Tanh => e.tanh(ty, x),
                 MathFn::Sigmoid => e.sigmoid(ty, x),
+                MathFn::Erf => e.erf(ty, x),
             };
             e.store(y, at, 0);
         };
@@ -152,6 +154,15 @@ mod tests {
     }
 
     #[test]
+    fn erf_is_within_2e7_absolute() {
+        let (abs, _) = worst(MathFn::Erf, &grid(-12.0, 12.0, 400_001), libm::erf);
+        assert!(abs < 2e-7, "erf absolute error {abs:e}");
+        // Near zero, where erf is small, the series keeps the error relative.
+        let (_, rel) = worst(MathFn::Erf, &grid(-0.99, 0.99, 200_001), libm::erf);
+        assert!(rel < 3e-7, "erf relative error below 1: {rel:e}");
+    }
+
+    #[test]
     fn special_values() {
         let ys = evaluate(MathFn::Exp, &[f32::NAN, 1000.0, -1000.0, 0.0]).unwrap();
         assert!(ys[0].is_nan());
@@ -160,5 +171,8 @@ mod tests {
         assert_eq!(ys[3], 1.0);
         let t = evaluate(MathFn::Tanh, &[0.0, -0.0, 50.0, -50.0]).unwrap();
         assert_eq!(t, [0.0, -0.0, 1.0, -1.0]);
+        let e = evaluate(MathFn::Erf, &[0.0, 1e-30, 100.0, -100.0, f32::NAN]).unwrap();
+        assert_eq!(e[..4], [0.0, 1e-30 * std::f32::consts::FRAC_2_SQRT_PI, 1.0, -1.0]);
+        assert!(e[4].is_nan());
     }
 }

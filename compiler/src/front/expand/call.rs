@@ -73,7 +73,7 @@ impl Expander<'_> {
             }
             None => {}
         }
-        let mut candidates: Vec<&str> = crate::front::layers::KINDS.iter().map(|k| k.name).collect();
+        let mut candidates: Vec<&str> = crate::front::layers::kinds().map(|k| k.name).collect();
         candidates.extend(items.blocks.keys().copied());
         candidates.extend(crate::front::names::BUILTINS);
         self.error(crate::front::resolve::unknown_callable(name, call.name.span, candidates));

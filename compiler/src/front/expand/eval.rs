@@ -136,6 +136,9 @@ impl Expander<'_> {
             (BinOp::Add, Tensor(a), Tensor(b)) => {
                 self.apply_layer(ctx, crate::front::layers::ADD, vec![a, b], Vec::new(), e.span)
             }
+            (BinOp::Mul, Tensor(a), Tensor(b)) => {
+                self.apply_layer(ctx, crate::front::layers::MUL, vec![a, b], Vec::new(), e.span)
+            }
             (op, Int(a), Int(b)) => self.int_op(op, a, b, e, r),
             (op, a @ (Int(_) | Float(_)), b @ (Int(_) | Float(_))) => {
                 let (x, y) = (as_f64(&a), as_f64(&b));
@@ -205,7 +208,9 @@ impl Expander<'_> {
                 );
             }
         } else if let (Value::Tensor(_), Value::Tensor(_)) = (a, b) {
-            d = d.with_help("tensors can be added (`a + b`) or joined with `concat(a, b)`");
+            d = d.with_help(
+                "tensors can be added (`a + b`), multiplied (`a * b`) or joined with `concat(a, b)`",
+            );
         }
         self.error(d);
         Value::Poison

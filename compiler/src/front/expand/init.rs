@@ -1,5 +1,6 @@
-//! Default weight initialisers: He (Kaiming) where the layer feeds a ReLU, Xavier
-//! (Glorot) otherwise — the pairing both papers derive.
+//! Default weight initialisers: He (Kaiming) where the layer feeds a ReLU or one of its
+//! relatives (leaky ReLU, ReLU6, hard-swish, GELU), Xavier (Glorot) otherwise — the
+//! pairing both papers derive.
 //!
 //! "Feeds" looks through layers that keep the activation's distribution question open:
 //! batch-norm, dropout, pooling, `add` and `concat` (a ResNet block's last conv reaches its
@@ -27,7 +28,7 @@ fn feeds_relu(graph: &Graph, consumers: &[Vec<NodeId>], start: NodeId) -> bool {
         // Follow the path only while it is unambiguous.
         let [next] = consumers[cur.0 as usize].as_slice() else { return false };
         match graph.node(*next).kind_name() {
-            "relu" | "leaky_relu" => return true,
+            "relu" | "leaky_relu" | "relu6" | "hardswish" | "gelu" => return true,
             "batchnorm" | "dropout" | "maxpool" | "avgpool" | "add" | "concat" => cur = *next,
             _ => return false,
         }

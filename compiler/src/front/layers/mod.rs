@@ -5,8 +5,7 @@
 pub mod args;
 mod window;
 
-mod activation;
-mod add;
+pub mod activation;
 mod batchnorm;
 mod concat;
 mod conv;
@@ -16,6 +15,7 @@ mod embedding;
 mod flatten;
 mod global_avgpool;
 mod lrn;
+mod merge;
 mod pool;
 mod recurrent;
 mod softmax;
@@ -158,7 +158,8 @@ pub trait Layer: fmt::Debug + Send + Sync {
 }
 
 /// Every layer kind the language has.
-pub static KINDS: &[&LayerSpec] = &[
+/// Every layer kind but the activations, which [`activation::ALL`] lists.
+static KINDS: &[&LayerSpec] = &[
     &conv::SPEC,
     &pool::MAXPOOL,
     &pool::AVGPOOL,
@@ -168,12 +169,9 @@ pub static KINDS: &[&LayerSpec] = &[
     &dropout::SPEC,
     &lrn::SPEC,
     &batchnorm::SPEC,
-    &activation::RELU,
-    &activation::LEAKY_RELU,
-    &activation::TANH,
-    &activation::SIGMOID,
     &softmax::SPEC,
-    &add::SPEC,
+    &merge::ADD,
+    &merge::MUL,
     &concat::SPEC,
     &embedding::SPEC,
     &recurrent::RNN,
@@ -182,10 +180,18 @@ pub static KINDS: &[&LayerSpec] = &[
 ];
 
 /// The `add` layer, which `a + b` builds.
-pub static ADD: &LayerSpec = &add::SPEC;
+pub static ADD: &LayerSpec = &merge::ADD;
+
+/// The `mul` layer, which `a * b` builds.
+pub static MUL: &LayerSpec = &merge::MUL;
+
+/// Every layer kind.
+pub fn kinds() -> impl Iterator<Item = &'static LayerSpec> {
+    KINDS.iter().chain(activation::ALL).copied()
+}
 
 pub fn lookup(name: &str) -> Option<&'static LayerSpec> {
-    KINDS.iter().copied().find(|k| k.name == name)
+    kinds().find(|k| k.name == name)
 }
 
 /// "expected an image, found a vector [120]" with a hint for the usual fix.

@@ -204,7 +204,7 @@ fn unrolled(
     args: &[TensorId],
     dims: Vec<usize>,
 ) -> TensorId {
-    use crate::ir::ops::{Cell, UnaryFn};
+    use crate::ir::ops::{Cell, Elementwise, Prim};
     let (n, h, gh) = (r.n, r.h, r.cell.gates() * r.h);
     let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
     let mut xw = cx.op(Op::MatMul { m: n * r.t, k: r.f, n: gh, ta: false }, vec![x, w_ih], vec![n, r.t, gh]);
@@ -236,32 +236,37 @@ fn unrolled(
         let gate = |cx: &mut Lower<'_>, of: TensorId, k: usize| {
             cx.op(Op::Slice { outer: n, total: gh, offset: k * h, len: h }, vec![of], hd.clone())
         };
-        let unary =
-            |cx: &mut Lower<'_>, f: UnaryFn, a: TensorId| cx.op(Op::Unary { len, f }, vec![a], vec![n, h]);
-        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
-            cx.op(Op::Add { len, inputs: 2 }, vec![a, b], vec![n, h])
+        let unary = |cx: &mut Lower<'_>, p: Prim, a: TensorId| {
+            cx.op(Op::Elementwise { len, f: Elementwise::prim(p) }, vec![a], vec![n, h])
         };
-        let mul =
-            |cx: &mut Lower<'_>, a: TensorId, b: TensorId| cx.op(Op::Mul { len }, vec![a, b], vec![n, h]);
+        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
+            cx.op(Op::Elementwise { len, f: Elementwise::add(2) }, vec![a, b], vec![n, h])
+        };
+        let mul = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
+            cx.op(Op::Elementwise { len, f: Elementwise::mul() }, vec![a, b], vec![n, h])
+        };
+        let add_gates = |cx: &mut Lower<'_>| {
+            cx.op(Op::Elementwise { len: n * gh, f: Elementwise::add(2) }, vec![xt, hh], vec![n, gh])
+        };
         state = match r.cell {
             Cell::Rnn => {
-                let pre = cx.op(Op::Add { len: n * gh, inputs: 2 }, vec![xt, hh], vec![n, gh]);
-                unary(cx, UnaryFn::Tanh, pre)
+                let pre = add_gates(cx);
+                unary(cx, Prim::Tanh, pre)
             }
             Cell::Lstm => {
-                let pre = cx.op(Op::Add { len: n * gh, inputs: 2 }, vec![xt, hh], vec![n, gh]);
-                let act = |cx: &mut Lower<'_>, k: usize, f: UnaryFn| {
+                let pre = add_gates(cx);
+                let act = |cx: &mut Lower<'_>, k: usize, f: Prim| {
                     let g = gate(cx, pre, k);
                     unary(cx, f, g)
                 };
-                let i = act(cx, 0, UnaryFn::Sigmoid);
-                let f = act(cx, 1, UnaryFn::Sigmoid);
-                let g = act(cx, 2, UnaryFn::Tanh);
-                let o = act(cx, 3, UnaryFn::Sigmoid);
+                let i = act(cx, 0, Prim::Sigmoid);
+                let f = act(cx, 1, Prim::Sigmoid);
+                let g = act(cx, 2, Prim::Tanh);
+                let o = act(cx, 3, Prim::Sigmoid);
                 let kept = mul(cx, f, cell);
                 let added = mul(cx, i, g);
                 cell = add(cx, kept, added);
-                let squashed = unary(cx, UnaryFn::Tanh, cell);
+                let squashed = unary(cx, Prim::Tanh, cell);
                 mul(cx, o, squashed)
             }
             Cell::Gru => {
@@ -270,14 +275,15 @@ fn unrolled(
                 let (xz, hz) = both(cx, 1);
                 let (xn, hn) = both(cx, 2);
                 let pre = add(cx, xr, hr);
-                let reset = unary(cx, UnaryFn::Sigmoid, pre);
+                let reset = unary(cx, Prim::Sigmoid, pre);
                 let pre = add(cx, xz, hz);
-                let update = unary(cx, UnaryFn::Sigmoid, pre);
+                let update = unary(cx, Prim::Sigmoid, pre);
                 let gated = mul(cx, reset, hn);
                 let pre = add(cx, xn, gated);
-                let candidate = unary(cx, UnaryFn::Tanh, pre);
+                let candidate = unary(cx, Prim::Tanh, pre);
                 // h' = (1 − z) · n + z · h = n + z · (h − n)
-                let neg = cx.op(Op::Scale { len, factor: -1.0 }, vec![candidate], hd.clone());
+                let neg =
+                    cx.op(Op::Elementwise { len, f: Elementwise::scale(-1.0) }, vec![candidate], hd.clone());
                 let diff = add(cx, state, neg);
                 let moved = mul(cx, update, diff);
                 add(cx, candidate, moved)

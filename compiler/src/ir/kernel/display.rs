@@ -36,15 +36,15 @@ impl fmt::Display for Ptr {
     }
 }
 
-impl fmt::Display for BinOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BinOp::Add => "+",
-            BinOp::Sub => "-",
-            BinOp::Mul => "·",
-            BinOp::Div => "/",
-            BinOp::Max => "max",
-        })
+/// The infix symbol of an arithmetic operation (`max` and `min` print as calls).
+fn symbol(op: BinOp) -> &'static str {
+    match op {
+        BinOp::Add => "+",
+        BinOp::Sub => "-",
+        BinOp::Mul => "·",
+        BinOp::Div => "/",
+        BinOp::Max => "max",
+        BinOp::Min => "min",
     }
 }
 
@@ -53,6 +53,7 @@ enum Node {
     Leaf(String),
     Unary(String, usize),
     Bin(BinOp, usize, usize),
+    Select(Cmp, [usize; 4]),
     /// A store or other instruction with no value.
     None,
 }
@@ -68,6 +69,11 @@ fn program(n: usize, node: &dyn Fn(usize) -> Node, results: &[(String, usize)]) 
                 uses[a] += 1;
                 uses[b] += 1;
             }
+            Node::Select(_, operands) => {
+                for o in operands {
+                    uses[o] += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -82,11 +88,16 @@ fn program(n: usize, node: &dyn Fn(usize) -> Node, results: &[(String, usize)]) 
         match node(i) {
             Node::Leaf(s) => s,
             Node::Unary(name, a) => format!("{name}({})", text(a, false, node, named)),
-            Node::Bin(BinOp::Max, a, b) => {
-                format!("max({}, {})", text(a, false, node, named), text(b, false, node, named))
+            Node::Bin(op @ (BinOp::Max | BinOp::Min), a, b) => {
+                let (a, b) = (text(a, false, node, named), text(b, false, node, named));
+                format!("{}({a}, {b})", symbol(op))
             }
             Node::Bin(op, a, b) => {
-                format!("({} {op} {})", text(a, false, node, named), text(b, false, node, named))
+                format!("({} {} {})", text(a, false, node, named), symbol(op), text(b, false, node, named))
+            }
+            Node::Select(cmp, [a, b, t, e]) => {
+                let [a, b, t, e] = [a, b, t, e].map(|x| text(x, false, node, named));
+                format!("({a} {} {b} ? {t} : {e})", cmp.symbol())
             }
             Node::None => String::new(),
         }
@@ -102,10 +113,9 @@ fn inst_node(inst: &Inst) -> Node {
         Inst::Load(p) => Node::Leaf(p.indexed(Some("i"))),
         Inst::Bcast(p) => Node::Leaf(p.to_string()),
         Inst::Const(c) => Node::Leaf(c.to_string()),
-        Inst::Unary(f, a) => Node::Unary(f.to_string(), *a),
-        Inst::Sqrt(a) => Node::Unary("sqrt".into(), *a),
+        Inst::Prim(p, a) => Node::Unary(p.name().into(), *a),
         Inst::Bin(op, a, b) => Node::Bin(*op, *a, *b),
-        Inst::Grad(f, a) => Node::Unary(format!("{f}′"), *a),
+        Inst::Select(c, a, b, t, e) => Node::Select(*c, [*a, *b, *t, *e]),
         Inst::Keep { seed, p } => Node::Leaf(format!("keep(i, seed {seed}, p {p})")),
         Inst::Store(..) => Node::None,
     }
@@ -134,8 +144,9 @@ fn epilogue_text(e: &[EInst]) -> String {
         EInst::Col(p) => Node::Leaf(format!("col({p})")),
         EInst::Elem(p, ld) => Node::Leaf(format!("elem({p}, ld {ld})")),
         EInst::Const(c) => Node::Leaf(c.to_string()),
-        EInst::Unary(f, a) => Node::Unary(f.to_string(), *a),
+        EInst::Prim(p, a) => Node::Unary(p.name().into(), *a),
         EInst::Bin(op, a, b) => Node::Bin(*op, *a, *b),
+        EInst::Select(c, a, b, t, e) => Node::Select(*c, [*a, *b, *t, *e]),
     };
     program(e.len(), &node, &[("c".to_string(), e.len() - 1)]).join("; ")
 }

@@ -10,7 +10,8 @@
 
 mod display;
 
-use crate::ir::ops::{TensorId, UnaryFn};
+use crate::ir::ops::TensorId;
+pub use crate::ir::ops::elementwise::{BinOp, Cmp, Prim};
 
 /// A loop variable, numbered within its kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,15 +61,6 @@ impl Ptr {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-}
-
 /// One instruction of an element-wise program. Operands are indices of earlier
 /// instructions; `Store` produces nothing.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,12 +70,10 @@ pub enum Inst {
     /// The element at `ptr`, the same for every `i`.
     Bcast(Ptr),
     Const(f32),
-    Unary(UnaryFn, usize),
-    Sqrt(usize),
+    Prim(Prim, usize),
     Bin(BinOp, usize, usize),
-    /// The derivative of an activation from its output `y`: relu′ = [y > 0], tanh′ =
-    /// 1 − y², sigmoid′ = y · (1 − y).
-    Grad(UnaryFn, usize),
+    /// `if a cmp b { then } else { otherwise }`: `Select(cmp, a, b, then, otherwise)`.
+    Select(Cmp, usize, usize, usize, usize),
     /// Dropout's multiplier for element `i` of the map: `1 / (1 − p)` where
     /// [`crate::ir::ops::dropout_keep`] keeps it under the seed stored (as integer bits) at
     /// `seed`, else 0.
@@ -115,8 +105,10 @@ pub enum EInst {
     /// `ptr[row · ld + col]`: a tensor of the product's shape (a residual).
     Elem(Ptr, usize),
     Const(f32),
-    Unary(UnaryFn, usize),
+    Prim(Prim, usize),
     Bin(BinOp, usize, usize),
+    /// As [`Inst::Select`].
+    Select(Cmp, usize, usize, usize, usize),
 }
 
 /// `c[i, j] = epilogue(Σₚ a[i, p] · b[p, j])` for `i < m`, `j < n`, `p < k`, all three

@@ -6,7 +6,10 @@
 //! where a kernel wants another layout (a dense weight as `[in, out]`), the tensor records
 //! the transform so that checkpoints stay in PyTorch's layout.
 
+pub mod elementwise;
 pub mod reference;
+
+pub use elementwise::{Elementwise, Prim};
 
 use std::fmt;
 
@@ -125,42 +128,6 @@ pub enum Reduce {
     Mean,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum UnaryFn {
-    Relu,
-    LeakyRelu(f32),
-    Tanh,
-    Sigmoid,
-}
-
-impl UnaryFn {
-    pub fn apply(self, x: f32) -> f32 {
-        match self {
-            UnaryFn::Relu => x.max(0.0),
-            UnaryFn::LeakyRelu(s) => {
-                if x > 0.0 {
-                    x
-                } else {
-                    s * x
-                }
-            }
-            UnaryFn::Tanh => x.tanh(),
-            UnaryFn::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        }
-    }
-}
-
-impl fmt::Display for UnaryFn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UnaryFn::Relu => write!(f, "relu"),
-            UnaryFn::LeakyRelu(s) => write!(f, "leaky_relu({s})"),
-            UnaryFn::Tanh => write!(f, "tanh"),
-            UnaryFn::Sigmoid => write!(f, "sigmoid"),
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cell {
     Rnn,
@@ -210,15 +177,9 @@ pub enum Op {
     /// Batch-norm's inference affine from its parameters: `gamma, beta, mean, var` (each
     /// `[c]`) → `[2, c]`: scale = gamma / √(var + eps), shift = beta − mean · scale.
     BatchNormFold { channels: usize, eps: f32 },
-    /// `x [len]` → `f(x)`.
-    Unary { len: usize, f: UnaryFn },
-    /// `a [len]`, `b [len]`, ... → the sum.
-    Add { len: usize, inputs: usize },
-    /// `a [len]`, `b [len]` → the element-wise product (recurrent cells' gating, unrolled
-    /// for training).
-    Mul { len: usize },
-    /// `x [len]` → `x · factor`.
-    Scale { len: usize, factor: f32 },
+    /// `x₀ [len]`, `x₁ [len]`, ... → `f(x₀, x₁, …)` element by element: activations,
+    /// sums, products, scaling, and their derivatives.
+    Elementwise { len: usize, f: Elementwise },
     /// No inputs → `[len]` of `value` (a recurrence's zero initial state).
     Fill { len: usize, value: f32 },
     /// `x [rows, cols]` → softmax of each row.
@@ -269,8 +230,6 @@ pub enum Op {
     ChannelSum { outer: usize, channels: usize, inner: usize },
     /// `[rows, cols]` → `[cols, rows]`.
     Transpose { rows: usize, cols: usize },
-    /// `dy`, `y` (the activation's output) → `dx = dy · f′`.
-    UnaryBackward { len: usize, f: UnaryFn },
     /// `dy`, `y` (softmax's output) → `dx = y · (dy − Σ dy · y)` per row.
     SoftmaxBackward { rows: usize, cols: usize },
     /// `dy`, `x` → `dx` of local response normalisation.
@@ -365,7 +324,7 @@ impl UpdateRule {
 
 impl Op {
     /// The op's name in plans and kernel listings.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             Op::Conv2d { .. } => "conv2d",
             Op::Pool2d { reduce: Reduce::Max, .. } => "maxpool2d",
@@ -375,13 +334,7 @@ impl Op {
             Op::AddChannel { .. } => "add_channel",
             Op::ScaleShiftChannel { .. } => "scale_shift_channel",
             Op::BatchNormFold { .. } => "batchnorm_fold",
-            Op::Unary { f: UnaryFn::Relu, .. } => "relu",
-            Op::Unary { f: UnaryFn::LeakyRelu(_), .. } => "leaky_relu",
-            Op::Unary { f: UnaryFn::Tanh, .. } => "tanh",
-            Op::Unary { f: UnaryFn::Sigmoid, .. } => "sigmoid",
-            Op::Add { .. } => "add",
-            Op::Mul { .. } => "mul",
-            Op::Scale { .. } => "scale",
+            Op::Elementwise { f, .. } => &f.name,
             Op::Fill { .. } => "fill",
             Op::Softmax { .. } => "softmax",
             Op::Lrn { .. } => "lrn",
@@ -404,10 +357,6 @@ impl Op {
             Op::BroadcastChannel { .. } => "broadcast_channel",
             Op::ChannelSum { .. } => "channel_sum",
             Op::Transpose { .. } => "transpose",
-            Op::UnaryBackward { f: UnaryFn::Relu, .. } => "relu_backward",
-            Op::UnaryBackward { f: UnaryFn::LeakyRelu(_), .. } => "leaky_relu_backward",
-            Op::UnaryBackward { f: UnaryFn::Tanh, .. } => "tanh_backward",
-            Op::UnaryBackward { f: UnaryFn::Sigmoid, .. } => "sigmoid_backward",
             Op::SoftmaxBackward { .. } => "softmax_backward",
             Op::LrnBackward { .. } => "lrn_backward",
             Op::Slice { .. } => "slice",

@@ -11,7 +11,7 @@
 mod rules;
 
 use crate::front::train::Loss;
-use crate::ir::ops::{Hyper, Op, OpNode, Role, Tensor, TensorGraph, TensorId, UpdateRule};
+use crate::ir::ops::{Elementwise, Hyper, Op, OpNode, Role, Tensor, TensorGraph, TensorId, UpdateRule};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AutodiffError {
@@ -22,7 +22,7 @@ pub enum AutodiffError {
     #[error("the network has no trainable parameters")]
     NothingToTrain,
     #[error("cannot differentiate `{0}` (it has no backward rule)")]
-    NoRule(&'static str),
+    NoRule(String),
 }
 
 /// How many parts a convolution's weight gradient over few input channels is split into
@@ -284,7 +284,7 @@ impl<'g> Grad<'g> {
                 let dims = self.graph.tensor(t).dims.clone();
                 let len = self.graph.tensor(t).len();
                 let name = format!("d {}", self.graph.tensor(t).name);
-                self.op(Op::Add { len, inputs: 2 }, vec![prev, grad], &name, dims)
+                self.op(Op::Elementwise { len, f: Elementwise::add(2) }, vec![prev, grad], &name, dims)
             }
         });
     }
@@ -351,7 +351,12 @@ impl<'g> Grad<'g> {
                 None => whole,
                 Some(prev) => {
                     let len = outer * total;
-                    self.op(Op::Add { len, inputs: 2 }, vec![prev, whole], &name, dims.clone())
+                    self.op(
+                        Op::Elementwise { len, f: Elementwise::add(2) },
+                        vec![prev, whole],
+                        &name,
+                        dims.clone(),
+                    )
                 }
             });
         }

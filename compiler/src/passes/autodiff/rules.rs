@@ -2,6 +2,7 @@
 //! its inputs that need one, as new ops.
 
 use super::{AutodiffError, Grad, Piece};
+use crate::ir::ops::elementwise::{Derivative, Source};
 use crate::ir::ops::{Op, OpNode, TensorId};
 
 /// Emits the backward ops of `node` for output gradient `dy`; `needs[t]` says whether
@@ -55,14 +56,16 @@ pub(super) fn backward(
             }
         }
         Op::MatMul { m, k, n, ta: false } => {
-            // y = x · w: dx = dy · wᵀ (wᵀ materialised: the product reads its right
-            // operand by rows), dw = xᵀ · dy (the left operand read transposed).
+            // y = x · w: dw = xᵀ · dy (the left operand read transposed), dx = dy · wᵀ
+            // (wᵀ materialised: the product reads its right operand by rows). dx comes
+            // last so that the activation's backward op that reads it next can join its
+            // product's epilogue.
+            if want(1) {
+                grad_of(g, 1, Op::MatMul { m: k, k: m, n, ta: true }, vec![x(0), dy]);
+            }
             if want(0) {
                 let wt = g.transposed(x(1), k, n);
                 grad_of(g, 0, Op::MatMul { m, k: n, n: k, ta: false }, vec![dy, wt]);
-            }
-            if want(1) {
-                grad_of(g, 1, Op::MatMul { m: k, k: m, n, ta: true }, vec![x(0), dy]);
             }
         }
         Op::AddChannel { outer, channels, inner } => {
@@ -76,28 +79,23 @@ pub(super) fn backward(
         Op::ScaleShiftChannel { outer, channels, inner } => {
             batchnorm(g, node, dy, needs, (outer, channels, inner))?
         }
-        Op::Unary { len, f } => {
-            if want(0) {
-                grad_of(g, 0, Op::UnaryBackward { len, f }, vec![dy, node.output]);
-            }
-        }
-        Op::Add { .. } => {
+        Op::Elementwise { len, ref f } => {
             for i in 0..node.inputs.len() {
-                if want(i) {
-                    g.accumulate(x(i), dy);
+                if !want(i) {
+                    continue;
                 }
-            }
-        }
-        Op::Mul { len } => {
-            for (i, other) in [(0, 1), (1, 0)] {
-                if want(i) {
-                    grad_of(g, i, Op::Mul { len }, vec![dy, x(other)]);
+                match f.derivative(i) {
+                    Derivative::Zero => {}
+                    Derivative::Same => g.accumulate(x(i), dy),
+                    Derivative::Program(df, sources) => {
+                        let mut inputs = vec![dy];
+                        inputs.extend(sources.iter().map(|s| match *s {
+                            Source::Output => node.output,
+                            Source::Input(j) => x(j),
+                        }));
+                        grad_of(g, i, Op::Elementwise { len, f: df }, inputs);
+                    }
                 }
-            }
-        }
-        Op::Scale { len, factor } => {
-            if want(0) {
-                grad_of(g, 0, Op::Scale { len, factor }, vec![dy]);
             }
         }
         Op::Fill { .. } => {}
@@ -136,7 +134,7 @@ pub(super) fn backward(
                 grad_of(g, 0, Op::DropoutBackward { len, p }, vec![dy, x(1)]);
             }
         }
-        ref op => return Err(AutodiffError::NoRule(op.name())),
+        ref op => return Err(AutodiffError::NoRule(op.name().to_string())),
     }
     Ok(())
 }
@@ -157,7 +155,7 @@ fn batchnorm(
         Some(OpNode { op: Op::BatchNormFoldTrain { eps, .. }, inputs, .. }) => {
             (inputs[0], inputs[1], inputs[2], eps)
         }
-        _ => return Err(AutodiffError::NoRule("scale_shift_channel")),
+        _ => return Err(AutodiffError::NoRule("scale_shift_channel".into())),
     };
     let want = |t: TensorId| needs[t.0 as usize];
     let name = format!("d {}", g.graph.tensor(folded).name);

@@ -2,6 +2,7 @@
 
 use super::{Build, Operand, Step, Tail};
 use crate::ir::kernel::*;
+use crate::ir::ops::elementwise::Arith;
 use crate::ir::ops::{Op, OpNode, TensorId};
 
 impl Build<'_> {
@@ -12,15 +13,15 @@ impl Build<'_> {
         let x = |i: usize| Ptr::tensor(first.inputs[i]);
         match first.op {
             Op::Conv2d { win, k, groups } => {
-                let tail = Self::steps(&nodes[1..], first.output);
+                let tail = Self::steps(&nodes[1..]);
                 self.conv(&win, k, groups, x(0), x(1), out, &tail)
             }
             Op::MatMul { m, k, n, ta } => {
-                let tail = Self::steps(&nodes[1..], first.output);
+                let tail = Self::steps(&nodes[1..]);
                 self.matmul(m, k, n, ta, x(0), x(1), out, &tail)
             }
-            Op::Unary { .. } | Op::Add { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
-                let tail = Self::steps(nodes, first.inputs[0]);
+            Op::Elementwise { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
+                let tail = Self::steps(nodes);
                 self.map_chain(nodes, &tail, out)
             }
             Op::BatchNormFold { channels, eps } => {
@@ -32,7 +33,7 @@ impl Build<'_> {
                     Load(x(3)),
                     Const(eps),
                     Bin(BinOp::Add, 3, 4),
-                    Sqrt(5),
+                    Prim(crate::ir::kernel::Prim::Sqrt, 5),
                     Bin(BinOp::Div, 0, 6),
                     Store(out.clone(), 7),
                     Bin(BinOp::Mul, 2, 7),
@@ -287,7 +288,7 @@ impl Build<'_> {
         match structure {
             None => {
                 let len = match first.op {
-                    Op::Unary { len, .. } | Op::Add { len, .. } => len,
+                    Op::Elementwise { len, .. } => len,
                     _ => unreachable!("channel ops have a structure"),
                 };
                 let insts = map_insts(tail, src, |_, p| Inst::Load(p), |t| Inst::Load(Ptr::tensor(t)), out);
@@ -391,20 +392,29 @@ pub(super) fn gemm_epilogue(
         });
         e.len() - 1
     };
-    for (a, b, step) in tail {
+    for (operands, step) in tail {
         let cur = e.len() - 1;
+        let xs: Vec<usize> = operands.iter().map(|o| operand(&mut e, o)).collect();
         match step {
-            Step::Unary(f) => e.push(EInst::Unary(*f, cur)),
-            Step::Add => {
-                let x = operand(&mut e, a.as_ref().expect("add has an operand"));
-                e.push(EInst::Bin(BinOp::Add, cur, x));
+            Step::Apply(f) => {
+                let args: Vec<usize> = std::iter::once(cur).chain(xs).collect();
+                // A program's result is never an input (see `Elementwise::new`), so the
+                // running value is again the last instruction.
+                f.inline(&args, |a| {
+                    e.push(match a {
+                        Arith::Const(c) => EInst::Const(c),
+                        Arith::Prim(p, x) => EInst::Prim(p, x),
+                        Arith::Bin(op, x, y) => EInst::Bin(op, x, y),
+                        Arith::Select(c, x, y, t, f) => EInst::Select(c, x, y, t, f),
+                    });
+                    e.len() - 1
+                });
             }
+            Step::Add => e.push(EInst::Bin(BinOp::Add, cur, xs[0])),
             Step::ScaleShift => {
-                let s = operand(&mut e, a.as_ref().expect("scale"));
-                let t = operand(&mut e, b.as_ref().expect("shift"));
-                e.push(EInst::Bin(BinOp::Mul, cur, s));
+                e.push(EInst::Bin(BinOp::Mul, cur, xs[0]));
                 let scaled = e.len() - 1;
-                e.push(EInst::Bin(BinOp::Add, scaled, t));
+                e.push(EInst::Bin(BinOp::Add, scaled, xs[1]));
             }
         }
     }
@@ -427,20 +437,27 @@ pub(super) fn map_insts(
         });
         m.len() - 1
     };
-    for (a, b, step) in tail {
+    for (operands, step) in tail {
         let cur = m.len() - 1;
+        let xs: Vec<usize> = operands.iter().map(|o| operand(&mut m, o)).collect();
         match step {
-            Step::Unary(f) => m.push(Inst::Unary(*f, cur)),
-            Step::Add => {
-                let x = operand(&mut m, a.as_ref().expect("add has an operand"));
-                m.push(Inst::Bin(BinOp::Add, cur, x));
+            Step::Apply(f) => {
+                let args: Vec<usize> = std::iter::once(cur).chain(xs).collect();
+                f.inline(&args, |a| {
+                    m.push(match a {
+                        Arith::Const(c) => Inst::Const(c),
+                        Arith::Prim(p, x) => Inst::Prim(p, x),
+                        Arith::Bin(op, x, y) => Inst::Bin(op, x, y),
+                        Arith::Select(c, x, y, t, f) => Inst::Select(c, x, y, t, f),
+                    });
+                    m.len() - 1
+                });
             }
+            Step::Add => m.push(Inst::Bin(BinOp::Add, cur, xs[0])),
             Step::ScaleShift => {
-                let s = operand(&mut m, a.as_ref().expect("scale"));
-                let t = operand(&mut m, b.as_ref().expect("shift"));
-                m.push(Inst::Bin(BinOp::Mul, cur, s));
+                m.push(Inst::Bin(BinOp::Mul, cur, xs[0]));
                 let scaled = m.len() - 1;
-                m.push(Inst::Bin(BinOp::Add, scaled, t));
+                m.push(Inst::Bin(BinOp::Add, scaled, xs[1]));
             }
         }
     }

@@ -11,7 +11,7 @@
 //!   their own.
 
 use crate::ir::kernel::*;
-use crate::ir::ops::{Op, OpNode, Role, TensorGraph, TensorId, UnaryFn};
+use crate::ir::ops::{Elementwise, Op, OpNode, Role, TensorGraph, TensorId};
 
 /// Below this much work (multiply-adds or elements touched), a kernel runs on one thread:
 /// about 20 µs, several times the cost of a dispatch to the workers.
@@ -99,7 +99,7 @@ fn anchor_shape(node: &OpNode) -> Option<Shape2> {
         Op::AddChannel { outer, channels, inner } | Op::ScaleShiftChannel { outer, channels, inner } => {
             Some(Shape2::Map { len: outer * channels * inner, channels: Some((outer, channels, inner)) })
         }
-        Op::Unary { len, .. } | Op::Add { len, .. } => Some(Shape2::Map { len, channels: None }),
+        Op::Elementwise { len, .. } => Some(Shape2::Map { len, channels: None }),
         _ => None,
     }
 }
@@ -116,10 +116,10 @@ fn absorb(
     if uses[value.0 as usize] != 1 || node.inputs.first() != Some(&value) {
         return None;
     }
-    // `add` may take the group's value in any position; others take it first.
     match (node.op.clone(), shape) {
-        (Op::Unary { .. }, s) => Some(s),
-        (Op::Add { .. }, s) if node.inputs.iter().filter(|t| **t == value).count() == 1 => Some(s),
+        // The group's value must not be read twice: only one of the reads is the value
+        // in registers.
+        (Op::Elementwise { .. }, s) if node.inputs.iter().filter(|t| **t == value).count() == 1 => Some(s),
         (Op::AddChannel { channels, inner, .. } | Op::ScaleShiftChannel { channels, inner, .. }, s) => {
             match s {
                 Shape2::GemmRows { rows, cols } if channels == rows && inner == cols => Some(s),
@@ -300,28 +300,21 @@ impl<'g> Build<'g> {
         }
     }
 
-    /// Element-wise ops as steps on a running value that starts as `start`.
-    fn steps(nodes: &[&OpNode], start: TensorId) -> Vec<(Option<Operand>, Option<Operand>, Step)> {
+    /// Element-wise ops as steps on a running value, which each op takes as its first
+    /// input (see [`absorb`]).
+    fn steps(nodes: &[&OpNode]) -> Vec<(Vec<Operand>, Step)> {
         let mut steps = Vec::new();
-        let mut value = start;
         for node in nodes {
-            let prev = value;
-            value = node.output;
             match node.op {
-                Op::Unary { f, .. } => steps.push((None, None, Step::Unary(f))),
-                Op::AddChannel { .. } => {
-                    steps.push((Some(Operand::Channel(node.inputs[1], 0)), None, Step::Add))
+                Op::Elementwise { ref f, .. } => {
+                    let others = node.inputs[1..].iter().map(|t| Operand::Same(*t)).collect();
+                    steps.push((others, Step::Apply(f.clone())))
                 }
+                Op::AddChannel { .. } => steps.push((vec![Operand::Channel(node.inputs[1], 0)], Step::Add)),
                 Op::ScaleShiftChannel { channels, .. } => steps.push((
-                    Some(Operand::Channel(node.inputs[1], 0)),
-                    Some(Operand::Channel(node.inputs[1], channels)),
+                    vec![Operand::Channel(node.inputs[1], 0), Operand::Channel(node.inputs[1], channels)],
                     Step::ScaleShift,
                 )),
-                Op::Add { .. } => {
-                    for t in node.inputs.iter().filter(|t| **t != prev) {
-                        steps.push((Some(Operand::Same(*t)), None, Step::Add));
-                    }
-                }
                 _ => unreachable!("only element-wise ops are absorbed"),
             }
         }
@@ -330,16 +323,17 @@ impl<'g> Build<'g> {
 }
 
 /// One element-wise step applied to the running value.
-#[derive(Clone, Copy)]
 enum Step {
-    Unary(UnaryFn),
+    /// The program, with the running value as its first input and the operands as the
+    /// others.
+    Apply(Elementwise),
     /// value + operand
     Add,
     /// value · operand₁ + operand₂
     ScaleShift,
 }
 
-type Tail = [(Option<Operand>, Option<Operand>, Step)];
+type Tail = [(Vec<Operand>, Step)];
 
 mod body;
 mod conv_backward;

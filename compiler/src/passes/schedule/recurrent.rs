@@ -4,7 +4,7 @@
 
 use super::Build;
 use crate::ir::kernel::*;
-use crate::ir::ops::{Cell, OpNode, Recurrence, UnaryFn};
+use crate::ir::ops::{Cell, OpNode, Recurrence};
 
 /// Sequences processed together: the largest of 4, 2, 1 dividing the batch, so that each
 /// block's recurrent product fills a register tile's rows and blocks run independently.
@@ -59,7 +59,7 @@ impl Build<'_> {
         use Inst::*;
         let mut insts = match r.cell {
             // h = tanh(p₀ + q₀)
-            Cell::Rnn => vec![p(0), q(0), Bin(Add, 0, 1), Unary(UnaryFn::Tanh, 2)],
+            Cell::Rnn => vec![p(0), q(0), Bin(Add, 0, 1), Prim(crate::ir::kernel::Prim::Tanh, 2)],
             // i, f, g, o = σ, σ, tanh, σ of p + q; c = f·c + i·g; h = o·tanh(c)
             Cell::Lstm => {
                 let c = cell.as_ref().expect("lstm has a cell state").plus_var(row, h);
@@ -67,25 +67,25 @@ impl Build<'_> {
                     p(0),
                     q(0),
                     Bin(Add, 0, 1),
-                    Unary(UnaryFn::Sigmoid, 2), // 3: i
+                    Prim(crate::ir::kernel::Prim::Sigmoid, 2), // 3: i
                     p(1),
                     q(1),
                     Bin(Add, 4, 5),
-                    Unary(UnaryFn::Sigmoid, 6), // 7: f
+                    Prim(crate::ir::kernel::Prim::Sigmoid, 6), // 7: f
                     p(2),
                     q(2),
                     Bin(Add, 8, 9),
-                    Unary(UnaryFn::Tanh, 10), // 11: g
+                    Prim(crate::ir::kernel::Prim::Tanh, 10), // 11: g
                     p(3),
                     q(3),
                     Bin(Add, 12, 13),
-                    Unary(UnaryFn::Sigmoid, 14), // 15: o
+                    Prim(crate::ir::kernel::Prim::Sigmoid, 14), // 15: o
                     Load(c.clone()),
                     Bin(Mul, 7, 16),
                     Bin(Mul, 3, 11),
                     Bin(Add, 17, 18), // 19: c'
                     Store(c, 19),
-                    Unary(UnaryFn::Tanh, 19),
+                    Prim(crate::ir::kernel::Prim::Tanh, 19),
                     Bin(Mul, 15, 21), // 22: h
                 ]
             }
@@ -94,16 +94,16 @@ impl Build<'_> {
                 p(0),
                 q(0),
                 Bin(Add, 0, 1),
-                Unary(UnaryFn::Sigmoid, 2), // 3: r
+                Prim(crate::ir::kernel::Prim::Sigmoid, 2), // 3: r
                 p(1),
                 q(1),
                 Bin(Add, 4, 5),
-                Unary(UnaryFn::Sigmoid, 6), // 7: z
+                Prim(crate::ir::kernel::Prim::Sigmoid, 6), // 7: z
                 p(2),
                 q(2),
                 Bin(Mul, 3, 9),
                 Bin(Add, 8, 10),
-                Unary(UnaryFn::Tanh, 11), // 12: n
+                Prim(crate::ir::kernel::Prim::Tanh, 11), // 12: n
                 Load(st.clone()),
                 Bin(Sub, 13, 12),
                 Bin(Mul, 7, 14),

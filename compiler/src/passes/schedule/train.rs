@@ -54,7 +54,7 @@ impl Build<'_> {
                     Load(x(2).plus(channels)),
                     Const(eps),
                     Bin(Add, 3, 4),
-                    Sqrt(5),
+                    Prim(crate::ir::kernel::Prim::Sqrt, 5),
                     Bin(Div, 0, 6),
                     Store(out.clone(), 7),
                     Bin(Mul, 2, 7),
@@ -162,10 +162,6 @@ impl Build<'_> {
                 ldd: rows,
                 rows,
                 cols,
-            })]),
-            Op::UnaryBackward { len, f } => serial(vec![Stmt::Map(Map {
-                len,
-                insts: vec![Load(x(0)), Load(x(1)), Grad(f, 1), Bin(Mul, 0, 2), Store(out, 3)],
             })]),
             Op::SoftmaxBackward { rows, cols } => {
                 let (r, o) = (self.var(), self.var());
@@ -301,14 +297,6 @@ impl Build<'_> {
             Op::Fill { len, value } => {
                 serial(vec![Stmt::Map(Map { len, insts: vec![Const(value), Store(out, 0)] })])
             }
-            Op::Mul { len } => serial(vec![Stmt::Map(Map {
-                len,
-                insts: vec![Load(x(0)), Load(x(1)), Bin(Mul, 0, 1), Store(out, 2)],
-            })]),
-            Op::Scale { len, factor } => serial(vec![Stmt::Map(Map {
-                len,
-                insts: vec![Load(x(0)), Const(factor), Bin(Mul, 0, 1), Store(out, 2)],
-            })]),
             Op::SoftmaxCrossEntropy { rows, cols } => serial(vec![Stmt::CrossEntropy(CrossEntropy {
                 logits: x(0),
                 labels: x(1),
@@ -390,15 +378,15 @@ pub(super) fn zero(p: Ptr, len: usize) -> Stmt {
 fn normalise(mean: Ptr, var: Ptr, eps: f32) -> Vec<Inst> {
     let (base, x_at) = (2, 1);
     vec![
-        Bcast(mean),                  // base
-        Bcast(var),                   // base + 1
-        Const(eps),                   // base + 2
-        Bin(Add, base + 1, base + 2), // base + 3
-        Sqrt(base + 3),               // base + 4
-        Const(1.0),                   // base + 5
-        Bin(Div, base + 5, base + 4), // base + 6: invstd
-        Bin(Sub, x_at, base),         // base + 7
-        Bin(Mul, base + 7, base + 6), // base + 8: x̂
+        Bcast(mean),                                   // base
+        Bcast(var),                                    // base + 1
+        Const(eps),                                    // base + 2
+        Bin(Add, base + 1, base + 2),                  // base + 3
+        Prim(crate::ir::kernel::Prim::Sqrt, base + 3), // base + 4
+        Const(1.0),                                    // base + 5
+        Bin(Div, base + 5, base + 4),                  // base + 6: invstd
+        Bin(Sub, x_at, base),                          // base + 7
+        Bin(Mul, base + 7, base + 6),                  // base + 8: x̂
     ]
 }
 

@@ -81,7 +81,7 @@ pub(super) fn update_program(rule: UpdateRule, ptrs: &[Ptr], at: &dyn Fn(&Ptr) -
             let bias2 = push(&mut p, Bcast(hyper.plus(Hyper::BIAS2)));
             let mhat = push(&mut p, Bin(Mul, m, bias1));
             let vhat = push(&mut p, Bin(Mul, v, bias2));
-            let root = push(&mut p, Sqrt(vhat));
+            let root = push(&mut p, Prim(crate::ir::kernel::Prim::Sqrt, vhat));
             let e = push(&mut p, Const(eps));
             let denom = push(&mut p, Bin(Add, root, e));
             let ratio = push(&mut p, Bin(Div, mhat, denom));

@@ -1,7 +1,7 @@
 //! Backward ops: gradients of the forward ops, each written from its definition.
 
 use super::Real;
-use crate::ir::ops::{Hyper, Op, Reduce, UnaryFn, Window2d, dropout_keep};
+use crate::ir::ops::{Hyper, Op, Reduce, Window2d, dropout_keep};
 
 pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
     match *op {
@@ -43,24 +43,6 @@ pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
                 for c in 0..cols {
                     out[c * rows + r] = x[0][r * cols + c];
                 }
-            }
-        }
-        Op::UnaryBackward { len, f } => {
-            for i in 0..len {
-                let (dy, y) = (x[0][i].to_f64(), x[1][i].to_f64());
-                let d = match f {
-                    UnaryFn::Relu => f64::from(u8::from(y > 0.0)),
-                    UnaryFn::LeakyRelu(s) => {
-                        if y > 0.0 {
-                            1.0
-                        } else {
-                            s as f64
-                        }
-                    }
-                    UnaryFn::Tanh => 1.0 - y * y,
-                    UnaryFn::Sigmoid => y * (1.0 - y),
-                };
-                out[i] = T::from_f64(dy * d);
             }
         }
         Op::SoftmaxBackward { rows, cols } => {

@@ -2,7 +2,8 @@
 //! bits read alike in both types.
 
 use super::{Real, eval};
-use crate::ir::ops::{Op, Reduce, UnaryFn, Window2d};
+use crate::front::layers::activation::EXAMPLES;
+use crate::ir::ops::{Elementwise, Op, Reduce, Window2d};
 
 fn eval_f64(op: &Op, x: &[&[f64]], len: usize) -> Vec<f64> {
     let mut out = vec![f64::NAN; len];
@@ -31,9 +32,11 @@ fn products_and_sums_are_computed_in_f64() {
         (0..4).map(|ij| (0..3).map(|p| a[ij / 2 * 3 + p] * b[p * 2 + ij % 2]).sum()).collect();
     assert_exact("matmul", &eval_f64(&Op::MatMul { m: 2, k: 3, n: 2, ta: false }, &[&a, &b], 4), &want);
     let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
-    assert_exact("mul", &eval_f64(&Op::Mul { len: 6 }, &[&a, &b], 6), &want);
+    let mul = Op::Elementwise { len: 6, f: Elementwise::mul() };
+    assert_exact("mul", &eval_f64(&mul, &[&a, &b], 6), &want);
     let want: Vec<f64> = a.iter().map(|x| x * f64::from(0.1f32)).collect();
-    assert_exact("scale", &eval_f64(&Op::Scale { len: 6, factor: 0.1 }, &[&a], 6), &want);
+    let scale = Op::Elementwise { len: 6, f: Elementwise::scale(0.1) };
+    assert_exact("scale", &eval_f64(&scale, &[&a], 6), &want);
     // A 1×3 mean window over 1×3: one third of the sum.
     let win = Window2d {
         n: 1,
@@ -64,15 +67,12 @@ fn products_and_sums_are_computed_in_f64() {
 #[test]
 fn activations_softmax_and_batch_norm_follow_their_f64_formulas() {
     let x = thirds(5);
-    for (f, want) in [
-        (UnaryFn::Tanh, x.iter().map(|v| v.tanh()).collect::<Vec<_>>()),
-        (UnaryFn::Sigmoid, x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect()),
-        (
-            UnaryFn::LeakyRelu(0.1),
-            x.iter().map(|&v| if v > 0.0 { v } else { f64::from(0.1f32) * v }).collect(),
-        ),
-    ] {
-        assert_exact(&f.to_string(), &eval_f64(&Op::Unary { len: 5, f }, &[&x], 5), &want);
+    // Every activation's program evaluated in f64 agrees with evaluating it one value at
+    // a time (its formula against PyTorch's is checked where activations are defined).
+    for a in EXAMPLES {
+        let f = a.function();
+        let want: Vec<f64> = x.iter().map(|&v| f.eval(&[v])).collect();
+        assert_exact(a.name(), &eval_f64(&Op::Elementwise { len: 5, f: f.clone() }, &[&x], 5), &want);
     }
     let total: f64 = x.iter().map(|v| v.exp()).sum();
     let want: Vec<f64> = x.iter().map(|v| v.exp() / total).collect();

@@ -53,27 +53,16 @@ pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
                 out[channels + c] = T::from_f64(beta[c].to_f64() - mean[c].to_f64() * scale);
             }
         }
-        Op::Unary { len, f } => {
+        Op::Elementwise { len, ref f } => {
+            let mut args = vec![T::ZERO; x.len()];
             for i in 0..len {
-                out[i] = x[0][i].activate(f);
-            }
-        }
-        Op::Add { len, .. } => {
-            for i in 0..len {
-                out[i] = T::from_f64(x.iter().map(|t| t[i].to_f64()).sum::<f64>());
-            }
-        }
-        Op::Mul { len } => {
-            for i in 0..len {
-                out[i] = x[0][i] * x[1][i];
+                for (a, t) in args.iter_mut().zip(x) {
+                    *a = t[i];
+                }
+                out[i] = f.eval(&args);
             }
         }
         Op::Fill { len, value } => out[..len].fill(T::from_f32(value)),
-        Op::Scale { len, factor } => {
-            for i in 0..len {
-                out[i] = x[0][i] * T::from_f32(factor);
-            }
-        }
         Op::Softmax { rows, cols } => {
             for r in 0..rows {
                 let row = &x[0][r * cols..(r + 1) * cols];

@@ -23,7 +23,9 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::eval;
-use crate::ir::ops::{Hyper, Op, Reduce, UnaryFn, UpdateRule, Window2d};
+use crate::front::layers::activation::{EXAMPLES, KINKS};
+use crate::ir::ops::elementwise::{Derivative, Source};
+use crate::ir::ops::{Elementwise, Hyper, Op, Reduce, UpdateRule, Window2d};
 
 /// The finite-difference step.
 const H: f32 = 1e-2;
@@ -81,6 +83,24 @@ fn run1(op: &Op, inputs: &[&[f32]], len: usize) -> Vec<f32> {
 
 fn slices(xs: &[Vec<f32>]) -> Vec<&[f32]> {
     xs.iter().map(Vec::as_slice).collect()
+}
+
+/// The gradient of input `which` of element-wise `f` at `inputs` for output gradient `dy`,
+/// by the backward op automatic differentiation derives.
+fn derived(f: &Elementwise, which: usize, dy: &[f32], inputs: &[Vec<f32>], len: usize) -> Vec<f32> {
+    match f.derivative(which) {
+        Derivative::Zero => vec![0.0; len],
+        Derivative::Same => dy.to_vec(),
+        Derivative::Program(df, sources) => {
+            let y = run1(&Op::Elementwise { len, f: f.clone() }, &slices(inputs), len);
+            let mut args: Vec<&[f32]> = vec![dy];
+            args.extend(sources.iter().map(|s| match *s {
+                Source::Output => y.as_slice(),
+                Source::Input(j) => inputs[j].as_slice(),
+            }));
+            run1(&Op::Elementwise { len, f: df }, &args, len)
+        }
+    }
 }
 
 /// `op`, whose output has `len` values, as a function of its inputs.
@@ -285,23 +305,23 @@ proptest! {
         fd_check(&add, &inputs, 1, &dy, &dshift)?;
     }
 
+    /// Every activation's derived backward op, away from its kinks.
     #[test]
-    fn unary_backward(
-        f in prop::sample::select(&[
-            UnaryFn::Relu, UnaryFn::LeakyRelu(0.1), UnaryFn::Tanh, UnaryFn::Sigmoid,
-        ]),
-        len in 1..=64usize,
-        seed in any::<u64>(),
-    ) {
+    fn activation_backward(which in 0..EXAMPLES.len(), len in 1..=64usize, seed in any::<u64>()) {
         let mut rng = Rng(seed);
-        // |x| ≥ 0.05 keeps the steps off relu's kink.
-        let x: Vec<f32> =
-            rng.tensor(len, 1.0).iter().map(|&u| u.signum() * (0.05 + 2.95 * u.abs())).collect();
+        let x: Vec<f32> = rng
+            .tensor(len, 1.0)
+            .iter()
+            .map(|&u| {
+                let v = 7.0 * u;
+                if KINKS.iter().any(|k| (v - k).abs() < 0.05) { v + 0.1 } else { v }
+            })
+            .collect();
         let dy = rng.tensor(len, 1.0);
-        let unary = forward_of(Op::Unary { len, f }, len);
-        let y = unary(std::slice::from_ref(&x));
-        let dx = run1(&Op::UnaryBackward { len, f }, &[&dy, &y], len);
-        fd_check(unary, &[x], 0, &dy, &dx)?;
+        let f = EXAMPLES[which].function();
+        let forward = forward_of(Op::Elementwise { len, f: f.clone() }, len);
+        let dx = derived(&f, 0, &dy, std::slice::from_ref(&x), len);
+        fd_check(forward, &[x], 0, &dy, &dx)?;
     }
 
     #[test]
@@ -355,17 +375,20 @@ proptest! {
     }
 
     #[test]
-    fn mul_and_scale_backward(len in 1..=32usize, factor in -2.0f32..2.0, seed in any::<u64>()) {
+    fn mul_add_and_scale_backward(len in 1..=32usize, factor in -2.0f32..2.0, seed in any::<u64>()) {
         let mut rng = Rng(seed);
         let (a, b, dy) = (rng.tensor(len, 1.0), rng.tensor(len, 1.0), rng.tensor(len, 1.0));
-        let mul = Op::Mul { len };
-        let (da, db) = (run1(&mul, &[&dy, &b], len), run1(&mul, &[&dy, &a], len));
-        let scale = Op::Scale { len, factor };
-        let dscaled = run1(&scale, &[&dy], len);
         let inputs = [a, b];
-        fd_check(forward_of(mul.clone(), len), &inputs, 0, &dy, &da)?;
-        fd_check(forward_of(mul, len), &inputs, 1, &dy, &db)?;
-        fd_check(forward_of(scale, len), &inputs[..1], 0, &dy, &dscaled)?;
+        for f in [Elementwise::mul(), Elementwise::add(2)] {
+            let forward = Op::Elementwise { len, f: f.clone() };
+            for which in 0..2 {
+                let d = derived(&f, which, &dy, &inputs, len);
+                fd_check(forward_of(forward.clone(), len), &inputs, which, &dy, &d)?;
+            }
+        }
+        let scale = Elementwise::scale(factor);
+        let d = derived(&scale, 0, &dy, &inputs[..1], len);
+        fd_check(forward_of(Op::Elementwise { len, f: scale }, len), &inputs[..1], 0, &dy, &d)?;
     }
 
     /// The whole training-mode batch-norm (statistics, fold, affine) against its two

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
-use crate::ir::ops::UnaryFn;
+use crate::ir::ops::Prim;
 
 /// The type of every value the interpreter stores: `f32`, the type of nnc's tensors, or
 /// `f64`, to see how far an f32 result is from the exact one.
@@ -39,7 +39,8 @@ pub trait Real:
     fn max(self, other: Self) -> Self;
 
     /// The activation `f` at `self`.
-    fn activate(self, f: UnaryFn) -> Self;
+    /// A primitive function, as accurately as the type allows.
+    fn prim(self, p: Prim) -> Self;
 
     /// The value that carries the integer `bits` (a token id, a class id, a seed): see
     /// the module documentation of the interpreter for the rule.
@@ -71,8 +72,14 @@ impl Real for f32 {
     }
 
     /// The op's own definition, which generated kernels are tested against.
-    fn activate(self, f: UnaryFn) -> Self {
-        f.apply(self)
+    fn prim(self, p: Prim) -> Self {
+        match p {
+            Prim::Tanh => self.tanh(),
+            Prim::Sigmoid => 1.0 / (1.0 + (-self).exp()),
+            Prim::Exp => self.exp(),
+            Prim::Erf => libm::erff(self),
+            Prim::Sqrt => self.sqrt(),
+        }
     }
 
     fn from_bits32(bits: u32) -> Self {
@@ -105,19 +112,13 @@ impl Real for f64 {
         f64::max(self, other)
     }
 
-    /// [`UnaryFn::apply`]'s formulas, in f64.
-    fn activate(self, f: UnaryFn) -> Self {
-        match f {
-            UnaryFn::Relu => self.max(0.0),
-            UnaryFn::LeakyRelu(s) => {
-                if self > 0.0 {
-                    self
-                } else {
-                    f64::from(s) * self
-                }
-            }
-            UnaryFn::Tanh => self.tanh(),
-            UnaryFn::Sigmoid => 1.0 / (1.0 + (-self).exp()),
+    fn prim(self, p: Prim) -> Self {
+        match p {
+            Prim::Tanh => self.tanh(),
+            Prim::Sigmoid => 1.0 / (1.0 + (-self).exp()),
+            Prim::Exp => self.exp(),
+            Prim::Erf => libm::erf(self),
+            Prim::Sqrt => self.sqrt(),
         }
     }
 

@@ -1,5 +1,6 @@
 use super::eval;
-use crate::ir::ops::{Cell, Op, Recurrence, Reduce, UnaryFn, Window2d};
+use crate::front::layers::activation::Activation;
+use crate::ir::ops::{Cell, Op, Recurrence, Reduce, Window2d};
 
 /// A square window over one `c`-channel image: (height, width), kernel, stride,
 /// padding, output (height, width).
@@ -99,7 +100,7 @@ fn concat_embedding_and_unary() {
     let table = [0.0, 1.0, 10.0, 11.0, 20.0, 21.0];
     let emb = Op::Embedding { count: 2, vocab: 3, dim: 2 };
     assert_eq!(eval_new(&emb, &[&ids, &table], 4), [20.0, 21.0, 0.0, 1.0]);
-    let leaky = Op::Unary { len: 2, f: UnaryFn::LeakyRelu(0.5) };
+    let leaky = Op::Elementwise { len: 2, f: Activation::LeakyRelu { slope: 0.5 }.function() };
     assert_eq!(eval_new(&leaky, &[&[-2.0, 3.0]], 2), [-1.0, 3.0]);
 }
 

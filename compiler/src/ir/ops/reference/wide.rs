@@ -47,10 +47,7 @@ fn integer_input(op: &Op) -> Option<(usize, Option<usize>)> {
         | Op::AddChannel { .. }
         | Op::ScaleShiftChannel { .. }
         | Op::BatchNormFold { .. }
-        | Op::Unary { .. }
-        | Op::Add { .. }
-        | Op::Mul { .. }
-        | Op::Scale { .. }
+        | Op::Elementwise { .. }
         | Op::Fill { .. }
         | Op::Softmax { .. }
         | Op::Lrn { .. }
@@ -66,7 +63,6 @@ fn integer_input(op: &Op) -> Option<(usize, Option<usize>)> {
         | Op::BroadcastChannel { .. }
         | Op::ChannelSum { .. }
         | Op::Transpose { .. }
-        | Op::UnaryBackward { .. }
         | Op::SoftmaxBackward { .. }
         | Op::LrnBackward { .. }
         | Op::Slice { .. }

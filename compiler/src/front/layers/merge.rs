@@ -1,39 +1,78 @@
-//! `add`: element-wise sum of tensors of one shape (residual connections). `a + b` in an
-//! expression is the same layer.
+//! Element-wise merges of tensors of one shape: `add` (residual connections; `a + b` in
+//! an expression) and `mul` (gating; `a * b`).
 
 use super::args::Args;
 use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
-use crate::ir::ops::{Op, TensorId};
+use crate::ir::ops::{Elementwise, Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
 use crate::support::diagnostic::Diagnostic;
 
-pub static SPEC: LayerSpec = LayerSpec {
+pub static ADD: LayerSpec = LayerSpec {
     name: "add",
     doc: "element-wise sum (residual connections); `a + b` means `add(a, b)`",
     shape_rule: "s, s, … → s (all inputs the same shape)",
     arity: Arity::AtLeast(2),
     args: &[],
-    build,
+    build: build_add,
 };
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Add;
+pub static MUL: LayerSpec = LayerSpec {
+    name: "mul",
+    doc: "element-wise product (gating); `a * b` means `mul(a, b)`",
+    shape_rule: "s, s, … → s (all inputs the same shape)",
+    arity: Arity::AtLeast(2),
+    args: &[],
+    build: build_mul,
+};
 
-fn build(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
-    Ok(Box::new(Add))
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Merge {
+    Add,
+    Mul,
 }
 
-impl Layer for Add {
+fn build_add(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(Merge::Add))
+}
+
+fn build_mul(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(Merge::Mul))
+}
+
+impl Merge {
+    fn name(self) -> &'static str {
+        match self {
+            Merge::Add => "add",
+            Merge::Mul => "mul",
+        }
+    }
+
+    /// The merge of `n` tensors, left to right.
+    fn function(self, n: usize) -> Elementwise {
+        match self {
+            Merge::Add => Elementwise::add(n),
+            Merge::Mul => {
+                Elementwise::new("mul", n, |b, x| x[1..].iter().fold(x[0], |acc, &v| b.mul(acc, v)))
+            }
+        }
+    }
+}
+
+impl Layer for Merge {
     fn infer(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
         let first = inputs[0];
         if let Shape::Tokens { .. } = first {
-            return Err(needs_features("add", &first));
+            return Err(needs_features(self.name(), &first));
         }
         for (i, s) in inputs.iter().enumerate().skip(1) {
             if *s != first {
+                let verb = match self {
+                    Merge::Add => "add",
+                    Merge::Mul => "multiply",
+                };
                 return Err(ShapeError::new(
-                    format!("cannot add {first} and {s}"),
+                    format!("cannot {verb} {first} and {s}"),
                     "shapes differ".to_string(),
                 )
                 .blame(vec![0, i])
@@ -44,7 +83,8 @@ impl Layer for Add {
     }
 
     fn lower(&self, cx: &mut Lower<'_>, inputs: &[TensorId], _: &[Shape], output: &Shape) -> TensorId {
-        let op = Op::Add { len: cx.batch() * output.elements() as usize, inputs: inputs.len() };
+        let op =
+            Op::Elementwise { len: cx.batch() * output.elements() as usize, f: self.function(inputs.len()) };
         cx.op(op, inputs.to_vec(), batched(cx.batch(), output))
     }
 }
@@ -79,7 +119,7 @@ mod tests {
     fn suggests_a_strided_projection() {
         let a = Shape::Image { c: 64, h: 16, w: 16 };
         let b = Shape::Image { c: 128, h: 8, w: 8 };
-        let e = Add.infer(&[a, b]).unwrap_err();
+        let e = Merge::Add.infer(&[a, b]).unwrap_err();
         assert_eq!(e.message, "cannot add [64, 16, 16] and [128, 8, 8]");
         assert_eq!(e.blame, vec![0, 1]);
         assert!(e.help.unwrap().contains("conv(128, 1, stride: 2, bias: false)"));
