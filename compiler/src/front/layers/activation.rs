@@ -1,7 +1,7 @@
 //! Element-wise activations: `relu`, `leaky_relu`, `tanh`, `sigmoid`.
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
 use crate::ir::ops::{Op, TensorId, UnaryFn};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -14,6 +14,7 @@ pub static RELU: LayerSpec = LayerSpec {
     doc: "max(x, 0)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Rectifier,
     args: &[],
     build: build_relu,
 };
@@ -23,6 +24,7 @@ pub static LEAKY_RELU: LayerSpec = LayerSpec {
     doc: "x if x > 0, else slope·x",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Rectifier,
     args: &[ArgSpec::named("slope", ArgType::Float, ArgValue::Float(0.01), "slope for negative inputs")
         .positional()],
     build: build_leaky,
@@ -33,6 +35,7 @@ pub static TANH: LayerSpec = LayerSpec {
     doc: "hyperbolic tangent",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[],
     build: build_tanh,
 };
@@ -42,6 +45,7 @@ pub static SIGMOID: LayerSpec = LayerSpec {
     doc: "1 / (1 + e^−x)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[],
     build: build_sigmoid,
 };

@@ -2,7 +2,7 @@
 //! expression is the same layer.
 
 use super::args::Args;
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
 use crate::ir::ops::{Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -13,6 +13,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "element-wise sum (residual connections); `a + b` means `add(a, b)`",
     shape_rule: "s, s, … → s (all inputs the same shape)",
     arity: Arity::AtLeast(2),
+    gain: Gain::Transparent,
     args: &[],
     build,
 };
