@@ -60,6 +60,24 @@ fn default_initialisers_follow_the_activation() {
 }
 
 #[test]
+fn default_initialisers_look_through_the_kinds_that_leave_the_activation_open() {
+    // conv1 reaches a rectifier through dropout and pooling, conv2 through pooling, the
+    // residual add and concat; conv3 reaches a sigmoid.
+    let g = net("network n(x: [3, 8, 8]) {
+        let a = x |> conv(4, 3, pad: 1) |> dropout(0.1) |> maxpool(2) |> leaky_relu
+        let b = x |> conv(4, 3, pad: 1) |> avgpool(2)
+        let c = x |> conv(4, 3, pad: 1) |> maxpool(2) |> sigmoid
+        concat(a + b, c) |> relu |> flatten |> dense(2)
+    }");
+    let weights: Vec<(String, Init)> =
+        g.params().filter(|p| p.name.ends_with(".weight")).map(|p| (p.name.clone(), p.init)).collect();
+    let expected =
+        [("conv1", Init::He), ("conv2", Init::He), ("conv3", Init::Xavier), ("dense1", Init::Xavier)];
+    let expected: Vec<(String, Init)> = expected.iter().map(|(l, i)| (format!("{l}.weight"), *i)).collect();
+    assert_eq!(weights, expected);
+}
+
+#[test]
 fn conditionals_arithmetic_and_builtins() {
     let g = net(
         "block pick(x, n) {\n    if n < 0 { x |> dense(1) } else if n % 2 == 0 and not (n == 4) { x |> dense(n / 2) } else { x |> dense(max(n, channels(x)) - min(3, 1)) }\n}\n\

@@ -297,3 +297,42 @@ fn a_resumed_run_keeps_its_settings_and_checks_its_position() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("stored position (epoch 0, batch 3, step 7)"), "{err}");
 }
+
+#[test]
+fn a_checkpoint_written_in_the_first_metadata_format_resumes_and_loads() {
+    let dir = scratch("format-1");
+    std::fs::write(dir.join("small.net"), MODEL).unwrap();
+    let run = |args: &[&str]| {
+        let o = nnc(&dir, &[&["train", "small.net", "--threads", "1", "--quiet"][..], args].concat());
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, err) = run(&["--max-steps", "3"]);
+    assert_eq!(code, Some(0), "{err}");
+    // Both files as the first format wrote them: the optimizer only as `Debug` text.
+    for file in ["small.safetensors", "small.train.safetensors"] {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut meta = metadata(&path);
+        assert_eq!(meta["nnc.optimizer"], "adam", "{meta:?}");
+        meta.retain(|k, _| !k.starts_with("nnc.optimizer."));
+        meta.insert("nnc.format".into(), "1".into());
+        meta.insert(
+            "nnc.optimizer".into(),
+            "Adam { lr: 0.003, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }".into(),
+        );
+        let old = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+        std::fs::write(&path, old).unwrap();
+    }
+    let (code, err) = run(&["--resume", "small.safetensors", "--max-steps", "5"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("resuming at epoch 1 batch 3 (step 3)"), "{err}");
+    let meta = metadata(&dir.join("small.safetensors"));
+    assert_eq!(meta["nnc.step"], "5");
+    assert_eq!((meta["nnc.format"].as_str(), meta["nnc.optimizer"].as_str()), ("2", "adam"));
+    assert_eq!(meta["nnc.optimizer.lr"], "0.003");
+    // The weights load as the initial weights of a new run.
+    let (code, err) =
+        run(&["--init-from", "small.safetensors", "--max-steps", "1", "--out", "again.safetensors"]);
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -8,7 +8,9 @@
 use crate::exec::Executable;
 use crate::files;
 use crate::init::{to_internal, to_torch};
+use crate::train::run::Position;
 use crate::train::step::TrainStep;
+use nnc_compiler::front::train::{Optimizer, TrainConfig};
 use nnc_compiler::ir::ops::Role;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -57,9 +59,6 @@ pub fn fingerprint(state: &[Entry]) -> String {
     }
     format!("{h:016x}")
 }
-
-/// The metadata key of the weights' fingerprint in the train file.
-pub const WEIGHTS_KEY: &str = "nnc.weights";
 
 /// Tensors whose names start with this are not parameters (optimizer state, in files
 /// written before it moved to the train file) and are not required on load.
@@ -295,4 +294,215 @@ pub fn load(exec: &mut Executable, path: &Path) -> Result<Loaded, CheckpointErro
         exec.tensor_mut(t).copy_from_slice(&internal);
     }
     Ok(Loaded { metadata: header.metadata().clone().unwrap_or_default(), converted })
+}
+
+/// The metadata format this version writes. Format 1 stored the optimizer only as Rust's
+/// `Debug` text; format 2 stores it as fields ([`CheckpointMeta::to_metadata`]).
+pub const META_FORMAT: u32 = 2;
+
+/// What nnc stores beside the tensors of the checkpoints `nnc train` writes. In the file
+/// it is safetensors metadata, string → string under `nnc.*` keys, which PyTorch's loaders
+/// ignore; here it is typed, and reading it checks every value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointMeta {
+    /// The network trained (`nnc.network`).
+    pub network: String,
+    /// A hash of the model's source text (`nnc.source`), so that resuming refuses a
+    /// checkpoint of another model.
+    pub source: String,
+    pub seed: u64,
+    /// The update rule and its hyper-parameters (`nnc.optimizer`, `nnc.optimizer.lr`, ...).
+    pub optimizer: Optimizer,
+    /// Every effective setting of the run (the train section with the flags applied) and
+    /// whether examples are shuffled (`nnc.settings`, JSON): a resumed run takes them.
+    pub config: TrainConfig,
+    pub shuffle: bool,
+    /// A character model's vocabulary (`nnc.vocabulary`).
+    pub vocabulary: Option<String>,
+    /// Where the run was when it wrote the file (`nnc.epoch`, `nnc.batch`, `nnc.step`).
+    pub position: Option<Position>,
+    /// The lowest test loss so far (`nnc.best_loss`).
+    pub best_loss: Option<f64>,
+    /// In a train file: the fingerprint of the weights it goes with (`nnc.weights`).
+    pub weights: Option<String>,
+}
+
+/// Metadata that nnc wrote but that is missing a value or holds one it cannot read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MetaError {
+    #[error("`{path}` has no `{key}` metadata (it was not written by this version of `nnc train`)")]
+    Missing { path: String, key: &'static str },
+    #[error("`{path}` has a bad `{key}` metadata value `{value}`: {reason}")]
+    Bad { path: String, key: &'static str, value: String, reason: String },
+}
+
+mod key {
+    pub const FORMAT: &str = "nnc.format";
+    pub const NETWORK: &str = "nnc.network";
+    pub const SOURCE: &str = "nnc.source";
+    pub const SEED: &str = "nnc.seed";
+    pub const OPTIMIZER: &str = "nnc.optimizer";
+    pub const LR: &str = "nnc.optimizer.lr";
+    pub const MOMENTUM: &str = "nnc.optimizer.momentum";
+    pub const NESTEROV: &str = "nnc.optimizer.nesterov";
+    pub const BETA1: &str = "nnc.optimizer.beta1";
+    pub const BETA2: &str = "nnc.optimizer.beta2";
+    pub const EPS: &str = "nnc.optimizer.eps";
+    pub const WEIGHT_DECAY: &str = "nnc.optimizer.weight_decay";
+    pub const SETTINGS: &str = "nnc.settings";
+    pub const VOCABULARY: &str = "nnc.vocabulary";
+    pub const EPOCH: &str = "nnc.epoch";
+    pub const BATCH: &str = "nnc.batch";
+    pub const STEP: &str = "nnc.step";
+    pub const BEST_LOSS: &str = "nnc.best_loss";
+    pub const WEIGHTS: &str = "nnc.weights";
+}
+
+/// The stored form of `nnc.settings`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSettings {
+    config: TrainConfig,
+    shuffle: bool,
+}
+
+impl CheckpointMeta {
+    /// The metadata to store: string → string, as safetensors (and PyTorch) keep it.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put(key::FORMAT, META_FORMAT.to_string());
+        put(key::NETWORK, self.network.clone());
+        put(key::SOURCE, self.source.clone());
+        put(key::SEED, self.seed.to_string());
+        // Floats as Rust prints them: the shortest text that reads back as the same value.
+        let (kind, lr, weight_decay) = match self.optimizer {
+            Optimizer::Sgd { lr, momentum, nesterov, weight_decay } => {
+                put(key::MOMENTUM, momentum.to_string());
+                put(key::NESTEROV, nesterov.to_string());
+                ("sgd", lr, weight_decay)
+            }
+            Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
+            | Optimizer::Adamw { lr, beta1, beta2, eps, weight_decay } => {
+                put(key::BETA1, beta1.to_string());
+                put(key::BETA2, beta2.to_string());
+                put(key::EPS, eps.to_string());
+                let kind = if matches!(self.optimizer, Optimizer::Adam { .. }) { "adam" } else { "adamw" };
+                (kind, lr, weight_decay)
+            }
+        };
+        put(key::OPTIMIZER, kind.to_string());
+        put(key::LR, lr.to_string());
+        put(key::WEIGHT_DECAY, weight_decay.to_string());
+        let settings = StoredSettings { config: self.config.clone(), shuffle: self.shuffle };
+        put(key::SETTINGS, serde_json::to_string(&settings).expect("settings serialise"));
+        if let Some(v) = &self.vocabulary {
+            put(key::VOCABULARY, v.clone());
+        }
+        if let Some(p) = self.position {
+            put(key::EPOCH, p.epoch.to_string());
+            put(key::BATCH, p.batch.to_string());
+            put(key::STEP, p.step.to_string());
+        }
+        if let Some(loss) = self.best_loss {
+            put(key::BEST_LOSS, loss.to_string());
+        }
+        if let Some(w) = &self.weights {
+            put(key::WEIGHTS, w.clone());
+        }
+        m
+    }
+
+    /// Reads the metadata of the checkpoint at `path`: `None` for a file that `nnc train`
+    /// did not write (no `nnc.format`, as from PyTorch), an error naming the file and the
+    /// key for a value that is missing or unreadable. Files of format 1 (the optimizer as
+    /// `Debug` text) read too: their optimizer is the one in their stored settings.
+    pub fn from_metadata(
+        m: &HashMap<String, String>,
+        path: &Path,
+    ) -> Result<Option<CheckpointMeta>, MetaError> {
+        let path = path.display().to_string();
+        if !m.contains_key(key::FORMAT) {
+            return Ok(None);
+        }
+        let at = Reader { m, path: &path };
+        let format: u32 = at.parse(key::FORMAT)?;
+        if format != 1 && format != META_FORMAT {
+            let reason = format!("this version of nnc reads formats 1 and {META_FORMAT}");
+            return Err(MetaError::Bad { path, key: key::FORMAT, value: format.to_string(), reason });
+        }
+        let settings: StoredSettings = at
+            .get(key::SETTINGS)
+            .and_then(|text| serde_json::from_str(text).map_err(|e| at.bad(key::SETTINGS, e.to_string())))?;
+        let optimizer = if format == 1 { settings.config.optimizer } else { at.optimizer()? };
+        let position = match (m.get(key::EPOCH), m.get(key::BATCH), m.get(key::STEP)) {
+            (None, None, None) => None,
+            _ => Some(Position {
+                epoch: at.parse(key::EPOCH)?,
+                batch: at.parse(key::BATCH)?,
+                step: at.parse(key::STEP)?,
+            }),
+        };
+        Ok(Some(CheckpointMeta {
+            network: at.get(key::NETWORK)?.clone(),
+            source: at.get(key::SOURCE)?.clone(),
+            seed: at.parse(key::SEED)?,
+            optimizer,
+            config: settings.config,
+            shuffle: settings.shuffle,
+            vocabulary: m.get(key::VOCABULARY).cloned(),
+            position,
+            best_loss: m.get(key::BEST_LOSS).map(|_| at.parse(key::BEST_LOSS)).transpose()?,
+            weights: m.get(key::WEIGHTS).cloned(),
+        }))
+    }
+}
+
+/// Values of one file's metadata, each read with an error that names the file and key.
+struct Reader<'m> {
+    m: &'m HashMap<String, String>,
+    path: &'m str,
+}
+
+impl Reader<'_> {
+    fn get(&self, key: &'static str) -> Result<&String, MetaError> {
+        self.m.get(key).ok_or_else(|| MetaError::Missing { path: self.path.into(), key })
+    }
+
+    fn bad(&self, key: &'static str, reason: String) -> MetaError {
+        let value = self.m.get(key).cloned().unwrap_or_default();
+        MetaError::Bad { path: self.path.into(), key, value, reason }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &'static str) -> Result<T, MetaError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(key)?.parse().map_err(|e: T::Err| self.bad(key, e.to_string()))
+    }
+
+    fn optimizer(&self) -> Result<Optimizer, MetaError> {
+        let (lr, weight_decay) = (self.parse(key::LR)?, self.parse(key::WEIGHT_DECAY)?);
+        let adam = |decoupled: bool| -> Result<Optimizer, MetaError> {
+            let (beta1, beta2, eps) =
+                (self.parse(key::BETA1)?, self.parse(key::BETA2)?, self.parse(key::EPS)?);
+            Ok(if decoupled {
+                Optimizer::Adamw { lr, beta1, beta2, eps, weight_decay }
+            } else {
+                Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
+            })
+        };
+        match self.get(key::OPTIMIZER)?.as_str() {
+            "sgd" => Ok(Optimizer::Sgd {
+                lr,
+                momentum: self.parse(key::MOMENTUM)?,
+                nesterov: self.parse(key::NESTEROV)?,
+                weight_decay,
+            }),
+            "adam" => adam(false),
+            "adamw" => adam(true),
+            _ => Err(self.bad(key::OPTIMIZER, "expected sgd, adam or adamw".into())),
+        }
+    }
 }

@@ -181,3 +181,113 @@ fn other_float_types_are_converted_and_batch_counts_accepted() {
     assert_eq!((count.dtype(), count.shape()), (safetensors::Dtype::I64, &[][..]));
     assert!(checkpoint::load(&mut build(), &p).unwrap().converted.is_empty());
 }
+
+/// A run's metadata as `nnc train` stores it, for the model's train section with
+/// `optimizer`.
+fn meta(optimizer: &str) -> checkpoint::CheckpointMeta {
+    let text = format!("{MODEL}train n {{\n    optimizer = {optimizer}\n    batch = 2\n}}\n");
+    let model = nnc_compiler::compile_str("n.net", &text, None).unwrap();
+    let config = model.trains[0].clone();
+    checkpoint::CheckpointMeta {
+        network: "n".into(),
+        source: "0123456789abcdef".into(),
+        seed: 7,
+        optimizer: config.optimizer,
+        config,
+        shuffle: true,
+        vocabulary: None,
+        position: Some(nnc_runtime::train::run::Position { epoch: 1, batch: 3, step: 13 }),
+        best_loss: Some(0.125),
+        weights: None,
+    }
+}
+
+#[test]
+fn checkpoint_metadata_stores_the_optimizer_as_fields_and_reads_back_the_same() {
+    let path = std::path::Path::new("run.train.safetensors");
+    for optimizer in [
+        "sgd(lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 5e-4)",
+        "adam(lr: 3e-3, beta1: 0.8, eps: 1e-7)",
+        "adamw(lr: 0.001, weight_decay: 0.01)",
+    ] {
+        let m = meta(optimizer);
+        let stored = m.to_metadata();
+        assert!(stored.keys().all(|k| k.starts_with("nnc.")), "{stored:?}");
+        assert_eq!(stored["nnc.format"], checkpoint::META_FORMAT.to_string());
+        assert_eq!(stored["nnc.optimizer.lr"], format!("{}", m.config.optimizer.update_rule().1));
+        let kind = &optimizer[..optimizer.find('(').unwrap()];
+        assert_eq!(stored["nnc.optimizer"], kind);
+        let back = checkpoint::CheckpointMeta::from_metadata(&stored, path).unwrap();
+        assert_eq!(back, Some(m), "{optimizer}");
+    }
+    let sgd = meta("sgd(lr: 0.05, momentum: 0.9, nesterov: true)").to_metadata();
+    assert_eq!(
+        (sgd["nnc.optimizer.momentum"].as_str(), sgd["nnc.optimizer.nesterov"].as_str()),
+        ("0.9", "true")
+    );
+    let adamw = meta("adamw(lr: 0.001, beta2: 0.99)").to_metadata();
+    assert_eq!(adamw["nnc.optimizer.beta2"], "0.99");
+    assert!(!adamw.contains_key("nnc.optimizer.momentum"));
+}
+
+#[test]
+fn checkpoint_metadata_of_the_first_format_reads_its_optimizer_from_the_settings() {
+    // As the first format had it: the optimizer as `Debug` text beside the settings.
+    let m = meta("sgd(lr: 0.05, momentum: 0.9)");
+    let mut old = m.to_metadata();
+    old.retain(|k, _| !k.starts_with("nnc.optimizer."));
+    old.insert("nnc.format".into(), "1".into());
+    old.insert(
+        "nnc.optimizer".into(),
+        "Sgd { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0 }".into(),
+    );
+    let path = std::path::Path::new("old.train.safetensors");
+    assert_eq!(checkpoint::CheckpointMeta::from_metadata(&old, path).unwrap(), Some(m));
+}
+
+#[test]
+fn checkpoint_metadata_that_is_missing_or_bad_is_named() {
+    use checkpoint::MetaError;
+    let path = std::path::Path::new("run.train.safetensors");
+    let read = |edit: &dyn Fn(&mut HashMap<String, String>)| {
+        let mut m = meta("adam(lr: 0.001)").to_metadata();
+        edit(&mut m);
+        checkpoint::CheckpointMeta::from_metadata(&m, path)
+    };
+    // Not written by `nnc train`: nothing to read, and no complaint (PyTorch's files).
+    assert_eq!(checkpoint::CheckpointMeta::from_metadata(&HashMap::new(), path), Ok(None));
+    let missing = read(&|m| {
+        m.remove("nnc.optimizer.beta1");
+    });
+    assert_eq!(
+        missing,
+        Err(MetaError::Missing { path: "run.train.safetensors".into(), key: "nnc.optimizer.beta1" })
+    );
+    let e = read(&|m| {
+        m.insert("nnc.step".into(), "-3".into());
+    })
+    .unwrap_err();
+    assert!(matches!(&e, MetaError::Bad { key: "nnc.step", value, .. } if value == "-3"), "{e:?}");
+    assert!(
+        e.to_string().starts_with("`run.train.safetensors` has a bad `nnc.step` metadata value `-3`"),
+        "{e}"
+    );
+    for (key, value) in [
+        ("nnc.optimizer", "rmsprop"),
+        ("nnc.optimizer.lr", "fast"),
+        ("nnc.format", "3"),
+        ("nnc.settings", "{"),
+        ("nnc.best_loss", "low"),
+    ] {
+        let e = read(&|m| {
+            m.insert(key.into(), value.into());
+        })
+        .unwrap_err();
+        assert!(matches!(&e, MetaError::Bad { key: k, .. } if *k == key), "{key}: {e:?}");
+    }
+    let e = read(&|m| {
+        m.remove("nnc.batch");
+    })
+    .unwrap_err();
+    assert_eq!(e, MetaError::Missing { path: "run.train.safetensors".into(), key: "nnc.batch" });
+}

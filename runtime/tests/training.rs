@@ -178,3 +178,36 @@ fn lstm_and_gru_sequences() {
         source("network n(x: seq[4] of tokens(9)) { x |> embedding(5) |> gru(6, last: true) |> dense(4) }");
     check(&gru, 2, SGD, 2, 2);
 }
+
+/// A step that goes non-finite names the first tensor that did by what the graph records
+/// about it. Huge inputs through tiny convolution weights give finite outputs and a
+/// finite loss, but the weight gradient (inputs times output gradients) overflows.
+#[test]
+fn a_non_finite_gradient_is_named_for_the_parameter_it_is_the_gradient_of() {
+    let text = "network n(x: [1, 2, 2]) {\n    x |> conv(2, 1) |> flatten |> dense(2)\n}\n";
+    let model = nnc_compiler::compile_str("n.net", text, None).expect("compiles");
+    let options = Options { threads: 1, guard: true, verify: true, fma: true };
+    let rule = UpdateRule::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 };
+    let mut step = TrainStep::new(&model.networks[0], Loss::CrossEntropy, rule, 1, &options).unwrap();
+    let params: Vec<(TensorId, String)> =
+        step.exe.graph.params().map(|(t, info)| (t, info.name.clone())).collect();
+    for (t, name) in params {
+        let values = step.exe.tensor_mut(t);
+        match name.as_str() {
+            "conv1.weight" => values.fill(1e-37),
+            // Stored as [in, out]: class 0 gets +100 from every feature, class 1 −100.
+            "dense1.weight" => {
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v = if i % 2 == 0 { 100.0 } else { -100.0 };
+                }
+            }
+            _ => values.fill(0.0),
+        }
+    }
+    step.input_mut().fill(3e38);
+    step.labels_mut()[0] = f32::from_bits(1);
+    let settings = StepSettings { lr: 0.1, clip: None, seed: 1 };
+    let err = step.run(&settings).expect_err("the weight gradient overflows").to_string();
+    assert!(err.contains("the gradient of `conv1.weight` became non-finite"), "{err}");
+    assert!(err.contains("conv2d_backward_weight"), "{err}");
+}

@@ -5,11 +5,10 @@
 use super::dataset::{self, Loaded};
 use super::{EXIT_USAGE, Failure, Ui, finish, out, usage};
 use nnc_compiler::support::numbers::thousands;
-use nnc_runtime::checkpoint;
+use nnc_runtime::checkpoint::{self, CheckpointMeta};
 use nnc_runtime::data::text::Vocabulary;
 use nnc_runtime::exec::{Executable, Options};
 use nnc_runtime::train::eval::{Evaluation, Evaluator};
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -57,17 +56,17 @@ fn eval(ui: &Ui, a: &Args) -> Result<(), Failure> {
     let mut evaluator = Evaluator::new(graph, a.batch as usize, loss, &options).map_err(usage)?;
     // Loading the weights first rejects a checkpoint of another network before any data
     // is read, and gives a character model the vocabulary its ids were trained with.
-    let metadata = load_weights(&mut evaluator.exe, &a.weights, &graph.name)?;
+    let meta = load_weights(&mut evaluator.exe, &a.weights, &graph.name)?;
     let text = dataset::is_text(&prep);
     let vocabulary = if text {
-        let stored = metadata.get("nnc.vocabulary").ok_or_else(|| {
+        let stored = meta.and_then(|m| m.vocabulary).ok_or_else(|| {
             usage(format!(
                 "`{}` has no `nnc.vocabulary` metadata, so the characters' ids are unknown; \
                  evaluate a checkpoint written by `nnc train`",
                 a.weights.display()
             ))
         })?;
-        Some(Vocabulary::from_string(stored).map_err(usage)?)
+        Some(Vocabulary::from_string(&stored).map_err(usage)?)
     } else {
         None
     };
@@ -109,31 +108,32 @@ fn eval(ui: &Ui, a: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Loads the checkpoint at `path` into `exe` and returns its metadata. When it was written
-/// for another network (by name), a checkpoint that does not fit says so, and one that
-/// fits is used with a warning: the names of the tensors may match by chance.
+/// Loads the checkpoint at `path` into `exe` and returns what `nnc train` stored with it
+/// (`None` for a file from elsewhere). When it was written for another network (by
+/// name), a checkpoint that does not fit says so, and one that fits is used with a
+/// warning: the names of the tensors may match by chance.
 pub(super) fn load_weights(
     exe: &mut Executable,
     path: &Path,
     network: &str,
-) -> Result<HashMap<String, String>, Failure> {
+) -> Result<Option<CheckpointMeta>, Failure> {
     let trained_for =
-        |metadata: &HashMap<String, String>| metadata.get("nnc.network").filter(|n| *n != network).cloned();
+        |meta: &Option<CheckpointMeta>| meta.as_ref().map(|m| &m.network).filter(|n| *n != network).cloned();
     match checkpoint::load(exe, path) {
         Ok(loaded) => {
             super::note_converted(path, &loaded);
-            let metadata = loaded.metadata;
-            if let Some(other) = trained_for(&metadata) {
+            let meta = CheckpointMeta::from_metadata(&loaded.metadata, path).map_err(usage)?;
+            if let Some(other) = trained_for(&meta) {
                 eprintln!("warning: `{}` was trained for network `{other}`, not `{network}`", path.display());
             }
-            Ok(metadata)
+            Ok(meta)
         }
         Err(e) => {
-            let metadata = checkpoint::read(path).ok().and_then(|bytes| {
+            let meta = checkpoint::read(path).ok().and_then(|bytes| {
                 let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
-                header.metadata().clone()
+                CheckpointMeta::from_metadata(header.metadata().as_ref()?, path).ok()?
             });
-            let hint = match metadata.as_ref().and_then(trained_for) {
+            let hint = match trained_for(&meta) {
                 Some(other) => format!(" (it was trained for network `{other}`, not `{network}`)"),
                 None => String::new(),
             };

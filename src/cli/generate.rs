@@ -108,15 +108,15 @@ fn generate(ui: &Ui, a: &Args) -> Result<(), Failure> {
     let m = char_model(graph).map_err(usage)?;
     let options = Options { threads: super::threads(a.threads), ..Options::default() };
     let mut exe = Executable::build(graph, 1, &options).map_err(usage)?;
-    let metadata = super::eval::load_weights(&mut exe, &a.weights, &graph.name)?;
-    let stored = metadata.get("nnc.vocabulary").ok_or_else(|| {
+    let meta = super::eval::load_weights(&mut exe, &a.weights, &graph.name)?;
+    let stored = meta.and_then(|m| m.vocabulary).ok_or_else(|| {
         usage(format!(
             "`{}` has no `nnc.vocabulary` metadata, so the model's ids cannot be read as characters; \
              use a checkpoint written by `nnc train`",
             a.weights.display()
         ))
     })?;
-    let vocab = Vocabulary::from_string(stored).map_err(usage)?;
+    let vocab = Vocabulary::from_string(&stored).map_err(usage)?;
     if vocab.is_empty() || vocab.len() > m.inputs.min(m.outputs) {
         return Err(usage(format!(
             "the vocabulary of `{}` has {} characters; `{}` reads {} and scores {} classes",

@@ -1,39 +1,12 @@
 //! Resuming a run with the settings it started with. A checkpoint stores every effective
-//! setting (the train section with the flags applied, and whether examples are shuffled);
-//! a resumed run takes them from there, so that it reaches the weights the uninterrupted
-//! run would, and refuses a flag that would change one.
+//! setting (the train section with the flags applied, and whether examples are shuffled:
+//! [`nnc_runtime::checkpoint::CheckpointMeta`]); a resumed run takes them from there, so
+//! that it reaches the weights the uninterrupted run would, and refuses a flag that would
+//! change one.
 
 use nnc_compiler::front::train::{Optimizer, TrainConfig};
 use nnc_compiler::front::value::format_float;
-use std::collections::HashMap;
 use std::path::Path;
-
-/// The metadata key of the stored settings.
-pub const KEY: &str = "nnc.settings";
-
-/// The settings of a run, as stored in its checkpoints.
-pub fn store(config: &TrainConfig, shuffle: bool) -> String {
-    serde_json::json!({ "config": config, "shuffle": shuffle }).to_string()
-}
-
-/// The settings stored in the metadata of the checkpoint at `path`.
-pub fn stored(meta: &HashMap<String, String>, path: &Path) -> Result<(TrainConfig, bool), String> {
-    let missing = || {
-        format!(
-            "`{}` does not hold the settings it was trained with (it was not written by this \
-             version of `nnc train`); start from its weights with --init-from instead",
-            path.display()
-        )
-    };
-    let json: serde_json::Value = serde_json::from_str(meta.get(KEY).ok_or_else(missing)?)
-        .map_err(|e| format!("the settings stored in `{}` are corrupt: {e}", path.display()))?;
-    let config = serde_json::from_value(json["config"].clone())
-        .map_err(|e| format!("the settings stored in `{}` are corrupt: {e}", path.display()))?;
-    let shuffle = json["shuffle"]
-        .as_bool()
-        .ok_or_else(|| format!("the settings stored in `{}` are corrupt: no `shuffle`", path.display()))?;
-    Ok((config, shuffle))
-}
 
 /// Refuses settings for a resumed run that differ from the stored ones, naming the flag
 /// and both values.

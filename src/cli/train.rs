@@ -7,12 +7,11 @@ use super::{EXIT_MODEL, EXIT_USAGE, Failure, Ui, finish, out, usage};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nnc_compiler::front::train::{Augment, Optimizer, Schedule, TrainConfig};
 use nnc_compiler::ir::graph::Graph;
-use nnc_runtime::checkpoint;
+use nnc_runtime::checkpoint::{self, CheckpointMeta};
 use nnc_runtime::exec::Options;
 use nnc_runtime::train::eval::Evaluator;
-use nnc_runtime::train::run::{EpochReport, Observer, Outcome, Position, Settings, StepReport, Trainer};
+use nnc_runtime::train::run::{EpochReport, Observer, Outcome, Settings, StepReport, Trainer};
 use nnc_runtime::train::step::TrainStep;
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -220,24 +219,20 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     // A resumed run takes its settings from the checkpoint, with any flag checked
     // against them; a new one from the train section with the flags applied.
     let resumed_meta = match &a.resume {
-        Some(path) => Some(
-            read_metadata(&checkpoint::train_path(path))
-                .map_err(|e| usage(format!("cannot resume from `{}`: {e}", path.display())))?,
-        ),
+        Some(path) => Some(resumed(path)?),
         None => None,
     };
     let (config, shuffle) = match (&a.resume, &resumed_meta) {
         (Some(path), Some(meta)) => {
-            if meta.get("nnc.source") != Some(&source_hash(&model)) {
+            if meta.source != source_hash(&model) {
                 return Err(usage(format!(
                     "`{}` was written for a different model source; start from its weights with --init-from instead",
                     path.display()
                 )));
             }
-            let (stored, shuffled) = resume::stored(meta, path).map_err(usage)?;
-            let config = configure(Some(&stored), graph, a).map_err(usage)?;
-            let shuffle = shuffled && !a.no_shuffle;
-            resume::check_unchanged((&stored, shuffled), (&config, shuffle), path).map_err(usage)?;
+            let config = configure(Some(&meta.config), graph, a).map_err(usage)?;
+            let shuffle = meta.shuffle && !a.no_shuffle;
+            resume::check_unchanged((&meta.config, meta.shuffle), (&config, shuffle), path).map_err(usage)?;
             (config, shuffle)
         }
         _ => (configure(model.train_config(&graph.name), graph, a).map_err(usage)?, !a.no_shuffle),
@@ -245,7 +240,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     let prep = dataset::preparation(graph, Some(&config), None).map_err(usage)?;
     let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
     // A resumed character model keeps the vocabulary its ids were trained with.
-    let vocabulary = match resumed_meta.as_ref().and_then(|m| m.get("nnc.vocabulary")) {
+    let vocabulary = match resumed_meta.as_ref().and_then(|m| m.vocabulary.as_ref()) {
         Some(v) => Some(nnc_runtime::data::text::Vocabulary::from_string(v).map_err(usage)?),
         None => None,
     };
@@ -305,24 +300,24 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             return Err(usage(format!("cannot write `{}` (from {flag}): {e}", path.display())));
         }
     }
-    let mut metadata = HashMap::from([
-        ("nnc.format".to_string(), "1".to_string()),
-        ("nnc.network".to_string(), graph.name.clone()),
-        ("nnc.source".to_string(), source_hash(&model)),
-        ("nnc.seed".to_string(), config.seed.to_string()),
-        ("nnc.optimizer".to_string(), format!("{:?}", config.optimizer)),
-        (resume::KEY.to_string(), resume::store(&config, shuffle)),
-    ]);
-    if let Some(v) = &vocabulary {
-        metadata.insert("nnc.vocabulary".into(), v.to_string());
-    }
+    let meta = CheckpointMeta {
+        network: graph.name.clone(),
+        source: source_hash(&model),
+        seed: config.seed,
+        optimizer: config.optimizer,
+        config: config.clone(),
+        shuffle,
+        vocabulary: vocabulary.as_ref().map(ToString::to_string),
+        position: None,
+        best_loss: None,
+        weights: None,
+    };
     // Parameters: from a checkpoint being resumed, from --init-from, or initialised.
     let mut position = None;
     if let (Some(path), Some(meta)) = (&a.resume, &resumed_meta) {
         checkpoint::load(&mut step.exe, path).map_err(usage)?;
         let train_path = checkpoint::train_path(path);
-        if meta.get(checkpoint::WEIGHTS_KEY) != Some(&checkpoint::fingerprint(&checkpoint::state(&step.exe)))
-        {
+        if meta.weights.as_ref() != Some(&checkpoint::fingerprint(&checkpoint::state(&step.exe))) {
             return Err(usage(format!(
                 "`{}` does not belong with `{}` (they were not written together); start from the \
                  weights with --init-from instead",
@@ -331,7 +326,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
             )));
         }
         checkpoint::load_optimizer(&mut step, &train_path).map_err(usage)?;
-        position = Some(Position::from_metadata(meta).ok_or_else(|| {
+        position = Some(meta.position.ok_or_else(|| {
             usage(format!("`{}` has no training position; use --init-from", path.display()))
         })?);
     } else if let Some(path) = &a.init_from {
@@ -350,12 +345,11 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
         clip: config.clip,
         checkpoint: out_path.clone(),
         best: best.clone(),
-        metadata,
+        meta,
     };
     let mut trainer = Trainer::new(step, eval, &train, test.as_ref(), settings).map_err(usage)?;
     if let Some(p) = position {
-        let best_loss =
-            resumed_meta.as_ref().and_then(|m| m.get("nnc.best_loss")).and_then(|v| v.parse().ok());
+        let best_loss = resumed_meta.as_ref().and_then(|m| m.best_loss);
         trainer.resume(p, best_loss).map_err(usage)?;
         eprintln!("resuming at epoch {} batch {} (step {})", p.epoch + 1, p.batch, p.step);
     }
@@ -414,11 +408,19 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     }
 }
 
-fn read_metadata(path: &Path) -> Result<HashMap<String, String>, String> {
-    let bytes = checkpoint::read(path).map_err(|e| e.to_string())?;
+/// The metadata of the train file beside the checkpoint `path`, which a resumed run
+/// takes its settings and position from.
+fn resumed(path: &Path) -> Result<CheckpointMeta, Failure> {
+    let train_path = checkpoint::train_path(path);
+    let cannot = |e: String| usage(format!("cannot resume from `{}`: {e}", path.display()));
+    let bytes = checkpoint::read(&train_path).map_err(|e| cannot(e.to_string()))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))?;
-    Ok(header.metadata().clone().unwrap_or_default())
+        .map_err(|e| cannot(format!("`{}` is not a valid safetensors file: {e}", train_path.display())))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let hint = "; start from its weights with --init-from instead";
+    CheckpointMeta::from_metadata(&metadata, &train_path)
+        .map_err(|e| cannot(format!("{e}{hint}")))?
+        .ok_or_else(|| cannot(format!("`{}` was not written by `nnc train`{hint}", train_path.display())))
 }
 
 /// `97.5%`, or `-` where a loss has no accuracy.

@@ -8,7 +8,7 @@
 //! the backward pass.
 
 use crate::ir::graph::{Graph, Node, NodeKind};
-use crate::ir::ops::{Layout, Op, OpNode, ParamInfo, Role, Tensor, TensorGraph, TensorId};
+use crate::ir::ops::{Layout, Op, OpNode, Origin, ParamInfo, Role, Tensor, TensorGraph, TensorId};
 use crate::ir::shape::Shape;
 
 /// The dimensions of a per-example shape with the batch in front.
@@ -80,12 +80,14 @@ impl Lower<'_> {
     pub fn op(&mut self, op: Op, inputs: Vec<TensorId>, dims: Vec<usize>) -> TensorId {
         let layer = self.node.map(|n| n.path.clone()).unwrap_or_default();
         let output = self.tensor(format!("{layer}:{}", op.name()), dims, Role::Activation);
+        self.graph.tensors[output.0 as usize].origin =
+            Origin::Output { layer: layer.clone(), op: op.name().to_string() };
         self.graph.ops.push(OpNode { op, inputs, output, aux: Vec::new(), layer });
         output
     }
 
     fn tensor(&mut self, name: String, dims: Vec<usize>, role: Role) -> TensorId {
-        self.graph.tensors.push(Tensor { name, dims, role, view: None });
+        self.graph.tensors.push(Tensor { name, dims, role, view: None, origin: Origin::Named });
         TensorId(self.graph.tensors.len() as u32 - 1)
     }
 }

@@ -10,7 +10,7 @@
 //! uses keep the whole block alive. In guard mode every buffer is surrounded by canary
 //! bytes that the runtime checks after each kernel.
 
-use crate::ir::kernel::{Buffer, Program};
+use crate::ir::kernel::{Buffer, KernelKind, Program};
 use crate::ir::ops::{Role, TensorGraph, TensorId};
 use std::fmt;
 
@@ -114,7 +114,7 @@ pub fn plan(graph: &TensorGraph, program: &Program, guard: usize) -> MemoryPlan 
     let derived: Vec<TensorId> = program
         .kernels
         .iter()
-        .filter(|kn| kn.label.starts_with("prologue"))
+        .filter(|kn| kn.kind == KernelKind::Prologue)
         .flat_map(|kn| kn.writes.iter().copied())
         .filter(|t| graph.tensor(*t).view.is_none())
         .collect();

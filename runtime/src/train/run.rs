@@ -9,11 +9,10 @@ use super::data::{Dataset, epoch_order};
 use super::eval::{Evaluation, Evaluator};
 use super::schedule;
 use super::step::{StepError, StepSettings, TrainStep};
-use crate::checkpoint::{self, CheckpointError};
+use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
 use crate::exec;
 use crate::init::Rng;
 use nnc_compiler::front::train::Schedule;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -56,8 +55,9 @@ pub struct Settings {
     pub checkpoint: PathBuf,
     /// Written whenever the test loss is the lowest so far.
     pub best: Option<PathBuf>,
-    /// Stored in every checkpoint (network, source hash, vocabulary, ...).
-    pub metadata: HashMap<String, String>,
+    /// Stored in every checkpoint (network, source hash, settings, vocabulary, ...), with
+    /// the position, best loss and weights' fingerprint filled in as each is written.
+    pub meta: CheckpointMeta,
 }
 
 /// Where a run is: epochs finished, batches of the current epoch done, steps in all.
@@ -66,20 +66,6 @@ pub struct Position {
     pub epoch: u64,
     pub batch: u64,
     pub step: u64,
-}
-
-impl Position {
-    /// The position recorded in a checkpoint's metadata.
-    pub fn from_metadata(m: &HashMap<String, String>) -> Option<Position> {
-        let get = |k: &str| m.get(k)?.parse().ok();
-        Some(Position { epoch: get("nnc.epoch")?, batch: get("nnc.batch")?, step: get("nnc.step")? })
-    }
-
-    fn write(&self, m: &mut HashMap<String, String>) {
-        m.insert("nnc.epoch".into(), self.epoch.to_string());
-        m.insert("nnc.batch".into(), self.batch.to_string());
-        m.insert("nnc.step".into(), self.step.to_string());
-    }
 }
 
 /// Progress within an epoch, after each step.
@@ -271,11 +257,9 @@ impl<'d> Trainer<'d> {
     /// leaves a pair that resuming refuses. Refuses (as a divergence) a value that is
     /// not finite.
     pub fn save(&self, path: &std::path::Path, resumable: bool) -> Result<(), TrainError> {
-        let mut metadata = self.settings.metadata.clone();
-        self.position.write(&mut metadata);
-        if self.best_loss.is_finite() {
-            metadata.insert("nnc.best_loss".into(), self.best_loss.to_string());
-        }
+        let mut meta = self.settings.meta.clone();
+        meta.position = Some(self.position);
+        meta.best_loss = Some(self.best_loss).filter(|l| l.is_finite());
         let weights = checkpoint::state(&self.step.exe);
         let diverged = |e| match e {
             CheckpointError::NonFinite { .. } => TrainError::Diverged { step: self.position.step, source: e },
@@ -287,12 +271,12 @@ impl<'d> Trainer<'d> {
         if resumable {
             let (train_path, state) = (checkpoint::train_path(path), checkpoint::optimizer_state(&self.step));
             checkpoint::check_finite(&state, &train_path).map_err(diverged)?;
-            let mut train = metadata.clone();
-            train.insert(checkpoint::WEIGHTS_KEY.into(), checkpoint::fingerprint(&weights));
-            checkpoint::save_entries(state, Vec::new(), &train_path, train).map_err(diverged)?;
+            let train = CheckpointMeta { weights: Some(checkpoint::fingerprint(&weights)), ..meta.clone() };
+            checkpoint::save_entries(state, Vec::new(), &train_path, train.to_metadata())
+                .map_err(diverged)?;
         }
         // Every step of the run updated the running statistics.
         let counters = checkpoint::batches_tracked(&self.step.exe, self.position.step);
-        checkpoint::save_entries(weights, counters, path, metadata).map_err(diverged)
+        checkpoint::save_entries(weights, counters, path, meta.to_metadata()).map_err(diverged)
     }
 }

@@ -8,7 +8,7 @@
 use crate::exec::{self, Executable, Options};
 use nnc_compiler::front::train::Loss;
 use nnc_compiler::ir::graph::Graph;
-use nnc_compiler::ir::ops::{Hyper, Op, UpdateRule};
+use nnc_compiler::ir::ops::{Hyper, Op, Origin, TensorGraph, TensorId, UpdateRule};
 use nnc_compiler::passes::autodiff::Training;
 use nnc_compiler::pipeline;
 
@@ -26,15 +26,20 @@ fn in_kernel(kernel: &str, label: &str) -> String {
     if kernel.is_empty() { String::new() } else { format!(" first, in kernel {kernel} ({label})") }
 }
 
-/// A tensor as a person would name it: `the output of conv1 (conv2d)`, `the gradient of
-/// conv1.weight`.
-fn describe(name: &str) -> String {
-    if let Some(of) = name.strip_prefix("d ") {
-        return format!("the gradient of `{}`", of.split(':').next().unwrap_or(of));
-    }
-    match name.split_once(':') {
-        Some((layer, op)) => format!("the output of `{layer}` ({op})"),
-        None => format!("`{name}`"),
+/// A tensor as a person would name it, from what the graph records about it: `the output
+/// of conv1 (conv2d)`, `the gradient of conv1.weight`.
+fn describe(graph: &TensorGraph, t: TensorId) -> String {
+    let tensor = graph.tensor(t);
+    match &tensor.origin {
+        Origin::GradientOf(of) => {
+            let of = graph.tensor(*of);
+            match &of.origin {
+                Origin::Output { layer, .. } => format!("the gradient of `{layer}`"),
+                Origin::Named | Origin::GradientOf(_) => format!("the gradient of `{}`", of.name),
+            }
+        }
+        Origin::Output { layer, op } => format!("the output of `{layer}` ({op})"),
+        Origin::Named => format!("`{}`", tensor.name),
     }
 }
 
@@ -149,7 +154,7 @@ impl TrainStep {
                 {
                     return StepError::NonFinite {
                         step,
-                        tensor: describe(&self.exe.graph.tensor(t).name),
+                        tensor: describe(&self.exe.graph, t),
                         kernel: kernel.name.clone(),
                         label: kernel.label.clone(),
                     };
@@ -163,5 +168,44 @@ impl TrainStep {
     /// Whether the network has dropout (whose masks the step seed selects).
     pub fn has_dropout(&self) -> bool {
         self.exe.graph.ops.iter().any(|o| matches!(o.op, Op::Dropout { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use nnc_compiler::ir::init::Init;
+    use nnc_compiler::ir::ops::{Layout, Origin, ParamInfo, Role, Tensor, TensorGraph, TensorId};
+
+    /// Names that say nothing: only the recorded origins can tell what each tensor is.
+    fn tensor(role: Role, origin: Origin) -> Tensor {
+        Tensor { name: "t".into(), dims: vec![4], role, view: None, origin }
+    }
+
+    #[test]
+    fn tensors_are_described_from_their_origin_not_their_name() {
+        let info = ParamInfo {
+            name: "conv1.weight".into(),
+            torch_dims: vec![4],
+            layout: Layout::Same,
+            trainable: true,
+            init: Init::Zeros,
+        };
+        let mut weight = tensor(Role::Param(info), Origin::Named);
+        weight.name = "conv1.weight".into();
+        let output = Origin::Output { layer: "stage1.conv2".into(), op: "conv2d".into() };
+        let graph = TensorGraph {
+            tensors: vec![
+                weight,
+                tensor(Role::Activation, Origin::GradientOf(TensorId(0))),
+                tensor(Role::Activation, output),
+                tensor(Role::Activation, Origin::GradientOf(TensorId(2))),
+            ],
+            ..TensorGraph::default()
+        };
+        assert_eq!(describe(&graph, TensorId(1)), "the gradient of `conv1.weight`");
+        assert_eq!(describe(&graph, TensorId(2)), "the output of `stage1.conv2` (conv2d)");
+        assert_eq!(describe(&graph, TensorId(3)), "the gradient of `stage1.conv2`");
+        assert_eq!(describe(&graph, TensorId(0)), "`conv1.weight`");
     }
 }

@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each test crate uses part of this
 
 use nnc_compiler::ir::ops::{
-    Hyper, Layout, Op, OpNode, ParamInfo, Reduce, Role, Tensor, TensorGraph, TensorId, UpdateRule, Window2d,
-    reference,
+    Hyper, Layout, Op, OpNode, Origin, ParamInfo, Reduce, Role, Tensor, TensorGraph, TensorId, UpdateRule,
+    Window2d, reference,
 };
 use nnc_runtime::exec::{Executable, Options};
 use nnc_runtime::init::Rng;
@@ -237,7 +237,7 @@ impl Builder {
     }
 
     fn tensor(&mut self, name: &str, dims: Vec<usize>, role: Role) -> TensorId {
-        self.graph.tensors.push(Tensor { name: name.into(), dims, role, view: None });
+        self.graph.tensors.push(Tensor { name: name.into(), dims, role, view: None, origin: Origin::Named });
         TensorId(self.graph.tensors.len() as u32 - 1)
     }
 

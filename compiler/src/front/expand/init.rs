@@ -2,11 +2,11 @@
 //! relatives (leaky ReLU, ReLU6, hard-swish, GELU), Xavier (Glorot) otherwise — the
 //! pairing both papers derive.
 //!
-//! "Feeds" looks through layers that keep the activation's distribution question open:
-//! batch-norm, dropout, pooling, `add` and `concat` (a ResNet block's last conv reaches its
-//! ReLU through a batch-norm and the residual add).
+//! "Feeds" looks through layers that keep the activation's distribution question open;
+//! each layer kind says which it is in its own file ([`Gain`]).
 
-use crate::ir::graph::{Graph, NodeId};
+use crate::front::layers::Gain;
+use crate::ir::graph::{Graph, NodeId, NodeKind};
 use crate::ir::init::Init;
 
 pub fn resolve(graph: &mut Graph, auto: &[(NodeId, usize)]) {
@@ -27,10 +27,11 @@ fn feeds_relu(graph: &Graph, consumers: &[Vec<NodeId>], start: NodeId) -> bool {
     loop {
         // Follow the path only while it is unambiguous.
         let [next] = consumers[cur.0 as usize].as_slice() else { return false };
-        match graph.node(*next).kind_name() {
-            "relu" | "leaky_relu" | "relu6" | "hardswish" | "gelu" => return true,
-            "batchnorm" | "dropout" | "maxpool" | "avgpool" | "add" | "concat" => cur = *next,
-            _ => return false,
+        let NodeKind::Layer { spec, .. } = &graph.node(*next).kind else { return false };
+        match spec.gain {
+            Gain::Rectifier => return true,
+            Gain::Transparent => cur = *next,
+            Gain::Other => return false,
         }
     }
 }

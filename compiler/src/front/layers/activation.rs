@@ -10,7 +10,7 @@
 //! every entry of [`ALL`]).
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
 use crate::ir::ops::elementwise::{Builder, V};
 use crate::ir::ops::{Elementwise, Op, Prim, TensorId};
 use crate::ir::shape::Shape;
@@ -27,6 +27,7 @@ pub static RELU: LayerSpec = LayerSpec {
     doc: "max(x, 0)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Rectifier,
     args: &[],
     build: |_| Ok(Box::new(Activation::Relu)),
 };
@@ -36,6 +37,7 @@ pub static LEAKY_RELU: LayerSpec = LayerSpec {
     doc: "x if x > 0, else slope·x",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Rectifier,
     args: &[ArgSpec::named("slope", ArgType::Float, ArgValue::Float(0.01), "slope for negative inputs")
         .positional()],
     build: |args| Ok(Box::new(Activation::LeakyRelu { slope: args.float_in("slope", 0.0, 1.0, false) })),
@@ -46,6 +48,7 @@ pub static TANH: LayerSpec = LayerSpec {
     doc: "hyperbolic tangent",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[],
     build: |_| Ok(Box::new(Activation::Tanh)),
 };
@@ -55,6 +58,7 @@ pub static SIGMOID: LayerSpec = LayerSpec {
     doc: "1 / (1 + e^−x)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[],
     build: |_| Ok(Box::new(Activation::Sigmoid)),
 };
@@ -64,6 +68,7 @@ pub static RELU6: LayerSpec = LayerSpec {
     doc: "min(max(x, 0), 6)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Rectifier,
     args: &[],
     build: |_| Ok(Box::new(Activation::Relu6)),
 };
@@ -73,6 +78,7 @@ pub static CLAMP: LayerSpec = LayerSpec {
     doc: "min(max(x, min), max)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[
         ArgSpec::required("min", ArgType::Float, "lower bound"),
         ArgSpec::required("max", ArgType::Float, "upper bound, above `min`"),
@@ -85,6 +91,7 @@ pub static HARDSWISH: LayerSpec = LayerSpec {
     doc: "x · relu6(x + 3) / 6",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Rectifier,
     args: &[],
     build: |_| Ok(Box::new(Activation::HardSwish)),
 };
@@ -94,6 +101,7 @@ pub static GELU: LayerSpec = LayerSpec {
     doc: "x · Φ(x) = x/2 · (1 + erf(x/√2)), PyTorch's exact form",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Rectifier,
     args: &[],
     build: |_| Ok(Box::new(Activation::Gelu)),
 };

@@ -2,7 +2,7 @@
 //! sequences), with a learnt scale and shift and running statistics for inference.
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
-use super::{Arity, Layer, LayerSpec, ParamRole, ParamSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ParamRole, ParamSpec, ShapeError, needs_features};
 use crate::ir::init::Init;
 use crate::ir::ops::{Layout, Op, TensorId};
 use crate::ir::shape::Shape;
@@ -14,6 +14,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "normalise each channel over the batch, then scale and shift",
     shape_rule: "any feature shape → the same shape (statistics per channel or feature)",
     arity: Arity::One,
+    gain: Gain::Transparent,
     args: &[
         ArgSpec::named("eps", ArgType::Float, ArgValue::Float(1e-5), "added to the variance"),
         ArgSpec::named(

@@ -2,7 +2,7 @@
 //! inception modules do.
 
 use super::args::Args;
-use super::{Arity, Layer, LayerSpec, ShapeError};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError};
 use crate::ir::ops::{Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -13,6 +13,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "join along channels (images) or features (vectors, sequences)",
     shape_rule: "[c₁, h, w], [c₂, h, w], … → [c₁ + c₂ + …, h, w]; likewise for [n] and seq[t, n]",
     arity: Arity::AtLeast(2),
+    gain: Gain::Transparent,
     args: &[],
     build,
 };

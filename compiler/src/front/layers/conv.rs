@@ -2,7 +2,7 @@
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args, Padding};
 use super::window::Window;
-use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError, needs_image};
+use super::{Arity, Gain, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError, needs_image};
 use crate::ir::init::Init;
 use crate::ir::ops::{Layout, Op, TensorId};
 use crate::ir::shape::Shape;
@@ -14,6 +14,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "2-D convolution over an image",
     shape_rule: "[c, h, w] → [out, h', w'] with h' = ⌊(h + pad_top + pad_bottom − dilation·(kernel − 1) − 1) / stride⌋ + 1, likewise w'",
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[
         ArgSpec::required("out", ArgType::Int, "number of output channels"),
         ArgSpec::required("kernel", ArgType::Size, "kernel size, `k` or `[kh, kw]`"),

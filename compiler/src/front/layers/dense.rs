@@ -2,7 +2,7 @@
 //! every time step with shared weights.
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
-use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError, needs_features};
 use crate::ir::init::Init;
 use crate::ir::ops::{Layout, Op, TensorId};
 use crate::ir::shape::Shape;
@@ -14,6 +14,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "fully connected layer (every step of a sequence shares the weights)",
     shape_rule: "[n] → [out]; seq[t, n] → seq[t, out]",
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[
         ArgSpec::required("out", ArgType::Int, "number of output features"),
         ArgSpec::named("bias", ArgType::Bool, ArgValue::Bool(true), "add a learnt bias per output"),

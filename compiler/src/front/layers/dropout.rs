@@ -2,7 +2,7 @@
 //! by 1/(1−p) (inverted dropout), so inference is the identity.
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
 use crate::ir::ops::{Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::Lower;
@@ -13,6 +13,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "randomly zero values while training (identity at inference)",
     shape_rule: "any shape → the same shape",
     arity: Arity::One,
+    gain: Gain::Transparent,
     args: &[ArgSpec::named(
         "p",
         ArgType::Float,

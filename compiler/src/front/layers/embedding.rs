@@ -2,7 +2,7 @@
 //! from the input type (`seq[n] of tokens(vocab)`).
 
 use super::args::{ArgSpec, ArgType, Args};
-use super::{Arity, Layer, LayerSpec, ParamSpec, ShapeError};
+use super::{Arity, Gain, Layer, LayerSpec, ParamSpec, ShapeError};
 use crate::ir::init::Init;
 use crate::ir::ops::{Layout, Op, TensorId};
 use crate::ir::shape::Shape;
@@ -14,6 +14,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "a learnt vector per token id",
     shape_rule: "seq[t] of tokens(v) → seq[t, dim]",
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[
         ArgSpec::required("dim", ArgType::Int, "size of each token's vector"),
         ArgSpec::optional("init", ArgType::Init, "initialiser (default: normal(1.0), as PyTorch)"),

@@ -1,7 +1,7 @@
 //! `flatten`: an image or a whole sequence as one vector (row-major, channels outermost).
 
 use super::args::Args;
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
 use crate::ir::ops::TensorId;
 use crate::ir::shape::Shape;
 use crate::passes::lower::Lower;
@@ -12,6 +12,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "reshape to a vector, channels outermost",
     shape_rule: "[c, h, w] → [c·h·w]; seq[t, n] → [t·n]; [n] → [n]",
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[],
     build,
 };

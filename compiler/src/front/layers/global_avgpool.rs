@@ -1,7 +1,7 @@
 //! `global_avgpool`: the mean of each channel over the whole image, flattened.
 
 use super::args::Args;
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_image};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_image};
 use crate::ir::ops::{Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -12,6 +12,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "mean of each channel over all positions",
     shape_rule: "[c, h, w] → [c]",
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[],
     build,
 };

@@ -3,7 +3,7 @@
 //! channels.
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_image};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_image};
 use crate::ir::ops::{Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -14,6 +14,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "local response normalisation across neighbouring channels",
     shape_rule: "[c, h, w] → [c, h, w]",
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[
         ArgSpec::named("size", ArgType::Int, ArgValue::Int(5), "number of neighbouring channels summed")
             .positional(),

@@ -2,7 +2,7 @@
 //! an expression) and `mul` (gating; `a * b`).
 
 use super::args::Args;
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
 use crate::ir::ops::{Elementwise, Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -13,6 +13,7 @@ pub static ADD: LayerSpec = LayerSpec {
     doc: "element-wise sum (residual connections); `a + b` means `add(a, b)`",
     shape_rule: "s, s, … → s (all inputs the same shape)",
     arity: Arity::AtLeast(2),
+    gain: Gain::Transparent,
     args: &[],
     build: build_add,
 };
@@ -22,6 +23,7 @@ pub static MUL: LayerSpec = LayerSpec {
     doc: "element-wise product (gating); `a * b` means `mul(a, b)`",
     shape_rule: "s, s, … → s (all inputs the same shape)",
     arity: Arity::AtLeast(2),
+    gain: Gain::Other,
     args: &[],
     build: build_mul,
 };

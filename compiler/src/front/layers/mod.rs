@@ -35,6 +35,20 @@ pub enum Arity {
     AtLeast(usize),
 }
 
+/// What a layer is to the weights that feed it, for their default initialiser
+/// (`expand::init`): He's scale suits weights that feed a rectifier, Xavier's the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gain {
+    /// A rectifier (`relu`, `leaky_relu`).
+    Rectifier,
+    /// Leaves the question to the layer after it: normalisation, dropout, pooling and
+    /// merges keep the activation's distribution open (a ResNet block's last conv
+    /// reaches its ReLU through a batch-norm and the residual add).
+    Transparent,
+    /// Anything else.
+    Other,
+}
+
 /// Everything the compiler knows about a layer kind before it is used.
 pub struct LayerSpec {
     /// The name written in source.
@@ -44,6 +58,8 @@ pub struct LayerSpec {
     /// The shape rule in words, for the language reference.
     pub shape_rule: &'static str,
     pub arity: Arity,
+    /// What the layer means for the default initialisation of the weights that feed it.
+    pub gain: Gain,
     pub args: &'static [ArgSpec],
     /// Checks argument values that the schema's types cannot (ranges, combinations) and
     /// builds the layer.

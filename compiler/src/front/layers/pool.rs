@@ -2,7 +2,7 @@
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args, Padding};
 use super::window::Window;
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_image};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_image};
 use crate::ir::ops::{Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -33,6 +33,7 @@ pub static MAXPOOL: LayerSpec = LayerSpec {
     doc: "maximum over each window (padding never wins)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Transparent,
     args: ARGS,
     build: build_max,
 };
@@ -42,6 +43,7 @@ pub static AVGPOOL: LayerSpec = LayerSpec {
     doc: "mean over each window (padded zeros count towards the mean)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Transparent,
     args: ARGS,
     build: build_avg,
 };

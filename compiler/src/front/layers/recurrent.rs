@@ -2,7 +2,7 @@
 //! parameter names, gate order and two bias vectors, so weights can be exchanged with it.
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
-use super::{Arity, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
+use super::{Arity, Gain, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
 use crate::ir::init::Init;
 use crate::ir::ops::{Layout, Op, TensorId};
 use crate::ir::shape::Shape;
@@ -33,6 +33,7 @@ pub static RNN: LayerSpec = LayerSpec {
     doc: "Elman recurrent layer: h = tanh(W x + U h + b)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: ARGS,
     build: build_rnn,
 };
@@ -42,6 +43,7 @@ pub static LSTM: LayerSpec = LayerSpec {
     doc: "long short-term memory (gates i, f, g, o)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: ARGS,
     build: build_lstm,
 };
@@ -51,6 +53,7 @@ pub static GRU: LayerSpec = LayerSpec {
     doc: "gated recurrent unit (gates r, z, n)",
     shape_rule: RULE,
     arity: Arity::One,
+    gain: Gain::Other,
     args: ARGS,
     build: build_gru,
 };

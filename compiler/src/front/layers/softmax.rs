@@ -2,7 +2,7 @@
 //! sequence.
 
 use super::args::Args;
-use super::{Arity, Layer, LayerSpec, ShapeError, needs_features};
+use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
 use crate::ir::ops::{Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -13,6 +13,7 @@ pub static SPEC: LayerSpec = LayerSpec {
     doc: "exponentials normalised to sum to 1 over the features",
     shape_rule: "[n] → [n]; seq[t, n] → seq[t, n] (per step)",
     arity: Arity::One,
+    gain: Gain::Other,
     args: &[],
     build,
 };

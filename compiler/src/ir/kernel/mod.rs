@@ -357,11 +357,23 @@ impl Parallel {
     }
 }
 
+/// When a kernel runs, as the passes after scheduling need to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelKind {
+    /// Computes from parameters alone (batch-norm folding, transposed weights): its
+    /// outputs change only when the parameters do, so the arena keeps them with the
+    /// parameters.
+    Prologue,
+    /// Everything else: computes from each run's inputs.
+    Body,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
     /// `k7`
     pub name: String,
-    /// The fused ops: `conv2d + scale_shift_channel + relu`.
+    pub kind: KernelKind,
+    /// The fused ops, for people: `conv2d + scale_shift_channel + relu`.
     pub label: String,
     /// The layers the ops came from.
     pub layers: Vec<String>,

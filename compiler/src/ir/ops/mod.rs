@@ -90,6 +90,22 @@ pub struct Tensor {
     pub role: Role,
     /// When set, the tensor lives inside another (a block) at this element offset.
     pub view: Option<(TensorId, usize)>,
+    pub origin: Origin,
+}
+
+/// What a tensor stands for, as data: messages about a tensor (the one a training step
+/// found non-finite) are made from this, never parsed back out of `name`, which is for
+/// people reading listings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    /// Its role and name say it all: inputs, parameters, blocks, a step's statistics,
+    /// copies made for a kernel's layout.
+    Named,
+    /// The output of `op` in `layer` (`stage1.conv1`, `conv2d`).
+    Output { layer: String, op: String },
+    /// The loss's gradient with respect to this tensor, or a part of it still to be
+    /// summed.
+    GradientOf(TensorId),
 }
 
 impl Tensor {

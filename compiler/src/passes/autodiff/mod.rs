@@ -11,7 +11,9 @@
 mod rules;
 
 use crate::front::train::Loss;
-use crate::ir::ops::{Elementwise, Hyper, Op, OpNode, Role, Tensor, TensorGraph, TensorId, UpdateRule};
+use crate::ir::ops::{
+    Elementwise, Hyper, Op, OpNode, Origin, Role, Tensor, TensorGraph, TensorId, UpdateRule,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AutodiffError {
@@ -88,6 +90,7 @@ pub fn training(
     let hyper = g.hyper();
     let stats = g.tensor("loss", vec![2], Role::Activation);
     let dout = g.tensor("d loss", dims, Role::Activation);
+    g.graph.tensors[dout.0 as usize].origin = Origin::GradientOf(output);
     g.graph.ops.push(OpNode {
         op: loss_op,
         inputs: vec![output, labels],
@@ -128,13 +131,13 @@ pub fn training(
         g.graph.tensors[p.0 as usize].view = Some((params, offset));
         g.layer = g.graph.tensor(p).name.rsplit_once('.').map_or("", |(layer, _)| layer).to_string();
         let len = g.graph.tensor(p).len();
-        let name = format!("d {}", g.graph.tensor(p).name);
+        let dims = g.graph.tensor(p).dims.clone();
         let grad = match g.take(p) {
             // Computed by an op for this alone: that op writes straight into the block.
             Some(t) if g.producer(t).is_some() && g.uses(t) == 0 && g.graph.tensor(t).view.is_none() => t,
-            Some(t) => g.op(Op::Copy { offset: 0, len }, vec![t], &name, g.graph.tensor(p).dims.clone()),
+            Some(t) => g.gradient(Op::Copy { offset: 0, len }, vec![t], p, dims),
             // Not reached from the loss: its gradient is zero.
-            None => g.op(Op::Fill { len, value: 0.0 }, vec![], &name, g.graph.tensor(p).dims.clone()),
+            None => g.gradient(Op::Fill { len, value: 0.0 }, vec![], p, dims),
         };
         g.graph.tensors[grad.0 as usize].view = Some((grads, offset));
     }
@@ -203,7 +206,7 @@ impl<'g> Grad<'g> {
     }
 
     pub fn tensor(&mut self, name: &str, dims: Vec<usize>, role: Role) -> TensorId {
-        self.graph.tensors.push(Tensor { name: name.into(), dims, role, view: None });
+        self.graph.tensors.push(Tensor { name: name.into(), dims, role, view: None, origin: Origin::Named });
         self.full.push(None);
         self.pieces.push(Vec::new());
         self.uses.push(0);
@@ -212,7 +215,26 @@ impl<'g> Grad<'g> {
 
     /// Adds `op` on `inputs`, its output named `name`.
     pub fn op(&mut self, op: Op, inputs: Vec<TensorId>, name: &str, dims: Vec<usize>) -> TensorId {
+        self.op_for(op, inputs, name, dims, Origin::Named)
+    }
+
+    /// Adds `op` on `inputs`, computing (a contribution to) the gradient of `of`.
+    pub fn gradient(&mut self, op: Op, inputs: Vec<TensorId>, of: TensorId, dims: Vec<usize>) -> TensorId {
+        let name = format!("d {}", self.graph.tensor(of).name);
+        self.op_for(op, inputs, &name, dims, Origin::GradientOf(of))
+    }
+
+    /// Adds `op` on `inputs`, its output named `name` and standing for `origin`.
+    pub fn op_for(
+        &mut self,
+        op: Op,
+        inputs: Vec<TensorId>,
+        name: &str,
+        dims: Vec<usize>,
+        origin: Origin,
+    ) -> TensorId {
         let output = self.tensor(name, dims, Role::Activation);
+        self.graph.tensors[output.0 as usize].origin = origin;
         for t in &inputs {
             self.uses[t.0 as usize] += 1;
         }
@@ -283,8 +305,7 @@ impl<'g> Grad<'g> {
             Some(prev) => {
                 let dims = self.graph.tensor(t).dims.clone();
                 let len = self.graph.tensor(t).len();
-                let name = format!("d {}", self.graph.tensor(t).name);
-                self.op(Op::Elementwise { len, f: Elementwise::add(2) }, vec![prev, grad], &name, dims)
+                self.gradient(Op::Elementwise { len, f: Elementwise::add(2) }, vec![prev, grad], t, dims)
             }
         });
     }
@@ -309,7 +330,6 @@ impl<'g> Grad<'g> {
     /// joined by `concat`, gaps filled with zeros; overlapping pieces are summed.
     fn join(&mut self, t: TensorId, pieces: &mut [Piece]) -> TensorId {
         let dims = self.graph.tensor(t).dims.clone();
-        let name = format!("d {}", self.graph.tensor(t).name);
         let (outer, total) = (pieces[0].outer, pieces[0].total);
         pieces.sort_by_key(|p| p.offset);
         let mut layers: Vec<Vec<Piece>> = Vec::new();
@@ -328,10 +348,10 @@ impl<'g> Grad<'g> {
                 let next = p.map_or(total, |p| p.offset);
                 if next > at {
                     let gap = next - at;
-                    inputs.push(self.op(
+                    inputs.push(self.gradient(
                         Op::Fill { len: outer * gap, value: 0.0 },
                         vec![],
-                        &name,
+                        t,
                         vec![outer, gap],
                     ));
                     inners.push(gap);
@@ -345,16 +365,16 @@ impl<'g> Grad<'g> {
             let whole = if inputs.len() == 1 {
                 inputs[0]
             } else {
-                self.op(Op::Concat { outer, inners }, inputs, &name, dims.clone())
+                self.gradient(Op::Concat { outer, inners }, inputs, t, dims.clone())
             };
             sum = Some(match sum {
                 None => whole,
                 Some(prev) => {
                     let len = outer * total;
-                    self.op(
+                    self.gradient(
                         Op::Elementwise { len, f: Elementwise::add(2) },
                         vec![prev, whole],
-                        &name,
+                        t,
                         dims.clone(),
                     )
                 }

@@ -3,7 +3,7 @@
 
 use super::{AutodiffError, Grad, Piece};
 use crate::ir::ops::elementwise::{Derivative, Source};
-use crate::ir::ops::{Op, OpNode, TensorId};
+use crate::ir::ops::{Op, OpNode, Origin, TensorId};
 
 /// Emits the backward ops of `node` for output gradient `dy`; `needs[t]` says whether
 /// tensor `t` wants a gradient.
@@ -16,12 +16,11 @@ pub(super) fn backward(
     let want = |i: usize| needs[node.inputs[i].0 as usize];
     let x = |i: usize| node.inputs[i];
     let dims = |g: &Grad<'_>, t: TensorId| g.graph.tensor(t).dims.clone();
-    let name = |g: &Grad<'_>, t: TensorId| format!("d {}", g.graph.tensor(t).name);
     // The gradient of input `i` computed by `op` from `inputs`.
     let grad_of = |g: &mut Grad<'_>, i: usize, op: Op, inputs: Vec<TensorId>| {
         let t = x(i);
-        let (n, d) = (name(g, t), dims(g, t));
-        let grad = g.op(op, inputs, &n, d);
+        let d = dims(g, t);
+        let grad = g.gradient(op, inputs, t, d);
         g.accumulate(t, grad);
     };
     match node.op {
@@ -34,11 +33,12 @@ pub(super) fn backward(
                 if parts == 1 {
                     grad_of(g, 1, Op::Conv2dBackwardWeight { win, k, groups, parts }, vec![dy, x(0)]);
                 } else {
-                    let (w, n) = (x(1), name(g, x(1)));
+                    let w = x(1);
+                    let n = format!("d {} (parts)", g.graph.tensor(w).name);
                     let mut dims = vec![parts];
                     dims.extend(&g.graph.tensor(w).dims);
                     let op = Op::Conv2dBackwardWeight { win, k, groups, parts };
-                    let partial = g.op(op, vec![dy, x(0)], &format!("{n} (parts)"), dims);
+                    let partial = g.op_for(op, vec![dy, x(0)], &n, dims, Origin::GradientOf(w));
                     let len = g.graph.tensor(w).len();
                     grad_of(g, 1, Op::SumParts { parts, len }, vec![partial]);
                 }
@@ -158,30 +158,27 @@ fn batchnorm(
         _ => return Err(AutodiffError::NoRule("scale_shift_channel".into())),
     };
     let want = |t: TensorId| needs[t.0 as usize];
-    let name = format!("d {}", g.graph.tensor(folded).name);
-    let reduced = g.op(
+    let reduced = g.gradient(
         Op::BatchNormBackwardReduce { outer, channels, inner, eps },
         vec![dy, x, moments],
-        &name,
+        folded,
         vec![2, channels],
     );
     for (param, offset) in [(beta, 0), (gamma, channels)] {
         if want(param) {
-            let n = format!("d {}", g.graph.tensor(param).name);
-            let grad = g.op(
+            let grad = g.gradient(
                 Op::Slice { outer: 1, total: 2 * channels, offset, len: channels },
                 vec![reduced],
-                &n,
+                param,
                 vec![channels],
             );
             g.accumulate(param, grad);
         }
     }
     if want(x) {
-        let n = format!("d {}", g.graph.tensor(x).name);
         let dims = g.graph.tensor(x).dims.clone();
         let op = Op::BatchNormBackwardInput { outer, channels, inner, eps };
-        let dx = g.op(op, vec![dy, x, moments, gamma, reduced], &n, dims);
+        let dx = g.gradient(op, vec![dy, x, moments, gamma, reduced], x, dims);
         g.accumulate(x, dx);
     }
     Ok(())

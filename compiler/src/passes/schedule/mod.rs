@@ -206,6 +206,7 @@ impl<'g> Build<'g> {
         }
         Kernel {
             name,
+            kind: KernelKind::Body,
             label: nodes.iter().map(|n| n.op.name()).collect::<Vec<_>>().join(" + "),
             layers,
             parallel,
@@ -289,6 +290,7 @@ impl<'g> Build<'g> {
         names.dedup();
         Kernel {
             name: "k0".into(),
+            kind: KernelKind::Prologue,
             label: format!("prologue: {}", names.join(", ")),
             layers,
             parallel: Parallel::Serial,

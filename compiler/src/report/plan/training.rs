@@ -2,6 +2,7 @@
 //! step in order, grouped by phase (forward, loss, backward, update), the parameter and
 //! optimizer-state blocks, and the arena with and without buffer reuse.
 
+use crate::ir::kernel::KernelKind;
 use crate::ir::ops::Op;
 use crate::passes::autodiff::Training;
 use crate::pipeline::Stages;
@@ -53,7 +54,7 @@ impl TrainingPlan {
             .map(|k| {
                 let ops: Vec<&Op> =
                     g.ops.iter().filter(|o| k.writes.contains(&o.output)).map(|o| &o.op).collect();
-                let this = if k.label.starts_with("prologue") {
+                let this = if k.kind == KernelKind::Prologue {
                     Phase::Prologue
                 } else if ops
                     .iter()
@@ -135,5 +136,43 @@ impl fmt::Display for TrainingPlan {
             bytes(self.arena_bytes as u64),
             bytes(self.arena_bytes_without_reuse as u64)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Phase, TrainingPlan};
+    use crate::front::train::Loss;
+    use crate::ir::kernel::KernelKind;
+    use crate::ir::ops::UpdateRule;
+    use crate::passes::memory;
+    use crate::pipeline::{self, Options};
+
+    /// The prologue (an LSTM's zero initial state) is told apart by the kernel's kind:
+    /// the plan's phases and the arena's persistent block stay the same whatever the
+    /// labels say.
+    #[test]
+    fn prologue_kernels_are_known_by_their_kind_not_their_label() {
+        let text = "network n(x: seq[5] of onehot(7)) { x |> lstm(6) |> dense(7) }";
+        let model = crate::compile_str("n.net", text, None).expect("compiles");
+        let rule = UpdateRule::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+        let options = Options { threads: 1, guard: 0 };
+        let (mut stages, training) =
+            pipeline::training(&model.networks[0], Loss::CrossEntropy, rule, 2, options).expect("schedules");
+        let kinds: Vec<KernelKind> = stages.program.kernels.iter().map(|k| k.kind).collect();
+        assert_eq!(kinds[0], KernelKind::Prologue);
+        assert!(kinds[1..].iter().all(|k| *k == KernelKind::Body), "{kinds:?}");
+        let phases = |stages: &pipeline::Stages| -> Vec<Phase> {
+            TrainingPlan::new("n", stages, &training).kernels.iter().map(|k| k.phase).collect()
+        };
+        let before = (phases(&stages), stages.memory.clone());
+        assert_eq!(before.0[0], Phase::Prologue);
+        for (i, k) in stages.program.kernels.iter_mut().enumerate() {
+            k.label = format!("relabelled {i}");
+        }
+        stages.memory = memory::plan(&stages.graph, &stages.program, 0);
+        assert_eq!(phases(&stages), before.0);
+        assert_eq!(stages.memory.tensors, before.1.tensors);
+        assert_eq!(stages.memory.size, before.1.size);
     }
 }

@@ -56,8 +56,13 @@ fn dropout_draws_the_same_mask_in_both_types_for_any_seed() {
 
 /// `x [len]`, `hyper` → `dropout(x, 0.3)`.
 fn dropout_graph(len: usize) -> TensorGraph {
-    let tensor =
-        |name: &str, dims, role| crate::ir::ops::Tensor { name: name.into(), dims, role, view: None };
+    let tensor = |name: &str, dims, role| crate::ir::ops::Tensor {
+        name: name.into(),
+        dims,
+        role,
+        view: None,
+        origin: crate::ir::ops::Origin::Named,
+    };
     TensorGraph {
         batch: 1,
         tensors: vec![
