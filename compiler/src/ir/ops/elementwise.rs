@@ -319,6 +319,11 @@ impl Elementwise {
         Elementwise::new(p.name(), 1, |b, x| b.prim(p, x[0]))
     }
 
+    /// Whether the program reads input `i`.
+    pub fn reads(&self, i: usize) -> bool {
+        self.program.contains(&Expr::Input(i))
+    }
+
     /// Appends the program to another instruction list: `args[i]` is the index there of
     /// input `i`'s value, and `push` appends an instruction (operands already renumbered)
     /// and returns its index. Returns the index of the result.

@@ -6,6 +6,7 @@
 //! where a kernel wants another layout (a dense weight as `[in, out]`), the tensor records
 //! the transform so that checkpoints stay in PyTorch's layout.
 
+pub mod cell;
 pub mod elementwise;
 pub mod reference;
 

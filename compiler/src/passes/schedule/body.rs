@@ -3,7 +3,7 @@
 use super::{Build, Operand, Step, Tail};
 use crate::ir::kernel::*;
 use crate::ir::ops::elementwise::Arith;
-use crate::ir::ops::{Op, OpNode, TensorId};
+use crate::ir::ops::{Elementwise, Op, OpNode, TensorId};
 
 impl Build<'_> {
     /// The statements of a group's kernel and how they split across threads.
@@ -421,6 +421,20 @@ pub(super) fn gemm_epilogue(
     e
 }
 
+/// Appends element-wise program `f` to a map program whose instructions `args` hold its
+/// inputs; returns the index of its result.
+pub(super) fn inline(m: &mut Vec<Inst>, f: &Elementwise, args: &[usize]) -> usize {
+    f.inline(args, |a| {
+        m.push(match a {
+            Arith::Const(c) => Inst::Const(c),
+            Arith::Prim(p, x) => Inst::Prim(p, x),
+            Arith::Bin(op, x, y) => Inst::Bin(op, x, y),
+            Arith::Select(c, x, y, t, f) => Inst::Select(c, x, y, t, f),
+        });
+        m.len() - 1
+    })
+}
+
 /// A map program: load `src`, apply each step, store to `dst`.
 pub(super) fn map_insts(
     tail: &Tail,
@@ -443,15 +457,7 @@ pub(super) fn map_insts(
         match step {
             Step::Apply(f) => {
                 let args: Vec<usize> = std::iter::once(cur).chain(xs).collect();
-                f.inline(&args, |a| {
-                    m.push(match a {
-                        Arith::Const(c) => Inst::Const(c),
-                        Arith::Prim(p, x) => Inst::Prim(p, x),
-                        Arith::Bin(op, x, y) => Inst::Bin(op, x, y),
-                        Arith::Select(c, x, y, t, f) => Inst::Select(c, x, y, t, f),
-                    });
-                    m.len() - 1
-                });
+                inline(&mut m, f, &args);
             }
             Step::Add => m.push(Inst::Bin(BinOp::Add, cur, xs[0])),
             Step::ScaleShift => {

@@ -3,7 +3,9 @@
 //! product and the gate arithmetic — all in generated code.
 
 use super::Build;
+use super::body::inline;
 use crate::ir::kernel::*;
+use crate::ir::ops::cell::CellStep;
 use crate::ir::ops::{Cell, OpNode, Recurrence};
 
 /// Sequences processed together: the largest of 4, 2, 1 dividing the batch, so that each
@@ -55,62 +57,30 @@ impl Build<'_> {
         let p = |gate: usize| Inst::Load(proj.plus(gate * h).plus_var(row, r.t * g).plus_var(t, g));
         let q = |gate: usize| Inst::Load(hidden_proj.plus(gate * h).plus_var(row, g));
         let st = state.plus_var(row, h);
-        use BinOp::*;
-        use Inst::*;
-        let mut insts = match r.cell {
-            // h = tanh(p₀ + q₀)
-            Cell::Rnn => vec![p(0), q(0), Bin(Add, 0, 1), Prim(crate::ir::kernel::Prim::Tanh, 2)],
-            // i, f, g, o = σ, σ, tanh, σ of p + q; c = f·c + i·g; h = o·tanh(c)
-            Cell::Lstm => {
-                let c = cell.as_ref().expect("lstm has a cell state").plus_var(row, h);
-                vec![
-                    p(0),
-                    q(0),
-                    Bin(Add, 0, 1),
-                    Prim(crate::ir::kernel::Prim::Sigmoid, 2), // 3: i
-                    p(1),
-                    q(1),
-                    Bin(Add, 4, 5),
-                    Prim(crate::ir::kernel::Prim::Sigmoid, 6), // 7: f
-                    p(2),
-                    q(2),
-                    Bin(Add, 8, 9),
-                    Prim(crate::ir::kernel::Prim::Tanh, 10), // 11: g
-                    p(3),
-                    q(3),
-                    Bin(Add, 12, 13),
-                    Prim(crate::ir::kernel::Prim::Sigmoid, 14), // 15: o
-                    Load(c.clone()),
-                    Bin(Mul, 7, 16),
-                    Bin(Mul, 3, 11),
-                    Bin(Add, 17, 18), // 19: c'
-                    Store(c, 19),
-                    Prim(crate::ir::kernel::Prim::Tanh, 19),
-                    Bin(Mul, 15, 21), // 22: h
-                ]
+        // The cell's arithmetic (`Cell::step`): its inputs loaded, its programs inlined.
+        let programs = r.cell.step();
+        let mut insts: Vec<Inst> = Vec::new();
+        let mut args = vec![usize::MAX; CellStep::inputs(r.cell)];
+        for k in 0..r.cell.gates() {
+            for (at, load) in [(2 * k, p(k)), (2 * k + 1, q(k))] {
+                insts.push(load);
+                args[at] = insts.len() - 1;
             }
-            // r, z = σ of p + q; n = tanh(p₂ + r·q₂); h = n + z·(h − n)
-            Cell::Gru => vec![
-                p(0),
-                q(0),
-                Bin(Add, 0, 1),
-                Prim(crate::ir::kernel::Prim::Sigmoid, 2), // 3: r
-                p(1),
-                q(1),
-                Bin(Add, 4, 5),
-                Prim(crate::ir::kernel::Prim::Sigmoid, 6), // 7: z
-                p(2),
-                q(2),
-                Bin(Mul, 3, 9),
-                Bin(Add, 8, 10),
-                Prim(crate::ir::kernel::Prim::Tanh, 11), // 12: n
-                Load(st.clone()),
-                Bin(Sub, 13, 12),
-                Bin(Mul, 7, 14),
-                Bin(Add, 12, 15), // 16: h
-            ],
-        };
-        let new_h = insts.len() - 1;
+        }
+        if programs.hidden.reads(CellStep::h(r.cell)) {
+            insts.push(Inst::Load(st.clone()));
+            args[CellStep::h(r.cell)] = insts.len() - 1;
+        }
+        if let (Some(program), Some(c)) = (&programs.cell, &cell) {
+            let c = c.plus_var(row, h);
+            insts.push(Inst::Load(c.clone()));
+            args[CellStep::c(r.cell)] = insts.len() - 1;
+            let new_c = inline(&mut insts, program, &args);
+            insts.push(Inst::Store(c, new_c));
+            args[CellStep::c(r.cell)] = new_c;
+        }
+        let new_h = inline(&mut insts, &programs.hidden, &args);
+        use Inst::*;
         insts.push(Store(st, new_h));
         if !r.last {
             insts.push(Store(out.plus_var(blk, rb * r.t * h).plus_var(row, r.t * h).plus_var(t, h), new_h));

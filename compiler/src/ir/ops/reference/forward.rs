@@ -1,7 +1,8 @@
 //! Forward (inference) ops.
 
 use super::Real;
-use crate::ir::ops::{Cell, Op, Recurrence, Reduce, Window2d};
+use crate::ir::ops::cell::CellStep;
+use crate::ir::ops::{Op, Recurrence, Reduce, Window2d};
 
 /// Computes a forward op; `false` if `op` is not one.
 pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
@@ -179,15 +180,12 @@ fn pool2d<T: Real>(w: &Window2d, reduce: Reduce, x: &[T], out: &mut [T]) {
     }
 }
 
-pub(super) fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
     let (h, g) = (r.h, r.cell.gates() * r.h);
     let zeros = vec![T::ZERO; g];
     let (xs, w_ih, w_hh) = (x[0], x[1], x[2]);
     let (b_ih, b_hh) = if r.bias { (x[3], x[4]) } else { (&zeros[..], &zeros[..]) };
+    let step = r.cell.step();
     for n in 0..r.n {
         let mut state = vec![0.0f64; h];
         let mut cell = vec![0.0f64; h];
@@ -203,27 +201,22 @@ fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
             let hh: Vec<f64> = (0..g)
                 .map(|j| b_hh[j].to_f64() + (0..h).map(|p| state[p] * w_hh[p * g + j].to_f64()).sum::<f64>())
                 .collect();
-            let next: Vec<f64> = match r.cell {
-                Cell::Rnn => (0..h).map(|j| (xi[j] + hh[j]).tanh()).collect(),
-                Cell::Lstm => (0..h)
-                    .map(|j| {
-                        let i = sigmoid(xi[j] + hh[j]);
-                        let f = sigmoid(xi[h + j] + hh[h + j]);
-                        let gg = (xi[2 * h + j] + hh[2 * h + j]).tanh();
-                        let o = sigmoid(xi[3 * h + j] + hh[3 * h + j]);
-                        cell[j] = f * cell[j] + i * gg;
-                        o * cell[j].tanh()
-                    })
-                    .collect(),
-                Cell::Gru => (0..h)
-                    .map(|j| {
-                        let rr = sigmoid(xi[j] + hh[j]);
-                        let z = sigmoid(xi[h + j] + hh[h + j]);
-                        let nn = (xi[2 * h + j] + rr * hh[2 * h + j]).tanh();
-                        (1.0 - z) * nn + z * state[j]
-                    })
-                    .collect(),
-            };
+            let mut args = vec![0.0f64; CellStep::inputs(r.cell)];
+            let next: Vec<f64> = (0..h)
+                .map(|j| {
+                    for k in 0..r.cell.gates() {
+                        args[2 * k] = xi[k * h + j];
+                        args[2 * k + 1] = hh[k * h + j];
+                    }
+                    args[CellStep::h(r.cell)] = state[j];
+                    args[CellStep::c(r.cell)] = cell[j];
+                    if let Some(program) = &step.cell {
+                        cell[j] = program.eval(&args);
+                        args[CellStep::c(r.cell)] = cell[j];
+                    }
+                    step.hidden.eval(&args)
+                })
+                .collect();
             state = next;
             if !r.last {
                 for j in 0..h {
