@@ -189,7 +189,12 @@ fn single_image_convolutions_split_by_rows() {
         let residual = b.input(dims.clone());
         let y = b.op(Op::Add { len: k * win.oh * win.ow, inputs: 2 }, vec![y, residual], dims.clone());
         b.op(Op::Unary { len: k * win.oh * win.ow, f: UnaryFn::Relu }, vec![y], dims);
-        let listing = nnc_compiler::passes::schedule::schedule(&b.graph, threads).to_string();
+        let listing = nnc_compiler::passes::schedule::schedule(
+            &b.graph,
+            threads,
+            nnc_compiler::backend::Target::Cranelift.geometry(),
+        )
+        .to_string();
         assert!(listing.contains("threads split"), "not split:\n{listing}");
         for seed in [2, 3] {
             let (generated, reference) = run_both(&b.graph, seed, threads);
