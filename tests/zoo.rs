@@ -118,7 +118,8 @@ fn kernel_listings() {
         [("lenet5.net", 4), ("resnet18_cifar.net", 2), ("char_lstm.net", 8), ("googlenet.net", 1)]
     {
         let model = compile(file);
-        let options = nnc_compiler::pipeline::Options { threads: 2, guard: 0 };
+        let geometry = nnc_compiler::backend::Target::Cranelift.geometry();
+        let options = nnc_compiler::pipeline::Options { threads: 2, guard: 0, geometry };
         let stages = nnc_compiler::pipeline::inference(&model.networks[0], batch, options).unwrap();
         insta::assert_snapshot!(format!("kernels@{file}"), stages.program.to_string());
     }

@@ -13,6 +13,7 @@
 //! Stage 9 (code generation) is [`crate::backend`]; the runtime calls it on the
 //! [`Stages`] returned here.
 
+use crate::backend::Geometry;
 use crate::front::train::Loss;
 use crate::ir::graph::Graph;
 use crate::ir::kernel::Program;
@@ -24,11 +25,13 @@ use crate::passes::schedule::schedule;
 use std::time::{Duration, Instant};
 
 /// What shapes the kernels and the arena (not the code): the thread count scratch is
-/// sized for, and the canary bytes around every buffer (0 unless guarding).
+/// sized for, the canary bytes around every buffer (0 unless guarding), and the geometry
+/// of the back end that will generate the code ([`crate::backend::Backend::geometry`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     pub threads: usize,
     pub guard: usize,
+    pub geometry: Geometry,
 }
 
 /// Time each stage took.
@@ -92,7 +95,7 @@ pub fn training(
 /// Stages 7 and 8 for a tensor graph built some other way (tests build single ops).
 pub fn from_ops(graph: TensorGraph, options: Options) -> Result<Stages, Error> {
     let t = Instant::now();
-    let program = schedule(&graph, options.threads.max(1));
+    let program = schedule(&graph, options.threads.max(1), options.geometry);
     let scheduled = t.elapsed();
     let mut stages = from_program(graph, program, options)?;
     stages.timings.schedule = scheduled;

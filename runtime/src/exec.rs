@@ -3,7 +3,7 @@
 
 use crate::arena::{AllocError, Arena};
 use crate::pool::Pool;
-use nnc_compiler::backend::cranelift::{self, CodegenError, Compiled};
+use nnc_compiler::backend::{self, Backend, Code, CodegenError, Target};
 use nnc_compiler::ir::graph::Graph;
 use nnc_compiler::ir::kernel::{Parallel, Program};
 use nnc_compiler::ir::ops::{TensorGraph, TensorId};
@@ -24,9 +24,20 @@ pub struct Options {
 }
 
 impl Options {
-    /// What the pipeline's scheduling and memory planning need of these options.
+    /// The back end that generates the code (the only one there is: Cranelift), with
+    /// these options.
+    pub fn backend(&self) -> Box<dyn Backend> {
+        Target::Cranelift.backend(backend::Options { verify: self.verify, fma: self.fma })
+    }
+
+    /// What the pipeline's scheduling and memory planning need of these options,
+    /// `geometry` being the back end's.
     pub fn stages(&self) -> pipeline::Options {
-        pipeline::Options { threads: self.threads.max(1), guard: if self.guard { GUARD_BYTES } else { 0 } }
+        pipeline::Options {
+            threads: self.threads.max(1),
+            guard: if self.guard { GUARD_BYTES } else { 0 },
+            geometry: self.backend().geometry(),
+        }
     }
 }
 
@@ -73,7 +84,7 @@ pub struct Executable {
     pub program: Program,
     pub plan: MemoryPlan,
     pub timings: Timings,
-    compiled: Compiled,
+    compiled: Box<dyn Code>,
     arena: Arena,
     pool: Option<Pool>,
 }
@@ -92,12 +103,8 @@ impl Executable {
     /// Generates code for the pipeline's artefacts and allocates their arena.
     pub fn new(stages: Stages, options: &Options) -> Result<Executable, Error> {
         let Stages { graph, program, memory: plan, timings: stages } = stages;
-        let compiled = cranelift::compile(
-            &program,
-            &plan,
-            cranelift::Options { verify: options.verify, fma: options.fma },
-        )?;
-        let timings = Timings { stages, codegen: compiled.time };
+        let compiled = options.backend().compile(&program, &plan)?;
+        let timings = Timings { stages, codegen: compiled.time() };
         let arena = Arena::new(plan.size)?;
         let threads = program.threads;
         let pool = if threads > 1 { Some(Pool::new(threads).map_err(Error::Threads)?) } else { None };
@@ -158,7 +165,7 @@ impl Executable {
         if self.plan.guard > 0 {
             self.arm_kernel(k);
         }
-        let f = self.compiled.kernels[k];
+        let f = self.compiled.kernels()[k];
         let arena = self.arena.as_mut_ptr();
         match (self.program.kernels[k].parallel, &self.pool) {
             // SAFETY: the kernel was generated for this memory plan, whose buffers all lie

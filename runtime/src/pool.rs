@@ -13,7 +13,7 @@
 //! A kernel's result does not depend on which thread computes which chunk: the units of
 //! its parallel loop are independent and each call uses only its own thread's scratch.
 
-use nnc_compiler::backend::cranelift::KernelFn;
+use nnc_compiler::backend::KernelFn;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

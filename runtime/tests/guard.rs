@@ -2,6 +2,7 @@
 
 mod common;
 
+use nnc_compiler::backend::Target;
 use nnc_compiler::front::layers::activation::Activation;
 use nnc_compiler::ir::kernel::Stmt;
 use nnc_compiler::ir::ops::Op;
@@ -14,7 +15,7 @@ fn a_write_past_the_end_is_reported() {
     let mut b = common::Builder::new(1);
     let x = b.input(vec![8]);
     b.op(Op::Elementwise { len: 8, f: Activation::Relu.function() }, vec![x], vec![8]);
-    let mut program = schedule(&b.graph, 1);
+    let mut program = schedule(&b.graph, 1, Target::Cranelift.geometry());
     // Sabotage the map: one element more than the buffer holds.
     let Stmt::Map(map) = &mut program.kernels[0].body[0] else { panic!("expected a map") };
     map.len = 9;

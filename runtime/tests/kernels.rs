@@ -192,7 +192,12 @@ fn single_image_convolutions_split_by_rows() {
             dims.clone(),
         );
         b.op(Op::Elementwise { len: k * win.oh * win.ow, f: EXAMPLES[0].function() }, vec![y], dims);
-        let listing = nnc_compiler::passes::schedule::schedule(&b.graph, threads).to_string();
+        let listing = nnc_compiler::passes::schedule::schedule(
+            &b.graph,
+            threads,
+            nnc_compiler::backend::Target::Cranelift.geometry(),
+        )
+        .to_string();
         assert!(listing.contains("threads split"), "not split:\n{listing}");
         for seed in [2, 3] {
             let (generated, reference) = run_both(&b.graph, seed, threads);

@@ -13,6 +13,7 @@
 mod common;
 
 use common::{Builder, Written, assert_agree, run_all, window};
+use nnc_compiler::backend::Target;
 use nnc_compiler::front::layers::activation::{Activation, EXAMPLES};
 use nnc_compiler::ir::kernel::{Kernel, Parallel};
 use nnc_compiler::ir::ops::elementwise::{Derivative, Source};
@@ -440,7 +441,7 @@ fn large_shapes_split_across_threads() {
     ];
     for (b, split) in &cases {
         for threads in [2, 3] {
-            let program = schedule(&b.graph, threads);
+            let program = schedule(&b.graph, threads, Target::Cranelift.geometry());
             for label in *split {
                 let is_split = |k: &Kernel| k.label == *label && matches!(k.parallel, Parallel::Loop { .. });
                 assert!(

@@ -74,8 +74,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     let batch = args.batch.unwrap_or(1);
     if let Some(emit) = args.emit {
         for g in &graphs {
-            let stages = match pipeline::inference(g, batch as usize, pipeline::Options { threads, guard: 0 })
-            {
+            let stages = match pipeline::inference(g, batch as usize, stage_options(threads)) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: cannot compile `{}`: {e}", g.name);
@@ -132,7 +131,7 @@ fn training(
         };
         let batch = args.batch.unwrap_or(config.batch) as usize;
         let (rule, _) = config.optimizer.update_rule();
-        let options = pipeline::Options { threads, guard: 0 };
+        let options = stage_options(threads);
         let (stages, training) = match pipeline::training(g, config.loss, rule, batch, options) {
             Ok(t) => t,
             Err(e) => {
@@ -163,4 +162,9 @@ fn training(
         },
     }
     0
+}
+
+/// Kernels as the runtime would schedule them: for the default back end's geometry.
+fn stage_options(threads: usize) -> pipeline::Options {
+    pipeline::Options { threads, guard: 0, geometry: nnc_compiler::backend::Target::default().geometry() }
 }

@@ -1,3 +1,92 @@
-//! Stage 9: code generation.
+//! Stage 9: code generation, behind one interface. Scheduling asks a back end for its
+//! [`Geometry`] and shapes the kernels for it; the back end then turns the scheduled
+//! [`Program`] and its [`MemoryPlan`] into machine code that the runtime calls through
+//! [`Code`], whatever generated it.
 
 pub mod cranelift;
+mod geometry;
+
+pub use geometry::Geometry;
+
+use crate::ir::kernel::Program;
+use crate::passes::memory::MemoryPlan;
+use std::time::Duration;
+
+/// A generated kernel: `arena` holds every buffer at the offset the memory plan gave it;
+/// `start..end` is the part of the kernel's parallel dimension this call computes;
+/// `thread` selects the scratch copies.
+pub type KernelFn = unsafe extern "C" fn(arena: *mut u8, start: u64, end: u64, thread: u64);
+
+/// A code generator.
+pub trait Backend {
+    /// The shapes its code is fast for, which scheduling sizes kernels by.
+    fn geometry(&self) -> Geometry;
+
+    /// Machine code for every kernel of `program`, addressing buffers as `memory` places
+    /// them. A program scheduled for a geometry the back end cannot generate is refused
+    /// with [`CodegenError::Geometry`].
+    fn compile(&self, program: &Program, memory: &MemoryPlan) -> Result<Box<dyn Code>, CodegenError>;
+}
+
+/// Generated kernels, callable while this value lives.
+pub trait Code: std::fmt::Debug + Send {
+    /// The kernels, in the program's order.
+    fn kernels(&self) -> &[KernelFn];
+    /// Whether products use fused multiply-adds (otherwise multiply-add pairs).
+    fn fma(&self) -> bool;
+    /// Time spent generating the code.
+    fn time(&self) -> Duration;
+}
+
+/// What a caller may ask of any back end.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Run the code generator's own checks on every function (tests; costs ~20 % compile
+    /// time).
+    pub verify: bool,
+    /// Use FMA instructions where the CPU has them; off, products use a multiply and an
+    /// add (what CPUs without FMA get; tests turn it off to check that path).
+    pub fma: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { verify: cfg!(debug_assertions), fma: true }
+    }
+}
+
+/// The back ends there are; each caller picks one here, so that scheduling and code
+/// generation agree on the geometry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// Portable code through Cranelift ([`cranelift`]).
+    #[default]
+    Cranelift,
+}
+
+impl Target {
+    /// The back end with `options`.
+    pub fn backend(self, options: Options) -> Box<dyn Backend> {
+        match self {
+            Target::Cranelift => Box::new(cranelift::Cranelift { options }),
+        }
+    }
+
+    /// The back end's geometry, for callers that schedule kernels without generating
+    /// code (listings, the shape plan's memory figures).
+    pub fn geometry(self) -> Geometry {
+        match self {
+            Target::Cranelift => cranelift::GEOMETRY,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("this CPU is not supported by the code generator: {0}")]
+    Host(String),
+    #[error("code generation failed in kernel {kernel}: {message}")]
+    Kernel { kernel: String, message: String },
+    #[error("the {backend} back end cannot generate kernels scheduled for {geometry}: {reason}")]
+    Geometry { backend: &'static str, geometry: Geometry, reason: String },
+}

@@ -2,10 +2,12 @@
 
 #![allow(dead_code)] // each test crate uses part of this
 
+use nnc_compiler::backend::Geometry;
 use nnc_compiler::ir::ops::{
     Hyper, Layout, Op, OpNode, Origin, ParamInfo, Reduce, Role, Tensor, TensorGraph, TensorId, UpdateRule,
     Window2d, reference,
 };
+use nnc_compiler::pipeline;
 use nnc_runtime::exec::{Executable, Options};
 use nnc_runtime::init::Rng;
 
@@ -30,7 +32,7 @@ pub fn options(threads: usize) -> Options {
 /// Odd seeds compile without FMA, which checks the multiply-and-add path CPUs without FMA
 /// get.
 pub fn run_both(graph: &TensorGraph, seed: u64, threads: usize) -> (Vec<f32>, Vec<f32>) {
-    let (mut exec, mut values) = prepare(graph, seed, threads);
+    let (mut exec, mut values) = prepare(graph, seed, threads, None);
     reference::run(graph, &mut values);
     exec.run().expect("runs without touching guard bytes");
     (exec.output().to_vec(), reference::read(graph, &values, graph.output).to_vec())
@@ -50,7 +52,17 @@ pub struct Written {
 /// the kernel that writes it (a later kernel may reuse an intermediate's memory). Each
 /// tensor must be written once: the reference's values are those at the end of the run.
 pub fn run_all(graph: &TensorGraph, seed: u64, threads: usize) -> Vec<Written> {
-    let (mut exec, mut values) = prepare(graph, seed, threads);
+    run_all_for(graph, seed, threads, None)
+}
+
+/// [`run_all`] with the kernels scheduled for `geometry` instead of the back end's own.
+pub fn run_all_for(
+    graph: &TensorGraph,
+    seed: u64,
+    threads: usize,
+    geometry: Option<Geometry>,
+) -> Vec<Written> {
+    let (mut exec, mut values) = prepare(graph, seed, threads, geometry);
     reference::run(graph, &mut values);
     let mut written = Vec::new();
     for k in 0..exec.program.kernels.len() {
@@ -67,11 +79,20 @@ pub fn run_all(graph: &TensorGraph, seed: u64, threads: usize) -> Vec<Written> {
     written
 }
 
-/// Compiles `graph` and fills everything the caller feeds from `seed`: returns the
-/// executable and the same values laid out for the reference (views read their blocks).
-fn prepare(graph: &TensorGraph, seed: u64, threads: usize) -> (Executable, Vec<Vec<f32>>) {
+/// Compiles `graph` (scheduled for `geometry`, or the back end's) and fills everything
+/// the caller feeds from `seed`: returns the executable and the same values laid out for
+/// the reference (views read their blocks).
+fn prepare(
+    graph: &TensorGraph,
+    seed: u64,
+    threads: usize,
+    geometry: Option<Geometry>,
+) -> (Executable, Vec<Vec<f32>>) {
     let opts = Options { fma: seed.is_multiple_of(2), ..options(threads) };
-    let mut exec = Executable::from_ops(graph.clone(), &opts).expect("compiles");
+    let mut stage_options = opts.stages();
+    stage_options.geometry = geometry.unwrap_or(stage_options.geometry);
+    let stages = pipeline::from_ops(graph.clone(), stage_options).expect("schedules");
+    let mut exec = Executable::new(stages, &opts).expect("compiles");
     let mut rng = Rng::new(seed);
     let ids = (0..graph.tensors.len() as u32).map(TensorId);
     // Blocks first: parameters and state inside them then overwrite their parts.

@@ -2,7 +2,7 @@
 //! col2im, pooling's gradient routing, embedding scatter, the LRN gradient, and plain
 //! transposition.
 
-use super::emit::{Addr, Emit, F32, F32X4};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 use crate::ir::kernel::{LrnBackward, PoolBackward, Scatter, Transpose};
 use crate::ir::ops::Reduce;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -12,19 +12,19 @@ impl Emit<'_, '_> {
     pub fn transpose(&mut self, t: &Transpose) {
         let src = self.addr(&t.src, 0);
         let dst = self.addr(&t.dst, 0);
-        // Four columns at a time: one vector load, its lanes stored down four rows at
+        // A vector of columns at a time: one load, its lanes stored down as many rows at
         // constant offsets, so the loop does little address arithmetic per element.
-        let vec_cols = t.cols / 4 * 4;
+        let vec_cols = t.cols / LANES * LANES;
         self.for_count(None, t.rows, 1, |e, r| {
             let row = e.b.ins().imul_imm_s(r, t.lds as i64);
             let from = e.at(src, row);
             let to = e.at(dst, r);
-            e.for_count(None, vec_cols, 4, |e, c| {
+            e.for_count(None, vec_cols, LANES, |e, c| {
                 let s = e.at(from, c);
-                let v = e.load(F32X4, s, 0, Some(&t.src));
+                let v = e.load(VECTOR, s, 0, Some(&t.src));
                 let at = e.b.ins().imul_imm_s(c, t.ldd as i64);
                 let d = e.at(to, at);
-                for lane in 0..4 {
+                for lane in 0..LANES {
                     let x = e.b.ins().extractlane(v, lane as u8);
                     e.store(x, d, (lane * t.ldd * 4) as i32);
                 }

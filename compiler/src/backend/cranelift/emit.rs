@@ -1,6 +1,6 @@
 //! The emitter: Cranelift IR helpers shared by every primitive — counted loops with
 //! block parameters, addresses from the memory plan, loads and stores with the right
-//! flags, constants and FMA for both `f32` and `f32x4`.
+//! flags, constants and FMA for both `f32` and vectors of [`LANES`] floats.
 
 use crate::ir::kernel::{Buffer, Ptr, Var};
 use crate::passes::memory::MemoryPlan;
@@ -10,7 +10,18 @@ use cranelift_frontend::FunctionBuilder;
 use std::collections::HashMap;
 
 pub const F32: Type = types::F32;
-pub const F32X4: Type = types::F32X4;
+/// `f32` lanes of the vectors the back end works on: its geometry's.
+pub const LANES: usize = super::GEOMETRY.lanes;
+/// A vector of [`LANES`] floats.
+pub const VECTOR: Type = match LANES {
+    4 => types::F32X4,
+    _ => panic!("Cranelift lowers 128-bit vectors: four f32 lanes"),
+};
+/// A vector of [`LANES`] 32-bit integers (comparison masks, dropout's hash).
+pub const IVECTOR: Type = match LANES {
+    4 => types::I32X4,
+    _ => panic!("Cranelift lowers 128-bit vectors: four i32 lanes"),
+};
 pub const I64: Type = types::I64;
 
 pub struct Emit<'a, 'b> {
@@ -28,6 +39,8 @@ pub struct Emit<'a, 'b> {
     /// Tensors the kernel only reads: their loads may be moved and merged freely.
     pub read_only: Vec<crate::ir::ops::TensorId>,
     pub has_fma: bool,
+    /// Rows and columns of a product's register tile.
+    pub tile: (usize, usize),
 }
 
 /// A computed address: a base value plus a constant byte offset for the load immediate.
@@ -104,7 +117,7 @@ impl Emit<'_, '_> {
         self.b.ins().load(ty, flags, base, off)
     }
 
-    /// Loads a value of type `ty` (`F32` or `F32X4`) at `a` plus `bytes`.
+    /// Loads a value of type `ty` (`F32` or `VECTOR`) at `a` plus `bytes`.
     pub fn load(&mut self, ty: Type, a: Addr, bytes: i32, from: Option<&Ptr>) -> Value {
         let flags = self.flags(from);
         let (base, off) = self.displace(a, bytes);
@@ -120,11 +133,11 @@ impl Emit<'_, '_> {
     /// A constant of type `ty` (splat for vectors).
     pub fn fconst(&mut self, ty: Type, x: f32) -> Value {
         let s = self.b.ins().f32const(x);
-        if ty == F32X4 { self.b.ins().splat(F32X4, s) } else { s }
+        if ty == VECTOR { self.b.ins().splat(VECTOR, s) } else { s }
     }
 
     pub fn splat(&mut self, ty: Type, s: Value) -> Value {
-        if ty == F32X4 { self.b.ins().splat(F32X4, s) } else { s }
+        if ty == VECTOR { self.b.ins().splat(VECTOR, s) } else { s }
     }
 
     /// `a · b + c`, fused where the CPU has FMA.
@@ -137,9 +150,9 @@ impl Emit<'_, '_> {
         }
     }
 
-    /// The integer type with `ty`'s lanes (`I32` or `I32X4`).
+    /// The integer type with `ty`'s lanes (`I32` or `IVECTOR`).
     pub fn int_type(ty: Type) -> Type {
-        if ty == F32X4 { types::I32X4 } else { types::I32 }
+        if ty == VECTOR { IVECTOR } else { types::I32 }
     }
 
     pub fn bitcast(&mut self, to: Type, v: Value) -> Value {
@@ -148,9 +161,9 @@ impl Emit<'_, '_> {
 
     /// `if cond { x } else { y }` lane by lane, where `cond` is a comparison result.
     pub fn select(&mut self, ty: Type, cond: Value, x: Value, y: Value) -> Value {
-        if ty == F32X4 {
+        if ty == VECTOR {
             // Comparison masks are integer vectors; bit-select avoids the vector `select`.
-            let mask = self.bitcast(F32X4, cond);
+            let mask = self.bitcast(VECTOR, cond);
             self.b.ins().bitselect(mask, x, y)
         } else {
             self.b.ins().select(cond, x, y)
@@ -208,12 +221,23 @@ impl Emit<'_, '_> {
         self.for_range(var, from, to, step as i64, true, body);
     }
 
-    /// Largest of a vector's four lanes.
+    /// Largest of a vector's lanes.
     pub fn hmax(&mut self, v: Value) -> Value {
-        let lanes: Vec<Value> = (0..4).map(|l| self.b.ins().extractlane(v, l as u8)).collect();
-        let a = self.max(F32, lanes[0], lanes[1]);
-        let c = self.max(F32, lanes[2], lanes[3]);
-        self.max(F32, a, c)
+        let lanes: Vec<Value> = (0..LANES).map(|l| self.b.ins().extractlane(v, l as u8)).collect();
+        self.pairwise(lanes, &mut |e, a, b| e.max(F32, a, b))
+    }
+
+    /// `xs` combined by `f` as a balanced tree, neighbours first (`(x0 ∘ x1) ∘ (x2 ∘ x3)`
+    /// for four), so that no step waits on more than the depth of the tree.
+    pub fn pairwise(
+        &mut self,
+        mut xs: Vec<Value>,
+        f: &mut dyn FnMut(&mut Self, Value, Value) -> Value,
+    ) -> Value {
+        while xs.len() > 1 {
+            xs = xs.chunks(2).map(|p| if let [a, b] = *p { f(self, a, b) } else { p[0] }).collect();
+        }
+        xs[0]
     }
 
     /// `max(a, b)` by compare and select (cheaper than `fmax` and its NaN rules).

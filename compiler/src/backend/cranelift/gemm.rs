@@ -1,19 +1,21 @@
-//! Matrix products: register tiles of `MR` rows × 8 columns (`MR · 2` accumulators of
-//! `f32x4`), with remainder tiles of fewer rows, 4 columns, or single columns at the edges.
+//! Matrix products: register tiles of the rows × columns the program was scheduled for
+//! (4 × 8 by default: eight accumulators of `f32x4`), with remainder tiles of fewer rows,
+//! fewer vectors, or single columns at the edges.
 //!
 //! Column panels are the outer loop and row tiles the inner one, so a panel of `b`
-//! (`k × 8` values) stays in L1 while every row of `a` passes over it. Per step of `k`
+//! (`k` × the tile's columns) stays in L1 while every row of `a` passes over it. Per step of `k`
 //! the tile loads its `b` vectors once, then broadcasts one `a` value per row into an FMA
 //! with each. The epilogue (bias, batch-norm, activation, residual) runs on the
 //! accumulators before the only store.
 
-use super::emit::{Addr, Emit, F32, F32X4};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 use crate::ir::kernel::{EInst, Gemm};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 
-/// Rows of a register tile.
-const MR: usize = 4;
+/// Vector registers of x64 and of aarch64's lower half, which a tile's accumulators, its
+/// `b` vectors and the broadcast `a` value share.
+const REGISTERS: usize = 16;
 
 /// The addresses a product reads and writes, computed once.
 struct Bases {
@@ -35,45 +37,49 @@ impl Emit<'_, '_> {
             })
             .collect();
         let bases = Bases { a: self.addr(&g.a, 0), b: self.addr(&g.b, 0), c: self.addr(&g.c, 0), epi };
-        let panels = g.n / 8;
-        let rest = g.n % 8;
+        let (_, columns) = self.tile;
+        let panels = g.n / columns;
+        let rest = g.n % columns;
         if panels > 0 {
             self.for_count(None, panels, 1, |e, jt| {
-                let j = e.b.ins().imul_imm_s(jt, 8);
-                e.row_sweep(g, &bases, j, 2, 0);
+                let j = e.b.ins().imul_imm_s(jt, columns as i64);
+                e.row_sweep(g, &bases, j, columns / LANES, 0);
             });
         }
-        let mut j0 = panels * 8;
-        if rest >= 4 {
+        let mut j0 = panels * columns;
+        if rest >= LANES {
             let j = self.iconst(j0 as i64);
-            self.row_sweep(g, &bases, j, 1, 0);
-            j0 += 4;
+            self.row_sweep(g, &bases, j, rest / LANES, 0);
+            j0 += rest / LANES * LANES;
         }
-        if !rest.is_multiple_of(4) {
+        if !rest.is_multiple_of(LANES) {
             let j = self.iconst(j0 as i64);
-            self.row_sweep(g, &bases, j, 0, rest % 4);
+            self.row_sweep(g, &bases, j, 0, rest % LANES);
         }
     }
 
-    /// All row tiles over the columns `j..j + 4·vecs + scalars`. A product of at most
-    /// six rows is one tile (twelve accumulators and the operands still fit the sixteen
-    /// vector registers), so that no tile of one or two rows reloads the `b` panel.
+    /// All row tiles over the columns `j..j + lanes·vecs + scalars`. A product with no
+    /// more rows than fit one tile beside a full panel's operands in the vector registers
+    /// (six rows of two vectors: twelve accumulators, two `b` vectors and the broadcast)
+    /// is one tile, so that no tile of one or two rows reloads the `b` panel.
     fn row_sweep(&mut self, g: &Gemm, bases: &Bases, j: Value, vecs: usize, scalars: usize) {
-        if g.m <= 6 {
+        let (rows, columns) = self.tile;
+        let panel = columns / LANES;
+        if g.m <= rows.max(((REGISTERS - 1) / panel).saturating_sub(1)) {
             let i = self.iconst(0);
             self.tile(g, bases, i, g.m, j, vecs, scalars);
             return;
         }
-        let tiles = g.m / MR;
+        let tiles = g.m / rows;
         if tiles > 0 {
             self.for_count(None, tiles, 1, |e, it| {
-                let i = e.b.ins().imul_imm_s(it, MR as i64);
-                e.tile(g, bases, i, MR, j, vecs, scalars);
+                let i = e.b.ins().imul_imm_s(it, rows as i64);
+                e.tile(g, bases, i, rows, j, vecs, scalars);
             });
         }
-        if !g.m.is_multiple_of(MR) {
-            let i = self.iconst((tiles * MR) as i64);
-            self.tile(g, bases, i, g.m % MR, j, vecs, scalars);
+        if !g.m.is_multiple_of(rows) {
+            let i = self.iconst((tiles * rows) as i64);
+            self.tile(g, bases, i, g.m % rows, j, vecs, scalars);
         }
     }
 
@@ -91,8 +97,9 @@ impl Emit<'_, '_> {
         scalars: usize,
     ) {
         let width = vecs + scalars;
-        let ty = |c: usize| if c < vecs { F32X4 } else { F32 };
-        let col_bytes = |c: usize| if c < vecs { 16 * c } else { 16 * vecs + 4 * (c - vecs) } as i32;
+        let ty = |c: usize| if c < vecs { VECTOR } else { F32 };
+        let col_bytes =
+            |c: usize| if c < vecs { 4 * LANES * c } else { 4 * LANES * vecs + 4 * (c - vecs) } as i32;
         let acc: Vec<Vec<Variable>> = (0..rows)
             .map(|_| {
                 (0..width)
@@ -126,7 +133,7 @@ impl Emit<'_, '_> {
             for (r, row) in acc.iter().enumerate() {
                 let a_off = (r * a_rs * 4 + sub * a_ks * 4) as i32;
                 let s = e.load_operand(F32, a_at, a_off);
-                let sv = if vecs > 0 { Some(e.b.ins().splat(F32X4, s)) } else { None };
+                let sv = if vecs > 0 { Some(e.b.ins().splat(VECTOR, s)) } else { None };
                 for (c, &var) in row.iter().enumerate() {
                     let x = if c < vecs { sv.expect("splat for vectors") } else { s };
                     let old = e.b.use_var(var);

@@ -2,7 +2,7 @@
 //! time. Broadcast operands are loaded once, before the loop. Reductions run the same
 //! programs and sum their last value.
 
-use super::emit::{Addr, Emit, F32, F32X4};
+use super::emit::{Addr, Emit, F32, IVECTOR, LANES, VECTOR};
 use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Reduce};
 use crate::ir::ops::dropout_threshold;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -18,12 +18,12 @@ struct Prepared {
 impl Emit<'_, '_> {
     pub fn map(&mut self, m: &Map) {
         let prep = self.prepare(&m.insts, true);
-        let vec_len = m.len / 4 * 4;
+        let vec_len = m.len / LANES * LANES;
         if vec_len > 0 {
             let splats = self.splats(&m.insts, &prep.scalars);
             let iota = self.iota();
-            self.for_count(None, vec_len, 4, |e, i| {
-                e.eval(&m.insts, F32X4, i, &prep.bases, &splats, Some(iota));
+            self.for_count(None, vec_len, LANES, |e, i| {
+                e.eval(&m.insts, VECTOR, i, &prep.bases, &splats, Some(iota));
             });
         }
         if vec_len < m.len {
@@ -53,7 +53,7 @@ impl Emit<'_, '_> {
                 })
                 .collect();
             e.sum_terms(acc, r.len, &mut |e, ty, i| {
-                let bcast = if ty == F32X4 { &splats } else { &prep.scalars };
+                let bcast = if ty == VECTOR { &splats } else { &prep.scalars };
                 let vals = e.eval(&r.insts, ty, i, &bases, bcast, None);
                 vals[last].expect("a reduction's value")
             });
@@ -94,18 +94,18 @@ impl Emit<'_, '_> {
             .zip(scalars)
             .map(|(inst, s)| {
                 s.map(|s| match inst {
-                    Inst::Keep { .. } => self.b.ins().splat(types::I32X4, s),
-                    _ => self.splat(F32X4, s),
+                    Inst::Keep { .. } => self.b.ins().splat(IVECTOR, s),
+                    _ => self.splat(VECTOR, s),
                 })
             })
             .collect()
     }
 
-    /// The lane numbers `[0, 1, 2, 3]` as `i32x4`.
+    /// The lane numbers `[0, 1, …, LANES - 1]` as an integer vector.
     fn iota(&mut self) -> Value {
         let zero = self.b.ins().iconst(types::I32, 0);
-        let mut v = self.b.ins().splat(types::I32X4, zero);
-        for lane in 1..4u8 {
+        let mut v = self.b.ins().splat(IVECTOR, zero);
+        for lane in 1..LANES as u8 {
             let k = self.b.ins().iconst(types::I32, lane as i64);
             v = self.b.ins().insertlane(v, k, lane);
         }
@@ -164,21 +164,21 @@ impl Emit<'_, '_> {
         self.select(ty, cond, t, f)
     }
 
-    /// Dropout's multiplier for element `i` (lanes `i..i + 4` for vectors): the hash of
+    /// Dropout's multiplier for element `i` (lanes `i..i + LANES` for vectors): the hash of
     /// [`crate::ir::ops::dropout_hash`] in 32-bit integer arithmetic.
     fn keep(&mut self, ty: Type, seed: Value, i: Value, iota: Option<Value>, p: f32) -> Value {
         let it = Self::int_type(ty);
         let index = self.b.ins().ireduce(types::I32, i);
         let index = match iota {
             Some(iota) => {
-                let s = self.b.ins().splat(types::I32X4, index);
+                let s = self.b.ins().splat(IVECTOR, index);
                 self.b.ins().iadd(s, iota)
             }
             None => index,
         };
         let konst = |e: &mut Self, v: u32| {
             let s = e.b.ins().iconst(types::I32, v as i32 as i64);
-            if it == types::I32X4 { e.b.ins().splat(types::I32X4, s) } else { s }
+            if it == IVECTOR { e.b.ins().splat(IVECTOR, s) } else { s }
         };
         let k1 = konst(self, 0x9e37_79b1);
         let mut h = self.b.ins().imul(index, k1);

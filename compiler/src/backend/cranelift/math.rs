@@ -6,7 +6,7 @@
 //! in `docs/kernels.md`; all are within a few units in the last place where the result is
 //! not tiny, and within 2e-7 absolute everywhere.
 
-use super::emit::Emit;
+use super::emit::{Emit, IVECTOR};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 
@@ -28,7 +28,7 @@ impl Emit<'_, '_> {
     fn int_const(&mut self, ty: Type, v: i32) -> Value {
         let it = Self::int_type(ty);
         let s = self.b.ins().iconst(types::I32, v as i64);
-        if it == types::I32X4 { self.b.ins().splat(types::I32X4, s) } else { s }
+        if it == IVECTOR { self.b.ins().splat(IVECTOR, s) } else { s }
     }
 
     /// `x` limited to `[lo, hi]` (NaN passes through).

@@ -1,10 +1,6 @@
 //! Stage 9, the Cranelift back end: code generation. Each kernel becomes one Cranelift
-//! function, all in one JIT module, with every shape, stride and offset a constant.
-//!
-//! A kernel's function has the signature
-//! `extern "C" fn(arena: *mut u8, start: u64, end: u64, thread: u64)`: the arena holds
-//! every buffer at the offset the memory plan gave it; `start..end` is the part of the
-//! kernel's parallel dimension this call computes; `thread` selects the scratch copies.
+//! function, all in one JIT module, with every shape, stride and offset a constant, and
+//! the signature of [`KernelFn`].
 
 mod backward;
 mod emit;
@@ -18,6 +14,7 @@ mod sum;
 mod unfold;
 mod window;
 
+use super::{Backend, Code, CodegenError, Geometry, KernelFn, Options};
 use crate::ir::kernel::{Parallel, Program, Stmt};
 use crate::passes::memory::MemoryPlan;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -29,30 +26,62 @@ use cranelift_module::{Linkage, Module};
 use emit::Emit;
 use std::time::{Duration, Instant};
 
-/// A generated kernel.
-pub type KernelFn = unsafe extern "C" fn(arena: *mut u8, start: u64, end: u64, thread: u64);
+/// The geometry kernels are scheduled for: Cranelift lowers 128-bit vectors on x64 and
+/// aarch64, so four `f32` lanes; tiles of 4 rows × 8 columns (eight accumulators) leave
+/// the sixteen vector registers room for the `b` vectors and the broadcast `a` value.
+/// The vector type of the generated code follows `lanes` (see `emit::VECTOR`).
+pub const GEOMETRY: Geometry = Geometry { rows: 4, columns: 8, lanes: 4, pad: 8 };
 
-#[derive(Clone, Copy, Debug)]
-pub struct Options {
-    /// Run Cranelift's IR verifier on every function (tests; costs ~20 % compile time).
-    pub verify: bool,
-    /// Use FMA instructions where the CPU has them; off, products use a multiply and an
-    /// add (what CPUs without FMA get; tests turn it off to check that path).
-    pub fma: bool,
+/// Most accumulators a register tile may have: twice the vector registers, beyond which
+/// a tile would be mostly spills and its unrolled code needlessly large.
+const MAX_ACCUMULATORS: usize = 32;
+
+/// The Cranelift back end, with its options (Cranelift's verifier, FMA).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cranelift {
+    pub options: Options,
 }
 
-impl Default for Options {
-    fn default() -> Options {
-        Options { verify: cfg!(debug_assertions), fma: true }
+impl Backend for Cranelift {
+    fn geometry(&self) -> Geometry {
+        GEOMETRY
+    }
+
+    fn compile(&self, program: &Program, memory: &MemoryPlan) -> Result<Box<dyn Code>, CodegenError> {
+        Ok(Box::new(compile(program, memory, self.options)?))
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CodegenError {
-    #[error("this CPU is not supported by the code generator: {0}")]
-    Host(String),
-    #[error("code generation failed in kernel {kernel}: {message}")]
-    Kernel { kernel: String, message: String },
+impl Code for Compiled {
+    fn kernels(&self) -> &[KernelFn] {
+        &self.kernels
+    }
+
+    fn fma(&self) -> bool {
+        self.fma
+    }
+
+    fn time(&self) -> Duration {
+        self.time
+    }
+}
+
+/// Whether the emitter can generate products for `g`: its vectors have exactly the lanes
+/// of [`GEOMETRY`], while a tile of any rows and any whole number of vectors is
+/// generated as asked (within [`MAX_ACCUMULATORS`]). The padding only shapes buffers,
+/// which any tile reads.
+fn check(g: Geometry) -> Result<(), CodegenError> {
+    let refuse = |reason: String| Err(CodegenError::Geometry { backend: "Cranelift", geometry: g, reason });
+    if g.lanes != GEOMETRY.lanes {
+        return refuse(format!("its vectors have {} lanes", GEOMETRY.lanes));
+    }
+    if g.rows == 0 || g.columns == 0 || !g.columns.is_multiple_of(g.lanes) {
+        return refuse("a register tile needs rows and a whole number of vectors".into());
+    }
+    if g.rows * (g.columns / g.lanes) > MAX_ACCUMULATORS {
+        return refuse(format!("a register tile has at most {MAX_ACCUMULATORS} vector accumulators"));
+    }
+    Ok(())
 }
 
 /// Machine code for a program. The functions stay valid while this value lives.
@@ -91,7 +120,8 @@ fn has_gemm(stmts: &[Stmt]) -> bool {
     })
 }
 
-/// Compiles every kernel of `program` for the host CPU.
+/// Compiles every kernel of `program` for the host CPU, with register tiles of the
+/// geometry it was scheduled for.
 ///
 /// Kernels with a matrix product go into a module compiled without optimisation: the
 /// optimiser's re-placement of loads pushes a register tile into spills, while the IR
@@ -99,6 +129,7 @@ fn has_gemm(stmts: &[Stmt]) -> bool {
 /// a 64×64×64 product on one core). Every other kernel is optimised, which hoists the
 /// polynomial constants of `exp` and `tanh` out of their loops.
 pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result<Compiled, CodegenError> {
+    check(program.geometry)?;
     let started = Instant::now();
     let (fast, fma) = module("speed", options.verify)?;
     let (ordered, _) = module("none", options.verify)?;
@@ -137,6 +168,7 @@ pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result
                 // In-place ops (optimizer updates) read what they write.
                 read_only: kernel.reads.iter().filter(|t| !kernel.writes.contains(t)).copied().collect(),
                 has_fma: fma && options.fma,
+                tile: (program.geometry.rows, program.geometry.columns),
             };
             e.stmts(&kernel.body, kernel.parallel);
             b.ins().return_(&[]);

@@ -2,7 +2,7 @@
 //! accuracy against f64 — the source of the error bounds stated in `docs/kernels.md`.
 
 use super::CodegenError;
-use super::emit::{Addr, Emit, F32, F32X4};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 use crate::passes::memory::MemoryPlan;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
 use cranelift_codegen::settings::{self, Configurable};
@@ -64,9 +64,10 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
             vars: Default::default(),
             read_only: Vec::new(),
             has_fma: fma,
+            tile: (super::GEOMETRY.rows, super::GEOMETRY.columns),
         };
         let base = Addr { base: data, offset: 0 };
-        let vec_len = xs.len() / 4 * 4;
+        let vec_len = xs.len() / LANES * LANES;
         let apply = |e: &mut Emit<'_, '_>, ty, i| {
             let at = e.at(base, i);
             let x = e.load(ty, at, 0, None);
@@ -79,7 +80,7 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
             };
             e.store(y, at, 0);
         };
-        e.for_count(None, vec_len, 4, |e, i| apply(e, F32X4, i));
+        e.for_count(None, vec_len, LANES, |e, i| apply(e, VECTOR, i));
         e.for_count(None, xs.len() - vec_len, 1, |e, i| {
             let i = e.b.ins().iadd_imm_s(i, vec_len as i64);
             apply(e, F32, i)

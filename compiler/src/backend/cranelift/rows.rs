@@ -1,14 +1,14 @@
 //! Row-wise primitives: sums (global average pooling), softmax, local response
 //! normalisation, and embedding gathers.
 
-use super::emit::{Addr, Emit, F32, F32X4};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 use crate::ir::kernel::{Gather, Lrn, Ptr, RowSum, Softmax};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 
 impl Emit<'_, '_> {
-    /// Folds `len` elements from `row` into a vector and a scalar accumulator (four at a
-    /// time, then one by one) with `step`, and returns both.
+    /// Folds `len` elements from `row` into a vector and a scalar accumulator ([`LANES`]
+    /// at a time, then one by one) with `step`, and returns both.
     pub(super) fn fold_row(
         &mut self,
         row: Addr,
@@ -16,18 +16,18 @@ impl Emit<'_, '_> {
         init: f32,
         step: &mut dyn FnMut(&mut Self, Type, Value, Value) -> Value,
     ) -> (Value, Value) {
-        let vacc = self.b.declare_var(F32X4);
+        let vacc = self.b.declare_var(VECTOR);
         let sacc = self.b.declare_var(F32);
-        let vinit = self.fconst(F32X4, init);
+        let vinit = self.fconst(VECTOR, init);
         let sinit = self.fconst(F32, init);
         self.b.def_var(vacc, vinit);
         self.b.def_var(sacc, sinit);
-        let vec_len = len / 4 * 4;
-        self.for_count(None, vec_len, 4, |e, i| {
+        let vec_len = len / LANES * LANES;
+        self.for_count(None, vec_len, LANES, |e, i| {
             let at = e.at(row, i);
-            let v = e.load(F32X4, at, 0, None);
+            let v = e.load(VECTOR, at, 0, None);
             let old = e.b.use_var(vacc);
-            let new = step(e, F32X4, old, v);
+            let new = step(e, VECTOR, old, v);
             e.b.def_var(vacc, new);
         });
         if vec_len < len {
@@ -94,10 +94,10 @@ impl Emit<'_, '_> {
         });
     }
 
-    /// Calls `body` for elements `0..len`: as vectors four at a time, then as scalars.
+    /// Calls `body` for elements `0..len`: as vectors [`LANES`] at a time, then as scalars.
     pub(super) fn each(&mut self, len: usize, body: &mut dyn FnMut(&mut Self, Type, Value)) {
-        let vec_len = len / 4 * 4;
-        self.for_count(None, vec_len, 4, |e, i| body(e, F32X4, i));
+        let vec_len = len / LANES * LANES;
+        self.for_count(None, vec_len, LANES, |e, i| body(e, VECTOR, i));
         if vec_len < len {
             let from = self.iconst(vec_len as i64);
             let to = self.iconst(len as i64);

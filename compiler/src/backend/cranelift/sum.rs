@@ -4,7 +4,7 @@
 //! systematically so when the terms share a sign (means, variances, squared norms): one
 //! `f32x4` accumulator over the 25,088 values of a batch-norm channel lost four decimal
 //! digits. Here terms are added in f32 only within short blocks — [`BLOCK`] elements, so
-//! each vector lane adds `BLOCK / 4` of them — and the block sums are accumulated in f64,
+//! each vector lane adds `BLOCK / LANES` of them — and the block sums are accumulated in f64,
 //! which is exact enough for any tensor that fits in memory; the total is scaled in f64
 //! and rounded to f32 once. The blocks keep the vector loop's speed: folding a block into
 //! f64 costs a dozen instructions per 32 elements. Column sums, whose terms come straight
@@ -13,7 +13,7 @@
 //! The order of every sum depends only on the shapes, never on the threads: a sum is
 //! always computed by one call, from its first element to its last.
 
-use super::emit::{Addr, Emit, F32, F32X4};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 use crate::ir::kernel::ColumnSum;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::Variable;
@@ -36,19 +36,17 @@ impl Emit<'_, '_> {
         acc
     }
 
-    /// Adds `x` (`F32` or the four lanes of an `F32X4`) to `acc`, exactly.
+    /// Adds `x` (`F32` or the lanes of a `VECTOR`) to `acc`, exactly.
     pub fn add64(&mut self, acc: Variable, x: Value) {
         let ty = self.b.func.dfg.value_type(x);
-        let part = if ty == F32X4 {
-            let lanes: Vec<Value> = (0..4)
+        let part = if ty == VECTOR {
+            let lanes: Vec<Value> = (0..LANES)
                 .map(|l| {
                     let s = self.b.ins().extractlane(x, l as u8);
                     self.b.ins().fpromote(F64, s)
                 })
                 .collect();
-            let a = self.b.ins().fadd(lanes[0], lanes[1]);
-            let c = self.b.ins().fadd(lanes[2], lanes[3]);
-            self.b.ins().fadd(a, c)
+            self.pairwise(lanes, &mut |e, a, b| e.b.ins().fadd(a, b))
         } else {
             self.b.ins().fpromote(F64, x)
         };
@@ -69,24 +67,25 @@ impl Emit<'_, '_> {
         self.b.ins().fdemote(F32, sum)
     }
 
-    /// Adds `term(i)` for `i < len` to `acc`: vectors of four terms summed in f32 within
-    /// blocks of [`BLOCK`], each block then added in f64, and the last `len % 4` terms one
-    /// at a time. `term` is called with `F32X4` (lanes `i..i + 4`) or `F32`.
+    /// Adds `term(i)` for `i < len` to `acc`: vectors of [`LANES`] terms summed in f32
+    /// within blocks of [`BLOCK`], each block then added in f64, and the last
+    /// `len % LANES` terms one at a time. `term` is called with `VECTOR` (lanes
+    /// `i..i + LANES`) or `F32`.
     pub fn sum_terms(
         &mut self,
         acc: Variable,
         len: usize,
         term: &mut dyn FnMut(&mut Self, Type, Value) -> Value,
     ) {
-        let vec_len = len / 4 * 4;
+        let vec_len = len / LANES * LANES;
         let blocks = vec_len / BLOCK;
         // A block's vectors, unrolled, into two partial sums that alternate so that the
         // additions do not wait on each other.
         let mut block = |e: &mut Self, from: Value, vectors: usize| {
             let mut parts: Vec<Value> = Vec::with_capacity(2);
             for u in 0..vectors {
-                let i = e.b.ins().iadd_imm_s(from, 4 * u as i64);
-                let v = term(e, F32X4, i);
+                let i = e.b.ins().iadd_imm_s(from, (LANES * u) as i64);
+                let v = term(e, VECTOR, i);
                 match parts.get(u % 2) {
                     Some(&p) => parts[u % 2] = e.b.ins().fadd(p, v),
                     None => parts.push(v),
@@ -102,13 +101,13 @@ impl Emit<'_, '_> {
         if blocks > 0 {
             self.for_count(None, blocks, 1, |e, b| {
                 let from = e.b.ins().imul_imm_s(b, BLOCK as i64);
-                block(e, from, BLOCK / 4);
+                block(e, from, BLOCK / LANES);
             });
         }
         let done = blocks * BLOCK;
         if done < vec_len {
             let from = self.iconst(done as i64);
-            block(self, from, (vec_len - done) / 4);
+            block(self, from, (vec_len - done) / LANES);
         }
         for i in vec_len..len {
             let at = self.iconst(i as i64);
@@ -229,7 +228,8 @@ impl Emit<'_, '_> {
         let little = MemFlagsData::new().with_endianness(Endianness::Little);
         let pair = self.load(F64, at, bytes, None);
         let pair = self.b.ins().scalar_to_vector(F64X2, pair);
-        let pair = self.b.ins().bitcast(F32X4, little, pair);
+        // The 128-bit register's view as floats, whatever the back end's vector width.
+        let pair = self.b.ins().bitcast(types::F32X4, little, pair);
         self.b.ins().fvpromote_low(pair)
     }
 }

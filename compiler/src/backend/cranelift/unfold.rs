@@ -9,7 +9,7 @@
 //! traversal (LeNet-5's C3 unfolds 1,500 runs of ten floats per image), so its per-run
 //! cost matters as much as the copying.
 
-use super::emit::{Addr, Emit, F32, F32X4};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 use crate::ir::kernel::{Col2im, Im2col, Var, Window};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
@@ -196,12 +196,12 @@ impl Emit<'_, '_> {
         }
         if count > UNROLL {
             let zero = self.iconst(0);
-            let vec_end = if stride == 1 { count / 4 * 4 } else { 0 };
+            let vec_end = if stride == 1 { count / LANES * LANES } else { 0 };
             if vec_end > 0 {
                 let end = self.iconst(vec_end as i64);
-                self.for_range(None, zero, end, 4, true, |e, x| {
+                self.for_range(None, zero, end, LANES as i64, true, |e, x| {
                     let (img, col) = (e.at(image, x), e.at(cols, x));
-                    e.move_elements(F32X4, img, col, 0, 0, dir);
+                    e.move_elements(VECTOR, img, col, 0, 0, dir);
                 });
             }
             if vec_end < count {
@@ -214,9 +214,9 @@ impl Emit<'_, '_> {
             }
             return;
         }
-        let vec_end = if stride == 1 { count / 4 * 4 } else { 0 };
-        for x in (0..vec_end).step_by(4) {
-            self.move_elements(F32X4, image, cols, (x * 4) as i32, (x * 4) as i32, dir);
+        let vec_end = if stride == 1 { count / LANES * LANES } else { 0 };
+        for x in (0..vec_end).step_by(LANES) {
+            self.move_elements(VECTOR, image, cols, (x * 4) as i32, (x * 4) as i32, dir);
         }
         for x in vec_end..count {
             self.move_elements(F32, image, cols, (x * stride * 4) as i32, (x * 4) as i32, dir);

@@ -389,9 +389,12 @@ pub struct Kernel {
 }
 
 /// The kernels of one network, in execution order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Program {
     pub kernels: Vec<Kernel>,
     /// Threads the kernels were scheduled for (scratch is sized per thread).
     pub threads: usize,
+    /// The back-end geometry the kernels were shaped for; a back end refuses a program
+    /// scheduled for one it cannot generate.
+    pub geometry: crate::backend::Geometry,
 }

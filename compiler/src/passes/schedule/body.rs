@@ -141,7 +141,7 @@ impl Build<'_> {
         let (b, ldb) = if direct(win) {
             (image, ohw)
         } else {
-            let ld = unaliased(ohw);
+            let ld = unaliased(ohw, self.geometry.pad);
             let col = self.scratch(kk * ld);
             let mut w = window(win);
             w.c = cg;
@@ -208,23 +208,27 @@ impl Build<'_> {
             })
         };
         let work = m * n * k;
-        let blocks = self.threads.min(m / 8);
+        // Each block at least two register tiles of rows.
+        let rows = self.geometry.rows;
+        let blocks = self.threads.min(m / (2 * rows));
         if self.parallel(blocks, work) == Parallel::Serial {
             return (vec![gemm(m, &|p, _| p)], Parallel::Serial);
         }
         // Blocks of whole register tiles.
-        let stmts = self.blocks(m, blocks, m / blocks / 4 * 4, |_, at, rows| vec![gemm(rows, at)]);
+        let stmts = self.blocks(m, blocks, m / blocks / rows * rows, |_, at, rows| vec![gemm(rows, at)]);
         (stmts, Parallel::Loop { extent: blocks })
     }
 
     /// Output rows per block when one image should be split across threads: the batch
     /// is one image, the work is worth sharing, and the rows divide into at least one
-    /// block per thread of at least 32 pixels each.
+    /// block per thread of at least four register tiles' columns of pixels each.
     fn row_blocks(&self, win: &crate::ir::ops::Window2d, groups: usize, work: usize) -> Option<usize> {
         if win.n != 1 || groups != 1 || self.threads < 2 || work < super::MIN_PARALLEL_WORK {
             return None;
         }
-        (1..=win.oh / self.threads).rev().find(|r| win.oh.is_multiple_of(*r) && r * win.ow >= 32)
+        (1..=win.oh / self.threads)
+            .rev()
+            .find(|r| win.oh.is_multiple_of(*r) && r * win.ow >= 4 * self.geometry.columns)
     }
 
     /// A one-image convolution as a loop over blocks of `rows` output rows.
@@ -248,7 +252,7 @@ impl Build<'_> {
         let (b, ldb) = if direct(win) {
             (x.plus_var(blk, pixels), ohw)
         } else {
-            let ld = unaliased(pixels);
+            let ld = unaliased(pixels, self.geometry.pad);
             let col = self.scratch(kk * ld);
             let mut w = window(win);
             w.oh = rows;
@@ -349,12 +353,13 @@ pub(super) fn direct(win: &crate::ir::ops::Window2d) -> bool {
     win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && win.pad == [0; 4]
 }
 
-/// A row stride (in floats) for `n` columns that is not a multiple of 1 KiB floats: rows
-/// 4 KiB apart map to the same L1 sets, so a product walking down a column panel of such
-/// a matrix would evict its own panel.
-pub(super) fn unaliased(n: usize) -> usize {
-    let padded = n.div_ceil(8) * 8;
-    if padded % 256 < 8 || padded % 256 > 248 { padded + 8 } else { padded }
+/// A row stride (in floats) for `n` columns, rounded up to a multiple of `pad`, that is
+/// not a multiple of 1 KiB floats: rows 4 KiB apart map to the same L1 sets, so a product
+/// walking down a column panel of such a matrix would evict its own panel.
+pub(super) fn unaliased(n: usize, pad: usize) -> usize {
+    let padded = n.div_ceil(pad) * pad;
+    let within = padded % 256;
+    if within < pad || within + pad > 256 { padded + pad } else { padded }
 }
 
 pub(super) fn window(w: &crate::ir::ops::Window2d) -> Window {

@@ -4,6 +4,7 @@
 use super::Build;
 use super::body::window;
 use super::train::zero;
+use crate::backend::Geometry;
 use crate::ir::kernel::*;
 use BinOp::*;
 
@@ -47,7 +48,7 @@ impl Build<'_> {
                 epilogue: Vec::new(),
             }));
         } else {
-            let ld = super::body::unaliased(ohw);
+            let ld = super::body::unaliased(ohw, self.geometry.pad);
             let col = self.scratch(kk * ld);
             stmts.push(Stmt::Gemm(Gemm {
                 m: kk,
@@ -115,17 +116,19 @@ impl Build<'_> {
         let at = |p: Ptr, per_group: usize, per_part: usize, per_block: usize| {
             p.plus_var(unit, group_coef * per_group + part_coef * per_part + block_coef * per_block)
         };
-        // The product's columns are the output channels: rounded up to whole vectors
-        // (the extra columns hold garbage that is never read), a 6-wide product runs
-        // as fast as an 8-wide one instead of at a third of the speed.
-        let kp = if kg % 4 == 0 || kg > 32 { kg } else { kg.div_ceil(8) * 8 };
+        // The product's columns are the output channels: rounded up to the padding (the
+        // extra columns hold garbage that is never read), a 6-wide product runs as fast
+        // as an 8-wide one instead of at a third of the speed. Whole vectors need no
+        // padding, and past eight vectors the scalar remainder is a small part.
+        let Geometry { lanes, pad, .. } = self.geometry;
+        let kp = if kg.is_multiple_of(lanes) || kg > 8 * lanes { kg } else { kg.div_ceil(pad) * pad };
         let dyt = self.scratch(ohw * kp);
         let acc = self.scratch(kkb * kp);
         let direct = super::body::direct(win);
         let (col, ld) = if direct {
             (None, hw)
         } else {
-            let ld = super::body::unaliased(ohw);
+            let ld = super::body::unaliased(ohw, self.geometry.pad);
             (Some(self.scratch(kkb * ld)), ld)
         };
         let mut body = Vec::new();

@@ -10,6 +10,7 @@
 //! - Pooling, softmax, LRN, concatenation, embedding and recurrences are kernels of
 //!   their own.
 
+use crate::backend::Geometry;
 use crate::ir::kernel::*;
 use crate::ir::ops::{Elementwise, Op, OpNode, Role, TensorGraph, TensorId};
 
@@ -23,8 +24,9 @@ pub const MIN_PARALLEL_WORK: usize = 1 << 17;
 /// LeNet-5's 301,056-element `tanh_backward` at batch 64 halves, from 41 to 22 µs.
 const MIN_PARALLEL_MAP: usize = 1 << 14;
 
-/// Groups and schedules `graph`'s ops for `threads` threads.
-pub fn schedule(graph: &TensorGraph, threads: usize) -> Program {
+/// Groups and schedules `graph`'s ops for `threads` threads, shaped for a back end with
+/// `geometry`.
+pub fn schedule(graph: &TensorGraph, threads: usize, geometry: Geometry) -> Program {
     let mut uses = vec![0usize; graph.tensors.len()];
     for node in &graph.ops {
         for t in &node.inputs {
@@ -68,13 +70,13 @@ pub fn schedule(graph: &TensorGraph, threads: usize) -> Program {
     if let Some((group, _)) = current {
         groups.push(group);
     }
-    let mut program = Program { kernels: Vec::new(), threads };
+    let mut program = Program { kernels: Vec::new(), threads, geometry };
     if !prologue.is_empty() {
-        program.kernels.push(Build::new(graph, threads).prologue(&prologue));
+        program.kernels.push(Build::new(graph, threads, geometry).prologue(&prologue));
     }
     for group in groups {
         let name = format!("k{}", program.kernels.len());
-        let kernel = Build::new(graph, threads).kernel(name, &group);
+        let kernel = Build::new(graph, threads, geometry).kernel(name, &group);
         program.kernels.push(kernel);
     }
     program
@@ -141,6 +143,7 @@ fn absorb(
 struct Build<'g> {
     graph: &'g TensorGraph,
     threads: usize,
+    geometry: Geometry,
     vars: u16,
     scratch: Vec<usize>,
 }
@@ -154,8 +157,8 @@ enum Operand {
 }
 
 impl<'g> Build<'g> {
-    fn new(graph: &'g TensorGraph, threads: usize) -> Build<'g> {
-        Build { graph, threads, vars: 0, scratch: Vec::new() }
+    fn new(graph: &'g TensorGraph, threads: usize, geometry: Geometry) -> Build<'g> {
+        Build { graph, threads, geometry, vars: 0, scratch: Vec::new() }
     }
 
     fn var(&mut self) -> Var {
@@ -220,13 +223,14 @@ impl<'g> Build<'g> {
         }
     }
 
-    /// A long map as one block of elements per thread (a multiple of four, so that each
-    /// block's vectors stay aligned), the elements left over after the equal blocks a
+    /// A long map as one block of elements per thread (a multiple of the vector lanes, so
+    /// that each block's vectors stay aligned), the elements left over after the equal blocks a
     /// last map that the thread with the last block runs. Dropout's mask depends on the
     /// element's index within the map, so a map drawing one is not split.
     fn split_map(&mut self, map: &Map) -> Option<(Vec<Stmt>, Parallel)> {
         let blocks = self.threads;
-        let chunk = map.len / blocks / 4 * 4;
+        let lanes = self.geometry.lanes;
+        let chunk = map.len / blocks / lanes * lanes;
         if map.len < MIN_PARALLEL_MAP
             || chunk == 0
             || map.insts.iter().any(|i| matches!(i, Inst::Keep { .. }))

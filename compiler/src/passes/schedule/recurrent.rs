@@ -8,15 +8,18 @@ use crate::ir::kernel::*;
 use crate::ir::ops::cell::CellStep;
 use crate::ir::ops::{Cell, OpNode, Recurrence};
 
-/// Sequences processed together: the largest of 4, 2, 1 dividing the batch, so that each
-/// block's recurrent product fills a register tile's rows and blocks run independently.
-fn block_rows(n: usize) -> usize {
-    [4, 2, 1].into_iter().find(|b| n.is_multiple_of(*b)).unwrap_or(1)
+/// Sequences processed together: the first of a register tile's rows, then halves of it
+/// (4, 2, 1 for tiles of four rows), that divides the batch, so that each block's
+/// recurrent product fills a tile's rows and blocks run independently.
+fn block_rows(n: usize, tile_rows: usize) -> usize {
+    std::iter::successors(Some(tile_rows), |b| (*b > 1).then_some(b / 2))
+        .find(|b| n.is_multiple_of(*b))
+        .unwrap_or(1)
 }
 
 impl Build<'_> {
     pub(super) fn recurrent(&mut self, r: &Recurrence, node: &OpNode, out: Ptr) -> (Vec<Stmt>, Parallel) {
-        let rb = block_rows(r.n);
+        let rb = block_rows(r.n, self.geometry.rows);
         let blocks = r.n / rb;
         let (h, g) = (r.h, r.cell.gates() * r.h);
         let x = Ptr::tensor(node.inputs[0]);

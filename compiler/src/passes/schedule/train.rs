@@ -402,7 +402,8 @@ impl Build<'_> {
             Parallel::Serial => 1,
             _ => self.threads,
         };
-        let width = (channels / threads / 4 * 4).max(1);
+        let lanes = self.geometry.lanes;
+        let width = (channels / threads / lanes * lanes).max(1);
         let blocks = channels / width;
         let body = self.blocks(channels, blocks, width, |_, at, len| {
             vec![Stmt::ColumnSum(ColumnSum {

@@ -177,7 +177,8 @@ impl Plan {
         }
         // Lowering multiplies every size and every kernel's work by the batch; when that
         // could pass 64 bits there is no arena to plan.
-        let options = crate::pipeline::Options { threads, guard: 0 };
+        let geometry = crate::backend::Target::default().geometry();
+        let options = crate::pipeline::Options { threads, guard: 0, geometry };
         let arena = graph
             .macs()
             .checked_mul(batch)

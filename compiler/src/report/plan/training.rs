@@ -156,7 +156,8 @@ mod tests {
         let text = "network n(x: seq[5] of onehot(7)) { x |> lstm(6) |> dense(7) }";
         let model = crate::compile_str("n.net", text, None).expect("compiles");
         let rule = UpdateRule::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
-        let options = Options { threads: 1, guard: 0 };
+        let options =
+            Options { threads: 1, guard: 0, geometry: crate::backend::Target::default().geometry() };
         let (mut stages, training) =
             pipeline::training(&model.networks[0], Loss::CrossEntropy, rule, 2, options).expect("schedules");
         let kinds: Vec<KernelKind> = stages.program.kernels.iter().map(|k| k.kind).collect();
