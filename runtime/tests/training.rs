@@ -181,7 +181,9 @@ fn lstm_and_gru_sequences() {
 
 /// A step that goes non-finite names the first tensor that did by what the graph records
 /// about it. Huge inputs through tiny convolution weights give finite outputs and a
-/// finite loss, but the weight gradient (inputs times output gradients) overflows.
+/// finite loss, but the weight gradient (inputs times output gradients) overflows. Finding
+/// it runs the step again, on the batch as it was fed: the arena has reused the labels'
+/// memory by then.
 #[test]
 fn a_non_finite_gradient_is_named_for_the_parameter_it_is_the_gradient_of() {
     let text = "network n(x: [1, 2, 2]) {\n    x |> conv(2, 1) |> flatten |> dense(2)\n}\n";

@@ -74,6 +74,9 @@ pub struct TrainStep {
     /// Whether the loss kernel counts correct predictions (a softmax cross-entropy
     /// does; a squared error has no classes to count).
     counts_correct: bool,
+    /// The inputs and labels of the step being run, kept so that [`TrainStep::diagnose`]
+    /// can run it again: the arena reuses their memory once the step has read them.
+    fed: Vec<(TensorId, Vec<f32>)>,
 }
 
 impl TrainStep {
@@ -88,7 +91,8 @@ impl TrainStep {
         let exe = Executable::new(stages, options)?;
         debug_assert!(exe.program.kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
         let counts_correct = exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
-        Ok(TrainStep { exe, training, steps: 0, counts_correct })
+        let fed = exe.graph.inputs.iter().chain([&training.labels]).map(|&t| (t, Vec::new())).collect();
+        Ok(TrainStep { exe, training, steps: 0, counts_correct, fed })
     }
 
     /// The input batch, as the network's input tensor holds it.
@@ -116,6 +120,10 @@ impl TrainStep {
         h[Hyper::BIAS1] = (1.0 / (1.0 - b1.powi(t.min(i32::MAX as u64) as i32))) as f32;
         h[Hyper::BIAS2] = (1.0 / (1.0 - b2.powi(t.min(i32::MAX as u64) as i32))) as f32;
         h[Hyper::SEED] = f32::from_bits(s.seed);
+        for (t, copy) in &mut self.fed {
+            copy.clear();
+            copy.extend_from_slice(self.exe.tensor(*t));
+        }
         let kernels = self.exe.program.kernels.len();
         for k in 0..kernels - 1 {
             self.exe.run_kernel(k)?;
@@ -142,6 +150,9 @@ impl TrainStep {
     /// non-finite value (the parameters are still those the step started from).
     fn diagnose(&mut self) -> StepError {
         let step = self.steps + 1;
+        for (t, copy) in &self.fed {
+            self.exe.tensor_mut(*t).copy_from_slice(copy);
+        }
         let kernels = self.exe.program.kernels.len();
         for k in 0..kernels - 1 {
             if let Err(e) = self.exe.run_kernel(k) {
