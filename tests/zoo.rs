@@ -120,6 +120,6 @@ fn kernel_listings() {
         let model = compile(file);
         let options = nnc_compiler::pipeline::Options { threads: 2, guard: 0 };
         let stages = nnc_compiler::pipeline::inference(&model.networks[0], batch, options).unwrap();
-        insta::assert_snapshot!(format!("kernels@{file}"), stages.program.to_string());
+        insta::assert_snapshot!(format!("kernels@{file}"), stages.program().to_string());
     }
 }

@@ -38,7 +38,7 @@ fn check_loss(
     let mut step = TrainStep::new(network, loss, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(3);
     let t = step.training.clone();
-    let g = &step.exe.graph.clone();
+    let g = &step.exe.graph().clone();
     let mut rng = Rng::new(11);
     let classes = g
         .tensor(g.ops.iter().find(|o| o.aux.contains(&t.stats)).unwrap().inputs[0])

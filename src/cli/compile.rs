@@ -83,8 +83,8 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
                 }
             };
             match emit {
-                Emit::Ops => super::out(&stages.graph.to_string()),
-                Emit::Kernels => super::out(&stages.program.to_string()),
+                Emit::Ops => super::out(&stages.graph().to_string()),
+                Emit::Kernels => super::out(&stages.program().to_string()),
             }
         }
         return 0;
@@ -141,8 +141,8 @@ fn training(
             }
         };
         match args.emit {
-            Some(Emit::Ops) => super::out(&stages.graph.to_string()),
-            Some(Emit::Kernels) => super::out(&stages.program.to_string()),
+            Some(Emit::Ops) => super::out(&stages.graph().to_string()),
+            Some(Emit::Kernels) => super::out(&stages.program().to_string()),
             None => plans.push(TrainingPlan::new(&g.name, &stages, &training)),
         }
     }

@@ -81,14 +81,14 @@ impl TrainStep {
     ) -> Result<TrainStep, StepError> {
         let (stages, training) = pipeline::training(network, loss, rule, batch, options.stages())?;
         let exe = Executable::new(stages, options)?;
-        debug_assert!(exe.program.kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
-        let counts_correct = exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
+        debug_assert!(exe.program().kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
+        let counts_correct = exe.graph().ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
         Ok(TrainStep { exe, training, steps: 0, counts_correct })
     }
 
     /// The input batch, as the network's input tensor holds it.
     pub fn input_mut(&mut self) -> &mut [f32] {
-        let t = self.exe.graph.inputs[0];
+        let t = self.exe.graph().inputs[0];
         self.exe.tensor_mut(t)
     }
 
@@ -111,7 +111,7 @@ impl TrainStep {
         h[Hyper::BIAS1] = (1.0 / (1.0 - b1.powi(t.min(i32::MAX as u64) as i32))) as f32;
         h[Hyper::BIAS2] = (1.0 / (1.0 - b2.powi(t.min(i32::MAX as u64) as i32))) as f32;
         h[Hyper::SEED] = f32::from_bits(s.seed);
-        let kernels = self.exe.program.kernels.len();
+        let kernels = self.exe.program().kernels.len();
         for k in 0..kernels - 1 {
             self.exe.run_kernel(k)?;
         }
@@ -137,19 +137,19 @@ impl TrainStep {
     /// non-finite value (the parameters are still those the step started from).
     fn diagnose(&mut self) -> StepError {
         let step = self.steps + 1;
-        let kernels = self.exe.program.kernels.len();
+        let kernels = self.exe.program().kernels.len();
         for k in 0..kernels - 1 {
             if let Err(e) = self.exe.run_kernel(k) {
                 return e.into();
             }
-            let kernel = &self.exe.program.kernels[k];
+            let kernel = &self.exe.program().kernels[k];
             for &t in &kernel.writes {
-                if self.exe.plan.tensors[t.0 as usize].is_some()
+                if self.exe.plan().tensors[t.0 as usize].is_some()
                     && self.exe.tensor(t).iter().any(|v| !v.is_finite())
                 {
                     return StepError::NonFinite {
                         step,
-                        tensor: describe(&self.exe.graph.tensor(t).name),
+                        tensor: describe(&self.exe.graph().tensor(t).name),
                         kernel: kernel.name.clone(),
                         label: kernel.label.clone(),
                     };
@@ -162,6 +162,6 @@ impl TrainStep {
 
     /// Whether the network has dropout (whose masks the step seed selects).
     pub fn has_dropout(&self) -> bool {
-        self.exe.graph.ops.iter().any(|o| matches!(o.op, Op::Dropout { .. }))
+        self.exe.graph().ops.iter().any(|o| matches!(o.op, Op::Dropout { .. }))
     }
 }

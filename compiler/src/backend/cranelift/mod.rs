@@ -27,6 +27,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
 use emit::Emit;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
 /// A generated kernel.
@@ -55,14 +57,71 @@ pub enum CodegenError {
     Kernel { kernel: String, message: String },
 }
 
-/// Machine code for a program. The functions stay valid while this value lives.
+/// Machine code for a program. The code is freed when this value is dropped, so the
+/// functions are handed out only as [`Kernel`]s that borrow it.
 pub struct Compiled {
-    _modules: [JITModule; 2],
-    pub kernels: Vec<KernelFn>,
+    /// Taken (and their memory freed) only in `drop`.
+    modules: ManuallyDrop<[JITModule; 2]>,
+    kernels: Vec<KernelFn>,
     /// Whether the host has FMA (otherwise multiply-add pairs were generated).
     pub fma: bool,
     /// Time spent building IR and compiling it.
     pub time: Duration,
+}
+
+impl Compiled {
+    /// The code of kernel `k`, valid while `self` is borrowed.
+    pub fn kernel(&self, k: usize) -> Option<Kernel<'_>> {
+        self.kernels.get(k).map(|&f| Kernel { f, _code: PhantomData })
+    }
+
+    pub fn len(&self) -> usize {
+        self.kernels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kernels.is_empty()
+    }
+}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        // SAFETY: `modules` is not used again; no `Kernel` outlives `self` (each borrows
+        // it), so none of the functions runs now or is called afterwards.
+        let modules = unsafe { ManuallyDrop::take(&mut self.modules) };
+        for m in modules {
+            // SAFETY: as above.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// A generated kernel, borrowed from the [`Compiled`] code it lives in.
+#[derive(Clone, Copy)]
+pub struct Kernel<'a> {
+    f: KernelFn,
+    _code: PhantomData<&'a Compiled>,
+}
+
+impl Kernel<'_> {
+    /// Runs the kernel on the units `start..end` of its parallel dimension.
+    ///
+    /// # Safety
+    /// `arena` must hold the memory plan the program was compiled for (`plan.size`
+    /// bytes, writable, not otherwise in use), `end` must not exceed the kernel's
+    /// parallel extent (1 when serial), and `thread` must be below the thread count its
+    /// scratch was planned for; calls that run at the same time must have disjoint ranges
+    /// and different threads.
+    pub unsafe fn call(&self, arena: *mut u8, start: u64, end: u64, thread: u64) {
+        // SAFETY: as the caller promised.
+        unsafe { (self.f)(arena, start, end, thread) }
+    }
+
+    /// The function pointer, for a thread pool to call under [`Kernel::call`]'s contract.
+    /// It is valid only while the `Compiled` it came from lives.
+    pub fn as_fn(&self) -> KernelFn {
+        self.f
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -157,7 +216,7 @@ pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result
             unsafe { std::mem::transmute::<*const u8, KernelFn>(modules[which].get_finalized_function(id)) }
         })
         .collect();
-    Ok(Compiled { _modules: modules, kernels, fma, time: started.elapsed() })
+    Ok(Compiled { modules: ManuallyDrop::new(modules), kernels, fma, time: started.elapsed() })
 }
 
 impl Emit<'_, '_> {

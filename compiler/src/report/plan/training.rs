@@ -45,7 +45,7 @@ pub struct TrainingPlan {
 
 impl TrainingPlan {
     pub fn new(network: &str, stages: &Stages, training: &Training) -> TrainingPlan {
-        let (g, program, memory) = (&stages.graph, &stages.program, &stages.memory);
+        let (g, program, memory) = (stages.graph(), stages.program(), stages.memory());
         let mut phase = Phase::Forward;
         let kernels = program
             .kernels
