@@ -17,12 +17,12 @@ fn programs(file: &str, batch: usize, geometry: Geometry) -> Vec<Program> {
     let model = nnc_compiler::compile_file(&Path::new("examples").join(file)).expect("the example compiles");
     let network = &model.networks[0];
     let options = Options { threads: 2, guard: 0, geometry };
-    let mut programs = vec![pipeline::inference(network, batch, options).expect("schedules").program];
+    let mut programs = vec![pipeline::inference(network, batch, options).expect("schedules").into_parts().1];
     if let Some(config) = model.train_config(&network.name) {
         let (rule, _) = config.optimizer.update_rule();
         let (stages, _) =
             pipeline::training(network, config.loss, rule, batch, options).expect("schedules training");
-        programs.push(stages.program);
+        programs.push(stages.into_parts().1);
     }
     programs
 }

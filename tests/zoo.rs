@@ -121,6 +121,6 @@ fn kernel_listings() {
         let geometry = nnc_compiler::backend::Target::Cranelift.geometry();
         let options = nnc_compiler::pipeline::Options { threads: 2, guard: 0, geometry };
         let stages = nnc_compiler::pipeline::inference(&model.networks[0], batch, options).unwrap();
-        insta::assert_snapshot!(format!("kernels@{file}"), stages.program.to_string());
+        insta::assert_snapshot!(format!("kernels@{file}"), stages.program().to_string());
     }
 }

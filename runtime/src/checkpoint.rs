@@ -73,7 +73,7 @@ pub type Entry = (String, Vec<usize>, Vec<f32>);
 
 /// Every parameter and buffer of `exec`, in PyTorch's layout, by PyTorch's name.
 pub fn state(exec: &Executable) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    exec.graph
+    exec.graph()
         .params()
         .map(|(t, info)| (info.name.clone(), info.torch_dims.clone(), to_torch(info, exec.tensor(t))))
         .collect()
@@ -96,8 +96,8 @@ pub fn optimizer_state(step: &TrainStep) -> Vec<Entry> {
     for (&state, name) in t.states.iter().zip(t.rule.state()) {
         let values = step.exe.tensor(state);
         for &(p, offset) in &t.layout {
-            if let Role::Param(info) = &step.exe.graph.tensor(p).role {
-                let slice = &values[offset..offset + step.exe.graph.tensor(p).len()];
+            if let Role::Param(info) = &step.exe.graph().tensor(p).role {
+                let slice = &values[offset..offset + step.exe.graph().tensor(p).len()];
                 entries.push((
                     format!("{OPTIMIZER_PREFIX}{name}.{}", info.name),
                     info.torch_dims.clone(),
@@ -118,7 +118,7 @@ pub fn load_optimizer(step: &mut TrainStep, path: &Path) -> Result<(), Checkpoin
     let t = step.training.clone();
     for (&state, state_name) in t.states.iter().zip(t.rule.state()) {
         for &(p, offset) in &t.layout {
-            let Role::Param(info) = step.exe.graph.tensor(p).role.clone() else { continue };
+            let Role::Param(info) = step.exe.graph().tensor(p).role.clone() else { continue };
             let key = format!("{OPTIMIZER_PREFIX}{state_name}.{}", info.name);
             let values = read_f32(&file, &key, &info.torch_dims, &name)?;
             let len = values.len();
@@ -250,7 +250,7 @@ pub const BATCHES_TRACKED: &str = "num_batches_tracked";
 
 /// The `num_batches_tracked` tensor of every batch-norm layer of `exec`, each `steps`.
 pub fn batches_tracked(exec: &Executable, steps: u64) -> Vec<(String, i64)> {
-    exec.graph
+    exec.graph()
         .params()
         .filter_map(|(_, info)| info.name.strip_suffix(".running_mean"))
         .map(|layer| (format!("{layer}.{BATCHES_TRACKED}"), steps as i64))
@@ -266,7 +266,7 @@ pub fn load(exec: &mut Executable, path: &Path) -> Result<Loaded, CheckpointErro
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: name.clone(), reason: e.to_string() })?;
-    let params: Vec<_> = exec.graph.params().map(|(t, info)| (t, info.clone())).collect();
+    let params: Vec<_> = exec.graph().params().map(|(t, info)| (t, info.clone())).collect();
     let counters = batches_tracked(exec, 0);
     let mut extra: Vec<String> = file
         .names()

@@ -71,6 +71,8 @@ pub enum Error {
     Guard { kernel: String, buffer: String, side: &'static str },
     #[error("cannot start worker threads: {0}")]
     Threads(std::io::Error),
+    #[error("there is no kernel {kernel}: the network has {count}")]
+    NoKernel { kernel: usize, count: usize },
 }
 
 /// Bytes written around every buffer in guard mode.
@@ -79,14 +81,20 @@ const GUARD_BYTES: usize = 64;
 const CANARY: [u8; 4] = 0x7fa5_a5a5u32.to_le_bytes();
 
 /// A network compiled for one batch size, with its buffers.
+///
+/// Its parts are private: the program was verified against its memory plan when the
+/// [`Stages`] were made, and the machine code, the arena and the extents `run_kernel`
+/// hands that code all come from the same verified program, which nothing can change
+/// afterwards.
 pub struct Executable {
-    pub graph: TensorGraph,
-    pub program: Program,
-    pub plan: MemoryPlan,
-    pub timings: Timings,
+    // Dropped first: the workers are joined before the code they ran is freed.
+    pool: Option<Pool>,
+    graph: TensorGraph,
+    program: Program,
+    plan: MemoryPlan,
+    timings: Timings,
     compiled: Box<dyn Code>,
     arena: Arena,
-    pool: Option<Pool>,
 }
 
 impl Executable {
@@ -100,15 +108,16 @@ impl Executable {
         Executable::new(pipeline::from_ops(graph, options.stages())?, options)
     }
 
-    /// Generates code for the pipeline's artefacts and allocates their arena.
+    /// Generates code for the pipeline's artefacts and allocates their arena. `Stages`
+    /// exist only verified (see [`pipeline`]), so their program is safe to run.
     pub fn new(stages: Stages, options: &Options) -> Result<Executable, Error> {
-        let Stages { graph, program, memory: plan, timings: stages } = stages;
+        let (graph, program, plan, stages) = stages.into_parts();
         let compiled = options.backend().compile(&program, &plan)?;
         let timings = Timings { stages, codegen: compiled.time() };
         let arena = Arena::new(plan.size)?;
         let threads = program.threads;
         let pool = if threads > 1 { Some(Pool::new(threads).map_err(Error::Threads)?) } else { None };
-        let mut e = Executable { graph, program, plan, timings, compiled, arena, pool };
+        let mut e = Executable { pool, graph, program, plan, timings, compiled, arena };
         if e.plan.guard > 0 {
             for i in 0..e.plan.regions.len() {
                 if e.plan.regions[i].live.is_none() {
@@ -117,6 +126,25 @@ impl Executable {
             }
         }
         Ok(e)
+    }
+
+    /// The tensor graph the kernels compute.
+    pub fn graph(&self) -> &TensorGraph {
+        &self.graph
+    }
+
+    /// The verified kernels.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Where every buffer lives in the arena.
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    pub fn timings(&self) -> Timings {
+        self.timings
     }
 
     /// The values of a stored tensor (parameters in their internal layout).
@@ -162,17 +190,27 @@ impl Executable {
 
     /// Runs kernel `k` alone (for profiling; its inputs are whatever the arena holds).
     pub fn run_kernel(&mut self, k: usize) -> Result<(), Error> {
+        let count = self.program.kernels.len();
+        let Some(parallel) = self.program.kernels.get(k).map(|kernel| kernel.parallel) else {
+            return Err(Error::NoKernel { kernel: k, count });
+        };
         if self.plan.guard > 0 {
             self.arm_kernel(k);
         }
-        let f = self.compiled.kernels()[k];
+        let Some(code) = self.compiled.kernel(k) else { return Err(Error::NoKernel { kernel: k, count }) };
         let arena = self.arena.as_mut_ptr();
-        match (self.program.kernels[k].parallel, &self.pool) {
-            // SAFETY: the kernel was generated for this memory plan, whose buffers all lie
-            // inside the arena, with scratch copies for every pool thread.
-            (Parallel::Loop { extent }, Some(pool)) => unsafe { pool.run(f, arena, extent as u64) },
-            (Parallel::Loop { extent }, None) => unsafe { f(arena, 0, extent as u64, 0) },
-            (Parallel::Serial, _) => unsafe { f(arena, 0, 1, 0) },
+        // SAFETY (all three): the verifier proved that every address kernel `k` reaches,
+        // for every share of `0..extent` with this very `extent` (its program is private
+        // and unchanged since), lies inside a buffer of this memory plan, all of which lie
+        // inside the arena of `plan.size` bytes, with a scratch copy for each of the
+        // program's threads — which is the pool's thread count. `code` borrows the
+        // compiled module, so the code lives through the call.
+        match (parallel, &mut self.pool) {
+            (Parallel::Loop { extent }, Some(pool)) => unsafe {
+                pool.run(code.as_fn(), arena, extent as u64)
+            },
+            (Parallel::Loop { extent }, None) => unsafe { code.call(arena, 0, extent as u64, 0) },
+            (Parallel::Serial, _) => unsafe { code.call(arena, 0, 1, 0) },
         }
         if self.plan.guard > 0 {
             self.check(k)?;
@@ -225,5 +263,64 @@ impl Executable {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nnc_compiler::front::layers::activation::Activation;
+    use nnc_compiler::ir::ops::{Op, OpNode, Origin, Role, Tensor};
+
+    /// `y = relu(x)` over 8 elements, compiled in guard mode.
+    fn guarded() -> Executable {
+        let tensor = |name: &str, role| Tensor {
+            name: name.into(),
+            dims: vec![8],
+            role,
+            view: None,
+            origin: Origin::Named,
+        };
+        let graph = TensorGraph {
+            batch: 1,
+            tensors: vec![tensor("x", Role::Input), tensor("y", Role::Activation)],
+            ops: vec![OpNode {
+                op: Op::Elementwise { len: 8, f: Activation::Relu.function() },
+                inputs: vec![TensorId(0)],
+                output: TensorId(1),
+                aux: Vec::new(),
+                layer: "relu".into(),
+            }],
+            inputs: vec![TensorId(0)],
+            output: TensorId(1),
+        };
+        let options = Options { threads: 1, guard: true, verify: true, fma: true };
+        Executable::from_ops(graph, &options).expect("compiles")
+    }
+
+    /// The canaries catch a byte changed on either side of a live buffer, and name the
+    /// kernel, the buffer and the side. (The verifier keeps generated code from doing
+    /// this, so the write is made here by hand.)
+    #[test]
+    fn a_changed_canary_is_reported() {
+        for (side, before) in [("after", false), ("before", true)] {
+            let mut e = guarded();
+            e.run().expect("an untouched run passes");
+            let region = e.plan.regions.iter().find(|r| r.name == "y").expect("y has a region").clone();
+            let at = if before { region.offset - 1 } else { region.offset + region.bytes };
+            e.arena.bytes_mut()[at] ^= 1;
+            match e.check(0) {
+                Err(Error::Guard { kernel, buffer, side: s }) => {
+                    assert_eq!((kernel.as_str(), buffer.as_str(), s), ("k0", "y", side));
+                }
+                other => panic!("the changed canary went unnoticed: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_kernel_that_does_not_exist_is_an_error() {
+        let mut e = guarded();
+        assert!(matches!(e.run_kernel(1), Err(Error::NoKernel { kernel: 1, count: 1 })));
     }
 }

@@ -105,12 +105,17 @@ impl Pool {
     }
 
     /// Runs `f` over `0..extent`, split across all threads; returns when every share is
-    /// done.
+    /// done. It takes `&mut self`: one job at a time is what the shared job slot and the
+    /// done counter allow, and the borrow checker enforces that.
     ///
     /// # Safety
-    /// `f` must be a kernel generated for an arena at `arena` whose scratch has a copy
-    /// per thread of this pool, and the arena must outlive the call.
-    pub unsafe fn run(&self, f: KernelFn, arena: *mut u8, extent: u64) {
+    /// - `f` must be valid to call, for the whole call (its code not freed);
+    /// - `f(arena, start, end, t)` must be safe for every `start..end` inside
+    ///   `0..extent` and every thread index `t` below [`Pool::threads`], with calls on
+    ///   disjoint ranges and distinct `t` running at the same time: `arena` must hold the
+    ///   memory plan `f` was generated for, with a scratch copy per thread of this pool;
+    /// - `arena` must stay valid, and not be accessed otherwise, until `run` returns.
+    pub unsafe fn run(&mut self, f: KernelFn, arena: *mut u8, extent: u64) {
         let job = Job { f: Some(f), arena, extent, chunk: chunk(extent, self.threads() as u64) };
         // SAFETY: every worker is idle: the previous dispatch waited for all of them.
         unsafe { *self.shared.job.get() = job };
@@ -190,7 +195,7 @@ mod tests {
     #[test]
     fn every_unit_runs_exactly_once() {
         for threads in 1..5 {
-            let pool = Pool::new(threads).unwrap();
+            let mut pool = Pool::new(threads).unwrap();
             for extent in 0..70u64 {
                 let counts: Vec<AtomicU64> = (0..extent).map(|_| AtomicU64::new(0)).collect();
                 // SAFETY: the kernel only touches the counters, which outlive the call.

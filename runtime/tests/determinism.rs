@@ -33,7 +33,7 @@ fn train(
     let mut step =
         TrainStep::new(network, Loss::CrossEntropy, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(5);
-    let g = step.exe.graph.clone();
+    let g = step.exe.graph().clone();
     let classes = *g.tensor(g.output).dims.last().expect("class scores");
     let vocab = g.ops.iter().find_map(|o| match o.op {
         nnc_compiler::ir::ops::Op::Embedding { vocab, .. } if o.inputs[0] == g.inputs[0] => {

@@ -39,7 +39,7 @@ fn step_against_f64(rule: UpdateRule) {
         TrainStep::new(network, Loss::CrossEntropy, rule, 32, &options).expect("compiles for training");
     step.exe.init_params(7);
     let t = step.training.clone();
-    let g = &step.exe.graph.clone();
+    let g = &step.exe.graph().clone();
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); g.tensors.len()];
     for (i, tensor) in g.tensors.iter().enumerate() {
         let keeps = tensor.view.is_none()

@@ -152,7 +152,7 @@ fn pair_names(params: Vec<(TensorId, ParamInfo)>, golden: &Golden) -> Vec<(Tenso
 
 /// Writes the golden initial values into `exe`'s parameters and buffers.
 fn set_initial(exe: &mut Executable, golden: &Golden) -> Vec<(TensorId, ParamInfo, String)> {
-    let params = exe.graph.params().map(|(t, p)| (t, p.clone())).collect();
+    let params = exe.graph().params().map(|(t, p)| (t, p.clone())).collect();
     let paired = pair_names(params, golden);
     for (t, info, torch) in &paired {
         let (dims, values) = &golden.floats[&format!("init.{torch}")];
@@ -229,7 +229,7 @@ fn check_logits(network: &nnc_compiler::ir::graph::Graph, golden: &Golden, repor
     let mut exe =
         Executable::from_ops(lower_for(network, batch, Mode::Training), &options()).expect("compiles");
     set_initial(&mut exe, golden);
-    let input = exe.graph.inputs[0];
+    let input = exe.graph().inputs[0];
     exe.tensor_mut(input).copy_from_slice(golden.get("input"));
     exe.run().expect("runs");
     let want = golden.get("logits");
@@ -255,7 +255,7 @@ fn check_steps(
     let mut step =
         TrainStep::new(network, Loss::CrossEntropy, rule, batch, &options()).expect("compiles for training");
     let paired = set_initial(&mut step.exe, golden);
-    let input = step.exe.graph.inputs[0];
+    let input = step.exe.graph().inputs[0];
     // The step may reuse its input and label buffers: they are written before every step.
     let mut x = vec![0.0; step.input_mut().len()];
     let mut labels = vec![0.0; step.labels_mut().len()];
@@ -278,7 +278,7 @@ fn check_steps(
             tol,
         );
         // The gradients of the first step, at the initial values, in the gradient block.
-        let g = &step.exe.graph;
+        let g = &step.exe.graph();
         for (_, info, torch) in paired.iter().filter(|(_, p, _)| p.trainable) {
             let name = format!("d {}", info.name);
             let grad = (0..g.tensors.len())

@@ -38,7 +38,7 @@ fn check_loss(
     let mut step = TrainStep::new(network, loss, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(3);
     let t = step.training.clone();
-    let g = &step.exe.graph.clone();
+    let g = &step.exe.graph().clone();
     let mut rng = Rng::new(11);
     let classes = g
         .tensor(g.ops.iter().find(|o| o.aux.contains(&t.stats)).unwrap().inputs[0])
@@ -192,7 +192,7 @@ fn a_non_finite_gradient_is_named_for_the_parameter_it_is_the_gradient_of() {
     let rule = UpdateRule::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 };
     let mut step = TrainStep::new(&model.networks[0], Loss::CrossEntropy, rule, 1, &options).unwrap();
     let params: Vec<(TensorId, String)> =
-        step.exe.graph.params().map(|(t, info)| (t, info.name.clone())).collect();
+        step.exe.graph().params().map(|(t, info)| (t, info.name.clone())).collect();
     for (t, name) in params {
         let values = step.exe.tensor_mut(t);
         match name.as_str() {

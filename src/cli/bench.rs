@@ -71,13 +71,13 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     };
     exec.init_params(0);
     let mut rng = Rng::new(1);
-    for &input in &exec.graph.inputs.clone() {
+    for &input in &exec.graph().inputs.clone() {
         let slot = exec.tensor_mut(input);
         for v in slot.iter_mut() {
             *v = rng.uniform() as f32;
         }
     }
-    let t = exec.timings;
+    let t = exec.timings();
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -87,13 +87,13 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         threads,
         if threads == 1 { "" } else { "s" }
     );
-    let total = front + t.stages.lower + t.stages.schedule + t.stages.memory + t.codegen;
-    let _ = writeln!(report, "{}", compile_line(total, front, &t, false, exec.program.kernels.len()));
+    let total = front + t.stages.lower + t.stages.schedule + t.stages.memory + t.stages.verify + t.codegen;
+    let _ = writeln!(report, "{}", compile_line(total, front, &t, false, exec.program().kernels.len()));
     let _ = writeln!(
         report,
         "memory    arena {} ({} without reuse)",
-        bytes(exec.plan.size as u64),
-        bytes(exec.plan.without_reuse as u64)
+        bytes(exec.plan().size as u64),
+        bytes(exec.plan().without_reuse as u64)
     );
     for _ in 0..args.warmup {
         if let Err(e) = exec.run() {
@@ -114,7 +114,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     let min = *samples.iter().min().expect("at least one run");
     let n = samples.len();
     let med = median(samples);
-    let flops = 2.0 * exec.graph.macs() as f64;
+    let flops = 2.0 * exec.graph().macs() as f64;
     let _ = writeln!(
         report,
         "run       median {} per batch (min {}, {n} runs): {:.1} µs per example, {:.0} examples/s, {:.1} GFLOP/s",
@@ -135,14 +135,14 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
 fn kernel_times(exec: &mut Executable, runs: usize, report: &mut String) {
     let _ = writeln!(report, "\nkernel  median      GFLOP/s  ops");
     let mut rows = Vec::new();
-    for k in 0..exec.program.kernels.len() {
+    for k in 0..exec.program().kernels.len() {
         let mut ts = Vec::new();
         for _ in 0..runs.clamp(5, 200) {
             let t = Instant::now();
             let _ = exec.run_kernel(k);
             ts.push(t.elapsed());
         }
-        let kernel = &exec.program.kernels[k];
+        let kernel = &exec.program().kernels[k];
         rows.push((median(ts), kernel.name.clone(), 2.0 * kernel.macs as f64, kernel.label.clone()));
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.0));
@@ -191,17 +191,17 @@ fn train(
         graph.name,
         if threads == 1 { "" } else { "s" }
     );
-    let t = step.exe.timings;
+    let t = step.exe.timings();
     let _ = writeln!(
         report,
         "{}",
-        compile_line(front + compile, front, &t, true, step.exe.program.kernels.len())
+        compile_line(front + compile, front, &t, true, step.exe.program().kernels.len())
     );
     let _ = writeln!(
         report,
         "memory    arena {} ({} without reuse)",
-        bytes(step.exe.plan.size as u64),
-        bytes(step.exe.plan.without_reuse as u64)
+        bytes(step.exe.plan().size as u64),
+        bytes(step.exe.plan().without_reuse as u64)
     );
     let settings = StepSettings { lr: lr * 1e-3, clip: config.clip, seed: 1 };
     let run = |step: &mut TrainStep| {
@@ -250,12 +250,13 @@ fn compile_line(total: Duration, front: Duration, t: &Timings, training: bool, k
     let s = &t.stages;
     let autodiff = if training { format!(", autodiff {}", ms(s.autodiff)) } else { String::new() };
     format!(
-        "compile   {} in all: front end {}, lower {}{autodiff}, schedule {}, memory {}, codegen {} ({kernels} kernels)",
+        "compile   {} in all: front end {}, lower {}{autodiff}, schedule {}, memory {}, verify {}, codegen {} ({kernels} kernels)",
         ms(total),
         ms(front),
         ms(s.lower),
         ms(s.schedule),
         ms(s.memory),
+        ms(s.verify),
         ms(t.codegen),
     )
 }

@@ -82,8 +82,8 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
                 }
             };
             match emit {
-                Emit::Ops => super::out(&stages.graph.to_string()),
-                Emit::Kernels => super::out(&stages.program.to_string()),
+                Emit::Ops => super::out(&stages.graph().to_string()),
+                Emit::Kernels => super::out(&stages.program().to_string()),
             }
         }
         return 0;
@@ -140,8 +140,8 @@ fn training(
             }
         };
         match args.emit {
-            Some(Emit::Ops) => super::out(&stages.graph.to_string()),
-            Some(Emit::Kernels) => super::out(&stages.program.to_string()),
+            Some(Emit::Ops) => super::out(&stages.graph().to_string()),
+            Some(Emit::Kernels) => super::out(&stages.program().to_string()),
             None => plans.push(TrainingPlan::new(&g.name, &stages, &training)),
         }
     }

@@ -141,7 +141,7 @@ fn generate(ui: &Ui, a: &Args) -> Result<(), Failure> {
         })
         .collect::<Result<Vec<u32>, _>>()?;
     let probabilities = super::predict::ends_in_softmax(&exe);
-    let input = exe.graph.inputs[0];
+    let input = exe.graph().inputs[0];
     let mut rng = Rng::new(a.seed);
     out(&a.prime);
     for _ in 0..a.length {

@@ -157,8 +157,8 @@ fn run_all(
     per_in: usize,
     batch: usize,
 ) -> Result<Vec<f32>, nnc_runtime::exec::Error> {
-    let per_out = exec.graph.tensor(exec.graph.output).len() / batch;
-    let input = exec.graph.inputs[0];
+    let per_out = exec.graph().tensor(exec.graph().output).len() / batch;
+    let input = exec.graph().inputs[0];
     let mut outputs = Vec::with_capacity(values.len() / per_in * per_out);
     for chunk in values.chunks(batch * per_in) {
         let slot = exec.tensor_mut(input);
@@ -173,7 +173,10 @@ fn run_all(
 
 /// Whether the network's outputs are already probabilities.
 pub(super) fn ends_in_softmax(exec: &Executable) -> bool {
-    exec.graph.ops.last().is_some_and(|o| matches!(o.op, Op::Softmax { .. }) && o.output == exec.graph.output)
+    exec.graph()
+        .ops
+        .last()
+        .is_some_and(|o| matches!(o.op, Op::Softmax { .. }) && o.output == exec.graph().output)
 }
 
 /// `example  class (probability) ...` for each example.

@@ -272,8 +272,8 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
         "compiled {} for training in {:.0} ms: {} kernels, arena {}",
         graph.name,
         started.elapsed().as_secs_f64() * 1e3,
-        step.exe.program.kernels.len(),
-        nnc_compiler::support::numbers::bytes(step.exe.plan.size as u64)
+        step.exe.program().kernels.len(),
+        nnc_compiler::support::numbers::bytes(step.exe.plan().size as u64)
     );
     // A resumed run goes on writing the checkpoint it continues.
     let out_path = a

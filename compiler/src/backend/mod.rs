@@ -10,12 +10,48 @@ pub use geometry::Geometry;
 
 use crate::ir::kernel::Program;
 use crate::passes::memory::MemoryPlan;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 /// A generated kernel: `arena` holds every buffer at the offset the memory plan gave it;
 /// `start..end` is the part of the kernel's parallel dimension this call computes;
 /// `thread` selects the scratch copies.
 pub type KernelFn = unsafe extern "C" fn(arena: *mut u8, start: u64, end: u64, thread: u64);
+
+/// A generated kernel, borrowed from the [`Code`] it lives in.
+#[derive(Clone, Copy)]
+pub struct Kernel<'a> {
+    f: KernelFn,
+    _code: PhantomData<&'a ()>,
+}
+
+impl Kernel<'_> {
+    /// # Safety
+    /// `f` must stay valid for the lifetime the `Kernel` is given: a back end makes one
+    /// only from code it frees after that borrow ends.
+    pub unsafe fn new<'a>(f: KernelFn) -> Kernel<'a> {
+        Kernel { f, _code: PhantomData }
+    }
+
+    /// Runs the kernel on the units `start..end` of its parallel dimension.
+    ///
+    /// # Safety
+    /// `arena` must hold the memory plan the program was compiled for (`plan.size`
+    /// bytes, writable, not otherwise in use), `end` must not exceed the kernel's
+    /// parallel extent (1 when serial), and `thread` must be below the thread count its
+    /// scratch was planned for; calls that run at the same time must have disjoint ranges
+    /// and different threads.
+    pub unsafe fn call(&self, arena: *mut u8, start: u64, end: u64, thread: u64) {
+        // SAFETY: as the caller promised.
+        unsafe { (self.f)(arena, start, end, thread) }
+    }
+
+    /// The function pointer, for a thread pool to call under [`Kernel::call`]'s contract.
+    /// It is valid only while the code it came from lives.
+    pub fn as_fn(&self) -> KernelFn {
+        self.f
+    }
+}
 
 /// A code generator.
 pub trait Backend {
@@ -28,10 +64,16 @@ pub trait Backend {
     fn compile(&self, program: &Program, memory: &MemoryPlan) -> Result<Box<dyn Code>, CodegenError>;
 }
 
-/// Generated kernels, callable while this value lives.
+/// Generated kernels, callable while this value lives. Their code is freed when it is
+/// dropped, so kernels are handed out only as [`Kernel`]s that borrow it.
 pub trait Code: std::fmt::Debug + Send {
-    /// The kernels, in the program's order.
-    fn kernels(&self) -> &[KernelFn];
+    /// Kernel `k`, in the program's order.
+    fn kernel(&self, k: usize) -> Option<Kernel<'_>>;
+    /// How many kernels there are.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Whether products use fused multiply-adds (otherwise multiply-add pairs).
     fn fma(&self) -> bool;
     /// Time spent generating the code.

@@ -42,19 +42,19 @@ impl Evaluator {
     ) -> Result<Evaluator, exec::Error> {
         let exe = Executable::build(network, batch, options)?;
         let probabilities = exe
-            .graph
+            .graph()
             .ops
             .last()
-            .is_some_and(|o| matches!(o.op, Op::Softmax { .. }) && o.output == exe.graph.output);
+            .is_some_and(|o| matches!(o.op, Op::Softmax { .. }) && o.output == exe.graph().output);
         Ok(Evaluator { exe, batch, probabilities, loss })
     }
 
     /// Copies every parameter and buffer of `from` (by name) into this network.
     pub fn copy_params(&mut self, from: &Executable) {
         let source: HashMap<&str, nnc_compiler::ir::ops::TensorId> =
-            from.graph.params().map(|(t, p)| (p.name.as_str(), t)).collect();
+            from.graph().params().map(|(t, p)| (p.name.as_str(), t)).collect();
         let targets: Vec<(nnc_compiler::ir::ops::TensorId, String)> =
-            self.exe.graph.params().map(|(t, p)| (t, p.name.clone())).collect();
+            self.exe.graph().params().map(|(t, p)| (t, p.name.clone())).collect();
         for (t, name) in targets {
             if let Some(&s) = source.get(name.as_str()) {
                 self.exe.tensor_mut(t).copy_from_slice(from.tensor(s));
@@ -63,12 +63,12 @@ impl Evaluator {
     }
 
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation, exec::Error> {
-        let classes = *self.exe.graph.tensor(self.exe.graph.output).dims.last().unwrap_or(&1);
+        let classes = *self.exe.graph().tensor(self.exe.graph().output).dims.last().unwrap_or(&1);
         let rows_per = data.rows_per_example();
         let mut labels = vec![0.0f32; self.batch * rows_per];
         let mut confusion = vec![0u64; classes * classes];
         let (mut loss, mut rows, mut right) = (0.0f64, 0usize, 0usize);
-        let input = self.exe.graph.inputs[0];
+        let input = self.exe.graph().inputs[0];
         let mut rng = Rng::new(0);
         let order: Vec<usize> = (0..data.len()).collect();
         for chunk in order.chunks(self.batch) {

@@ -132,7 +132,7 @@ impl<'d> Trainer<'d> {
         test: Option<&'d Dataset>,
         settings: Settings,
     ) -> Result<Trainer<'d>, TrainError> {
-        train.check_batch(step.exe.graph.batch)?;
+        train.check_batch(step.exe.graph().batch)?;
         Ok(Trainer {
             step,
             eval,
@@ -147,7 +147,7 @@ impl<'d> Trainer<'d> {
 
     /// Steps per epoch (the last partial batch is dropped).
     pub fn batches(&self) -> u64 {
-        (self.train.len() / self.step.exe.graph.batch) as u64
+        (self.train.len() / self.step.exe.graph().batch) as u64
     }
 
     /// Continues from `position` (read from a checkpoint whose parameters and optimizer
@@ -167,7 +167,7 @@ impl<'d> Trainer<'d> {
 
     pub fn run(&mut self, stop: &AtomicBool, observer: &mut dyn Observer) -> Result<Outcome, TrainError> {
         let s = self.settings.clone();
-        let batch = self.step.exe.graph.batch;
+        let batch = self.step.exe.graph().batch;
         let batches = self.batches();
         let input_len = self.step.input_mut().len();
         let (mut input, mut labels) = (vec![0.0; input_len], vec![0.0; self.step.labels_mut().len()]);

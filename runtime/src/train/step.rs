@@ -89,15 +89,15 @@ impl TrainStep {
     ) -> Result<TrainStep, StepError> {
         let (stages, training) = pipeline::training(network, loss, rule, batch, options.stages())?;
         let exe = Executable::new(stages, options)?;
-        debug_assert!(exe.program.kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
-        let counts_correct = exe.graph.ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
-        let fed = exe.graph.inputs.iter().chain([&training.labels]).map(|&t| (t, Vec::new())).collect();
+        debug_assert!(exe.program().kernels.last().is_some_and(|k| k.writes.contains(&training.params)));
+        let counts_correct = exe.graph().ops.iter().any(|o| matches!(o.op, Op::SoftmaxCrossEntropy { .. }));
+        let fed = exe.graph().inputs.iter().chain([&training.labels]).map(|&t| (t, Vec::new())).collect();
         Ok(TrainStep { exe, training, steps: 0, counts_correct, fed })
     }
 
     /// The input batch, as the network's input tensor holds it.
     pub fn input_mut(&mut self) -> &mut [f32] {
-        let t = self.exe.graph.inputs[0];
+        let t = self.exe.graph().inputs[0];
         self.exe.tensor_mut(t)
     }
 
@@ -124,7 +124,7 @@ impl TrainStep {
             copy.clear();
             copy.extend_from_slice(self.exe.tensor(*t));
         }
-        let kernels = self.exe.program.kernels.len();
+        let kernels = self.exe.program().kernels.len();
         for k in 0..kernels - 1 {
             self.exe.run_kernel(k)?;
         }
@@ -153,19 +153,19 @@ impl TrainStep {
         for (t, copy) in &self.fed {
             self.exe.tensor_mut(*t).copy_from_slice(copy);
         }
-        let kernels = self.exe.program.kernels.len();
+        let kernels = self.exe.program().kernels.len();
         for k in 0..kernels - 1 {
             if let Err(e) = self.exe.run_kernel(k) {
                 return e.into();
             }
-            let kernel = &self.exe.program.kernels[k];
+            let kernel = &self.exe.program().kernels[k];
             for &t in &kernel.writes {
-                if self.exe.plan.tensors[t.0 as usize].is_some()
+                if self.exe.plan().tensors[t.0 as usize].is_some()
                     && self.exe.tensor(t).iter().any(|v| !v.is_finite())
                 {
                     return StepError::NonFinite {
                         step,
-                        tensor: describe(&self.exe.graph, t),
+                        tensor: describe(self.exe.graph(), t),
                         kernel: kernel.name.clone(),
                         label: kernel.label.clone(),
                     };
@@ -178,7 +178,7 @@ impl TrainStep {
 
     /// Whether the network has dropout (whose masks the step seed selects).
     pub fn has_dropout(&self) -> bool {
-        self.exe.graph.ops.iter().any(|o| matches!(o.op, Op::Dropout { .. }))
+        self.exe.graph().ops.iter().any(|o| matches!(o.op, Op::Dropout { .. }))
     }
 }
 

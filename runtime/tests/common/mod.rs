@@ -65,9 +65,9 @@ pub fn run_all_for(
     let (mut exec, mut values) = prepare(graph, seed, threads, geometry);
     reference::run(graph, &mut values);
     let mut written = Vec::new();
-    for k in 0..exec.program.kernels.len() {
+    for k in 0..exec.program().kernels.len() {
         exec.run_kernel(k).expect("runs without touching guard bytes");
-        for &t in &exec.program.kernels[k].writes {
+        for &t in &exec.program().kernels[k].writes {
             written.push(Written {
                 tensor: t,
                 what: describe(graph, t),
@@ -106,7 +106,7 @@ fn prepare(
         feed(graph, &mut exec, t, &mut rng);
     }
     let values = ids
-        .map(|t| match exec.plan.tensors[t.0 as usize] {
+        .map(|t| match exec.plan().tensors[t.0 as usize] {
             Some(_) if graph.tensor(t).view.is_none() => exec.tensor(t).to_vec(),
             _ => Vec::new(),
         })

@@ -14,7 +14,7 @@ mod sum;
 mod unfold;
 mod window;
 
-use super::{Backend, Code, CodegenError, Geometry, KernelFn, Options};
+use super::{Backend, Code, CodegenError, Geometry, Kernel, KernelFn, Options};
 use crate::ir::kernel::{Parallel, Program, Stmt};
 use crate::passes::memory::MemoryPlan;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -24,6 +24,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
 use emit::Emit;
+use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
 /// The geometry kernels are scheduled for: Cranelift lowers 128-bit vectors on x64 and
@@ -53,8 +54,14 @@ impl Backend for Cranelift {
 }
 
 impl Code for Compiled {
-    fn kernels(&self) -> &[KernelFn] {
-        &self.kernels
+    fn kernel(&self, k: usize) -> Option<Kernel<'_>> {
+        // SAFETY: the function is this module's, whose memory `self` frees only when
+        // dropped, and the `Kernel` borrows `self`.
+        self.kernels.get(k).map(|&f| unsafe { Kernel::new(f) })
+    }
+
+    fn len(&self) -> usize {
+        self.kernels.len()
     }
 
     fn fma(&self) -> bool {
@@ -84,14 +91,28 @@ fn check(g: Geometry) -> Result<(), CodegenError> {
     Ok(())
 }
 
-/// Machine code for a program. The functions stay valid while this value lives.
+/// Machine code for a program. The code is freed when this value is dropped, so the
+/// functions are handed out only as [`Kernel`]s that borrow it.
 pub struct Compiled {
-    _modules: [JITModule; 2],
-    pub kernels: Vec<KernelFn>,
+    /// Taken (and their memory freed) only in `drop`.
+    modules: ManuallyDrop<[JITModule; 2]>,
+    kernels: Vec<KernelFn>,
     /// Whether the host has FMA (otherwise multiply-add pairs were generated).
     pub fma: bool,
     /// Time spent building IR and compiling it.
     pub time: Duration,
+}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        // SAFETY: `modules` is not used again; no `Kernel` outlives `self` (each borrows
+        // it), so none of the functions runs now or is called afterwards.
+        let modules = unsafe { ManuallyDrop::take(&mut self.modules) };
+        for m in modules {
+            // SAFETY: as above.
+            unsafe { m.free_memory() };
+        }
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -189,7 +210,7 @@ pub fn compile(program: &Program, plan: &MemoryPlan, options: Options) -> Result
             unsafe { std::mem::transmute::<*const u8, KernelFn>(modules[which].get_finalized_function(id)) }
         })
         .collect();
-    Ok(Compiled { _modules: modules, kernels, fma, time: started.elapsed() })
+    Ok(Compiled { modules: ManuallyDrop::new(modules), kernels, fma, time: started.elapsed() })
 }
 
 impl Emit<'_, '_> {

@@ -319,6 +319,28 @@ impl Elementwise {
         Elementwise::new(p.name(), 1, |b, x| b.prim(p, x[0]))
     }
 
+    /// Why the program is malformed, if it is: an operand that is not an earlier
+    /// instruction, an input beyond `inputs`, or no instructions at all.
+    pub fn check(&self) -> Result<(), String> {
+        if self.program.is_empty() {
+            return Err(format!("the element-wise program `{}` is empty", self.name));
+        }
+        for (k, e) in self.program.iter().enumerate() {
+            if let Expr::Input(i) = *e
+                && i >= self.inputs
+            {
+                return Err(format!("`{}` reads input {i} of {}", self.name, self.inputs));
+            }
+            if let Some(a) = operands(e).into_iter().find(|&a| a >= k) {
+                return Err(format!(
+                    "instruction {k} of `{}` uses {a}, which is not an earlier value",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the program reads input `i`.
     pub fn reads(&self, i: usize) -> bool {
         self.program.contains(&Expr::Input(i))

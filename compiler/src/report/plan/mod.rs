@@ -183,7 +183,7 @@ impl Plan {
             .macs()
             .checked_mul(batch)
             .and_then(|_| crate::pipeline::inference(graph, batch as usize, options).ok())
-            .map(|stages| stages.memory);
+            .map(|stages| stages.into_parts().2);
         let all_params = graph.trainable_params().saturating_add(graph.buffer_params());
         Plan {
             network: graph.name.clone(),

@@ -46,7 +46,7 @@ pub struct TrainingPlan {
 
 impl TrainingPlan {
     pub fn new(network: &str, stages: &Stages, training: &Training) -> TrainingPlan {
-        let (g, program, memory) = (&stages.graph, &stages.program, &stages.memory);
+        let (g, program, memory) = (stages.graph(), stages.program(), stages.memory());
         let mut phase = Phase::Forward;
         let kernels = program
             .kernels
@@ -145,7 +145,6 @@ mod tests {
     use crate::front::train::Loss;
     use crate::ir::kernel::KernelKind;
     use crate::ir::ops::UpdateRule;
-    use crate::passes::memory;
     use crate::pipeline::{self, Options};
 
     /// The prologue (an LSTM's zero initial state) is told apart by the kernel's kind:
@@ -158,22 +157,23 @@ mod tests {
         let rule = UpdateRule::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
         let options =
             Options { threads: 1, guard: 0, geometry: crate::backend::Target::default().geometry() };
-        let (mut stages, training) =
+        let (stages, training) =
             pipeline::training(&model.networks[0], Loss::CrossEntropy, rule, 2, options).expect("schedules");
-        let kinds: Vec<KernelKind> = stages.program.kernels.iter().map(|k| k.kind).collect();
+        let kinds: Vec<KernelKind> = stages.program().kernels.iter().map(|k| k.kind).collect();
         assert_eq!(kinds[0], KernelKind::Prologue);
         assert!(kinds[1..].iter().all(|k| *k == KernelKind::Body), "{kinds:?}");
         let phases = |stages: &pipeline::Stages| -> Vec<Phase> {
             TrainingPlan::new("n", stages, &training).kernels.iter().map(|k| k.phase).collect()
         };
-        let before = (phases(&stages), stages.memory.clone());
+        let before = (phases(&stages), stages.memory().clone());
         assert_eq!(before.0[0], Phase::Prologue);
-        for (i, k) in stages.program.kernels.iter_mut().enumerate() {
+        let (graph, mut program, _, _) = stages.into_parts();
+        for (i, k) in program.kernels.iter_mut().enumerate() {
             k.label = format!("relabelled {i}");
         }
-        stages.memory = memory::plan(&stages.graph, &stages.program, 0);
+        let stages = pipeline::from_program(graph, program, options).expect("plans");
         assert_eq!(phases(&stages), before.0);
-        assert_eq!(stages.memory.tensors, before.1.tensors);
-        assert_eq!(stages.memory.size, before.1.size);
+        assert_eq!(stages.memory().tensors, before.1.tensors);
+        assert_eq!(stages.memory().size, before.1.size);
     }
 }
