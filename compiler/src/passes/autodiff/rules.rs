@@ -134,7 +134,35 @@ pub(super) fn backward(
                 grad_of(g, 0, Op::DropoutBackward { len, p }, vec![dy, x(1)]);
             }
         }
-        ref op => return Err(AutodiffError::NoRule(op.name().to_string())),
+        // No rule, stated op by op so that a new op must say whether it has one: the
+        // inference-only forms training lowers otherwise (batch-norm folded from running
+        // statistics, the fused recurrence), the batch statistics whose gradient the
+        // batch-norm rule carries, and the ops automatic differentiation itself adds
+        // (backward ops, losses, the update).
+        Op::BatchNormFold { .. }
+        | Op::Recurrent(_)
+        | Op::ChannelMoments { .. }
+        | Op::BatchNormFoldTrain { .. }
+        | Op::UpdateRunning { .. }
+        | Op::MatMul { ta: true, .. }
+        | Op::Conv2dBackwardData { .. }
+        | Op::Conv2dBackwardWeight { .. }
+        | Op::SumParts { .. }
+        | Op::Pool2dBackward { .. }
+        | Op::BroadcastChannel { .. }
+        | Op::ChannelSum { .. }
+        | Op::Transpose { .. }
+        | Op::SoftmaxBackward { .. }
+        | Op::LrnBackward { .. }
+        | Op::EmbeddingBackward { .. }
+        | Op::DropoutBackward { .. }
+        | Op::BatchNormBackwardReduce { .. }
+        | Op::BatchNormBackwardInput { .. }
+        | Op::Copy { .. }
+        | Op::SoftmaxCrossEntropy { .. }
+        | Op::MeanSquaredError { .. }
+        | Op::SumSquares { .. }
+        | Op::Update { .. } => return Err(AutodiffError::NoRule(node.op.name().to_string())),
     }
     Ok(())
 }
