@@ -9,6 +9,9 @@
 //! `nnc compile --emit kernels` is this structure's `Display`.
 
 mod display;
+mod insts;
+
+pub use insts::{Insts, Val};
 
 use crate::ir::ops::TensorId;
 pub use crate::ir::ops::elementwise::{BinOp, Cmp, Prim};

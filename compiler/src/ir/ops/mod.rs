@@ -406,7 +406,39 @@ impl Op {
                 let g = u(r.cell.gates()) * u(r.h);
                 u(r.n) * u(r.t) * g * (u(r.f) + u(r.h))
             }
-            _ => 0,
+            // Not counted: memory-bound ops, whose speed GFLOP/s would not describe.
+            Op::Pool2d { .. }
+            | Op::GlobalAvgPool { .. }
+            | Op::AddChannel { .. }
+            | Op::ScaleShiftChannel { .. }
+            | Op::BatchNormFold { .. }
+            | Op::Elementwise { .. }
+            | Op::Fill { .. }
+            | Op::Softmax { .. }
+            | Op::Lrn { .. }
+            | Op::Concat { .. }
+            | Op::Embedding { .. }
+            | Op::ChannelMoments { .. }
+            | Op::BatchNormFoldTrain { .. }
+            | Op::UpdateRunning { .. }
+            | Op::Dropout { .. }
+            | Op::SumParts { .. }
+            | Op::Pool2dBackward { .. }
+            | Op::BroadcastChannel { .. }
+            | Op::ChannelSum { .. }
+            | Op::Transpose { .. }
+            | Op::SoftmaxBackward { .. }
+            | Op::LrnBackward { .. }
+            | Op::Slice { .. }
+            | Op::EmbeddingBackward { .. }
+            | Op::DropoutBackward { .. }
+            | Op::BatchNormBackwardReduce { .. }
+            | Op::BatchNormBackwardInput { .. }
+            | Op::Copy { .. }
+            | Op::SoftmaxCrossEntropy { .. }
+            | Op::MeanSquaredError { .. }
+            | Op::SumSquares { .. }
+            | Op::Update { .. } => 0,
         }
     }
 }

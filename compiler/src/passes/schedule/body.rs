@@ -1,6 +1,6 @@
 //! Loop nests for each kind of group.
 
-use super::{Build, Operand, Step, Tail};
+use super::{At, Build, Operand, Step, Tail, TailStep, train};
 use crate::ir::kernel::*;
 use crate::ir::ops::elementwise::Arith;
 use crate::ir::ops::{Elementwise, Op, OpNode, TensorId};
@@ -10,7 +10,8 @@ impl Build<'_> {
     pub(super) fn body(&mut self, nodes: &[&OpNode]) -> (Vec<Stmt>, Parallel) {
         let first = nodes[0];
         let out = Ptr::tensor(nodes[nodes.len() - 1].output);
-        let x = |i: usize| Ptr::tensor(first.inputs[i]);
+        let at = At(first);
+        let x = |i: usize| at.x(i);
         match first.op {
             Op::Conv2d { win, k, groups } => {
                 let tail = Self::steps(&nodes[1..]);
@@ -22,26 +23,9 @@ impl Build<'_> {
             }
             Op::Elementwise { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
                 let tail = Self::steps(nodes);
-                self.map_chain(nodes, &tail, out)
+                self.map_chain(first, &tail, out)
             }
-            Op::BatchNormFold { channels, eps } => {
-                use Inst::*;
-                let insts = vec![
-                    Load(x(0)),
-                    Load(x(1)),
-                    Load(x(2)),
-                    Load(x(3)),
-                    Const(eps),
-                    Bin(BinOp::Add, 3, 4),
-                    Prim(crate::ir::kernel::Prim::Sqrt, 5),
-                    Bin(BinOp::Div, 0, 6),
-                    Store(out.clone(), 7),
-                    Bin(BinOp::Mul, 2, 7),
-                    Bin(BinOp::Sub, 1, 9),
-                    Store(out.plus(channels), 10),
-                ];
-                (vec![Stmt::Map(Map { len: channels, insts })], Parallel::Serial)
-            }
+            Op::BatchNormFold { channels, eps } => train::fold(channels, eps, [x(0), x(1), x(2), x(3)], out),
             Op::Pool2d { win, reduce } => {
                 let n = self.var();
                 let w = window(&win);
@@ -103,7 +87,47 @@ impl Build<'_> {
                 (vec![Stmt::Gather(g)], Parallel::Serial)
             }
             Op::Recurrent(r) => self.recurrent(&r, first, out),
-            _ => self.training(first, out),
+            Op::ChannelMoments { outer, channels, inner } => {
+                self.channel_moments((outer, channels, inner), at, out)
+            }
+            Op::BatchNormFoldTrain { channels, eps } => self.batch_norm_fold_train(channels, eps, at, out),
+            Op::UpdateRunning { channels, momentum, variance, count } => {
+                self.update_running((channels, momentum), (variance, count), at, out)
+            }
+            Op::Dropout { len, p } | Op::DropoutBackward { len, p } => self.dropout(len, p, at, out),
+            Op::Conv2dBackwardData { win, k, groups } => {
+                self.conv_backward_data(&win, k, groups, x(0), x(1), out)
+            }
+            Op::Conv2dBackwardWeight { win, k, groups, parts } => {
+                self.conv_backward_weight(&win, k, groups, parts, x(0), x(1), out)
+            }
+            Op::SumParts { parts, len } => self.sum_parts(parts, len, at, out),
+            Op::Pool2dBackward { win, reduce } => self.pool2d_backward(&win, reduce, at, out),
+            Op::BroadcastChannel { outer, channels, inner, scale } => {
+                self.broadcast_channel((outer, channels, inner), scale, at, out)
+            }
+            Op::ChannelSum { outer, channels, inner } => self.channel_sum((outer, channels, inner), at, out),
+            Op::Transpose { rows, cols } => self.transpose(rows, cols, at, out),
+            Op::SoftmaxBackward { rows, cols } => self.softmax_backward(rows, cols, at, out),
+            Op::LrnBackward { n, c, hw, size, alpha, beta, k } => {
+                self.lrn_backward((n, c, hw, size), (alpha, beta, k), at, out)
+            }
+            Op::Slice { outer, total, offset, len } => self.slice((outer, total), (offset, len), at, out),
+            Op::EmbeddingBackward { count, vocab, dim } => {
+                self.embedding_backward(count, vocab, dim, at, out)
+            }
+            Op::BatchNormBackwardReduce { outer, channels, inner, eps } => {
+                self.batch_norm_backward_reduce((outer, channels, inner), eps, at, out)
+            }
+            Op::BatchNormBackwardInput { outer, channels, inner, eps } => {
+                self.batch_norm_backward_input((outer, channels, inner), eps, at, out)
+            }
+            Op::Copy { offset, len } => self.copy(offset, len, at, out),
+            Op::Fill { len, value } => self.fill(len, value, out),
+            Op::SoftmaxCrossEntropy { rows, cols } => self.softmax_cross_entropy(rows, cols, at, out),
+            Op::MeanSquaredError { rows, cols } => self.mean_squared_error(rows, cols, at, out),
+            Op::SumSquares { len } => self.sum_squares(len, at, out),
+            Op::Update { len, rule } => self.update(len, rule, at),
         }
     }
 
@@ -285,16 +309,13 @@ impl Build<'_> {
 
     /// A run of element-wise ops as one map, looping over channels when a per-channel
     /// parameter is involved.
-    fn map_chain(&mut self, nodes: &[&OpNode], tail: &Tail, out: Ptr) -> (Vec<Stmt>, Parallel) {
-        let first = nodes[0];
-        let structure = nodes.iter().find_map(|n| channel_structure(n));
+    fn map_chain(&mut self, first: &OpNode, tail: &Tail, out: Ptr) -> (Vec<Stmt>, Parallel) {
+        // Fusion groups only channel steps that agree on their structure.
+        let structure = tail.iter().find_map(|s| s.channels);
         let src = Ptr::tensor(first.inputs[0]);
         match structure {
             None => {
-                let len = match first.op {
-                    Op::Elementwise { len, .. } => len,
-                    _ => unreachable!("channel ops have a structure"),
-                };
+                let len = tail[0].len;
                 let insts = map_insts(tail, src, |_, p| Inst::Load(p), |t| Inst::Load(Ptr::tensor(t)), out);
                 (vec![Stmt::Map(Map { len, insts })], Parallel::Serial)
             }
@@ -333,17 +354,6 @@ impl Build<'_> {
                 )
             }
         }
-    }
-}
-
-/// The `[outer, channels, inner]` structure of a per-channel op (fusion only groups
-/// channel ops that agree on it).
-fn channel_structure(node: &OpNode) -> Option<(usize, usize, usize)> {
-    match node.op {
-        Op::AddChannel { outer, channels, inner } | Op::ScaleShiftChannel { outer, channels, inner } => {
-            Some((outer, channels, inner))
-        }
-        _ => None,
     }
 }
 
@@ -397,7 +407,7 @@ pub(super) fn gemm_epilogue(
         });
         e.len() - 1
     };
-    for (operands, step) in tail {
+    for TailStep { operands, step, .. } in tail {
         let cur = e.len() - 1;
         let xs: Vec<usize> = operands.iter().map(|o| operand(&mut e, o)).collect();
         match step {
@@ -456,7 +466,7 @@ pub(super) fn map_insts(
         });
         m.len() - 1
     };
-    for (operands, step) in tail {
+    for TailStep { operands, step, .. } in tail {
         let cur = m.len() - 1;
         let xs: Vec<usize> = operands.iter().map(|o| operand(&mut m, o)).collect();
         match step {

@@ -95,14 +95,90 @@ enum Shape2 {
 }
 
 fn anchor_shape(node: &OpNode) -> Option<Shape2> {
+    match fusion(node) {
+        Fusion::Product(shape) => Some(shape),
+        Fusion::Step(step) => Some(Shape2::Map { len: step.len, channels: step.channels }),
+        Fusion::Alone => None,
+    }
+}
+
+/// How an op takes part in fusion.
+enum Fusion {
+    /// A product whose output an element-wise tail can follow.
+    Product(Shape2),
+    /// An element-wise step, which can follow a product or another step.
+    Step(TailStep),
+    /// A kernel of its own.
+    Alone,
+}
+
+/// An element-wise op as a step on a running value, its first input.
+struct TailStep {
+    /// Elements of the value.
+    len: usize,
+    /// The `[outer, channels, inner]` structure of a per-channel step.
+    channels: Option<(usize, usize, usize)>,
+    /// The step's other inputs.
+    operands: Vec<Operand>,
+    step: Step,
+}
+
+/// How `node` fuses. The match names every op, so a new op does not build until it says.
+fn fusion(node: &OpNode) -> Fusion {
+    let channel = |i: usize, at: usize| Operand::Channel(node.inputs[i], at);
     match node.op {
-        Op::Conv2d { win, k, .. } => Some(Shape2::GemmRows { rows: k, cols: win.oh * win.ow }),
-        Op::MatMul { m, n, .. } => Some(Shape2::GemmCols { rows: m, cols: n }),
-        Op::AddChannel { outer, channels, inner } | Op::ScaleShiftChannel { outer, channels, inner } => {
-            Some(Shape2::Map { len: outer * channels * inner, channels: Some((outer, channels, inner)) })
-        }
-        Op::Elementwise { len, .. } => Some(Shape2::Map { len, channels: None }),
-        _ => None,
+        Op::Conv2d { win, k, .. } => Fusion::Product(Shape2::GemmRows { rows: k, cols: win.oh * win.ow }),
+        Op::MatMul { m, n, .. } => Fusion::Product(Shape2::GemmCols { rows: m, cols: n }),
+        Op::Elementwise { len, ref f } => Fusion::Step(TailStep {
+            len,
+            channels: None,
+            operands: node.inputs[1..].iter().map(|t| Operand::Same(*t)).collect(),
+            step: Step::Apply(f.clone()),
+        }),
+        Op::AddChannel { outer, channels, inner } => Fusion::Step(TailStep {
+            len: outer * channels * inner,
+            channels: Some((outer, channels, inner)),
+            operands: vec![channel(1, 0)],
+            step: Step::Add,
+        }),
+        Op::ScaleShiftChannel { outer, channels, inner } => Fusion::Step(TailStep {
+            len: outer * channels * inner,
+            channels: Some((outer, channels, inner)),
+            operands: vec![channel(1, 0), channel(1, channels)],
+            step: Step::ScaleShift,
+        }),
+        Op::Pool2d { .. }
+        | Op::GlobalAvgPool { .. }
+        | Op::BatchNormFold { .. }
+        | Op::Fill { .. }
+        | Op::Softmax { .. }
+        | Op::Lrn { .. }
+        | Op::Concat { .. }
+        | Op::Embedding { .. }
+        | Op::Recurrent(_)
+        | Op::ChannelMoments { .. }
+        | Op::BatchNormFoldTrain { .. }
+        | Op::UpdateRunning { .. }
+        | Op::Dropout { .. }
+        | Op::Conv2dBackwardData { .. }
+        | Op::Conv2dBackwardWeight { .. }
+        | Op::SumParts { .. }
+        | Op::Pool2dBackward { .. }
+        | Op::BroadcastChannel { .. }
+        | Op::ChannelSum { .. }
+        | Op::Transpose { .. }
+        | Op::SoftmaxBackward { .. }
+        | Op::LrnBackward { .. }
+        | Op::Slice { .. }
+        | Op::EmbeddingBackward { .. }
+        | Op::DropoutBackward { .. }
+        | Op::BatchNormBackwardReduce { .. }
+        | Op::BatchNormBackwardInput { .. }
+        | Op::Copy { .. }
+        | Op::SoftmaxCrossEntropy { .. }
+        | Op::MeanSquaredError { .. }
+        | Op::SumSquares { .. }
+        | Op::Update { .. } => Fusion::Alone,
     }
 }
 
@@ -118,23 +194,22 @@ fn absorb(
     if uses[value.0 as usize] != 1 || node.inputs.first() != Some(&value) {
         return None;
     }
-    match (node.op.clone(), shape) {
+    let Fusion::Step(step) = fusion(node) else { return None };
+    match (step.channels, shape) {
         // The group's value must not be read twice: only one of the reads is the value
         // in registers.
-        (Op::Elementwise { .. }, s) if node.inputs.iter().filter(|t| **t == value).count() == 1 => Some(s),
-        (Op::AddChannel { channels, inner, .. } | Op::ScaleShiftChannel { channels, inner, .. }, s) => {
-            match s {
-                Shape2::GemmRows { rows, cols } if channels == rows && inner == cols => Some(s),
-                Shape2::GemmCols { cols, .. } if channels == cols && inner == 1 => Some(s),
-                Shape2::Map { len, channels: None } => {
-                    let outer = len / (channels * inner);
-                    Some(Shape2::Map { len, channels: Some((outer, channels, inner)) })
-                }
-                Shape2::Map { channels: Some((_, c, i)), .. } if (c, i) == (channels, inner) => Some(s),
-                _ => None,
+        (None, s) if node.inputs.iter().filter(|t| **t == value).count() == 1 => Some(s),
+        (None, _) => None,
+        (Some((_, channels, inner)), s) => match s {
+            Shape2::GemmRows { rows, cols } if channels == rows && inner == cols => Some(s),
+            Shape2::GemmCols { cols, .. } if channels == cols && inner == 1 => Some(s),
+            Shape2::Map { len, channels: None } => {
+                let outer = len / (channels * inner);
+                Some(Shape2::Map { len, channels: Some((outer, channels, inner)) })
             }
-        }
-        _ => None,
+            Shape2::Map { channels: Some((_, c, i)), .. } if (c, i) == (channels, inner) => Some(s),
+            _ => None,
+        },
     }
     .filter(|_| graph.output != value)
 }
@@ -154,6 +229,27 @@ enum Operand {
     Channel(TensorId, usize),
     /// A tensor of the group's shape.
     Same(TensorId),
+}
+
+/// The addresses of one op's tensors.
+#[derive(Clone, Copy)]
+struct At<'n>(&'n OpNode);
+
+impl At<'_> {
+    /// Input `i`.
+    fn x(self, i: usize) -> Ptr {
+        Ptr::tensor(self.0.inputs[i])
+    }
+
+    /// Auxiliary output `i`.
+    fn aux(self, i: usize) -> Ptr {
+        Ptr::tensor(self.0.aux[i])
+    }
+
+    /// Every input, in order.
+    fn inputs(self) -> Vec<Ptr> {
+        self.0.inputs.iter().map(|t| Ptr::tensor(*t)).collect()
+    }
 }
 
 impl<'g> Build<'g> {
@@ -308,23 +404,12 @@ impl<'g> Build<'g> {
 
     /// Element-wise ops as steps on a running value, which each op takes as its first
     /// input (see [`absorb`]).
-    fn steps(nodes: &[&OpNode]) -> Vec<(Vec<Operand>, Step)> {
-        let mut steps = Vec::new();
-        for node in nodes {
-            match node.op {
-                Op::Elementwise { ref f, .. } => {
-                    let others = node.inputs[1..].iter().map(|t| Operand::Same(*t)).collect();
-                    steps.push((others, Step::Apply(f.clone())))
-                }
-                Op::AddChannel { .. } => steps.push((vec![Operand::Channel(node.inputs[1], 0)], Step::Add)),
-                Op::ScaleShiftChannel { channels, .. } => steps.push((
-                    vec![Operand::Channel(node.inputs[1], 0), Operand::Channel(node.inputs[1], channels)],
-                    Step::ScaleShift,
-                )),
-                _ => unreachable!("only element-wise ops are absorbed"),
-            }
-        }
-        steps
+    fn steps(nodes: &[&OpNode]) -> Vec<TailStep> {
+        let step = |node: &&OpNode| match fusion(node) {
+            Fusion::Step(s) => s,
+            Fusion::Product(_) | Fusion::Alone => unreachable!("groups absorb only element-wise steps"),
+        };
+        nodes.iter().map(step).collect()
     }
 }
 
@@ -339,7 +424,7 @@ enum Step {
     ScaleShift,
 }
 
-type Tail = [(Vec<Operand>, Step)];
+type Tail = [TailStep];
 
 mod body;
 mod conv_backward;

@@ -1,119 +1,163 @@
 //! Backward ops: gradients of the forward ops, each written from its definition.
 
 use super::Real;
-use crate::ir::ops::{Hyper, Op, Reduce, Window2d, dropout_keep};
+use crate::ir::ops::{Hyper, Reduce, Window2d, dropout_keep};
 
-pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
-    match *op {
-        Op::Conv2dBackwardData { win, k, groups } => {
-            conv_taps(&win, k, groups, &mut |yi, wi, xi| out[xi] += x[0][yi] * x[1][wi])
-        }
-        Op::Conv2dBackwardWeight { win, k, groups, parts } => {
-            // Output index `yi` belongs to image yi / (k·oh·ow), which part owns.
-            let (per_image, images) = (k * win.oh * win.ow, win.n / parts);
-            let len = out.len() / parts;
-            conv_taps(&win, k, groups, &mut |yi, wi, xi| {
-                out[yi / per_image / images * len + wi] += x[0][yi] * x[1][xi]
-            })
-        }
-        Op::SumParts { parts, len } => {
-            for (i, o) in out[..len].iter_mut().enumerate() {
-                *o = T::from_f64((0..parts).map(|p| x[0][p * len + i].to_f64()).sum::<f64>());
-            }
-        }
-        Op::Pool2dBackward { win, reduce } => pool_backward(&win, reduce, x[0], x[1], out),
-        Op::BroadcastChannel { outer, channels, inner, scale } => {
-            for oc in 0..outer * channels {
-                for i in 0..inner {
-                    out[oc * inner + i] = x[0][oc] * T::from_f32(scale);
-                }
-            }
-        }
-        Op::ChannelSum { outer, channels, inner } => {
-            for (c, o) in out[..channels].iter_mut().enumerate() {
-                let s: f64 = (0..outer)
-                    .flat_map(|o| (0..inner).map(move |i| (o * channels + c) * inner + i))
-                    .map(|at| x[0][at].to_f64())
-                    .sum();
-                *o = T::from_f64(s);
-            }
-        }
-        Op::Transpose { rows, cols } => {
-            for r in 0..rows {
-                for c in 0..cols {
-                    out[c * rows + r] = x[0][r * cols + c];
-                }
-            }
-        }
-        Op::SoftmaxBackward { rows, cols } => {
-            for r in 0..rows {
-                let at = r * cols;
-                let dot: f64 = (0..cols).map(|c| x[0][at + c].to_f64() * x[1][at + c].to_f64()).sum();
-                for c in 0..cols {
-                    out[at + c] = T::from_f64(x[1][at + c].to_f64() * (x[0][at + c].to_f64() - dot));
-                }
-            }
-        }
-        Op::LrnBackward { n, c, hw, size, alpha, beta, k } => {
-            lrn_backward(x[0], x[1], out, (n, c, hw, size), (alpha, beta, k))
-        }
-        Op::Slice { outer, total, offset, len } => {
-            for o in 0..outer {
-                out[o * len..(o + 1) * len]
-                    .copy_from_slice(&x[0][o * total + offset..o * total + offset + len]);
-            }
-        }
-        Op::EmbeddingBackward { count, vocab, dim } => {
-            for i in 0..count {
-                let id = x[0][i].to_bits32() as usize;
-                assert!(id < vocab, "token id {id} outside the vocabulary of {vocab}");
-                for d in 0..dim {
-                    out[id * dim + d] += x[1][i * dim + d];
-                }
-            }
-        }
-        Op::DropoutBackward { len, p } => {
-            let seed = x[1][Hyper::SEED].to_bits32();
-            for i in 0..len {
-                let keep = dropout_keep(seed, i as u32, p);
-                out[i] = if keep { x[0][i] / (T::ONE - T::from_f32(p)) } else { T::ZERO };
-            }
-        }
-        Op::BatchNormBackwardReduce { outer, channels, inner, eps } => {
-            for ch in 0..channels {
-                let (mean, invstd) = moments(x[2], channels, ch, eps);
-                let (mut sum, mut dot) = (0.0f64, 0.0f64);
-                for o in 0..outer {
-                    for i in 0..inner {
-                        let at = (o * channels + ch) * inner + i;
-                        sum += x[0][at].to_f64();
-                        dot += x[0][at].to_f64() * (x[1][at].to_f64() - mean) * invstd;
-                    }
-                }
-                out[ch] = T::from_f64(sum);
-                out[channels + ch] = T::from_f64(dot);
-            }
-        }
-        Op::BatchNormBackwardInput { outer, channels, inner, eps } => {
-            let count = (outer * inner) as f64;
-            for ch in 0..channels {
-                let (mean, invstd) = moments(x[2], channels, ch, eps);
-                let gamma = x[3][ch].to_f64();
-                let (dbeta, dgamma) = (x[4][ch].to_f64(), x[4][channels + ch].to_f64());
-                for o in 0..outer {
-                    for i in 0..inner {
-                        let at = (o * channels + ch) * inner + i;
-                        let xhat = (x[1][at].to_f64() - mean) * invstd;
-                        let dx = gamma * invstd / count * (count * x[0][at].to_f64() - dbeta - xhat * dgamma);
-                        out[at] = T::from_f64(dx);
-                    }
-                }
-            }
-        }
-        Op::Copy { offset, len } => out.copy_from_slice(&x[0][offset..offset + len]),
-        _ => return false,
+pub(super) fn conv2d_backward_data<T: Real>(
+    win: Window2d,
+    k: usize,
+    groups: usize,
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    conv_taps(&win, k, groups, &mut |yi, wi, xi| out[xi] += x[0][yi] * x[1][wi])
+}
+
+pub(super) fn conv2d_backward_weight<T: Real>(
+    win: Window2d,
+    k: usize,
+    groups: usize,
+    parts: usize,
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    // Output index `yi` belongs to image yi / (k·oh·ow), which part owns.
+    let (per_image, images) = (k * win.oh * win.ow, win.n / parts);
+    let len = out.len() / parts;
+    conv_taps(&win, k, groups, &mut |yi, wi, xi| {
+        out[yi / per_image / images * len + wi] += x[0][yi] * x[1][xi]
+    })
+}
+
+pub(super) fn sum_parts<T: Real>(parts: usize, len: usize, x: &[&[T]], out: &mut [T]) {
+    for (i, o) in out[..len].iter_mut().enumerate() {
+        *o = T::from_f64((0..parts).map(|p| x[0][p * len + i].to_f64()).sum::<f64>());
     }
-    true
+}
+
+pub(super) fn broadcast_channel<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    scale: f32,
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    for oc in 0..outer * channels {
+        for i in 0..inner {
+            out[oc * inner + i] = x[0][oc] * T::from_f32(scale);
+        }
+    }
+}
+
+pub(super) fn channel_sum<T: Real>(outer: usize, channels: usize, inner: usize, x: &[&[T]], out: &mut [T]) {
+    for (c, o) in out[..channels].iter_mut().enumerate() {
+        let s: f64 = (0..outer)
+            .flat_map(|o| (0..inner).map(move |i| (o * channels + c) * inner + i))
+            .map(|at| x[0][at].to_f64())
+            .sum();
+        *o = T::from_f64(s);
+    }
+}
+
+pub(super) fn transpose<T: Real>(rows: usize, cols: usize, x: &[&[T]], out: &mut [T]) {
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[0][r * cols + c];
+        }
+    }
+}
+
+pub(super) fn softmax_backward<T: Real>(rows: usize, cols: usize, x: &[&[T]], out: &mut [T]) {
+    for r in 0..rows {
+        let at = r * cols;
+        let dot: f64 = (0..cols).map(|c| x[0][at + c].to_f64() * x[1][at + c].to_f64()).sum();
+        for c in 0..cols {
+            out[at + c] = T::from_f64(x[1][at + c].to_f64() * (x[0][at + c].to_f64() - dot));
+        }
+    }
+}
+
+pub(super) fn slice<T: Real>(
+    outer: usize,
+    total: usize,
+    offset: usize,
+    len: usize,
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    for o in 0..outer {
+        out[o * len..(o + 1) * len].copy_from_slice(&x[0][o * total + offset..o * total + offset + len]);
+    }
+}
+
+pub(super) fn embedding_backward<T: Real>(count: usize, vocab: usize, dim: usize, x: &[&[T]], out: &mut [T]) {
+    for i in 0..count {
+        let id = x[0][i].to_bits32() as usize;
+        assert!(id < vocab, "token id {id} outside the vocabulary of {vocab}");
+        for d in 0..dim {
+            out[id * dim + d] += x[1][i * dim + d];
+        }
+    }
+}
+
+pub(super) fn dropout_backward<T: Real>(len: usize, p: f32, x: &[&[T]], out: &mut [T]) {
+    let seed = x[1][Hyper::SEED].to_bits32();
+    for i in 0..len {
+        let keep = dropout_keep(seed, i as u32, p);
+        out[i] = if keep { x[0][i] / (T::ONE - T::from_f32(p)) } else { T::ZERO };
+    }
+}
+
+pub(super) fn batch_norm_backward_reduce<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    eps: f32,
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    for ch in 0..channels {
+        let (mean, invstd) = moments(x[2], channels, ch, eps);
+        let (mut sum, mut dot) = (0.0f64, 0.0f64);
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = (o * channels + ch) * inner + i;
+                sum += x[0][at].to_f64();
+                dot += x[0][at].to_f64() * (x[1][at].to_f64() - mean) * invstd;
+            }
+        }
+        out[ch] = T::from_f64(sum);
+        out[channels + ch] = T::from_f64(dot);
+    }
+}
+
+pub(super) fn batch_norm_backward_input<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    eps: f32,
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    let count = (outer * inner) as f64;
+    for ch in 0..channels {
+        let (mean, invstd) = moments(x[2], channels, ch, eps);
+        let gamma = x[3][ch].to_f64();
+        let (dbeta, dgamma) = (x[4][ch].to_f64(), x[4][channels + ch].to_f64());
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = (o * channels + ch) * inner + i;
+                let xhat = (x[1][at].to_f64() - mean) * invstd;
+                let dx = gamma * invstd / count * (count * x[0][at].to_f64() - dbeta - xhat * dgamma);
+                out[at] = T::from_f64(dx);
+            }
+        }
+    }
+}
+
+pub(super) fn copy<T: Real>(offset: usize, len: usize, x: &[&[T]], out: &mut [T]) {
+    out.copy_from_slice(&x[0][offset..offset + len]);
 }
 
 /// Mean and 1/√(var + eps) of channel `ch` from a `[2, channels]` moments tensor.
@@ -152,7 +196,7 @@ fn conv_taps(w: &Window2d, k: usize, groups: usize, f: &mut dyn FnMut(usize, usi
     }
 }
 
-fn pool_backward<T: Real>(w: &Window2d, reduce: Reduce, dy: &[T], x: &[T], out: &mut [T]) {
+pub(super) fn pool_backward<T: Real>(w: &Window2d, reduce: Reduce, dy: &[T], x: &[T], out: &mut [T]) {
     for nc in 0..w.n * w.c {
         for oy in 0..w.oh {
             for ox in 0..w.ow {
@@ -195,7 +239,7 @@ fn pool_backward<T: Real>(w: &Window2d, reduce: Reduce, dy: &[T], x: &[T], out: 
 }
 
 /// Gradient of y_j = x_j · d_j^(−β), d_j = k + α/size · Σ_{q ∈ window(j)} x_q².
-fn lrn_backward<T: Real>(
+pub(super) fn lrn_backward<T: Real>(
     dy: &[T],
     x: &[T],
     out: &mut [T],

@@ -2,119 +2,130 @@
 
 use super::Real;
 use crate::ir::ops::cell::CellStep;
-use crate::ir::ops::{Op, Recurrence, Reduce, Window2d};
+use crate::ir::ops::{Elementwise, Recurrence, Reduce, Window2d};
 
-/// Computes a forward op; `false` if `op` is not one.
-pub(super) fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [T]) -> bool {
-    match *op {
-        Op::Conv2d { win, k, groups } => conv2d(&win, k, groups, x[0], x[1], out),
-        Op::Pool2d { win, reduce } => pool2d(&win, reduce, x[0], out),
-        Op::GlobalAvgPool { n, c, hw } => {
-            for i in 0..n * c {
-                out[i] = T::from_f64(
-                    x[0][i * hw..(i + 1) * hw].iter().map(|v| v.to_f64()).sum::<f64>() / hw as f64,
-                );
-            }
-        }
-        Op::MatMul { m, k, n, ta } => {
-            // a[i, p] at i·k + p, or at p·m + i when stored transposed.
-            let a = |i: usize, p: usize| if ta { x[0][p * m + i] } else { x[0][i * k + p] };
-            for i in 0..m {
-                for j in 0..n {
-                    let s: f64 = (0..k).map(|p| a(i, p).to_f64() * x[1][p * n + j].to_f64()).sum();
-                    out[i * n + j] = T::from_f64(s);
-                }
-            }
-        }
-        Op::AddChannel { outer, channels, inner } => {
-            for o in 0..outer {
-                for c in 0..channels {
-                    for i in 0..inner {
-                        let at = (o * channels + c) * inner + i;
-                        out[at] = x[0][at] + x[1][c];
-                    }
-                }
-            }
-        }
-        Op::ScaleShiftChannel { outer, channels, inner } => {
-            for o in 0..outer {
-                for c in 0..channels {
-                    for i in 0..inner {
-                        let at = (o * channels + c) * inner + i;
-                        out[at] = x[0][at] * x[1][c] + x[1][channels + c];
-                    }
-                }
-            }
-        }
-        Op::BatchNormFold { channels, eps } => {
-            let (gamma, beta, mean, var) = (x[0], x[1], x[2], x[3]);
-            for c in 0..channels {
-                let scale = gamma[c].to_f64() / (var[c].to_f64() + eps as f64).sqrt();
-                out[c] = T::from_f64(scale);
-                out[channels + c] = T::from_f64(beta[c].to_f64() - mean[c].to_f64() * scale);
-            }
-        }
-        Op::Elementwise { len, ref f } => {
-            let mut args = vec![T::ZERO; x.len()];
-            for i in 0..len {
-                for (a, t) in args.iter_mut().zip(x) {
-                    *a = t[i];
-                }
-                out[i] = f.eval(&args);
-            }
-        }
-        Op::Fill { len, value } => out[..len].fill(T::from_f32(value)),
-        Op::Softmax { rows, cols } => {
-            for r in 0..rows {
-                let row = &x[0][r * cols..(r + 1) * cols];
-                let max = row.iter().fold(T::NEG_INFINITY, |a, &b| a.max(b)).to_f64();
-                let sum: f64 = row.iter().map(|v| (v.to_f64() - max).exp()).sum();
-                for (o, v) in out[r * cols..(r + 1) * cols].iter_mut().zip(row) {
-                    *o = T::from_f64((v.to_f64() - max).exp() / sum);
-                }
-            }
-        }
-        Op::Lrn { n, c, hw, size, alpha, beta, k } => {
-            // As PyTorch: the window covers channels [j − ⌊size/2⌋, j + ⌈size/2⌉ − 1].
-            let (before, after) = (size / 2, (size - 1) / 2);
-            for b in 0..n {
-                for j in 0..c {
-                    for p in 0..hw {
-                        let lo = j.saturating_sub(before);
-                        let hi = (j + after).min(c - 1);
-                        let sum: f64 = (lo..=hi).map(|q| x[0][(b * c + q) * hw + p].to_f64().powi(2)).sum();
-                        let d = (k as f64 + alpha as f64 / size as f64 * sum).powf(beta as f64);
-                        let at = (b * c + j) * hw + p;
-                        out[at] = T::from_f64(x[0][at].to_f64() / d);
-                    }
-                }
-            }
-        }
-        Op::Concat { outer, ref inners } => {
-            let total: usize = inners.iter().sum();
-            for o in 0..outer {
-                let mut at = o * total;
-                for (part, &inner) in x.iter().zip(inners) {
-                    out[at..at + inner].copy_from_slice(&part[o * inner..(o + 1) * inner]);
-                    at += inner;
-                }
-            }
-        }
-        Op::Embedding { count, vocab, dim } => {
-            for i in 0..count {
-                let id = x[0][i].to_bits32() as i32;
-                assert!((0..vocab as i32).contains(&id), "token id {id} outside the vocabulary of {vocab}");
-                let row = id as usize * dim;
-                out[i * dim..(i + 1) * dim].copy_from_slice(&x[1][row..row + dim]);
-            }
-        }
-        Op::Recurrent(r) => recurrent(&r, x, out),
-        _ => return false,
+pub(super) fn global_avg_pool<T: Real>(n: usize, c: usize, hw: usize, x: &[&[T]], out: &mut [T]) {
+    for i in 0..n * c {
+        out[i] = T::from_f64(x[0][i * hw..(i + 1) * hw].iter().map(|v| v.to_f64()).sum::<f64>() / hw as f64);
     }
-    true
 }
 
-fn conv2d<T: Real>(w: &Window2d, k: usize, groups: usize, x: &[T], weight: &[T], out: &mut [T]) {
+pub(super) fn mat_mul<T: Real>(m: usize, k: usize, n: usize, ta: bool, x: &[&[T]], out: &mut [T]) {
+    // a[i, p] at i·k + p, or at p·m + i when stored transposed.
+    let a = |i: usize, p: usize| if ta { x[0][p * m + i] } else { x[0][i * k + p] };
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|p| a(i, p).to_f64() * x[1][p * n + j].to_f64()).sum();
+            out[i * n + j] = T::from_f64(s);
+        }
+    }
+}
+
+pub(super) fn add_channel<T: Real>(outer: usize, channels: usize, inner: usize, x: &[&[T]], out: &mut [T]) {
+    for o in 0..outer {
+        for c in 0..channels {
+            for i in 0..inner {
+                let at = (o * channels + c) * inner + i;
+                out[at] = x[0][at] + x[1][c];
+            }
+        }
+    }
+}
+
+pub(super) fn scale_shift_channel<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    for o in 0..outer {
+        for c in 0..channels {
+            for i in 0..inner {
+                let at = (o * channels + c) * inner + i;
+                out[at] = x[0][at] * x[1][c] + x[1][channels + c];
+            }
+        }
+    }
+}
+
+pub(super) fn batch_norm_fold<T: Real>(channels: usize, eps: f32, x: &[&[T]], out: &mut [T]) {
+    let (gamma, beta, mean, var) = (x[0], x[1], x[2], x[3]);
+    for c in 0..channels {
+        let scale = gamma[c].to_f64() / (var[c].to_f64() + eps as f64).sqrt();
+        out[c] = T::from_f64(scale);
+        out[channels + c] = T::from_f64(beta[c].to_f64() - mean[c].to_f64() * scale);
+    }
+}
+
+pub(super) fn elementwise<T: Real>(len: usize, f: &Elementwise, x: &[&[T]], out: &mut [T]) {
+    let mut args = vec![T::ZERO; x.len()];
+    for i in 0..len {
+        for (a, t) in args.iter_mut().zip(x) {
+            *a = t[i];
+        }
+        out[i] = f.eval(&args);
+    }
+}
+
+pub(super) fn fill<T: Real>(len: usize, value: f32, out: &mut [T]) {
+    out[..len].fill(T::from_f32(value));
+}
+
+pub(super) fn softmax<T: Real>(rows: usize, cols: usize, x: &[&[T]], out: &mut [T]) {
+    for r in 0..rows {
+        let row = &x[0][r * cols..(r + 1) * cols];
+        let max = row.iter().fold(T::NEG_INFINITY, |a, &b| a.max(b)).to_f64();
+        let sum: f64 = row.iter().map(|v| (v.to_f64() - max).exp()).sum();
+        for (o, v) in out[r * cols..(r + 1) * cols].iter_mut().zip(row) {
+            *o = T::from_f64((v.to_f64() - max).exp() / sum);
+        }
+    }
+}
+
+pub(super) fn lrn<T: Real>(
+    (n, c, hw, size): (usize, usize, usize, usize),
+    (alpha, beta, k): (f32, f32, f32),
+    x: &[&[T]],
+    out: &mut [T],
+) {
+    // As PyTorch: the window covers channels [j − ⌊size/2⌋, j + ⌈size/2⌉ − 1].
+    let (before, after) = (size / 2, (size - 1) / 2);
+    for b in 0..n {
+        for j in 0..c {
+            for p in 0..hw {
+                let lo = j.saturating_sub(before);
+                let hi = (j + after).min(c - 1);
+                let sum: f64 = (lo..=hi).map(|q| x[0][(b * c + q) * hw + p].to_f64().powi(2)).sum();
+                let d = (k as f64 + alpha as f64 / size as f64 * sum).powf(beta as f64);
+                let at = (b * c + j) * hw + p;
+                out[at] = T::from_f64(x[0][at].to_f64() / d);
+            }
+        }
+    }
+}
+
+pub(super) fn concat<T: Real>(outer: usize, inners: &[usize], x: &[&[T]], out: &mut [T]) {
+    let total: usize = inners.iter().sum();
+    for o in 0..outer {
+        let mut at = o * total;
+        for (part, &inner) in x.iter().zip(inners) {
+            out[at..at + inner].copy_from_slice(&part[o * inner..(o + 1) * inner]);
+            at += inner;
+        }
+    }
+}
+
+pub(super) fn embedding<T: Real>(count: usize, vocab: usize, dim: usize, x: &[&[T]], out: &mut [T]) {
+    for i in 0..count {
+        let id = x[0][i].to_bits32() as i32;
+        assert!((0..vocab as i32).contains(&id), "token id {id} outside the vocabulary of {vocab}");
+        let row = id as usize * dim;
+        out[i * dim..(i + 1) * dim].copy_from_slice(&x[1][row..row + dim]);
+    }
+}
+
+pub(super) fn conv2d<T: Real>(w: &Window2d, k: usize, groups: usize, x: &[T], weight: &[T], out: &mut [T]) {
     let (cg, kg) = (w.c / groups, k / groups);
     for n in 0..w.n {
         for o in 0..k {
@@ -146,7 +157,7 @@ fn conv2d<T: Real>(w: &Window2d, k: usize, groups: usize, x: &[T], weight: &[T],
     }
 }
 
-fn pool2d<T: Real>(w: &Window2d, reduce: Reduce, x: &[T], out: &mut [T]) {
+pub(super) fn pool2d<T: Real>(w: &Window2d, reduce: Reduce, x: &[T], out: &mut [T]) {
     for nc in 0..w.n * w.c {
         for oy in 0..w.oh {
             for ox in 0..w.ow {
@@ -180,7 +191,7 @@ fn pool2d<T: Real>(w: &Window2d, reduce: Reduce, x: &[T], out: &mut [T]) {
     }
 }
 
-fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
+pub(super) fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
     let (h, g) = (r.h, r.cell.gates() * r.h);
     let zeros = vec![T::ZERO; g];
     let (xs, w_ih, w_hh) = (x[0], x[1], x[2]);

@@ -78,8 +78,68 @@ pub fn run<T: Real>(graph: &TensorGraph, values: &mut [Vec<T>]) {
     }
 }
 
-/// Computes one op: `x` its inputs, `out` its output then its auxiliary outputs.
+/// Computes one op: `x` its inputs, `out` its output then its auxiliary outputs. The match
+/// names every op, so an op without a reference does not build.
 pub fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [&mut [T]]) {
-    let done = forward::eval(op, x, out[0]) || backward::eval(op, x, out[0]) || train::eval(op, x, out);
-    assert!(done, "the reference interpreter has no rule for {}", op.name());
+    match *op {
+        Op::Conv2d { win, k, groups } => forward::conv2d(&win, k, groups, x[0], x[1], out[0]),
+        Op::Pool2d { win, reduce } => forward::pool2d(&win, reduce, x[0], out[0]),
+        Op::GlobalAvgPool { n, c, hw } => forward::global_avg_pool(n, c, hw, x, out[0]),
+        Op::MatMul { m, k, n, ta } => forward::mat_mul(m, k, n, ta, x, out[0]),
+        Op::AddChannel { outer, channels, inner } => forward::add_channel(outer, channels, inner, x, out[0]),
+        Op::ScaleShiftChannel { outer, channels, inner } => {
+            forward::scale_shift_channel(outer, channels, inner, x, out[0])
+        }
+        Op::BatchNormFold { channels, eps } => forward::batch_norm_fold(channels, eps, x, out[0]),
+        Op::Elementwise { len, ref f } => forward::elementwise(len, f, x, out[0]),
+        Op::Fill { len, value } => forward::fill(len, value, out[0]),
+        Op::Softmax { rows, cols } => forward::softmax(rows, cols, x, out[0]),
+        Op::Lrn { n, c, hw, size, alpha, beta, k } => {
+            forward::lrn((n, c, hw, size), (alpha, beta, k), x, out[0])
+        }
+        Op::Concat { outer, ref inners } => forward::concat(outer, inners, x, out[0]),
+        Op::Embedding { count, vocab, dim } => forward::embedding(count, vocab, dim, x, out[0]),
+        Op::Recurrent(r) => forward::recurrent(&r, x, out[0]),
+        Op::Conv2dBackwardData { win, k, groups } => {
+            backward::conv2d_backward_data(win, k, groups, x, out[0])
+        }
+        Op::Conv2dBackwardWeight { win, k, groups, parts } => {
+            backward::conv2d_backward_weight(win, k, groups, parts, x, out[0])
+        }
+        Op::SumParts { parts, len } => backward::sum_parts(parts, len, x, out[0]),
+        Op::Pool2dBackward { win, reduce } => backward::pool_backward(&win, reduce, x[0], x[1], out[0]),
+        Op::BroadcastChannel { outer, channels, inner, scale } => {
+            backward::broadcast_channel(outer, channels, inner, scale, x, out[0])
+        }
+        Op::ChannelSum { outer, channels, inner } => backward::channel_sum(outer, channels, inner, x, out[0]),
+        Op::Transpose { rows, cols } => backward::transpose(rows, cols, x, out[0]),
+        Op::SoftmaxBackward { rows, cols } => backward::softmax_backward(rows, cols, x, out[0]),
+        Op::LrnBackward { n, c, hw, size, alpha, beta, k } => {
+            backward::lrn_backward(x[0], x[1], out[0], (n, c, hw, size), (alpha, beta, k))
+        }
+        Op::Slice { outer, total, offset, len } => backward::slice(outer, total, offset, len, x, out[0]),
+        Op::EmbeddingBackward { count, vocab, dim } => {
+            backward::embedding_backward(count, vocab, dim, x, out[0])
+        }
+        Op::DropoutBackward { len, p } => backward::dropout_backward(len, p, x, out[0]),
+        Op::BatchNormBackwardReduce { outer, channels, inner, eps } => {
+            backward::batch_norm_backward_reduce(outer, channels, inner, eps, x, out[0])
+        }
+        Op::BatchNormBackwardInput { outer, channels, inner, eps } => {
+            backward::batch_norm_backward_input(outer, channels, inner, eps, x, out[0])
+        }
+        Op::Copy { offset, len } => backward::copy(offset, len, x, out[0]),
+        Op::ChannelMoments { outer, channels, inner } => {
+            train::channel_moments(outer, channels, inner, x, out)
+        }
+        Op::BatchNormFoldTrain { channels, eps } => train::batch_norm_fold_train(channels, eps, x, out),
+        Op::UpdateRunning { channels, momentum, variance, count } => {
+            train::update_running(channels, momentum, variance, count, x, out)
+        }
+        Op::Dropout { len, p } => train::dropout(len, p, x, out),
+        Op::SoftmaxCrossEntropy { rows, cols } => train::softmax_cross_entropy(rows, cols, x, out),
+        Op::MeanSquaredError { rows, cols } => train::mean_squared_error(rows, cols, x, out),
+        Op::SumSquares { len } => train::sum_squares(len, x, out),
+        Op::Update { len, rule } => train::update(len, rule, x, out),
+    }
 }
