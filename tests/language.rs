@@ -208,6 +208,16 @@ fn byte_order_marks_are_skipped() {
 }
 
 #[test]
+fn tensor_minus_tensor_is_sub() {
+    let g = net(
+        "network m(x: [4]) {\n    let a = x |> dense(3)\n    let b = x |> dense(3)\n    sub(a - b, b, a)\n}",
+    );
+    let kinds: Vec<&str> = g.nodes.iter().map(|n| n.kind_name()).collect();
+    assert_eq!(kinds, ["input", "dense", "dense", "sub", "sub"]);
+    assert_eq!(output(&g), "[3]");
+}
+
+#[test]
 fn element_wise_layers_and_products() {
     let g = net(
         "network m(x: [8, 6, 6]) {\n    let y = x |> conv(8, 3, pad: 1) |> hardswish\n    let g = x |> conv(8, 1) |> sigmoid\n    mul(y * g, x) |> relu6 |> clamp(-1, 2.5) |> gelu |> global_avgpool |> flatten |> dense(3)\n}",

@@ -136,6 +136,9 @@ impl Expander<'_> {
             (BinOp::Add, Tensor(a), Tensor(b)) => {
                 self.apply_layer(ctx, crate::front::layers::ADD, vec![a, b], Vec::new(), e.span)
             }
+            (BinOp::Sub, Tensor(a), Tensor(b)) => {
+                self.apply_layer(ctx, crate::front::layers::SUB, vec![a, b], Vec::new(), e.span)
+            }
             (BinOp::Mul, Tensor(a), Tensor(b)) => {
                 self.apply_layer(ctx, crate::front::layers::MUL, vec![a, b], Vec::new(), e.span)
             }

@@ -1,5 +1,5 @@
 //! Element-wise merges of tensors of one shape: `add` (residual connections; `a + b` in
-//! an expression) and `mul` (gating; `a * b`).
+//! an expression), `sub` (differences; `a - b`) and `mul` (gating; `a * b`).
 
 use super::args::Args;
 use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
@@ -18,6 +18,16 @@ pub static ADD: LayerSpec = LayerSpec {
     build: build_add,
 };
 
+pub static SUB: LayerSpec = LayerSpec {
+    name: "sub",
+    doc: "element-wise difference, the first input minus the others; `a - b` means `sub(a, b)`",
+    shape_rule: "s, s, … → s (all inputs the same shape)",
+    arity: Arity::AtLeast(2),
+    gain: Gain::Other,
+    args: &[],
+    build: build_sub,
+};
+
 pub static MUL: LayerSpec = LayerSpec {
     name: "mul",
     doc: "element-wise product (gating); `a * b` means `mul(a, b)`",
@@ -31,11 +41,16 @@ pub static MUL: LayerSpec = LayerSpec {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Merge {
     Add,
+    Sub,
     Mul,
 }
 
 fn build_add(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
     Ok(Box::new(Merge::Add))
+}
+
+fn build_sub(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    Ok(Box::new(Merge::Sub))
 }
 
 fn build_mul(_: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
@@ -46,6 +61,7 @@ impl Merge {
     fn name(self) -> &'static str {
         match self {
             Merge::Add => "add",
+            Merge::Sub => "sub",
             Merge::Mul => "mul",
         }
     }
@@ -54,6 +70,9 @@ impl Merge {
     fn function(self, n: usize) -> Elementwise {
         match self {
             Merge::Add => Elementwise::add(n),
+            Merge::Sub => {
+                Elementwise::new("sub", n, |b, x| x[1..].iter().fold(x[0], |acc, &v| b.sub(acc, v)))
+            }
             Merge::Mul => {
                 Elementwise::new("mul", n, |b, x| x[1..].iter().fold(x[0], |acc, &v| b.mul(acc, v)))
             }
@@ -71,6 +90,7 @@ impl Layer for Merge {
             if *s != first {
                 let verb = match self {
                     Merge::Add => "add",
+                    Merge::Sub => "subtract",
                     Merge::Mul => "multiply",
                 };
                 return Err(ShapeError::new(
@@ -125,5 +145,32 @@ mod tests {
         assert_eq!(e.message, "cannot add [64, 16, 16] and [128, 8, 8]");
         assert_eq!(e.blame, vec![0, 1]);
         assert!(e.help.unwrap().contains("conv(128, 1, stride: 2, bias: false)"));
+    }
+
+    /// `a − b − c` and its gradients: dy for the first input, −dy for the others.
+    #[test]
+    fn sub_subtracts_left_to_right() {
+        use crate::ir::ops::elementwise::{Derivative, Source};
+        let f = Merge::Sub.function(3);
+        let x = [5.0f64, 1.5, 0.25];
+        assert_eq!(f.eval(&x), 3.25);
+        let dy = 0.7f64;
+        for (wrt, want) in [(0, dy), (1, -dy), (2, -dy)] {
+            let got = match f.derivative(wrt) {
+                Derivative::Zero => 0.0,
+                Derivative::Same => dy,
+                Derivative::Program(df, sources) => {
+                    let mut args = vec![dy];
+                    args.extend(sources.iter().map(|s| match *s {
+                        Source::Output => f.eval(&x),
+                        Source::Input(j) => x[j],
+                    }));
+                    df.eval(&args)
+                }
+            };
+            assert_eq!(got, want, "d/dx{wrt}");
+        }
+        let e = Merge::Sub.infer(&[Shape::Vector { n: 3 }, Shape::Vector { n: 4 }]).unwrap_err();
+        assert_eq!(e.message, "cannot subtract [3] and [4]");
     }
 }

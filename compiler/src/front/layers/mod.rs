@@ -187,6 +187,7 @@ static KINDS: &[&LayerSpec] = &[
     &batchnorm::SPEC,
     &softmax::SPEC,
     &merge::ADD,
+    &merge::SUB,
     &merge::MUL,
     &concat::SPEC,
     &embedding::SPEC,
@@ -197,6 +198,9 @@ static KINDS: &[&LayerSpec] = &[
 
 /// The `add` layer, which `a + b` builds.
 pub static ADD: &LayerSpec = &merge::ADD;
+
+/// The `sub` layer, which `a - b` builds.
+pub static SUB: &LayerSpec = &merge::SUB;
 
 /// The `mul` layer, which `a * b` builds.
 pub static MUL: &LayerSpec = &merge::MUL;
