@@ -209,6 +209,33 @@ impl Emit<'_, '_> {
             Prim::Exp => self.exp(ty, x),
             Prim::Erf => self.erf(ty, x),
             Prim::Sqrt => self.b.ins().sqrt(x),
+            Prim::Log => self.log_anywhere(ty, x),
         }
+    }
+
+    /// ln x over all of f32, as libm: [`Emit::log`] for positive normal x; subnormal x
+    /// scaled up by 2²³ first; −∞ at zero, NaN below it, and +∞ and NaN themselves. The
+    /// cases are chosen by selects, so an element-wise program may take the logarithm of
+    /// any value.
+    fn log_anywhere(&mut self, ty: Type, x: Value) -> Value {
+        use crate::ir::kernel::Cmp;
+        let tiny = self.fconst(ty, f32::MIN_POSITIVE);
+        let up = self.fconst(ty, 8_388_608.0); // 2²³
+        let scaled = self.b.ins().fmul(x, up);
+        let normal = self.choose(ty, Cmp::Lt, x, tiny, scaled, x);
+        let y = self.log(ty, normal);
+        let shift = self.fconst(ty, 23.0 * std::f32::consts::LN_2);
+        let zero = self.fconst(ty, 0.0);
+        let back = self.choose(ty, Cmp::Lt, x, tiny, shift, zero);
+        let y = self.b.ins().fsub(y, back);
+        let inf = self.fconst(ty, f32::INFINITY);
+        let positive = self.choose(ty, Cmp::Lt, x, inf, y, x);
+        // −∞ + 0·x: −∞ at zero, NaN for NaN.
+        let neg_inf = self.fconst(ty, f32::NEG_INFINITY);
+        let nothing = self.b.ins().fmul(x, zero);
+        let zero_or_nan = self.b.ins().fadd(neg_inf, nothing);
+        let nan = self.fconst(ty, f32::NAN);
+        let rest = self.choose(ty, Cmp::Lt, x, zero, nan, zero_or_nan);
+        self.choose(ty, Cmp::Gt, x, zero, positive, rest)
     }
 }

@@ -1,5 +1,5 @@
 //! Element-wise activations: `relu`, `leaky_relu`, `tanh`, `sigmoid`, `relu6`, `clamp`,
-//! `hardswish`, `gelu`.
+//! `hardswish`, `gelu`, `softplus`.
 //!
 //! An activation is its formula ([`Activation::function`]) written as an element-wise
 //! program; everything else follows from it — the reference interpreter evaluates it,
@@ -11,7 +11,7 @@
 
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Gain, Layer, LayerSpec, ShapeError, needs_features};
-use crate::ir::ops::elementwise::{Builder, V};
+use crate::ir::ops::elementwise::{Builder, Cmp, V};
 use crate::ir::ops::{Elementwise, Op, Prim, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
@@ -20,7 +20,8 @@ use crate::support::diagnostic::Diagnostic;
 const RULE: &str = "any feature shape → the same shape";
 
 /// Every activation, for the layer registry and for tests that check each one.
-pub static ALL: &[&LayerSpec] = &[&RELU, &LEAKY_RELU, &TANH, &SIGMOID, &RELU6, &CLAMP, &HARDSWISH, &GELU];
+pub static ALL: &[&LayerSpec] =
+    &[&RELU, &LEAKY_RELU, &TANH, &SIGMOID, &RELU6, &CLAMP, &HARDSWISH, &GELU, &SOFTPLUS];
 
 pub static RELU: LayerSpec = LayerSpec {
     name: "relu",
@@ -106,6 +107,24 @@ pub static GELU: LayerSpec = LayerSpec {
     build: |_| Ok(Box::new(Activation::Gelu)),
 };
 
+pub static SOFTPLUS: LayerSpec = LayerSpec {
+    name: "softplus",
+    doc: "ln(1 + e^(beta·x)) / beta, and x where beta·x > threshold (PyTorch's form)",
+    shape_rule: RULE,
+    arity: Arity::One,
+    gain: Gain::Other,
+    args: &[
+        ArgSpec::named("beta", ArgType::Float, ArgValue::Float(1.0), "sharpness, above 0"),
+        ArgSpec::named(
+            "threshold",
+            ArgType::Float,
+            ArgValue::Float(20.0),
+            "beta·x above which softplus is x",
+        ),
+    ],
+    build: build_softplus,
+};
+
 /// One instance of each activation (with arguments where it takes them), for tests that
 /// check every activation: the reference against its formula, the derived backward op
 /// against finite differences, generated code against the reference.
@@ -118,10 +137,11 @@ pub static EXAMPLES: &[Activation] = &[
     Activation::Clamp { min: -0.5, max: 1.5 },
     Activation::HardSwish,
     Activation::Gelu,
+    Activation::Softplus { beta: 2.0, threshold: 5.0 },
 ];
 
 /// Where the examples' derivatives jump (tests keep finite differences away from them).
-pub static KINKS: &[f32] = &[-3.0, -0.5, 0.0, 1.5, 3.0, 6.0];
+pub static KINKS: &[f32] = &[-3.0, -0.5, 0.0, 1.5, 2.5, 3.0, 6.0];
 
 /// The largest bound `clamp` takes: beyond it, f32 cannot hold the value.
 const F32_MAX: f64 = f32::MAX as f64;
@@ -140,6 +160,15 @@ fn build_clamp(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
     Ok(Box::new(Activation::Clamp { min: min as f32, max: max as f32 }))
 }
 
+fn build_softplus(args: &Args) -> Result<Box<dyn Layer>, Diagnostic> {
+    let beta = args.float_in("beta", 0.0, F32_MAX, true);
+    let threshold = args.float_in("threshold", -F32_MAX, F32_MAX, true);
+    if args.in_range() && beta == 0.0 {
+        return Err(args.error("beta", "`beta` of `softplus` must be above 0, found 0.0", "must be above 0"));
+    }
+    Ok(Box::new(Activation::Softplus { beta: beta as f32, threshold: threshold as f32 }))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
     Relu,
@@ -150,6 +179,7 @@ pub enum Activation {
     Clamp { min: f32, max: f32 },
     HardSwish,
     Gelu,
+    Softplus { beta: f32, threshold: f32 },
 }
 
 impl Activation {
@@ -163,6 +193,7 @@ impl Activation {
             Activation::Clamp { .. } => "clamp",
             Activation::HardSwish => "hardswish",
             Activation::Gelu => "gelu",
+            Activation::Softplus { .. } => "softplus",
         }
     }
 
@@ -181,7 +212,7 @@ impl Activation {
                     let zero = b.constant_value(0.0);
                     let s = b.constant_value(slope as f32);
                     let scaled = b.mul(x, s);
-                    b.select(crate::ir::ops::elementwise::Cmp::Gt, x, zero, x, scaled)
+                    b.select(Cmp::Gt, x, zero, x, scaled)
                 }
                 Activation::Tanh => b.prim(Prim::Tanh, x),
                 Activation::Sigmoid => b.prim(Prim::Sigmoid, x),
@@ -204,6 +235,29 @@ impl Activation {
                     let half = b.constant_value(0.5);
                     let halved = b.mul(x, half);
                     b.mul(halved, cdf)
+                }
+                Activation::Softplus { beta, threshold } => {
+                    // With z = beta·x: (max(z, 0) + ln(1 + e^−|z|)) / beta, which cannot
+                    // overflow; ln(1 + e) by Goldberg's log1p, u = 1 + e and
+                    // ln(u) · e / (u − 1), which keeps e's precision where u rounds.
+                    let beta_v = b.constant_value(beta);
+                    let z = b.mul(x, beta_v);
+                    let zero = b.constant_value(0.0);
+                    let minus_z = b.sub(zero, z);
+                    let minus_abs = b.min(z, minus_z);
+                    let e = b.prim(Prim::Exp, minus_abs);
+                    let one = b.constant_value(1.0);
+                    let u = b.add(one, e);
+                    let ln = b.prim(Prim::Log, u);
+                    let scaled = b.mul(ln, e);
+                    let rounded = b.sub(u, one);
+                    let ratio = b.div(scaled, rounded);
+                    let log1p = b.select(Cmp::Gt, u, one, ratio, e);
+                    let positive = b.max(z, zero);
+                    let sum = b.add(positive, log1p);
+                    let soft = b.div(sum, beta_v);
+                    let limit = b.constant_value(threshold);
+                    b.select(Cmp::Gt, z, limit, x, soft)
                 }
             }
         })
@@ -258,6 +312,8 @@ mod tests {
                 (Activation::Clamp { min: -0.5, max: 1.5 }, x.clamp(-0.5, 1.5)),
                 (Activation::HardSwish, x * (x + 3.0).clamp(0.0, 6.0) / 6.0),
                 (Activation::Gelu, 0.5 * x * (1.0 + erf(x * f64::from(std::f32::consts::FRAC_1_SQRT_2)))),
+                (Activation::Softplus { beta: 2.0, threshold: 5.0 }, softplus(2.0, 5.0, x)),
+                (Activation::Softplus { beta: 1.0, threshold: 20.0 }, softplus(1.0, 20.0, x)),
             ] {
                 let got = a.function().eval(&[x]);
                 assert!(
@@ -267,6 +323,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// PyTorch's definition, in f64.
+    fn softplus(beta: f64, threshold: f64, x: f64) -> f64 {
+        if beta * x > threshold { x } else { (beta * x).exp().ln_1p() / beta }
+    }
+
+    /// Far from zero, where ln(1 + e^z) loses everything to rounding when written plainly.
+    #[test]
+    fn softplus_keeps_its_precision_in_the_tails() {
+        let f = Activation::Softplus { beta: 1.0, threshold: 20.0 }.function();
+        for x in [-80.0f64, -30.0, -17.0, 15.0, 19.9, 25.0, 1e4] {
+            let (got, want) = (f.eval(&[x]), softplus(1.0, 20.0, x));
+            assert!((got - want).abs() <= 1e-15 * want.abs(), "softplus({x}) = {got:e}, not {want:e}");
+            let got = f.eval(&[x as f32]);
+            assert!(
+                (f64::from(got) - want).abs() <= 4.0 * f64::from(f32::EPSILON) * want.abs(),
+                "f32 softplus({x}) = {got:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn softplus_needs_a_positive_beta() {
+        let model = crate::compile_str("t.net", "network n(x: [4]) {\n    x |> softplus(beta: 0)\n}\n", None);
+        let Err(crate::Error::Invalid { diagnostics, .. }) = model else {
+            panic!("softplus(beta: 0) compiled")
+        };
+        assert!(
+            diagnostics[0].message.contains("`beta` of `softplus` must be above 0"),
+            "{:?}",
+            diagnostics[0]
+        );
+        // Pointing at `beta: 0`.
+        let span = diagnostics[0].primary.as_ref().unwrap().span;
+        assert!(span.start >= 38 && span.end <= 45, "{span:?}");
     }
 
     #[test]

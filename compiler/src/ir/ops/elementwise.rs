@@ -26,6 +26,8 @@ pub enum Prim {
     /// The error function, 2/√π ∫₀ˣ e^(−t²) dt.
     Erf,
     Sqrt,
+    /// The natural logarithm.
+    Log,
 }
 
 impl Prim {
@@ -36,6 +38,7 @@ impl Prim {
             Prim::Exp => "exp",
             Prim::Erf => "erf",
             Prim::Sqrt => "sqrt",
+            Prim::Log => "log",
         }
     }
 }
@@ -453,6 +456,11 @@ impl Elementwise {
                             Prim::Sqrt => {
                                 let half = d.b.constant_value(0.5);
                                 d.b.div(half, r)
+                            }
+                            Prim::Log => {
+                                let x = d.value(a);
+                                let one = d.b.constant_value(1.0);
+                                d.b.div(one, x)
                             }
                         };
                         d.b.mul(local, da)

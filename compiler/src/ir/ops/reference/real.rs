@@ -79,6 +79,7 @@ impl Real for f32 {
             Prim::Exp => self.exp(),
             Prim::Erf => libm::erff(self),
             Prim::Sqrt => self.sqrt(),
+            Prim::Log => self.ln(),
         }
     }
 
@@ -119,6 +120,7 @@ impl Real for f64 {
             Prim::Exp => self.exp(),
             Prim::Erf => libm::erf(self),
             Prim::Sqrt => self.sqrt(),
+            Prim::Log => self.ln(),
         }
     }
 
