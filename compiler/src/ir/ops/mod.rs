@@ -8,6 +8,8 @@
 
 pub mod cell;
 pub mod elementwise;
+#[cfg(test)]
+mod elementwise_tests;
 pub mod reference;
 
 pub use elementwise::{Elementwise, Prim};
