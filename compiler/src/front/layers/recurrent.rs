@@ -197,9 +197,11 @@ impl Layer for Recurrent {
     }
 }
 
-/// The recurrence written out step by step in element-wise ops and products, for
-/// training: backpropagation through time is then the backward pass of this graph, and
-/// every step's gates stay stored for it. The input projection of all steps is still one
+/// The recurrence written out step by step for training: backpropagation through time is
+/// then the backward pass of this graph. Each step slices the gates' input and hidden
+/// projections and applies the cell's own programs ([`crate::ir::ops::cell`], which the
+/// fused kernel inlines too), each handed only the inputs it reads, so that every step
+/// keeps just those for the backward pass. The input projection of all steps is one
 /// product. Gates and their order are PyTorch's.
 fn unrolled(
     cx: &mut Lower<'_>,
@@ -207,8 +209,10 @@ fn unrolled(
     args: &[TensorId],
     dims: Vec<usize>,
 ) -> TensorId {
-    use crate::ir::ops::{Cell, Elementwise, Prim};
-    let (n, h, gh) = (r.n, r.h, r.cell.gates() * r.h);
+    use crate::ir::ops::cell::CellStep;
+    use crate::ir::ops::{Cell, Elementwise};
+    let (n, h, gates) = (r.n, r.h, r.cell.gates());
+    let gh = gates * h;
     let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
     let mut xw = cx.op(Op::MatMul { m: n * r.t, k: r.f, n: gh, ta: false }, vec![x, w_ih], vec![n, r.t, gh]);
     let per_step_bias = r.bias && r.cell == Cell::Gru;
@@ -224,74 +228,50 @@ fn unrolled(
             );
         }
     }
+    let programs = r.cell.step();
+    let hidden = programs.hidden.compact();
+    let cell_state = programs.cell.map(|f| f.compact());
     let hd = vec![n, h];
+    let slice = |cx: &mut Lower<'_>, of: TensorId, total: usize, offset: usize| {
+        cx.op(Op::Slice { outer: n, total, offset, len: h }, vec![of], hd.clone())
+    };
     let mut state = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
     let mut cell = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
     let mut outputs = Vec::with_capacity(r.t);
     for step in 0..r.t {
-        let xt =
-            cx.op(Op::Slice { outer: n, total: r.t * gh, offset: step * gh, len: gh }, vec![xw], vec![n, gh]);
         let mut hh = cx.op(Op::MatMul { m: n, k: h, n: gh, ta: false }, vec![state, w_hh], vec![n, gh]);
         if per_step_bias {
             hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
         }
-        let len = n * h;
-        let gate = |cx: &mut Lower<'_>, of: TensorId, k: usize| {
-            cx.op(Op::Slice { outer: n, total: gh, offset: k * h, len: h }, vec![of], hd.clone())
-        };
-        let unary = |cx: &mut Lower<'_>, p: Prim, a: TensorId| {
-            cx.op(Op::Elementwise { len, f: Elementwise::prim(p) }, vec![a], vec![n, h])
-        };
-        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
-            cx.op(Op::Elementwise { len, f: Elementwise::add(2) }, vec![a, b], vec![n, h])
-        };
-        let mul = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
-            cx.op(Op::Elementwise { len, f: Elementwise::mul() }, vec![a, b], vec![n, h])
-        };
-        let add_gates = |cx: &mut Lower<'_>| {
-            cx.op(Op::Elementwise { len: n * gh, f: Elementwise::add(2) }, vec![xt, hh], vec![n, gh])
-        };
-        state = match r.cell {
-            Cell::Rnn => {
-                let pre = add_gates(cx);
-                unary(cx, Prim::Tanh, pre)
-            }
-            Cell::Lstm => {
-                let pre = add_gates(cx);
-                let act = |cx: &mut Lower<'_>, k: usize, f: Prim| {
-                    let g = gate(cx, pre, k);
-                    unary(cx, f, g)
+        // The programs' input `j`: the gates' projections pₖ (sliced straight from the
+        // projection of all steps) and qₖ (from this step's; a single gate's is all of
+        // it), each made when a program first reads it; then the previous hidden state,
+        // then the cell state `c` given.
+        let prev = state;
+        let mut made: Vec<Option<TensorId>> = vec![None; 2 * gates];
+        let mut input = |cx: &mut Lower<'_>, j: usize, c: TensorId| match made.get(j) {
+            None if j == CellStep::h(r.cell) => prev,
+            None => c,
+            Some(&Some(t)) => t,
+            Some(None) => {
+                let k = j / 2;
+                let t = match j % 2 {
+                    0 => slice(cx, xw, r.t * gh, step * gh + k * h),
+                    _ if gates == 1 => hh,
+                    _ => slice(cx, hh, gh, k * h),
                 };
-                let i = act(cx, 0, Prim::Sigmoid);
-                let f = act(cx, 1, Prim::Sigmoid);
-                let g = act(cx, 2, Prim::Tanh);
-                let o = act(cx, 3, Prim::Sigmoid);
-                let kept = mul(cx, f, cell);
-                let added = mul(cx, i, g);
-                cell = add(cx, kept, added);
-                let squashed = unary(cx, Prim::Tanh, cell);
-                mul(cx, o, squashed)
-            }
-            Cell::Gru => {
-                let both = |cx: &mut Lower<'_>, k: usize| (gate(cx, xt, k), gate(cx, hh, k));
-                let (xr, hr) = both(cx, 0);
-                let (xz, hz) = both(cx, 1);
-                let (xn, hn) = both(cx, 2);
-                let pre = add(cx, xr, hr);
-                let reset = unary(cx, Prim::Sigmoid, pre);
-                let pre = add(cx, xz, hz);
-                let update = unary(cx, Prim::Sigmoid, pre);
-                let gated = mul(cx, reset, hn);
-                let pre = add(cx, xn, gated);
-                let candidate = unary(cx, Prim::Tanh, pre);
-                // h' = (1 − z) · n + z · h = n + z · (h − n)
-                let neg =
-                    cx.op(Op::Elementwise { len, f: Elementwise::scale(-1.0) }, vec![candidate], hd.clone());
-                let diff = add(cx, state, neg);
-                let moved = mul(cx, update, diff);
-                add(cx, candidate, moved)
+                made[j] = Some(t);
+                t
             }
         };
+        let mut apply = |cx: &mut Lower<'_>, (f, kept): &(Elementwise, Vec<usize>), c: TensorId| {
+            let inputs = kept.iter().map(|&j| input(cx, j, c)).collect();
+            cx.op(Op::Elementwise { len: n * h, f: f.clone() }, inputs, hd.clone())
+        };
+        if let Some(program) = &cell_state {
+            cell = apply(cx, program, cell);
+        }
+        state = apply(cx, &hidden, cell);
         outputs.push(state);
     }
     if r.last {
