@@ -198,18 +198,19 @@ impl Layer for Recurrent {
 }
 
 /// The recurrence written out step by step for training: backpropagation through time is
-/// then the backward pass of this graph. Each step slices the gates' input and hidden
-/// projections and applies the cell's own programs ([`crate::ir::ops::cell`], which the
-/// fused kernel inlines too), each handed only the inputs it reads, so that every step
-/// keeps just those for the backward pass. The input projection of all steps is one
-/// product. Gates and their order are PyTorch's.
+/// then the backward pass of this graph. Each step applies the cell's own programs
+/// ([`crate::ir::ops::cell`], which the fused kernel inlines too) to the slices of the
+/// gates' projections it reads, each program handed only the inputs it reads, so that
+/// every step keeps just those for the backward pass. Where the programs read each gate's
+/// two projections only summed (RNN, LSTM), the step adds them once and the programs read
+/// the sums: one tensor per gate is kept instead of two. The input projection of all
+/// steps is one product. Gates and their order are PyTorch's.
 fn unrolled(
     cx: &mut Lower<'_>,
     r: &crate::ir::ops::Recurrence,
     args: &[TensorId],
     dims: Vec<usize>,
 ) -> TensorId {
-    use crate::ir::ops::cell::CellStep;
     use crate::ir::ops::{Cell, Elementwise};
     let (n, h, gates) = (r.n, r.h, r.cell.gates());
     let gh = gates * h;
@@ -228,12 +229,21 @@ fn unrolled(
             );
         }
     }
-    let programs = r.cell.step();
-    let hidden = programs.hidden.compact();
-    let cell_state = programs.cell.map(|f| f.compact());
+    let step = r.cell.step();
+    let programs: Vec<&Elementwise> = step.cell.iter().chain([&step.hidden]).collect();
+    let summed = summable(&programs, gates);
+    let mut programs: Vec<(Elementwise, Vec<Operand>)> = programs
+        .into_iter()
+        .map(|f| specialise(f, &summed).unwrap_or_else(|| operands(f.clone(), layout(gates))))
+        .collect();
+    let hidden = programs.pop().expect("every cell has a hidden-state program");
+    let cell_state = programs.pop();
+    // The gates whose sums one element-wise op adds, from the first summed to the last.
+    let first = summed.iter().position(|&s| s).unwrap_or(0);
+    let span = summed.iter().rposition(|&s| s).map_or(0, |last| last + 1 - first);
     let hd = vec![n, h];
-    let slice = |cx: &mut Lower<'_>, of: TensorId, total: usize, offset: usize| {
-        cx.op(Op::Slice { outer: n, total, offset, len: h }, vec![of], hd.clone())
+    let slice = |cx: &mut Lower<'_>, of: TensorId, total: usize, offset: usize, len: usize| {
+        cx.op(Op::Slice { outer: n, total, offset, len }, vec![of], vec![n, len])
     };
     let mut state = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
     let mut cell = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
@@ -243,29 +253,39 @@ fn unrolled(
         if per_step_bias {
             hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
         }
-        // The programs' input `j`: the gates' projections pₖ (sliced straight from the
-        // projection of all steps) and qₖ (from this step's; a single gate's is all of
-        // it), each made when a program first reads it; then the previous hidden state,
-        // then the cell state `c` given.
+        // Each operand made when a program first reads it: the gates' input projections
+        // sliced straight from the projection of all steps, a single gate's hidden
+        // projection or sum all of this step's.
         let prev = state;
-        let mut made: Vec<Option<TensorId>> = vec![None; 2 * gates];
-        let mut input = |cx: &mut Lower<'_>, j: usize, c: TensorId| match made.get(j) {
-            None if j == CellStep::h(r.cell) => prev,
-            None => c,
-            Some(&Some(t)) => t,
-            Some(None) => {
-                let k = j / 2;
-                let t = match j % 2 {
-                    0 => slice(cx, xw, r.t * gh, step * gh + k * h),
-                    _ if gates == 1 => hh,
-                    _ => slice(cx, hh, gh, k * h),
-                };
-                made[j] = Some(t);
-                t
+        let mut made: Vec<(Operand, TensorId)> = Vec::new();
+        let mut sums: Option<TensorId> = None;
+        let mut input = |cx: &mut Lower<'_>, o: Operand, c: TensorId| {
+            if let Some(&(_, t)) = made.iter().find(|(m, _)| *m == o) {
+                return t;
             }
+            let t = match o {
+                Operand::H => prev,
+                Operand::C => c,
+                Operand::P(k) => slice(cx, xw, r.t * gh, step * gh + k * h, h),
+                Operand::Q(_) if gates == 1 => hh,
+                Operand::Q(k) => slice(cx, hh, gh, k * h, h),
+                Operand::Sum(k) => {
+                    let all = *sums.get_or_insert_with(|| {
+                        let xt = slice(cx, xw, r.t * gh, step * gh + first * h, span * h);
+                        let ht = if span == gates { hh } else { slice(cx, hh, gh, first * h, span * h) };
+                        let add = Op::Elementwise { len: n * span * h, f: Elementwise::add(2) };
+                        cx.op(add, vec![xt, ht], vec![n, span * h])
+                    });
+                    if span == 1 { all } else { slice(cx, all, span * h, (k - first) * h, h) }
+                }
+            };
+            if !matches!(o, Operand::C) {
+                made.push((o, t));
+            }
+            t
         };
-        let mut apply = |cx: &mut Lower<'_>, (f, kept): &(Elementwise, Vec<usize>), c: TensorId| {
-            let inputs = kept.iter().map(|&j| input(cx, j, c)).collect();
+        let mut apply = |cx: &mut Lower<'_>, (f, reads): &(Elementwise, Vec<Operand>), c: TensorId| {
+            let inputs = reads.iter().map(|&o| input(cx, o, c)).collect();
             cx.op(Op::Elementwise { len: n * h, f: f.clone() }, inputs, hd.clone())
         };
         if let Some(program) = &cell_state {
@@ -278,6 +298,62 @@ fn unrolled(
         return state;
     }
     cx.op(Op::Concat { outer: n, inners: vec![h; r.t] }, outputs, dims)
+}
+
+/// What an input of a step's program is: a gate's input projection `P`, hidden
+/// projection `Q` or their sum, the previous hidden state, the cell state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operand {
+    P(usize),
+    Q(usize),
+    Sum(usize),
+    H,
+    C,
+}
+
+/// The inputs of a cell's programs as [`crate::ir::ops::cell`] orders them.
+fn layout(gates: usize) -> Vec<Operand> {
+    (0..gates).flat_map(|k| [Operand::P(k), Operand::Q(k)]).chain([Operand::H, Operand::C]).collect()
+}
+
+/// `f` over the inputs it reads, and what each is, its inputs being `layout`.
+fn operands(
+    f: crate::ir::ops::Elementwise,
+    layout: Vec<Operand>,
+) -> (crate::ir::ops::Elementwise, Vec<Operand>) {
+    let (f, kept) = f.compact();
+    (f, kept.into_iter().map(|i| layout[i]).collect())
+}
+
+/// Which gates every program that reads them reads only as the sum of their two
+/// projections.
+fn summable(programs: &[&crate::ir::ops::Elementwise], gates: usize) -> Vec<bool> {
+    (0..gates)
+        .map(|k| {
+            programs
+                .iter()
+                .all(|f| !f.reads(2 * k) && !f.reads(2 * k + 1) || f.summed(2 * k, 2 * k + 1).is_some())
+        })
+        .collect()
+}
+
+/// `f` reading the sums of the `summed` gates instead of their two projections, over the
+/// inputs it reads, and what each is; `None` if it reads one of them otherwise.
+fn specialise(
+    f: &crate::ir::ops::Elementwise,
+    summed: &[bool],
+) -> Option<(crate::ir::ops::Elementwise, Vec<Operand>)> {
+    let mut layout = layout(summed.len());
+    let mut f = f.clone();
+    // From the last gate, so that the inputs of the ones before stay where they are.
+    for k in (0..summed.len()).rev() {
+        if summed[k] && (f.reads(2 * k) || f.reads(2 * k + 1)) {
+            f = f.summed(2 * k, 2 * k + 1)?;
+            layout[2 * k] = Operand::Sum(k);
+            layout.remove(2 * k + 1);
+        }
+    }
+    Some(operands(f, layout))
 }
 
 #[cfg(test)]
@@ -298,5 +374,30 @@ mod tests {
     fn gru_last_returns_a_vector() {
         let l = Recurrent { cell: Cell::Gru, hidden: 32, last: true, bias: true, init: None };
         assert_eq!(l.infer(&[Shape::Seq { steps: 5, features: 8 }]).unwrap(), Shape::Vector { n: 32 });
+    }
+
+    /// An RNN's and an LSTM's gates, and a GRU's reset and update gates, read their two
+    /// projections only summed; a GRU's candidate multiplies its hidden projection by the
+    /// reset gate.
+    #[test]
+    fn gates_read_summed() {
+        use crate::ir::ops::Cell;
+        for (cell, want) in
+            [(Cell::Rnn, vec![true]), (Cell::Lstm, vec![true; 4]), (Cell::Gru, vec![true, true, false])]
+        {
+            let step = cell.step();
+            let programs: Vec<_> = step.cell.iter().chain([&step.hidden]).collect();
+            let summed = summable(&programs, cell.gates());
+            assert_eq!(summed, want, "{cell:?}");
+            for f in programs {
+                let (g, reads) = specialise(f, &summed).expect("summable gates specialise");
+                assert_eq!(g.inputs, reads.len());
+                assert!(
+                    (0..g.inputs).all(|i| g.reads(i)),
+                    "{cell:?}: {} is handed an input it does not read",
+                    g.name
+                );
+            }
+        }
     }
 }

@@ -243,7 +243,7 @@ pub fn operands(e: &Expr) -> Vec<usize> {
     }
 }
 
-fn renumber(e: &Expr, at: &[usize]) -> Expr {
+pub(super) fn renumber(e: &Expr, at: &[usize]) -> Expr {
     match *e {
         Expr::Input(i) => Expr::Input(i),
         Expr::Const(c) => Expr::Const(c),
@@ -344,25 +344,6 @@ impl Elementwise {
     /// Whether the program reads input `i`.
     pub fn reads(&self, i: usize) -> bool {
         self.program.contains(&Expr::Input(i))
-    }
-
-    /// The program over only the inputs it reads, renumbered in their order, and their
-    /// positions among this program's inputs. A program written over a shared list of
-    /// inputs (a cell step's, [`super::cell`]) is thus handed exactly the tensors it reads:
-    /// an op never keeps an unread tensor alive, nor gets a backward op for it.
-    pub fn compact(&self) -> (Elementwise, Vec<usize>) {
-        let kept: Vec<usize> = (0..self.inputs).filter(|&i| self.reads(i)).collect();
-        // An input out of range stays out of range, for `check` to report.
-        let at = |i: usize| kept.iter().position(|&k| k == i).unwrap_or(i);
-        let program = self
-            .program
-            .iter()
-            .map(|e| match *e {
-                Expr::Input(i) => Expr::Input(at(i)),
-                other => other,
-            })
-            .collect();
-        (Elementwise { name: self.name.clone(), inputs: kept.len(), program }, kept)
     }
 
     /// Appends the program to another instruction list: `args[i]` is the index there of

@@ -8,8 +8,7 @@
 
 pub mod cell;
 pub mod elementwise;
-#[cfg(test)]
-mod elementwise_tests;
+mod elementwise_inputs;
 pub mod reference;
 
 pub use elementwise::{Elementwise, Prim};
