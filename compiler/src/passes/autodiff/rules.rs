@@ -3,7 +3,7 @@
 
 use super::{AutodiffError, Grad, Piece};
 use crate::ir::ops::elementwise::{Derivative, Source};
-use crate::ir::ops::{Elementwise, Op, OpNode, Origin, TensorId};
+use crate::ir::ops::{Op, OpNode, Origin, TensorId};
 
 /// Emits the backward ops of `node` for output gradient `dy`; `needs[t]` says whether
 /// tensor `t` wants a gradient.
@@ -80,10 +80,6 @@ pub(super) fn backward(
             batchnorm(g, node, dy, needs, (outer, channels, inner))?
         }
         Op::Elementwise { len, ref f } => {
-            // Inputs whose gradients are the same program of the same sources share one
-            // backward op: a recurrent cell's two projections of a gate, of which only
-            // the sum enters, would otherwise each recompute the gate's gradient.
-            let mut derived: Vec<(Elementwise, Vec<Source>, TensorId)> = Vec::new();
             for i in 0..node.inputs.len() {
                 if !want(i) {
                     continue;
@@ -92,21 +88,12 @@ pub(super) fn backward(
                     Derivative::Zero => {}
                     Derivative::Same => g.accumulate(x(i), dy),
                     Derivative::Program(df, sources) => {
-                        let grad = match derived.iter().find(|(p, s, _)| *p == df && *s == sources) {
-                            Some(&(_, _, grad)) => grad,
-                            None => {
-                                let mut inputs = vec![dy];
-                                inputs.extend(sources.iter().map(|s| match *s {
-                                    Source::Output => node.output,
-                                    Source::Input(j) => x(j),
-                                }));
-                                let op = Op::Elementwise { len, f: df.clone() };
-                                let grad = g.gradient(op, inputs, x(i), dims(g, x(i)));
-                                derived.push((df, sources, grad));
-                                grad
-                            }
-                        };
-                        g.accumulate(x(i), grad);
+                        let mut inputs = vec![dy];
+                        inputs.extend(sources.iter().map(|s| match *s {
+                            Source::Output => node.output,
+                            Source::Input(j) => x(j),
+                        }));
+                        grad_of(g, i, Op::Elementwise { len, f: df }, inputs);
                     }
                 }
             }
