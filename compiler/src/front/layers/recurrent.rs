@@ -4,7 +4,7 @@
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Gain, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
 use crate::ir::init::Init;
-use crate::ir::ops::{Layout, Op, TensorId};
+use crate::ir::ops::{Elementwise, Layout, Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
 use crate::support::diagnostic::Diagnostic;
@@ -211,7 +211,7 @@ fn unrolled(
     args: &[TensorId],
     dims: Vec<usize>,
 ) -> TensorId {
-    use crate::ir::ops::{Cell, Elementwise};
+    use crate::ir::ops::Cell;
     let (n, h, gates) = (r.n, r.h, r.cell.gates());
     let gh = gates * h;
     let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
@@ -230,14 +230,11 @@ fn unrolled(
         }
     }
     let step = r.cell.step();
-    let programs: Vec<&Elementwise> = step.cell.iter().chain([&step.hidden]).collect();
-    let summed = summable(&programs, gates);
-    let mut programs: Vec<(Elementwise, Vec<Operand>)> = programs
-        .into_iter()
-        .map(|f| specialise(f, &summed).unwrap_or_else(|| operands(f.clone(), layout(gates))))
-        .collect();
-    let hidden = programs.pop().expect("every cell has a hidden-state program");
-    let cell_state = programs.pop();
+    let summed = summable(&step.cell.iter().chain([&step.hidden]).collect::<Vec<_>>(), gates);
+    let prepare =
+        |f: &Elementwise| specialise(f, &summed).unwrap_or_else(|| operands(f.clone(), layout(gates)));
+    let hidden = prepare(&step.hidden);
+    let cell_state = step.cell.as_ref().map(prepare);
     // The gates whose sums one element-wise op adds, from the first summed to the last.
     let first = summed.iter().position(|&s| s).unwrap_or(0);
     let span = summed.iter().rposition(|&s| s).map_or(0, |last| last + 1 - first);
@@ -253,9 +250,9 @@ fn unrolled(
         if per_step_bias {
             hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
         }
-        // Each operand made when a program first reads it: the gates' input projections
-        // sliced straight from the projection of all steps, a single gate's hidden
-        // projection or sum all of this step's.
+        // Each operand is made when a program first reads it. A gate's input projection
+        // is sliced straight from the projection of all steps; a single gate's hidden
+        // projection, or sum, is all of this step's.
         let prev = state;
         let mut made: Vec<(Operand, TensorId)> = Vec::new();
         let mut sums: Option<TensorId> = None;
@@ -317,32 +314,27 @@ fn layout(gates: usize) -> Vec<Operand> {
 }
 
 /// `f` over the inputs it reads, and what each is, its inputs being `layout`.
-fn operands(
-    f: crate::ir::ops::Elementwise,
-    layout: Vec<Operand>,
-) -> (crate::ir::ops::Elementwise, Vec<Operand>) {
+fn operands(f: Elementwise, layout: Vec<Operand>) -> (Elementwise, Vec<Operand>) {
     let (f, kept) = f.compact();
     (f, kept.into_iter().map(|i| layout[i]).collect())
 }
 
 /// Which gates every program that reads them reads only as the sum of their two
 /// projections.
-fn summable(programs: &[&crate::ir::ops::Elementwise], gates: usize) -> Vec<bool> {
+fn summable(programs: &[&Elementwise], gates: usize) -> Vec<bool> {
     (0..gates)
         .map(|k| {
-            programs
-                .iter()
-                .all(|f| !f.reads(2 * k) && !f.reads(2 * k + 1) || f.summed(2 * k, 2 * k + 1).is_some())
+            programs.iter().all(|f| {
+                let reads = f.reads(2 * k) || f.reads(2 * k + 1);
+                !reads || f.summed(2 * k, 2 * k + 1).is_some()
+            })
         })
         .collect()
 }
 
 /// `f` reading the sums of the `summed` gates instead of their two projections, over the
 /// inputs it reads, and what each is; `None` if it reads one of them otherwise.
-fn specialise(
-    f: &crate::ir::ops::Elementwise,
-    summed: &[bool],
-) -> Option<(crate::ir::ops::Elementwise, Vec<Operand>)> {
+fn specialise(f: &Elementwise, summed: &[bool]) -> Option<(Elementwise, Vec<Operand>)> {
     let mut layout = layout(summed.len());
     let mut f = f.clone();
     // From the last gate, so that the inputs of the ones before stay where they are.
