@@ -4,7 +4,7 @@
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Gain, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
 use crate::ir::init::Init;
-use crate::ir::ops::{Layout, Op, TensorId};
+use crate::ir::ops::{Elementwise, Layout, Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
 use crate::support::diagnostic::Diagnostic;
@@ -197,18 +197,23 @@ impl Layer for Recurrent {
     }
 }
 
-/// The recurrence written out step by step in element-wise ops and products, for
-/// training: backpropagation through time is then the backward pass of this graph, and
-/// every step's gates stay stored for it. The input projection of all steps is still one
-/// product. Gates and their order are PyTorch's.
+/// The recurrence written out step by step for training: backpropagation through time is
+/// then the backward pass of this graph. Each step applies the cell's own programs
+/// ([`crate::ir::ops::cell`], which the fused kernel inlines too) to the slices of the
+/// gates' projections it reads, each program handed only the inputs it reads, so that
+/// every step keeps just those for the backward pass. Where the programs read each gate's
+/// two projections only summed (RNN, LSTM), the step adds them once and the programs read
+/// the sums: one tensor per gate is kept instead of two. The input projection of all
+/// steps is one product. Gates and their order are PyTorch's.
 fn unrolled(
     cx: &mut Lower<'_>,
     r: &crate::ir::ops::Recurrence,
     args: &[TensorId],
     dims: Vec<usize>,
 ) -> TensorId {
-    use crate::ir::ops::{Cell, Elementwise, Prim};
-    let (n, h, gh) = (r.n, r.h, r.cell.gates() * r.h);
+    use crate::ir::ops::Cell;
+    let (n, h, gates) = (r.n, r.h, r.cell.gates());
+    let gh = gates * h;
     let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
     let mut xw = cx.op(Op::MatMul { m: n * r.t, k: r.f, n: gh, ta: false }, vec![x, w_ih], vec![n, r.t, gh]);
     let per_step_bias = r.bias && r.cell == Cell::Gru;
@@ -224,80 +229,123 @@ fn unrolled(
             );
         }
     }
+    let step = r.cell.step();
+    let summed = summable(&step.cell.iter().chain([&step.hidden]).collect::<Vec<_>>(), gates);
+    let prepare =
+        |f: &Elementwise| specialise(f, &summed).unwrap_or_else(|| operands(f.clone(), layout(gates)));
+    let hidden = prepare(&step.hidden);
+    let cell_state = step.cell.as_ref().map(prepare);
+    // The gates whose sums one element-wise op adds, from the first summed to the last.
+    let first = summed.iter().position(|&s| s).unwrap_or(0);
+    let span = summed.iter().rposition(|&s| s).map_or(0, |last| last + 1 - first);
     let hd = vec![n, h];
+    let slice = |cx: &mut Lower<'_>, of: TensorId, total: usize, offset: usize, len: usize| {
+        cx.op(Op::Slice { outer: n, total, offset, len }, vec![of], vec![n, len])
+    };
     let mut state = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
     let mut cell = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
     let mut outputs = Vec::with_capacity(r.t);
     for step in 0..r.t {
-        let xt =
-            cx.op(Op::Slice { outer: n, total: r.t * gh, offset: step * gh, len: gh }, vec![xw], vec![n, gh]);
         let mut hh = cx.op(Op::MatMul { m: n, k: h, n: gh, ta: false }, vec![state, w_hh], vec![n, gh]);
         if per_step_bias {
             hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
         }
-        let len = n * h;
-        let gate = |cx: &mut Lower<'_>, of: TensorId, k: usize| {
-            cx.op(Op::Slice { outer: n, total: gh, offset: k * h, len: h }, vec![of], hd.clone())
-        };
-        let unary = |cx: &mut Lower<'_>, p: Prim, a: TensorId| {
-            cx.op(Op::Elementwise { len, f: Elementwise::prim(p) }, vec![a], vec![n, h])
-        };
-        let add = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
-            cx.op(Op::Elementwise { len, f: Elementwise::add(2) }, vec![a, b], vec![n, h])
-        };
-        let mul = |cx: &mut Lower<'_>, a: TensorId, b: TensorId| {
-            cx.op(Op::Elementwise { len, f: Elementwise::mul() }, vec![a, b], vec![n, h])
-        };
-        let add_gates = |cx: &mut Lower<'_>| {
-            cx.op(Op::Elementwise { len: n * gh, f: Elementwise::add(2) }, vec![xt, hh], vec![n, gh])
-        };
-        state = match r.cell {
-            Cell::Rnn => {
-                let pre = add_gates(cx);
-                unary(cx, Prim::Tanh, pre)
+        // Each operand is made when a program first reads it. A gate's input projection
+        // is sliced straight from the projection of all steps; a single gate's hidden
+        // projection, or sum, is all of this step's.
+        let prev = state;
+        let mut made: Vec<(Operand, TensorId)> = Vec::new();
+        let mut sums: Option<TensorId> = None;
+        let mut input = |cx: &mut Lower<'_>, o: Operand, c: TensorId| {
+            if let Some(&(_, t)) = made.iter().find(|(m, _)| *m == o) {
+                return t;
             }
-            Cell::Lstm => {
-                let pre = add_gates(cx);
-                let act = |cx: &mut Lower<'_>, k: usize, f: Prim| {
-                    let g = gate(cx, pre, k);
-                    unary(cx, f, g)
-                };
-                let i = act(cx, 0, Prim::Sigmoid);
-                let f = act(cx, 1, Prim::Sigmoid);
-                let g = act(cx, 2, Prim::Tanh);
-                let o = act(cx, 3, Prim::Sigmoid);
-                let kept = mul(cx, f, cell);
-                let added = mul(cx, i, g);
-                cell = add(cx, kept, added);
-                let squashed = unary(cx, Prim::Tanh, cell);
-                mul(cx, o, squashed)
+            let t = match o {
+                Operand::H => prev,
+                Operand::C => c,
+                Operand::P(k) => slice(cx, xw, r.t * gh, step * gh + k * h, h),
+                Operand::Q(_) if gates == 1 => hh,
+                Operand::Q(k) => slice(cx, hh, gh, k * h, h),
+                Operand::Sum(k) => {
+                    let all = *sums.get_or_insert_with(|| {
+                        let xt = slice(cx, xw, r.t * gh, step * gh + first * h, span * h);
+                        let ht = if span == gates { hh } else { slice(cx, hh, gh, first * h, span * h) };
+                        let add = Op::Elementwise { len: n * span * h, f: Elementwise::add(2) };
+                        cx.op(add, vec![xt, ht], vec![n, span * h])
+                    });
+                    if span == 1 { all } else { slice(cx, all, span * h, (k - first) * h, h) }
+                }
+            };
+            if !matches!(o, Operand::C) {
+                made.push((o, t));
             }
-            Cell::Gru => {
-                let both = |cx: &mut Lower<'_>, k: usize| (gate(cx, xt, k), gate(cx, hh, k));
-                let (xr, hr) = both(cx, 0);
-                let (xz, hz) = both(cx, 1);
-                let (xn, hn) = both(cx, 2);
-                let pre = add(cx, xr, hr);
-                let reset = unary(cx, Prim::Sigmoid, pre);
-                let pre = add(cx, xz, hz);
-                let update = unary(cx, Prim::Sigmoid, pre);
-                let gated = mul(cx, reset, hn);
-                let pre = add(cx, xn, gated);
-                let candidate = unary(cx, Prim::Tanh, pre);
-                // h' = (1 − z) · n + z · h = n + z · (h − n)
-                let neg =
-                    cx.op(Op::Elementwise { len, f: Elementwise::scale(-1.0) }, vec![candidate], hd.clone());
-                let diff = add(cx, state, neg);
-                let moved = mul(cx, update, diff);
-                add(cx, candidate, moved)
-            }
+            t
         };
+        let mut apply = |cx: &mut Lower<'_>, (f, reads): &(Elementwise, Vec<Operand>), c: TensorId| {
+            let inputs = reads.iter().map(|&o| input(cx, o, c)).collect();
+            cx.op(Op::Elementwise { len: n * h, f: f.clone() }, inputs, hd.clone())
+        };
+        if let Some(program) = &cell_state {
+            cell = apply(cx, program, cell);
+        }
+        state = apply(cx, &hidden, cell);
         outputs.push(state);
     }
     if r.last {
         return state;
     }
     cx.op(Op::Concat { outer: n, inners: vec![h; r.t] }, outputs, dims)
+}
+
+/// What an input of a step's program is: a gate's input projection `P`, hidden
+/// projection `Q` or their sum, the previous hidden state, the cell state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operand {
+    P(usize),
+    Q(usize),
+    Sum(usize),
+    H,
+    C,
+}
+
+/// The inputs of a cell's programs as [`crate::ir::ops::cell`] orders them.
+fn layout(gates: usize) -> Vec<Operand> {
+    (0..gates).flat_map(|k| [Operand::P(k), Operand::Q(k)]).chain([Operand::H, Operand::C]).collect()
+}
+
+/// `f` over the inputs it reads, and what each is, its inputs being `layout`.
+fn operands(f: Elementwise, layout: Vec<Operand>) -> (Elementwise, Vec<Operand>) {
+    let (f, kept) = f.compact();
+    (f, kept.into_iter().map(|i| layout[i]).collect())
+}
+
+/// Which gates every program that reads them reads only as the sum of their two
+/// projections.
+fn summable(programs: &[&Elementwise], gates: usize) -> Vec<bool> {
+    (0..gates)
+        .map(|k| {
+            programs.iter().all(|f| {
+                let reads = f.reads(2 * k) || f.reads(2 * k + 1);
+                !reads || f.summed(2 * k, 2 * k + 1).is_some()
+            })
+        })
+        .collect()
+}
+
+/// `f` reading the sums of the `summed` gates instead of their two projections, over the
+/// inputs it reads, and what each is; `None` if it reads one of them otherwise.
+fn specialise(f: &Elementwise, summed: &[bool]) -> Option<(Elementwise, Vec<Operand>)> {
+    let mut layout = layout(summed.len());
+    let mut f = f.clone();
+    // From the last gate, so that the inputs of the ones before stay where they are.
+    for k in (0..summed.len()).rev() {
+        if summed[k] && (f.reads(2 * k) || f.reads(2 * k + 1)) {
+            f = f.summed(2 * k, 2 * k + 1)?;
+            layout[2 * k] = Operand::Sum(k);
+            layout.remove(2 * k + 1);
+        }
+    }
+    Some(operands(f, layout))
 }
 
 #[cfg(test)]
@@ -318,5 +366,30 @@ mod tests {
     fn gru_last_returns_a_vector() {
         let l = Recurrent { cell: Cell::Gru, hidden: 32, last: true, bias: true, init: None };
         assert_eq!(l.infer(&[Shape::Seq { steps: 5, features: 8 }]).unwrap(), Shape::Vector { n: 32 });
+    }
+
+    /// An RNN's and an LSTM's gates, and a GRU's reset and update gates, read their two
+    /// projections only summed; a GRU's candidate multiplies its hidden projection by the
+    /// reset gate.
+    #[test]
+    fn gates_read_summed() {
+        use crate::ir::ops::Cell;
+        for (cell, want) in
+            [(Cell::Rnn, vec![true]), (Cell::Lstm, vec![true; 4]), (Cell::Gru, vec![true, true, false])]
+        {
+            let step = cell.step();
+            let programs: Vec<_> = step.cell.iter().chain([&step.hidden]).collect();
+            let summed = summable(&programs, cell.gates());
+            assert_eq!(summed, want, "{cell:?}");
+            for f in programs {
+                let (g, reads) = specialise(f, &summed).expect("summable gates specialise");
+                assert_eq!(g.inputs, reads.len());
+                assert!(
+                    (0..g.inputs).all(|i| g.reads(i)),
+                    "{cell:?}: {} is handed an input it does not read",
+                    g.name
+                );
+            }
+        }
     }
 }

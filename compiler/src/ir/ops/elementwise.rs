@@ -246,7 +246,7 @@ pub fn operands(e: &Expr) -> Vec<usize> {
     }
 }
 
-fn renumber(e: &Expr, at: &[usize]) -> Expr {
+pub(super) fn renumber(e: &Expr, at: &[usize]) -> Expr {
     match *e {
         Expr::Input(i) => Expr::Input(i),
         Expr::Const(c) => Expr::Const(c),

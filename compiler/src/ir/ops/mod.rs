@@ -8,6 +8,7 @@
 
 pub mod cell;
 pub mod elementwise;
+mod elementwise_inputs;
 pub mod reference;
 
 pub use elementwise::{Elementwise, Prim};

@@ -9,6 +9,8 @@
 //! element-wise loop over all of them.
 
 mod rules;
+#[cfg(test)]
+mod tests;
 
 use crate::front::train::Loss;
 use crate::ir::ops::{
