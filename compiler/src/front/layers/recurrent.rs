@@ -198,13 +198,11 @@ impl Layer for Recurrent {
 }
 
 /// The recurrence written out step by step for training: backpropagation through time is
-/// then the backward pass of this graph. Each step applies the cell's own programs
-/// ([`crate::ir::ops::cell`], which the fused kernel inlines too) to the slices of the
-/// gates' projections it reads, each program handed only the inputs it reads, so that
-/// every step keeps just those for the backward pass. Where the programs read each gate's
-/// two projections only summed (RNN, LSTM), the step adds them once and the programs read
-/// the sums: one tensor per gate is kept instead of two. The input projection of all
-/// steps is one product. Gates and their order are PyTorch's.
+/// then the backward pass of this graph. Each step makes one element-wise op of each of
+/// the cell's stages ([`crate::ir::ops::cell`], which the fused kernel inlines too), so the
+/// backward pass differentiates each gate from its stored activation. The gates a cell
+/// reads only summed are added once per step, one op for all of them; the input
+/// projection of all steps is one product. Gates and their order are PyTorch's.
 fn unrolled(
     cx: &mut Lower<'_>,
     r: &crate::ir::ops::Recurrence,
@@ -212,6 +210,7 @@ fn unrolled(
     dims: Vec<usize>,
 ) -> TensorId {
     use crate::ir::ops::Cell;
+    use crate::ir::ops::cell::{Arg, Term};
     let (n, h, gates) = (r.n, r.h, r.cell.gates());
     let gh = gates * h;
     let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
@@ -229,15 +228,13 @@ fn unrolled(
             );
         }
     }
-    let step = r.cell.step();
-    let summed = summable(&step.cell.iter().chain([&step.hidden]).collect::<Vec<_>>(), gates);
-    let prepare =
-        |f: &Elementwise| specialise(f, &summed).unwrap_or_else(|| operands(f.clone(), layout(gates)));
-    let hidden = prepare(&step.hidden);
-    let cell_state = step.cell.as_ref().map(prepare);
-    // The gates whose sums one element-wise op adds, from the first summed to the last.
-    let first = summed.iter().position(|&s| s).unwrap_or(0);
-    let span = summed.iter().rposition(|&s| s).map_or(0, |last| last + 1 - first);
+    let cell_step = r.cell.step();
+    // The gates read summed, `first..first + span` (contiguous in every cell).
+    let summed: Vec<usize> = (0..gates)
+        .filter(|&k| cell_step.stages.iter().any(|s| s.inputs.contains(&Arg::Term(Term::Sum(k)))))
+        .collect();
+    let first = summed.first().copied().unwrap_or(0);
+    let span = summed.last().map_or(0, |last| last + 1 - first);
     let hd = vec![n, h];
     let slice = |cx: &mut Lower<'_>, of: TensorId, total: usize, offset: usize, len: usize| {
         cx.op(Op::Slice { outer: n, total, offset, len }, vec![of], vec![n, len])
@@ -250,23 +247,23 @@ fn unrolled(
         if per_step_bias {
             hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
         }
-        // Each operand is made when a program first reads it. A gate's input projection
-        // is sliced straight from the projection of all steps; a single gate's hidden
-        // projection, or sum, is all of this step's.
-        let prev = state;
-        let mut made: Vec<(Operand, TensorId)> = Vec::new();
+        // Each value is made when a stage first reads it: a gate's input projection
+        // sliced straight from the projection of all steps, its hidden projection from
+        // this step's (all of it for a single gate), its sum from the one sum op.
+        let mut made: Vec<(Term, TensorId)> = Vec::new();
         let mut sums: Option<TensorId> = None;
-        let mut input = |cx: &mut Lower<'_>, o: Operand, c: TensorId| {
-            if let Some(&(_, t)) = made.iter().find(|(m, _)| *m == o) {
-                return t;
+        let (prev_h, prev_c) = (state, cell);
+        let mut term = |cx: &mut Lower<'_>, t: Term| {
+            if let Some(&(_, v)) = made.iter().find(|(m, _)| *m == t) {
+                return v;
             }
-            let t = match o {
-                Operand::H => prev,
-                Operand::C => c,
-                Operand::P(k) => slice(cx, xw, r.t * gh, step * gh + k * h, h),
-                Operand::Q(_) if gates == 1 => hh,
-                Operand::Q(k) => slice(cx, hh, gh, k * h, h),
-                Operand::Sum(k) => {
+            let v = match t {
+                Term::H => prev_h,
+                Term::C => prev_c,
+                Term::P(k) => slice(cx, xw, r.t * gh, step * gh + k * h, h),
+                Term::Q(_) if gates == 1 => hh,
+                Term::Q(k) => slice(cx, hh, gh, k * h, h),
+                Term::Sum(k) => {
                     let all = *sums.get_or_insert_with(|| {
                         let xt = slice(cx, xw, r.t * gh, step * gh + first * h, span * h);
                         let ht = if span == gates { hh } else { slice(cx, hh, gh, first * h, span * h) };
@@ -276,76 +273,31 @@ fn unrolled(
                     if span == 1 { all } else { slice(cx, all, span * h, (k - first) * h, h) }
                 }
             };
-            if !matches!(o, Operand::C) {
-                made.push((o, t));
-            }
-            t
+            made.push((t, v));
+            v
         };
-        let mut apply = |cx: &mut Lower<'_>, (f, reads): &(Elementwise, Vec<Operand>), c: TensorId| {
-            let inputs = reads.iter().map(|&o| input(cx, o, c)).collect();
-            cx.op(Op::Elementwise { len: n * h, f: f.clone() }, inputs, hd.clone())
-        };
-        if let Some(program) = &cell_state {
-            cell = apply(cx, program, cell);
+        let mut values: Vec<TensorId> = Vec::with_capacity(cell_step.stages.len());
+        for stage in &cell_step.stages {
+            let inputs = stage
+                .inputs
+                .iter()
+                .map(|&a| match a {
+                    Arg::Stage(i) => values[i],
+                    Arg::Term(t) => term(cx, t),
+                })
+                .collect();
+            values.push(cx.op(Op::Elementwise { len: n * h, f: stage.f.clone() }, inputs, hd.clone()));
         }
-        state = apply(cx, &hidden, cell);
+        if let Some(c) = cell_step.cell {
+            cell = values[c];
+        }
+        state = values[cell_step.hidden];
         outputs.push(state);
     }
     if r.last {
         return state;
     }
     cx.op(Op::Concat { outer: n, inners: vec![h; r.t] }, outputs, dims)
-}
-
-/// What an input of a step's program is: a gate's input projection `P`, hidden
-/// projection `Q` or their sum, the previous hidden state, the cell state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Operand {
-    P(usize),
-    Q(usize),
-    Sum(usize),
-    H,
-    C,
-}
-
-/// The inputs of a cell's programs as [`crate::ir::ops::cell`] orders them.
-fn layout(gates: usize) -> Vec<Operand> {
-    (0..gates).flat_map(|k| [Operand::P(k), Operand::Q(k)]).chain([Operand::H, Operand::C]).collect()
-}
-
-/// `f` over the inputs it reads, and what each is, its inputs being `layout`.
-fn operands(f: Elementwise, layout: Vec<Operand>) -> (Elementwise, Vec<Operand>) {
-    let (f, kept) = f.compact();
-    (f, kept.into_iter().map(|i| layout[i]).collect())
-}
-
-/// Which gates every program that reads them reads only as the sum of their two
-/// projections.
-fn summable(programs: &[&Elementwise], gates: usize) -> Vec<bool> {
-    (0..gates)
-        .map(|k| {
-            programs.iter().all(|f| {
-                let reads = f.reads(2 * k) || f.reads(2 * k + 1);
-                !reads || f.summed(2 * k, 2 * k + 1).is_some()
-            })
-        })
-        .collect()
-}
-
-/// `f` reading the sums of the `summed` gates instead of their two projections, over the
-/// inputs it reads, and what each is; `None` if it reads one of them otherwise.
-fn specialise(f: &Elementwise, summed: &[bool]) -> Option<(Elementwise, Vec<Operand>)> {
-    let mut layout = layout(summed.len());
-    let mut f = f.clone();
-    // From the last gate, so that the inputs of the ones before stay where they are.
-    for k in (0..summed.len()).rev() {
-        if summed[k] && (f.reads(2 * k) || f.reads(2 * k + 1)) {
-            f = f.summed(2 * k, 2 * k + 1)?;
-            layout[2 * k] = Operand::Sum(k);
-            layout.remove(2 * k + 1);
-        }
-    }
-    Some(operands(f, layout))
 }
 
 #[cfg(test)]
@@ -366,30 +318,5 @@ mod tests {
     fn gru_last_returns_a_vector() {
         let l = Recurrent { cell: Cell::Gru, hidden: 32, last: true, bias: true, init: None };
         assert_eq!(l.infer(&[Shape::Seq { steps: 5, features: 8 }]).unwrap(), Shape::Vector { n: 32 });
-    }
-
-    /// An RNN's and an LSTM's gates, and a GRU's reset and update gates, read their two
-    /// projections only summed; a GRU's candidate multiplies its hidden projection by the
-    /// reset gate.
-    #[test]
-    fn gates_read_summed() {
-        use crate::ir::ops::Cell;
-        for (cell, want) in
-            [(Cell::Rnn, vec![true]), (Cell::Lstm, vec![true; 4]), (Cell::Gru, vec![true, true, false])]
-        {
-            let step = cell.step();
-            let programs: Vec<_> = step.cell.iter().chain([&step.hidden]).collect();
-            let summed = summable(&programs, cell.gates());
-            assert_eq!(summed, want, "{cell:?}");
-            for f in programs {
-                let (g, reads) = specialise(f, &summed).expect("summable gates specialise");
-                assert_eq!(g.inputs, reads.len());
-                assert!(
-                    (0..g.inputs).all(|i| g.reads(i)),
-                    "{cell:?}: {} is handed an input it does not read",
-                    g.name
-                );
-            }
-        }
     }
 }

@@ -1,90 +1,127 @@
-//! The arithmetic of one step of a recurrent cell, written once as element-wise programs.
-//! The fused recurrent kernel inlines them into its time loop and the reference
-//! interpreter evaluates them; both read the gates as PyTorch orders them.
-//!
-//! Every program takes the same inputs, of which it reads what it needs: for each gate
-//! `k` its input projection `pₖ` (x·W_ih + b_ih) and hidden projection `qₖ` (h·W_hh +
-//! b_hh), interleaved as `p₀, q₀, p₁, q₁, …`; then the previous hidden state `h`; then the
-//! cell state `c` (an LSTM's, before the step for [`CellStep::cell`], after it for
-//! [`CellStep::hidden`]).
+//! The arithmetic of one step of a recurrent cell, written once as a few element-wise
+//! programs ("stages"). The fused recurrent kernel inlines the stages into its time loop,
+//! the reference interpreter evaluates them, and the training unroll makes one op of each,
+//! so that backpropagation through time keeps each gate's activation and differentiates
+//! it from that (σ′ = y(1 − y), tanh′ = 1 − y²) rather than recomputing it. Gates are in
+//! PyTorch's order.
 
 use super::Cell;
 use super::elementwise::{Builder, Elementwise, Prim, V};
 
-/// One step's programs.
+/// A value a step reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Term {
+    /// Gate `k`'s input projection pₖ = x·W_ih + b_ih (its slice `k·h..(k + 1)·h`).
+    P(usize),
+    /// Gate `k`'s hidden projection qₖ = h·W_hh + b_hh.
+    Q(usize),
+    /// pₖ + qₖ, which most gates read only summed.
+    Sum(usize),
+    /// The previous hidden state.
+    H,
+    /// An LSTM's previous cell state.
+    C,
+}
+
+/// An input of a stage: a value the step reads, or an earlier stage's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    Term(Term),
+    Stage(usize),
+}
+
+/// One element-wise program of a step and what its inputs are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    pub f: Elementwise,
+    pub inputs: Vec<Arg>,
+}
+
+/// One step: its stages in order, and which make the new states.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CellStep {
-    /// The new hidden state.
-    pub hidden: Elementwise,
-    /// An LSTM's new cell state, which `hidden` then reads as its last input.
-    pub cell: Option<Elementwise>,
+    pub stages: Vec<Stage>,
+    /// The stage whose value is the new hidden state.
+    pub hidden: usize,
+    /// The stage whose value is an LSTM's new cell state.
+    pub cell: Option<usize>,
 }
 
 impl CellStep {
-    /// Position of the previous hidden state among the programs' inputs.
-    pub fn h(cell: Cell) -> usize {
-        2 * cell.gates()
+    /// Appends a stage; returns its index.
+    fn stage(&mut self, name: &str, inputs: &[Arg], f: impl FnOnce(&mut Builder, &[V]) -> V) -> usize {
+        self.stages.push(Stage { f: Elementwise::new(name, inputs.len(), f), inputs: inputs.to_vec() });
+        self.stages.len() - 1
     }
 
-    /// Position of the cell state among the programs' inputs.
-    pub fn c(cell: Cell) -> usize {
-        2 * cell.gates() + 1
+    /// A gate's activation `p` of its summed projections.
+    fn gate(&mut self, name: &str, k: usize, p: Prim) -> usize {
+        self.stage(name, &[Arg::Term(Term::Sum(k))], |b, x| b.prim(p, x[0]))
     }
 
-    /// Number of inputs every program of `cell` takes.
-    pub fn inputs(cell: Cell) -> usize {
-        2 * cell.gates() + 2
+    /// Evaluates the step for one element, `input(t)` giving the value of each term that
+    /// is not a stage; returns every stage's value.
+    pub fn eval<T: super::reference::Real>(&self, mut input: impl FnMut(Term) -> T) -> Vec<T> {
+        let mut values: Vec<T> = Vec::with_capacity(self.stages.len());
+        for s in &self.stages {
+            let args: Vec<T> = s
+                .inputs
+                .iter()
+                .map(|&a| match a {
+                    Arg::Stage(i) => values[i],
+                    Arg::Term(t) => input(t),
+                })
+                .collect();
+            values.push(s.f.eval(&args));
+        }
+        values
     }
 }
 
 impl Cell {
-    /// The element-wise part of one step.
+    /// The stages of one step.
     pub fn step(self) -> CellStep {
-        let n = CellStep::inputs(self);
-        // σ or tanh of gate k's pre-activation pₖ + qₖ.
-        let gate = |b: &mut Builder, x: &[V], k: usize, p: Prim| {
-            let pre = b.add(x[2 * k], x[2 * k + 1]);
-            b.prim(p, pre)
-        };
+        let mut s = CellStep { stages: Vec::new(), hidden: 0, cell: None };
         match self {
             // h' = tanh(p₀ + q₀)
             Cell::Rnn => {
-                CellStep { hidden: Elementwise::new("rnn", n, |b, x| gate(b, x, 0, Prim::Tanh)), cell: None }
+                s.hidden = s.gate("rnn", 0, Prim::Tanh);
             }
             // i, f, g, o = σ, σ, tanh, σ; c' = f·c + i·g; h' = o·tanh(c')
             Cell::Lstm => {
-                let c = CellStep::c(self);
-                let cell = Elementwise::new("lstm_cell", n, |b, x| {
-                    let i = gate(b, x, 0, Prim::Sigmoid);
-                    let f = gate(b, x, 1, Prim::Sigmoid);
-                    let g = gate(b, x, 2, Prim::Tanh);
-                    let kept = b.mul(f, x[c]);
-                    let added = b.mul(i, g);
+                let i = s.gate("lstm_input_gate", 0, Prim::Sigmoid);
+                let f = s.gate("lstm_forget_gate", 1, Prim::Sigmoid);
+                let g = s.gate("lstm_cell_gate", 2, Prim::Tanh);
+                let o = s.gate("lstm_output_gate", 3, Prim::Sigmoid);
+                let (i, f, g, o) = (Arg::Stage(i), Arg::Stage(f), Arg::Stage(g), Arg::Stage(o));
+                let c = s.stage("lstm_cell", &[f, Arg::Term(Term::C), i, g], |b, x| {
+                    let kept = b.mul(x[0], x[1]);
+                    let added = b.mul(x[2], x[3]);
                     b.add(kept, added)
                 });
-                let hidden = Elementwise::new("lstm", n, |b, x| {
-                    let o = gate(b, x, 3, Prim::Sigmoid);
-                    let squashed = b.prim(Prim::Tanh, x[c]);
-                    b.mul(o, squashed)
-                });
-                CellStep { hidden, cell: Some(cell) }
+                let squashed = s.stage("lstm_tanh", &[Arg::Stage(c)], |b, x| b.prim(Prim::Tanh, x[0]));
+                s.hidden = s.stage("lstm", &[o, Arg::Stage(squashed)], |b, x| b.mul(x[0], x[1]));
+                s.cell = Some(c);
             }
             // r, z = σ; n = tanh(p₂ + r·q₂); h' = (1 − z)·n + z·h = n + z·(h − n)
             Cell::Gru => {
-                let h = CellStep::h(self);
-                let hidden = Elementwise::new("gru", n, |b, x| {
-                    let r = gate(b, x, 0, Prim::Sigmoid);
-                    let z = gate(b, x, 1, Prim::Sigmoid);
-                    let gated = b.mul(r, x[5]);
-                    let pre = b.add(x[4], gated);
-                    let new = b.prim(Prim::Tanh, pre);
-                    let diff = b.sub(x[h], new);
-                    let moved = b.mul(z, diff);
-                    b.add(new, moved)
+                let r = s.gate("gru_reset_gate", 0, Prim::Sigmoid);
+                let z = s.gate("gru_update_gate", 1, Prim::Sigmoid);
+                let (r, z) = (Arg::Stage(r), Arg::Stage(z));
+                let n =
+                    s.stage("gru_candidate", &[Arg::Term(Term::P(2)), r, Arg::Term(Term::Q(2))], |b, x| {
+                        let gated = b.mul(x[1], x[2]);
+                        let pre = b.add(x[0], gated);
+                        b.prim(Prim::Tanh, pre)
+                    });
+                s.hidden = s.stage("gru", &[Arg::Stage(n), z, Arg::Term(Term::H)], |b, x| {
+                    let diff = b.sub(x[2], x[0]);
+                    let moved = b.mul(x[1], diff);
+                    b.add(x[0], moved)
                 });
-                CellStep { hidden, cell: None }
             }
         }
+        s
     }
 }
 
@@ -97,51 +134,61 @@ mod tests {
         1.0 / (1.0 + (-x).exp())
     }
 
+    const PQ: [f64; 8] = [0.3, -0.2, 0.7, 0.1, -0.5, 0.4, 0.2, 0.9];
+    const H: f64 = 0.25;
+    const C: f64 = -0.6;
+
+    fn term(t: Term) -> f64 {
+        match t {
+            Term::P(k) => PQ[2 * k],
+            Term::Q(k) => PQ[2 * k + 1],
+            Term::Sum(k) => PQ[2 * k] + PQ[2 * k + 1],
+            Term::H => H,
+            Term::C => C,
+        }
+    }
+
     /// Each cell against PyTorch's formulas written out.
     #[test]
     fn cells_follow_pytorch() {
-        let pq = [0.3, -0.2, 0.7, 0.1, -0.5, 0.4, 0.2, 0.9];
-        let (h, c) = (0.25, -0.6);
-        let args = |cell: Cell, c: f64| {
-            let mut a: Vec<f64> = pq[..2 * cell.gates()].to_vec();
-            a.extend([h, c]);
-            a
-        };
-        let pre = |k: usize| pq[2 * k] + pq[2 * k + 1];
+        let pre = |k: usize| PQ[2 * k] + PQ[2 * k + 1];
         let rnn = Cell::Rnn.step();
-        assert!((rnn.hidden.eval(&args(Cell::Rnn, c)) - pre(0).tanh()).abs() < 1e-15);
+        assert!((rnn.eval(term)[rnn.hidden] - pre(0).tanh()).abs() < 1e-15);
 
         let lstm = Cell::Lstm.step();
-        let want_c = sigmoid(pre(1)) * c + sigmoid(pre(0)) * pre(2).tanh();
-        let got_c = lstm.cell.as_ref().unwrap().eval(&args(Cell::Lstm, c));
-        assert!((got_c - want_c).abs() < 1e-15);
-        let got_h = lstm.hidden.eval(&args(Cell::Lstm, got_c));
-        assert!((got_h - sigmoid(pre(3)) * want_c.tanh()).abs() < 1e-15);
+        let v = lstm.eval(term);
+        let want_c = sigmoid(pre(1)) * C + sigmoid(pre(0)) * pre(2).tanh();
+        assert!((v[lstm.cell.unwrap()] - want_c).abs() < 1e-15);
+        assert!((v[lstm.hidden] - sigmoid(pre(3)) * want_c.tanh()).abs() < 1e-15);
 
         let gru = Cell::Gru.step();
         let (r, z) = (sigmoid(pre(0)), sigmoid(pre(1)));
-        let n = (pq[4] + r * pq[5]).tanh();
-        assert!((gru.hidden.eval(&args(Cell::Gru, c)) - ((1.0 - z) * n + z * h)).abs() < 1e-15);
+        let n = (PQ[4] + r * PQ[5]).tanh();
+        assert!((gru.eval(term)[gru.hidden] - ((1.0 - z) * n + z * H)).abs() < 1e-15);
     }
 
-    /// What training differentiates: each program over the inputs it reads. The gradient
-    /// automatic differentiation derives for every one of them (the backward op's program,
-    /// fed the sources it asks for) against central differences.
+    /// Every stage reads each of its inputs and only earlier stages, and its derived
+    /// gradients (the backward ops training runs) agree with central differences.
     #[test]
-    fn derivatives_of_the_compacted_steps_match_finite_differences() {
-        let values = [0.3, -0.2, 0.7, 0.1, -0.5, 0.4, 0.2, 0.9];
-        let (h, c, dy, step) = (0.25, -0.6, 0.8, 1e-6);
+    fn stages_are_well_formed_and_differentiate() {
+        let (dy, step) = (0.8, 1e-6);
         for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
-            let arg = |i: usize| match i {
-                _ if i == CellStep::h(cell) => h,
-                _ if i == CellStep::c(cell) => c,
-                _ => values[i],
-            };
-            let programs = cell.step();
-            for f in std::iter::once(&programs.hidden).chain(programs.cell.as_ref()) {
-                let (g, kept) = f.compact();
-                assert!(kept.len() < f.inputs, "{}: every program leaves some input unread", g.name);
-                let args: Vec<f64> = kept.iter().map(|&i| arg(i)).collect();
+            let s = cell.step();
+            let values = s.eval(term);
+            for (i, stage) in s.stages.iter().enumerate() {
+                let g = &stage.f;
+                assert!(g.check().is_ok() && (0..g.inputs).all(|j| g.reads(j)), "{}", g.name);
+                let args: Vec<f64> = stage
+                    .inputs
+                    .iter()
+                    .map(|&a| match a {
+                        Arg::Stage(j) => {
+                            assert!(j < i, "{} reads a later stage", g.name);
+                            values[j]
+                        }
+                        Arg::Term(t) => term(t),
+                    })
+                    .collect();
                 for wrt in 0..g.inputs {
                     let at = |d: f64| {
                         let mut a = args.clone();

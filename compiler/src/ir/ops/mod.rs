@@ -8,7 +8,6 @@
 
 pub mod cell;
 pub mod elementwise;
-mod elementwise_inputs;
 pub mod reference;
 
 pub use elementwise::{Elementwise, Prim};

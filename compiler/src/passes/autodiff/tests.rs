@@ -5,8 +5,8 @@ use crate::front::train::Loss;
 use crate::ir::ops::{Op, UpdateRule};
 use crate::passes::lower::{Mode, lower_for};
 
-/// An unrolled recurrence hands a program a gate's sum where it reads the two projections
-/// only summed: handed both, it would get two backward ops computing the same values.
+/// An unrolled recurrence hands a gate's stage the sum of its two projections: handed both,
+/// the stage would get two backward ops computing the same values.
 #[test]
 fn no_element_wise_op_is_computed_twice() {
     for layer in ["rnn(5)", "lstm(5)", "gru(5)"] {

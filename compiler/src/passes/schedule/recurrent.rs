@@ -5,7 +5,7 @@
 use super::Build;
 use super::body::inline;
 use crate::ir::kernel::*;
-use crate::ir::ops::cell::CellStep;
+use crate::ir::ops::cell::{Arg, Term};
 use crate::ir::ops::{Cell, OpNode, Recurrence};
 
 /// Sequences processed together: the first of a register tile's rows, then halves of it
@@ -60,29 +60,47 @@ impl Build<'_> {
         let p = |gate: usize| Inst::Load(proj.plus(gate * h).plus_var(row, r.t * g).plus_var(t, g));
         let q = |gate: usize| Inst::Load(hidden_proj.plus(gate * h).plus_var(row, g));
         let st = state.plus_var(row, h);
-        // The cell's arithmetic (`Cell::step`): its inputs loaded, its programs inlined.
+        // The cell's arithmetic (`Cell::step`): each value it reads loaded when a stage
+        // first needs it, each stage's program inlined.
         let programs = r.cell.step();
+        let c = cell.as_ref().map(|c| c.plus_var(row, h));
         let mut insts: Vec<Inst> = Vec::new();
-        let mut args = vec![usize::MAX; CellStep::inputs(r.cell)];
-        for k in 0..r.cell.gates() {
-            for (at, load) in [(2 * k, p(k)), (2 * k + 1, q(k))] {
-                insts.push(load);
-                args[at] = insts.len() - 1;
+        let mut loaded: Vec<(Term, usize)> = Vec::new();
+        let mut values: Vec<usize> = Vec::with_capacity(programs.stages.len());
+        let mut load = |insts: &mut Vec<Inst>, t: Term| {
+            if let Some(&(_, v)) = loaded.iter().find(|(l, _)| *l == t) {
+                return v;
             }
+            let inst = match t {
+                Term::P(k) => p(k),
+                Term::Q(k) => q(k),
+                Term::Sum(k) => {
+                    insts.push(p(k));
+                    insts.push(q(k));
+                    Inst::Bin(BinOp::Add, insts.len() - 2, insts.len() - 1)
+                }
+                Term::H => Inst::Load(st.clone()),
+                Term::C => Inst::Load(c.clone().expect("only an LSTM reads a cell state")),
+            };
+            insts.push(inst);
+            loaded.push((t, insts.len() - 1));
+            insts.len() - 1
+        };
+        for stage in &programs.stages {
+            let args: Vec<usize> = stage
+                .inputs
+                .iter()
+                .map(|&a| match a {
+                    Arg::Stage(i) => values[i],
+                    Arg::Term(t) => load(&mut insts, t),
+                })
+                .collect();
+            values.push(inline(&mut insts, &stage.f, &args));
         }
-        if programs.hidden.reads(CellStep::h(r.cell)) {
-            insts.push(Inst::Load(st.clone()));
-            args[CellStep::h(r.cell)] = insts.len() - 1;
+        if let (Some(i), Some(c)) = (programs.cell, c) {
+            insts.push(Inst::Store(c, values[i]));
         }
-        if let (Some(program), Some(c)) = (&programs.cell, &cell) {
-            let c = c.plus_var(row, h);
-            insts.push(Inst::Load(c.clone()));
-            args[CellStep::c(r.cell)] = insts.len() - 1;
-            let new_c = inline(&mut insts, program, &args);
-            insts.push(Inst::Store(c, new_c));
-            args[CellStep::c(r.cell)] = new_c;
-        }
-        let new_h = inline(&mut insts, &programs.hidden, &args);
+        let new_h = values[programs.hidden];
         use Inst::*;
         insts.push(Store(st, new_h));
         if !r.last {

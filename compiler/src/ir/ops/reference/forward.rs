@@ -1,7 +1,7 @@
 //! Forward (inference) ops.
 
 use super::Real;
-use crate::ir::ops::cell::CellStep;
+use crate::ir::ops::cell::Term;
 use crate::ir::ops::{Elementwise, Recurrence, Reduce, Window2d};
 
 pub(super) fn global_avg_pool<T: Real>(n: usize, c: usize, hw: usize, x: &[&[T]], out: &mut [T]) {
@@ -212,20 +212,19 @@ pub(super) fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
             let hh: Vec<f64> = (0..g)
                 .map(|j| b_hh[j].to_f64() + (0..h).map(|p| state[p] * w_hh[p * g + j].to_f64()).sum::<f64>())
                 .collect();
-            let mut args = vec![0.0f64; CellStep::inputs(r.cell)];
             let next: Vec<f64> = (0..h)
                 .map(|j| {
-                    for k in 0..r.cell.gates() {
-                        args[2 * k] = xi[k * h + j];
-                        args[2 * k + 1] = hh[k * h + j];
+                    let values = step.eval(|t| match t {
+                        Term::P(k) => xi[k * h + j],
+                        Term::Q(k) => hh[k * h + j],
+                        Term::Sum(k) => xi[k * h + j] + hh[k * h + j],
+                        Term::H => state[j],
+                        Term::C => cell[j],
+                    });
+                    if let Some(c) = step.cell {
+                        cell[j] = values[c];
                     }
-                    args[CellStep::h(r.cell)] = state[j];
-                    args[CellStep::c(r.cell)] = cell[j];
-                    if let Some(program) = &step.cell {
-                        cell[j] = program.eval(&args);
-                        args[CellStep::c(r.cell)] = cell[j];
-                    }
-                    step.hidden.eval(&args)
+                    values[step.hidden]
                 })
                 .collect();
             state = next;
