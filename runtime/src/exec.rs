@@ -19,15 +19,17 @@ pub struct Options {
     pub guard: bool,
     /// Run Cranelift's verifier on the generated IR.
     pub verify: bool,
-    /// Use FMA where the CPU has it.
+    /// Use FMA where the CPU has it (in Cranelift's code; an x86 instruction set's
+    /// products always do).
     pub fma: bool,
+    /// The back end that generates the code.
+    pub target: Target,
 }
 
 impl Options {
-    /// The back end that generates the code (the only one there is: Cranelift), with
-    /// these options.
+    /// The back end that generates the code, with these options.
     pub fn backend(&self) -> Box<dyn Backend> {
-        Target::Cranelift.backend(backend::Options { verify: self.verify, fma: self.fma })
+        self.target.backend(backend::Options { verify: self.verify, fma: self.fma })
     }
 
     /// What the pipeline's scheduling and memory planning need of these options,
@@ -48,6 +50,7 @@ impl Default for Options {
             guard: false,
             verify: cfg!(debug_assertions),
             fma: true,
+            target: Target::default(),
         }
     }
 }
@@ -294,7 +297,7 @@ mod tests {
             inputs: vec![TensorId(0)],
             output: TensorId(1),
         };
-        let options = Options { threads: 1, guard: true, verify: true, fma: true };
+        let options = Options { threads: 1, guard: true, verify: true, fma: true, target: Target::default() };
         Executable::from_ops(graph, &options).expect("compiles")
     }
 

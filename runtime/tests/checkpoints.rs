@@ -11,7 +11,7 @@ const MODEL: &str =
 
 fn build() -> Executable {
     let model = nnc_compiler::compile_str("n.net", MODEL, None).unwrap();
-    let options = Options { threads: 1, guard: false, verify: true, fma: true };
+    let options = Options { threads: 1, guard: false, verify: true, fma: true, ..Default::default() };
     Executable::build(&model.networks[0], 2, &options).unwrap()
 }
 

@@ -29,7 +29,7 @@ fn train(
     steps: usize,
 ) -> Vec<(String, Vec<u32>)> {
     let network = &model.networks[0];
-    let options = Options { threads, guard: false, verify: true, fma: true };
+    let options = Options { threads, guard: false, verify: true, fma: true, ..Default::default() };
     let mut step =
         TrainStep::new(network, Loss::CrossEntropy, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(5);

@@ -34,7 +34,7 @@ fn step_against_f64(rule: UpdateRule) {
     )
     .expect("compiles");
     let network = &model.networks[0];
-    let options = Options { threads: 2, guard: false, verify: true, fma: true };
+    let options = Options { threads: 2, guard: false, verify: true, fma: true, ..Default::default() };
     let mut step =
         TrainStep::new(network, Loss::CrossEntropy, rule, 32, &options).expect("compiles for training");
     step.exe.init_params(7);

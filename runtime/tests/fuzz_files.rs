@@ -148,7 +148,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// LeNet-5 compiled for inference, and a checkpoint of its initial weights.
 fn lenet5() -> (Executable, Vec<u8>) {
     let model = nnc_compiler::compile_file(&repository().join("examples/lenet5.net")).expect("compiles");
-    let options = Options { threads: 1, guard: false, verify: false, fma: true };
+    let options = Options { threads: 1, guard: false, verify: false, fma: true, ..Default::default() };
     let mut exe = Executable::build(&model.networks[0], 1, &options).expect("builds");
     exe.init_params(1);
     let file = Scratch::with("lenet5.safetensors", &[]);

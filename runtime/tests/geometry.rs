@@ -4,7 +4,7 @@
 
 mod common;
 
-use nnc_compiler::backend::{CodegenError, Geometry};
+use nnc_compiler::backend::{CodegenError, Geometry, Target};
 use nnc_compiler::ir::ops::TensorGraph;
 use nnc_compiler::passes::autodiff;
 use nnc_compiler::passes::lower::{Mode, lower, lower_for};
@@ -37,7 +37,7 @@ fn training(name: &str, batch: usize) -> TensorGraph {
 /// Everything the kernels write agrees with the reference interpreter.
 fn check(what: &str, graph: &TensorGraph, geometry: Geometry) {
     for seed in [4, 5] {
-        for w in common::run_all_for(graph, seed, 2, Some(geometry)) {
+        for w in common::run_all_for(graph, seed, 2, Some(geometry), Target::Cranelift) {
             common::assert_agree(&format!("{what} ({geometry}), {}", w.what), &w.generated, &w.reference);
         }
     }

@@ -16,7 +16,7 @@ fn building_and_dropping_executables_does_not_grow_memory() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lenet5.net");
     let model = nnc_compiler::compile_file(&path).expect("LeNet-5 compiles");
     let network = &model.networks[0];
-    let options = Options { threads: 1, guard: false, verify: false, fma: true };
+    let options = Options { threads: 1, guard: false, verify: false, fma: true, ..Default::default() };
     let build = || drop(Executable::build(network, 4, &options).expect("builds"));
     for _ in 0..20 {
         build();

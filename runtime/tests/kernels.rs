@@ -4,17 +4,21 @@
 
 mod common;
 
-use common::{Builder, assert_agree, run_both, window};
+use common::{Builder, assert_agree, run_both_on, window};
+use nnc_compiler::backend::Target;
 use nnc_compiler::front::layers::activation::{Activation, EXAMPLES};
 use nnc_compiler::ir::ops::{Cell, Elementwise, Op, Recurrence, Reduce};
 use proptest::prelude::*;
 
 /// Checks on one thread, and split across two and three (scratch copies per thread,
-/// uneven shares, shares left empty when there is less work than threads).
+/// uneven shares, shares left empty when there is less work than threads), with the code
+/// of every back end this CPU runs.
 fn check(what: &str, b: Builder, seed: u64) {
     let threads = 1 + (seed % 3) as usize;
-    let (generated, reference) = run_both(&b.graph, seed, threads);
-    assert_agree(&format!("{what} on {threads} threads"), &generated, &reference);
+    for target in Target::supported() {
+        let (generated, reference) = run_both_on(&b.graph, seed, threads, target);
+        assert_agree(&format!("{what} on {threads} threads, {}", target.name()), &generated, &reference);
+    }
 }
 
 proptest! {
@@ -202,8 +206,11 @@ fn single_image_convolutions_split_by_rows() {
         .to_string();
         assert!(listing.contains("threads split"), "not split:\n{listing}");
         for seed in [2, 3] {
-            let (generated, reference) = run_both(&b.graph, seed, threads);
-            assert_agree(&format!("conv {c}×{h}×{w} → {k} on {threads} threads"), &generated, &reference);
+            for target in Target::supported() {
+                let (generated, reference) = run_both_on(&b.graph, seed, threads, target);
+                let what = format!("conv {c}×{h}×{w} → {k} on {threads} threads, {}", target.name());
+                assert_agree(&what, &generated, &reference);
+            }
         }
     }
 }

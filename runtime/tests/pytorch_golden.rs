@@ -219,7 +219,7 @@ fn max_abs(values: impl IntoIterator<Item = f64>) -> f64 {
 }
 
 fn options() -> Options {
-    Options { threads: 1, guard: true, verify: true, fma: true }
+    Options { threads: 1, guard: true, verify: true, fma: true, ..Default::default() }
 }
 
 /// The logits of the first forward pass: nnc's forward kernels in training mode (batch

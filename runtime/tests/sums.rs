@@ -33,7 +33,7 @@ fn positive(len: usize, rng: &mut Rng) -> Vec<f32> {
 
 /// Compiles the graph for `threads`, writes `inputs` and runs it.
 fn run(b: &Builder, threads: usize, inputs: &[(TensorId, &[f32])]) -> Executable {
-    let options = Options { threads, guard: true, verify: true, fma: true };
+    let options = Options { threads, guard: true, verify: true, fma: true, ..Default::default() };
     let mut exe = Executable::from_ops(b.graph.clone(), &options).expect("compiles");
     for (t, data) in inputs {
         exe.tensor_mut(*t).copy_from_slice(data);

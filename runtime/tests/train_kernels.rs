@@ -21,19 +21,28 @@ use nnc_compiler::ir::ops::{Elementwise, Op, Reduce, TensorId, UpdateRule, Windo
 use nnc_compiler::passes::schedule::schedule;
 use proptest::prelude::*;
 
-/// Checks every tensor the graph writes on `threads` threads, and returns them for
-/// op-specific checks.
+/// Checks every tensor the graph writes on `threads` threads, with the code of every
+/// back end this CPU runs, and returns the last one's for op-specific checks.
 fn check_on(what: &str, b: &Builder, seed: u64, threads: usize) -> Vec<Written> {
-    let written = run_all(&b.graph, seed, threads);
-    for node in &b.graph.ops {
-        for t in std::iter::once(node.output).chain(node.aux.iter().copied()) {
-            assert!(written.iter().any(|w| w.tensor == t), "{what}: {t} of {} is not stored", node.op.name());
+    let mut last = Vec::new();
+    for target in Target::supported() {
+        let written = run_all(&b.graph, seed, threads, target);
+        for node in &b.graph.ops {
+            for t in std::iter::once(node.output).chain(node.aux.iter().copied()) {
+                assert!(
+                    written.iter().any(|w| w.tensor == t),
+                    "{what}: {t} of {} is not stored",
+                    node.op.name()
+                );
+            }
         }
+        for w in &written {
+            let what = format!("{what}: {} on {threads} threads, {}", w.what, target.name());
+            assert_agree(&what, &w.generated, &w.reference);
+        }
+        last = written;
     }
-    for w in &written {
-        assert_agree(&format!("{what}: {} on {threads} threads", w.what), &w.generated, &w.reference);
-    }
-    written
+    last
 }
 
 /// Checks on one thread, or split across two or three.

@@ -34,7 +34,7 @@ fn check_loss(
     steps: usize,
 ) {
     let network = &model.networks[0];
-    let options = Options { threads, guard: true, verify: true, fma: true };
+    let options = Options { threads, guard: true, verify: true, fma: true, ..Default::default() };
     let mut step = TrainStep::new(network, loss, rule, batch, &options).expect("compiles for training");
     step.exe.init_params(3);
     let t = step.training.clone();
@@ -188,7 +188,7 @@ fn lstm_and_gru_sequences() {
 fn a_non_finite_gradient_is_named_for_the_parameter_it_is_the_gradient_of() {
     let text = "network n(x: [1, 2, 2]) {\n    x |> conv(2, 1) |> flatten |> dense(2)\n}\n";
     let model = nnc_compiler::compile_str("n.net", text, None).expect("compiles");
-    let options = Options { threads: 1, guard: true, verify: true, fma: true };
+    let options = Options { threads: 1, guard: true, verify: true, fma: true, ..Default::default() };
     let rule = UpdateRule::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 };
     let mut step = TrainStep::new(&model.networks[0], Loss::CrossEntropy, rule, 1, &options).unwrap();
     let params: Vec<(TensorId, String)> =

@@ -57,7 +57,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     let front = t.elapsed();
     let Some(graph) = super::network(&model, args.network.as_deref(), &args.file) else { return EXIT_USAGE };
     let threads = super::threads(args.threads);
-    let options = Options { threads, ..Options::default() };
+    let options = ui.options(threads);
     if args.train {
         return train(&model, graph, args, &options, front);
     }

@@ -7,7 +7,7 @@ use super::{EXIT_USAGE, Failure, Ui, finish, out, usage};
 use nnc_compiler::support::numbers::thousands;
 use nnc_runtime::checkpoint::{self, CheckpointMeta};
 use nnc_runtime::data::text::Vocabulary;
-use nnc_runtime::exec::{Executable, Options};
+use nnc_runtime::exec::Executable;
 use nnc_runtime::train::eval::{Evaluation, Evaluator};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ fn eval(ui: &Ui, a: &Args) -> Result<(), Failure> {
     let config = model.train_config(&graph.name);
     let prep = dataset::preparation(graph, config, None).map_err(usage)?;
     let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1) as usize;
-    let options = Options { threads: super::threads(a.threads), ..Options::default() };
+    let options = ui.options(super::threads(a.threads));
     let loss = config.map_or(nnc_compiler::front::train::Loss::CrossEntropy, |c| c.loss);
     let mut evaluator = Evaluator::new(graph, a.batch as usize, loss, &options).map_err(usage)?;
     // Loading the weights first rejects a checkpoint of another network before any data

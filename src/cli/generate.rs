@@ -12,7 +12,7 @@ use clap::builder::NonEmptyStringValueParser;
 use nnc_compiler::ir::graph::InputEncoding;
 use nnc_compiler::ir::shape::Shape;
 use nnc_runtime::data::text::Vocabulary;
-use nnc_runtime::exec::{Executable, Options};
+use nnc_runtime::exec::Executable;
 use nnc_runtime::init::Rng;
 use std::path::PathBuf;
 
@@ -106,7 +106,7 @@ fn generate(ui: &Ui, a: &Args) -> Result<(), Failure> {
     let graph = super::network(&model, a.network.as_deref(), &a.file)
         .ok_or((EXIT_USAGE, "no network to generate with".to_string()))?;
     let m = char_model(graph).map_err(usage)?;
-    let options = Options { threads: super::threads(a.threads), ..Options::default() };
+    let options = ui.options(super::threads(a.threads));
     let mut exe = Executable::build(graph, 1, &options).map_err(usage)?;
     let meta = super::eval::load_weights(&mut exe, &a.weights, &graph.name)?;
     let stored = meta.and_then(|m| m.vocabulary).ok_or_else(|| {

@@ -12,6 +12,7 @@ mod resume;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use nnc_compiler::backend::Target;
 use nnc_compiler::support::diagnostic::{self, Color};
 use nnc_compiler::{Error, Model};
 use std::io::IsTerminal;
@@ -29,6 +30,10 @@ struct Cli {
     /// When to colour diagnostics.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// The instruction set to generate code for: auto (the fastest this CPU runs),
+    /// cranelift (portable 128-bit code) or avx2. Also `NNC_ISA`.
+    #[arg(long, global = true, value_name = "NAME")]
+    isa: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,7 +81,15 @@ pub fn run() -> ExitCode {
         }
         ColorChoice::Auto => Color::Never,
     };
-    let ui = Ui { color };
+    let isa = cli.isa.or_else(|| std::env::var("NNC_ISA").ok()).unwrap_or_else(|| "auto".into());
+    let target = match Target::parse(&isa) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("error: --isa {isa}: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let ui = Ui { color, target };
     let status = match cli.command {
         Command::Compile(args) => compile::run(&ui, &args),
         Command::Fmt(args) => fmt::run(&ui, &args),
@@ -162,12 +175,18 @@ pub fn threads(asked: Option<usize>) -> usize {
     asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, 256)
 }
 
-/// Output settings shared by the commands.
+/// Output settings and the code generator, shared by the commands.
 pub struct Ui {
     color: Color,
+    target: Target,
 }
 
 impl Ui {
+    /// Options for running networks on `threads` threads with the chosen back end.
+    pub fn options(&self, threads: usize) -> nnc_runtime::exec::Options {
+        nnc_runtime::exec::Options { threads, target: self.target, ..Default::default() }
+    }
+
     /// Compiles a file, printing its diagnostics on failure; `Err` holds the exit status.
     pub fn compile(&self, path: &Path) -> Result<Model, u8> {
         let model = nnc_compiler::compile_file(path).map_err(|e| self.report(e))?;

@@ -10,7 +10,7 @@ use super::{EXIT_USAGE, Ui, out};
 use nnc_compiler::ir::graph::{Graph, NodeKind};
 use nnc_compiler::ir::ops::Op;
 use nnc_runtime::data::input::{self, InputSpec, Reading};
-use nnc_runtime::exec::{Executable, Options};
+use nnc_runtime::exec::Executable;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -83,7 +83,7 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
         }
     };
     let batch = (args.batch as usize).min(examples.count);
-    let options = Options { threads: super::threads(args.threads), ..Options::default() };
+    let options = ui.options(super::threads(args.threads));
     let mut exec = match Executable::build(graph, batch, &options) {
         Ok(e) => e,
         Err(e) => {

@@ -8,7 +8,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nnc_compiler::front::train::{Augment, Optimizer, Schedule, TrainConfig};
 use nnc_compiler::ir::graph::Graph;
 use nnc_runtime::checkpoint::{self, CheckpointMeta};
-use nnc_runtime::exec::Options;
 use nnc_runtime::train::eval::Evaluator;
 use nnc_runtime::train::run::{EpochReport, Observer, Outcome, Settings, StepReport, Trainer};
 use nnc_runtime::train::step::TrainStep;
@@ -259,7 +258,7 @@ fn train(ui: &Ui, a: &Args) -> Result<u8, Failure> {
     for n in &notes {
         eprintln!("{n}");
     }
-    let options = Options { threads: super::threads(a.threads), ..Options::default() };
+    let options = ui.options(super::threads(a.threads));
     let (rule, lr) = config.optimizer.update_rule();
     let batch = config.batch as usize;
     let started = std::time::Instant::now();

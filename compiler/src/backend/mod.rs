@@ -5,6 +5,8 @@
 
 pub mod cranelift;
 mod geometry;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 pub use geometry::Geometry;
 
@@ -99,11 +101,21 @@ impl Default for Options {
 
 /// The back ends there are; each caller picks one here, so that scheduling and code
 /// generation agree on the geometry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     /// Portable code through Cranelift ([`cranelift`]).
-    #[default]
     Cranelift,
+    /// Products as machine code for an x86 vector instruction set, the rest through
+    /// Cranelift ([`x86`]).
+    #[cfg(target_arch = "x86_64")]
+    X86(x86::Isa),
+}
+
+impl Default for Target {
+    /// The fastest this CPU runs.
+    fn default() -> Target {
+        Target::supported().pop().unwrap_or(Target::Cranelift)
+    }
 }
 
 impl Target {
@@ -111,6 +123,8 @@ impl Target {
     pub fn backend(self, options: Options) -> Box<dyn Backend> {
         match self {
             Target::Cranelift => Box::new(cranelift::Cranelift { options }),
+            #[cfg(target_arch = "x86_64")]
+            Target::X86(isa) => Box::new(x86::X86 { isa, options }),
         }
     }
 
@@ -119,6 +133,60 @@ impl Target {
     pub fn geometry(self) -> Geometry {
         match self {
             Target::Cranelift => cranelift::GEOMETRY,
+            #[cfg(target_arch = "x86_64")]
+            Target::X86(_) => cranelift::GEOMETRY,
+        }
+    }
+
+    /// Every target, slowest first.
+    pub fn all() -> Vec<Target> {
+        let mut all = vec![Target::Cranelift];
+        #[cfg(target_arch = "x86_64")]
+        all.extend(x86::Isa::ALL.map(Target::X86));
+        all
+    }
+
+    /// The targets this CPU runs, slowest first (tests run each).
+    pub fn supported() -> Vec<Target> {
+        Target::all().into_iter().filter(|t| t.available()).collect()
+    }
+
+    /// Whether this CPU runs the target's code.
+    pub fn available(self) -> bool {
+        match self {
+            Target::Cranelift => true,
+            #[cfg(target_arch = "x86_64")]
+            Target::X86(isa) => isa.available(),
+        }
+    }
+
+    /// Its name, as `--isa` and `NNC_ISA` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Cranelift => "cranelift",
+            #[cfg(target_arch = "x86_64")]
+            Target::X86(isa) => isa.name(),
+        }
+    }
+
+    /// The target called `name`, or `auto` for the default; an error names the choices
+    /// and says which this CPU cannot run.
+    pub fn parse(name: &str) -> Result<Target, String> {
+        if name == "auto" {
+            return Ok(Target::default());
+        }
+        let names = || {
+            let mut n: Vec<&str> = vec!["auto"];
+            n.extend(Target::all().into_iter().map(Target::name));
+            n.join(", ")
+        };
+        match Target::all().into_iter().find(|t| t.name() == name) {
+            Some(t) if t.available() => Ok(t),
+            Some(t) => Err(format!("this CPU cannot run `{}` code; it runs: {}", t.name(), {
+                let s: Vec<&str> = Target::supported().into_iter().map(Target::name).collect();
+                s.join(", ")
+            })),
+            None => Err(format!("there is no instruction set `{name}`; choose one of {}", names())),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test crate uses part of this
 
-use nnc_compiler::backend::Geometry;
+use nnc_compiler::backend::{Geometry, Target};
 use nnc_compiler::ir::ops::{
     Hyper, Layout, Op, OpNode, Origin, ParamInfo, Reduce, Role, Tensor, TensorGraph, TensorId, UpdateRule,
     Window2d, reference,
@@ -23,7 +23,7 @@ pub const TOL: f64 = 1e-4;
 
 /// Options for tests: guard bytes on, verifier on, FMA where the CPU has it.
 pub fn options(threads: usize) -> Options {
-    Options { threads, guard: true, verify: true, fma: true }
+    Options { threads, guard: true, verify: true, fma: true, ..Default::default() }
 }
 
 /// Compiles `graph`, fills what the caller feeds from `seed`, runs generated code and the
@@ -32,7 +32,12 @@ pub fn options(threads: usize) -> Options {
 /// Odd seeds compile without FMA, which checks the multiply-and-add path CPUs without FMA
 /// get.
 pub fn run_both(graph: &TensorGraph, seed: u64, threads: usize) -> (Vec<f32>, Vec<f32>) {
-    let (mut exec, mut values) = prepare(graph, seed, threads, None);
+    run_both_on(graph, seed, threads, Target::default())
+}
+
+/// [`run_both`] with the code generated for `target`.
+pub fn run_both_on(graph: &TensorGraph, seed: u64, threads: usize, target: Target) -> (Vec<f32>, Vec<f32>) {
+    let (mut exec, mut values) = prepare(graph, seed, threads, None, target);
     reference::run(graph, &mut values);
     exec.run().expect("runs without touching guard bytes");
     (exec.output().to_vec(), reference::read(graph, &values, graph.output).to_vec())
@@ -51,8 +56,8 @@ pub struct Written {
 /// Like [`run_both`], but returns every tensor the kernels write, each read just after
 /// the kernel that writes it (a later kernel may reuse an intermediate's memory). Each
 /// tensor must be written once: the reference's values are those at the end of the run.
-pub fn run_all(graph: &TensorGraph, seed: u64, threads: usize) -> Vec<Written> {
-    run_all_for(graph, seed, threads, None)
+pub fn run_all(graph: &TensorGraph, seed: u64, threads: usize, target: Target) -> Vec<Written> {
+    run_all_for(graph, seed, threads, None, target)
 }
 
 /// [`run_all`] with the kernels scheduled for `geometry` instead of the back end's own.
@@ -61,8 +66,9 @@ pub fn run_all_for(
     seed: u64,
     threads: usize,
     geometry: Option<Geometry>,
+    target: Target,
 ) -> Vec<Written> {
-    let (mut exec, mut values) = prepare(graph, seed, threads, geometry);
+    let (mut exec, mut values) = prepare(graph, seed, threads, geometry, target);
     reference::run(graph, &mut values);
     let mut written = Vec::new();
     for k in 0..exec.program().kernels.len() {
@@ -87,8 +93,9 @@ fn prepare(
     seed: u64,
     threads: usize,
     geometry: Option<Geometry>,
+    target: Target,
 ) -> (Executable, Vec<Vec<f32>>) {
-    let opts = Options { fma: seed.is_multiple_of(2), ..options(threads) };
+    let opts = Options { fma: seed.is_multiple_of(2), target, ..options(threads) };
     let mut stage_options = opts.stages();
     stage_options.geometry = geometry.unwrap_or(stage_options.geometry);
     let stages = pipeline::from_ops(graph.clone(), stage_options).expect("schedules");

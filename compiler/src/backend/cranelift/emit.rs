@@ -41,6 +41,10 @@ pub struct Emit<'a, 'b> {
     pub has_fma: bool,
     /// Rows and columns of a product's register tile.
     pub tile: (usize, usize),
+    /// Products generated elsewhere, by the address of their statement, and the calling
+    /// convention to call them with.
+    pub calls: HashMap<*const crate::ir::kernel::Gemm, super::Call>,
+    pub call_conv: cranelift_codegen::isa::CallConv,
 }
 
 /// A computed address: a base value plus a constant byte offset for the load immediate.

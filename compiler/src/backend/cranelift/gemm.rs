@@ -8,9 +8,10 @@
 //! with each. The epilogue (bias, batch-norm, activation, residual) runs on the
 //! accumulators before the only store.
 
-use super::emit::{Addr, Emit, F32, LANES, VECTOR};
+use super::Call;
+use super::emit::{Addr, Emit, F32, I64, LANES, VECTOR};
 use crate::ir::kernel::{EInst, Gemm};
-use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Type, Value};
 use cranelift_frontend::Variable;
 
 /// Vector registers of x64 and of aarch64's lower half, which a tile's accumulators, its
@@ -37,6 +38,10 @@ impl Emit<'_, '_> {
             })
             .collect();
         let bases = Bases { a: self.addr(&g.a, 0), b: self.addr(&g.b, 0), c: self.addr(&g.c, 0), epi };
+        if let Some(call) = self.calls.get(&std::ptr::from_ref(g)).copied() {
+            self.call_product(g, &bases, call);
+            return;
+        }
         let (_, columns) = self.tile;
         let panels = g.n / columns;
         let rest = g.n % columns;
@@ -56,6 +61,51 @@ impl Emit<'_, '_> {
             let j = self.iconst(j0 as i64);
             self.row_sweep(g, &bases, j, 0, rest % LANES);
         }
+    }
+
+    /// Calls a product generated elsewhere with its operands' addresses (`a`, `b`, `c`,
+    /// then each `Row`, `Col` and `Elem` of the epilogue), then applies the epilogue over
+    /// `c` if the callee left it.
+    fn call_product(&mut self, g: &Gemm, bases: &Bases, call: Call) {
+        let addresses: Vec<Addr> =
+            [bases.a, bases.b, bases.c].into_iter().chain(bases.epi.iter().flatten().copied()).collect();
+        let bytes = 8 * addresses.len() as u32;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
+        for (i, at) in addresses.iter().enumerate() {
+            let p = self.b.ins().iadd_imm_s(at.base, at.offset as i64);
+            self.b.ins().stack_store(I64, p, slot, 8 * i as i32);
+        }
+        let ptrs = self.b.ins().stack_addr(I64, slot, 0);
+        let data = self.iconst(call.data as i64);
+        let entry = self.iconst(call.entry as i64);
+        let mut sig = Signature::new(self.call_conv);
+        sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
+        let sig = self.b.import_signature(sig);
+        self.b.ins().call_indirect(sig, entry, &[data, ptrs]);
+        if call.epilogue_after && !g.epilogue.is_empty() {
+            self.epilogue_pass(g, bases);
+        }
+    }
+
+    /// Applies the epilogue to every element of `c`, read back as the accumulated product.
+    fn epilogue_pass(&mut self, g: &Gemm, bases: &Bases) {
+        let vectors = g.n / LANES * LANES;
+        self.for_count(None, g.m, 1, |e, i| {
+            let row_params = e.row_params(g, bases, i, 0);
+            let c_row = e.b.ins().imul_imm_s(i, (g.ldc * 4) as i64);
+            let c_at = Addr { base: e.b.ins().iadd(bases.c.base, c_row), offset: bases.c.offset };
+            let one = |e: &mut Self, ty: Type, j: Value| {
+                let at = e.at(c_at, j);
+                let acc = e.load(ty, at, 0, Some(&g.c));
+                let out = e.epilogue(g, bases, ty, acc, &row_params, i, 0, j, 0);
+                e.store(out, at, 0);
+            };
+            e.for_count(None, vectors, LANES, |e, j| one(e, VECTOR, j));
+            for j in vectors..g.n {
+                let j = e.iconst(j as i64);
+                one(e, F32, j);
+            }
+        });
     }
 
     /// All row tiles over the columns `j..j + lanes·vecs + scalars`. A product with no

@@ -65,6 +65,8 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
             read_only: Vec::new(),
             has_fma: fma,
             tile: (super::GEOMETRY.rows, super::GEOMETRY.columns),
+            calls: Default::default(),
+            call_conv: module.target_config().default_call_conv,
         };
         let base = Addr { base: data, offset: 0 };
         let vec_len = xs.len() / LANES * LANES;

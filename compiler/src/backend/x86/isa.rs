@@ -1,0 +1,75 @@
+//! The instruction-set interface of the x86 back end: the few vector instructions that a
+//! product's micro-kernel and its epilogue are made of. The generators (`micro.rs`) are
+//! written once against [`Simd`]; each instruction set implements it in its own file, so
+//! adding one (AVX-512F beside AVX2) touches no generator.
+
+use crate::ir::kernel::{BinOp, Cmp};
+use iced_x86::code_asm::{AsmMemoryOperand, CodeAssembler, CodeLabel, IcedError};
+
+/// A vector register, by number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V(pub u8);
+
+/// Constants the generated code reads (rip-relative), emitted after its last instruction.
+#[derive(Default)]
+pub struct Consts {
+    entries: Vec<(Vec<u32>, CodeLabel)>,
+}
+
+impl Consts {
+    /// The label of `words`, emitted once however often it is asked for.
+    pub fn get(&mut self, a: &mut CodeAssembler, words: &[u32]) -> CodeLabel {
+        if let Some((_, l)) = self.entries.iter().find(|(w, _)| w == words) {
+            return *l;
+        }
+        let label = a.create_label();
+        self.entries.push((words.to_vec(), label));
+        label
+    }
+
+    /// Emits every constant. They are read once per tile, so their alignment (whatever
+    /// the code before them leaves) does not matter.
+    pub fn emit(mut self, a: &mut CodeAssembler) -> Result<(), IcedError> {
+        for (words, label) in &mut self.entries {
+            a.set_label(label)?;
+            a.dd(words)?;
+        }
+        Ok(())
+    }
+}
+
+/// One x86 vector instruction set, as the generators need it.
+pub trait Simd {
+    /// Its name, as `--isa` spells it.
+    const NAME: &'static str;
+    /// `f32` lanes of a vector.
+    const LANES: usize;
+    /// Rows of the micro-kernel's register tile.
+    const MR: usize;
+    /// Vectors per row of the tile; `LANES · NV` columns.
+    const NV: usize;
+    /// Vector registers an epilogue may use once the tile is spilled (those not holding
+    /// the column mask).
+    const FREE: u8;
+
+    /// `r = 0`.
+    fn zero(a: &mut CodeAssembler, r: V) -> Result<(), IcedError>;
+    /// Loads a vector; `masked`, only the lanes of the current mask ([`Simd::set_mask`]),
+    /// the others read as 0 and their memory is not touched.
+    fn load(a: &mut CodeAssembler, r: V, m: AsmMemoryOperand, masked: bool) -> Result<(), IcedError>;
+    /// Stores a vector; `masked`, only the lanes of the current mask.
+    fn store(a: &mut CodeAssembler, m: AsmMemoryOperand, r: V, masked: bool) -> Result<(), IcedError>;
+    /// `r = [m]` in every lane.
+    fn broadcast(a: &mut CodeAssembler, r: V, m: AsmMemoryOperand) -> Result<(), IcedError>;
+    /// `acc += x · y`, one rounding.
+    fn fma(a: &mut CodeAssembler, acc: V, x: V, y: V) -> Result<(), IcedError>;
+    /// `dst = x op y`, as [`BinOp`] defines it (`Max` is `x > y ? x : y`).
+    fn bin(a: &mut CodeAssembler, op: BinOp, dst: V, x: V, y: V) -> Result<(), IcedError>;
+    fn sqrt(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError>;
+    /// `dst = x cmp y ? t : f`, false when either is NaN; `dst` differs from all four.
+    fn select(a: &mut CodeAssembler, cmp: Cmp, dst: V, x: V, y: V, t: V, f: V) -> Result<(), IcedError>;
+    /// Makes the mask of masked loads and stores the first `lanes` lanes.
+    fn set_mask(a: &mut CodeAssembler, consts: &mut Consts, lanes: usize) -> Result<(), IcedError>;
+    /// Leaves the vector unit as the caller expects it (`vzeroupper` after 256-bit code).
+    fn finish(a: &mut CodeAssembler) -> Result<(), IcedError>;
+}

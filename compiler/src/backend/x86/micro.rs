@@ -1,0 +1,189 @@
+//! The micro-kernel generator: one register tile of a product — `rows × cols` of `c`
+//! over the whole of `k` — with its epilogue, as machine code for one instruction set.
+//!
+//! Per step of `k` the tile loads its `b` vectors once, then broadcasts one `a` value per
+//! row into an FMA with each; the `k` loop is unrolled by four with the offsets in the
+//! instructions' displacements. A tile narrower than the register tile computes only the
+//! vectors it needs, the last one masked, so no edge falls back to scalar code. The
+//! epilogue runs on the accumulators before the only store: they are spilled to the
+//! stack, and each vector's epilogue then has every register but the mask's to itself.
+
+use super::isa::{Consts, Simd, V};
+use crate::ir::kernel::{EInst, Prim};
+use iced_x86::code_asm::*;
+
+/// The part of `c` one call computes: `rows ≤ MR`, `cols ≤ LANES · NV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tile {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Where a tile's operands are, in bytes from the pointers it is called with:
+/// `a[r, p]` at `a + r·a_row + p·a_k`, `b[p, j]` at `b + p·b_k + 4j`, `c[r, j]` at
+/// `c + r·c_row + 4j`. With `b_in_place`, `b` is the caller's matrix rather than a
+/// zero-padded panel, so loads past a narrow tile's columns are masked too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Layout {
+    pub k: usize,
+    pub a_row: i32,
+    pub a_k: i32,
+    pub b_k: i32,
+    pub c_row: i32,
+    pub b_in_place: bool,
+}
+
+/// Whether the micro-kernel can apply `epilogue` itself: every instruction but the
+/// transcendental primitives, within the registers an epilogue has, with operand
+/// displacements that fit an instruction.
+pub fn supports<S: Simd>(epilogue: &[EInst]) -> bool {
+    epilogue.len() <= S::FREE as usize
+        && epilogue.iter().all(|e| match e {
+            EInst::Prim(p, _) => *p == Prim::Sqrt,
+            EInst::Elem(_, ld) => displacement(*ld * 4 * S::MR).is_some(),
+            EInst::Acc
+            | EInst::Row(_)
+            | EInst::Col(_)
+            | EInst::Const(_)
+            | EInst::Bin(..)
+            | EInst::Select(..) => true,
+        })
+}
+
+/// `bytes` as an instruction displacement, if it fits one.
+pub fn displacement(bytes: usize) -> Option<i32> {
+    i32::try_from(bytes).ok()
+}
+
+/// A tile's code, called as `extern "sysv64" fn(a, b, c, operands)`: `operands` holds,
+/// for each `Row`, `Col` and `Elem` instruction of `epilogue` in order, the address of
+/// its value for the tile's first row and column.
+pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut consts = Consts::default();
+    let vec_bytes = (S::LANES * 4) as i32;
+    let nv = tile.cols.div_ceil(S::LANES);
+    let tail = tile.cols % S::LANES;
+    let masked = |v: usize| tail != 0 && v + 1 == nv;
+    let acc = |r: usize, v: usize| V((r * S::NV + v) as u8);
+    let bv = |v: usize| V((S::MR * S::NV + v) as u8);
+    let bc = V((S::MR * S::NV + S::NV) as u8);
+    if tail != 0 {
+        S::set_mask(&mut a, &mut consts, tail)?;
+    }
+    for r in 0..tile.rows {
+        a.prefetchw(byte_ptr(rdx + r as i32 * l.c_row))?;
+    }
+    for r in 0..tile.rows {
+        for v in 0..nv {
+            S::zero(&mut a, acc(r, v))?;
+        }
+    }
+    let step = |a: &mut CodeAssembler, s: i32| -> Result<(), IcedError> {
+        for v in 0..nv {
+            S::load(a, bv(v), rsi + (s * l.b_k + v as i32 * vec_bytes), l.b_in_place && masked(v))?;
+        }
+        for r in 0..tile.rows {
+            S::broadcast(a, bc, rdi + (r as i32 * l.a_row + s * l.a_k))?;
+            for v in 0..nv {
+                S::fma(a, acc(r, v), bc, bv(v))?;
+            }
+        }
+        Ok(())
+    };
+    const UNROLL: usize = 4;
+    let (iters, rest) = (l.k / UNROLL, l.k % UNROLL);
+    if iters > 0 {
+        a.mov(rax, iters as u64)?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        for s in 0..UNROLL {
+            step(&mut a, s as i32)?;
+        }
+        a.add(rdi, UNROLL as i32 * l.a_k)?;
+        a.add(rsi, UNROLL as i32 * l.b_k)?;
+        a.dec(rax)?;
+        a.jnz(top)?;
+    }
+    for s in 0..rest {
+        step(&mut a, s as i32)?;
+    }
+    let c_at = |r: usize, v: usize| rdx + (r as i32 * l.c_row + v as i32 * vec_bytes);
+    if epilogue.is_empty() {
+        for r in 0..tile.rows {
+            for v in 0..nv {
+                S::store(&mut a, c_at(r, v), acc(r, v), masked(v))?;
+            }
+        }
+    } else {
+        let spill = (tile.rows * nv) as i32 * vec_bytes;
+        let slot = |r: usize, v: usize| rsp + (r * nv + v) as i32 * vec_bytes;
+        a.sub(rsp, spill)?;
+        for r in 0..tile.rows {
+            for v in 0..nv {
+                S::store(&mut a, slot(r, v), acc(r, v), false)?;
+            }
+        }
+        for r in 0..tile.rows {
+            for v in 0..nv {
+                let out = apply::<S>(&mut a, &mut consts, epilogue, slot(r, v), r, v, masked(v))?;
+                S::store(&mut a, c_at(r, v), out, masked(v))?;
+            }
+        }
+        a.add(rsp, spill)?;
+    }
+    S::finish(&mut a)?;
+    a.ret()?;
+    consts.emit(&mut a)?;
+    a.assemble(0)
+}
+
+/// Evaluates `epilogue` for vector `v` of row `r`, value `i` in register `i`, the
+/// accumulator read from `acc`; returns the register of the result.
+#[allow(clippy::too_many_arguments)]
+fn apply<S: Simd>(
+    a: &mut CodeAssembler,
+    consts: &mut Consts,
+    epilogue: &[EInst],
+    acc: AsmMemoryOperand,
+    r: usize,
+    v: usize,
+    masked: bool,
+) -> Result<V, IcedError> {
+    let vec_bytes = (S::LANES * 4) as i32;
+    let mut slot = 0;
+    let mut operand = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        a.mov(r8, qword_ptr(rcx + 8 * slot))?;
+        slot += 1;
+        Ok(())
+    };
+    for (i, inst) in epilogue.iter().enumerate() {
+        let d = V(i as u8);
+        match inst {
+            EInst::Acc => S::load(a, d, acc, false)?,
+            EInst::Row(_) => {
+                operand(a)?;
+                S::broadcast(a, d, r8 + 4 * r as i32)?;
+            }
+            EInst::Col(_) => {
+                operand(a)?;
+                S::load(a, d, r8 + v as i32 * vec_bytes, masked)?;
+            }
+            EInst::Elem(_, ld) => {
+                operand(a)?;
+                S::load(a, d, r8 + ((r * ld * 4) as i32 + v as i32 * vec_bytes), masked)?;
+            }
+            EInst::Const(x) => {
+                let label = consts.get(a, &[x.to_bits()]);
+                S::broadcast(a, d, label.into())?;
+            }
+            EInst::Prim(Prim::Sqrt, x) => S::sqrt(a, d, V(*x as u8))?,
+            EInst::Prim(p, _) => unreachable!("`supports` refuses {p:?} epilogues"),
+            EInst::Bin(op, x, y) => S::bin(a, *op, d, V(*x as u8), V(*y as u8))?,
+            EInst::Select(cmp, x, y, t, f) => {
+                S::select(a, *cmp, d, V(*x as u8), V(*y as u8), V(*t as u8), V(*f as u8))?
+            }
+        }
+    }
+    Ok(V(epilogue.len() as u8 - 1))
+}

@@ -1,0 +1,271 @@
+//! Stage 9, the x86 back end: matrix products as machine code for the CPU's own vector
+//! width, every other statement through Cranelift.
+//!
+//! Cranelift lowers only 128-bit vectors, a half (AVX2) or a quarter (AVX-512) of what
+//! these CPUs compute per instruction. This back end generates each product statement's
+//! register tiles with an assembler (`iced-x86`), shaped for the instruction set
+//! ([`isa::Simd`]: one file per set), and runs them from the GotoBLAS loops of
+//! [`product`]; the kernel Cranelift generates around the statement calls them. An
+//! epilogue the tiles cannot apply (a transcendental function) runs after the call, in
+//! Cranelift code over the product.
+
+mod avx2;
+mod isa;
+mod memory;
+mod micro;
+mod product;
+#[cfg(test)]
+mod tests;
+
+use super::cranelift::{self, Call, Products};
+use super::{Backend, Code, CodegenError, Geometry, Kernel, Options};
+use crate::ir::kernel::{EInst, Gemm, Program};
+use crate::passes::memory::MemoryPlan;
+use isa::Simd;
+use memory::Executable;
+use micro::{Layout, Tile, displacement};
+use product::{ASource, Product};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+/// The instruction sets the back end generates code for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX2 with FMA (256-bit vectors, sixteen registers).
+    Avx2,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 1] = [Isa::Avx2];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => avx2::Avx2::NAME,
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            }
+        }
+    }
+}
+
+/// The x86 back end for one instruction set.
+#[derive(Clone, Copy, Debug)]
+pub struct X86 {
+    pub isa: Isa,
+    /// Options of the Cranelift code around the products.
+    pub options: Options,
+}
+
+impl Backend for X86 {
+    fn geometry(&self) -> Geometry {
+        cranelift::GEOMETRY
+    }
+
+    fn compile(&self, program: &Program, memory: &MemoryPlan) -> Result<Box<dyn Code>, CodegenError> {
+        if !self.isa.available() {
+            return Err(CodegenError::Host(format!("this CPU does not have {}", self.isa.name())));
+        }
+        match self.isa {
+            Isa::Avx2 => compile::<avx2::Avx2>(program, memory, self.options),
+        }
+    }
+}
+
+fn compile<S: Simd>(
+    program: &Program,
+    memory: &MemoryPlan,
+    options: Options,
+) -> Result<Box<dyn Code>, CodegenError> {
+    let started = Instant::now();
+    let mut generator = Generator::<S>::default();
+    let compiled = cranelift::compile(program, memory, options, &mut generator)?;
+    let (products, code) = generator.finish()?;
+    Ok(Box::new(X86Code { compiled, products, _code: code, time: started.elapsed() }))
+}
+
+/// A product at an address that stays put: generated kernels hold it as a constant.
+type Placed = Pin<Box<Product>>;
+
+/// Kernels compiled by Cranelift and the products they call.
+struct X86Code {
+    // Dropped in this order: the kernels, then the products they call, then their code.
+    compiled: cranelift::Compiled,
+    products: Vec<Placed>,
+    _code: Option<Executable>,
+    time: Duration,
+}
+
+impl std::fmt::Debug for X86Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "X86Code({:?}, {} products)", self.compiled, self.products.len())
+    }
+}
+
+impl Code for X86Code {
+    fn kernel(&self, k: usize) -> Option<Kernel<'_>> {
+        self.compiled.kernel(k)
+    }
+
+    fn len(&self) -> usize {
+        self.compiled.len()
+    }
+
+    fn fma(&self) -> bool {
+        true
+    }
+
+    fn time(&self) -> Duration {
+        self.time
+    }
+}
+
+/// What tile code depends on: the tile, the operand layout and the epilogue with its
+/// addresses left out (so products of the same shape share their tiles).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TileKey {
+    tile: Tile,
+    layout: Layout,
+    epilogue: String,
+}
+
+/// Generates the products of one program: each distinct tile once, appended to one
+/// block of code that is made executable at the end.
+struct Generator<S> {
+    code: Vec<u8>,
+    offsets: HashMap<TileKey, usize>,
+    products: Vec<Placed>,
+    /// Per product, per tile index, the offset of its code.
+    tiles: Vec<[Option<usize>; 4]>,
+    _isa: std::marker::PhantomData<S>,
+}
+
+impl<S> Default for Generator<S> {
+    fn default() -> Self {
+        Generator {
+            code: Vec::new(),
+            offsets: HashMap::new(),
+            products: Vec::new(),
+            tiles: Vec::new(),
+            _isa: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Whether an epilogue reads the buffer the product writes: applied after the product,
+/// it would then read the product rather than what was there.
+fn reads_output(g: &Gemm) -> bool {
+    g.epilogue.iter().any(|e| match e {
+        EInst::Row(p) | EInst::Col(p) | EInst::Elem(p, _) => p.buf == g.c.buf,
+        EInst::Acc | EInst::Const(_) | EInst::Prim(..) | EInst::Bin(..) | EInst::Select(..) => false,
+    })
+}
+
+/// The epilogue with its addresses left out.
+fn epilogue_key(epilogue: &[EInst]) -> String {
+    let shapes: Vec<String> = epilogue
+        .iter()
+        .map(|e| match e {
+            EInst::Row(_) => "row".into(),
+            EInst::Col(_) => "col".into(),
+            EInst::Elem(_, ld) => format!("elem{ld}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    shapes.join(";")
+}
+
+impl<S: Simd> Products for Generator<S> {
+    fn product(&mut self, g: &Gemm) -> Result<Option<Call>, CodegenError> {
+        let (mr, nr) = (S::MR, S::LANES * S::NV);
+        let fused = micro::supports::<S>(&g.epilogue);
+        if displacement(4 * g.ldc * mr).is_none() || (!fused && reads_output(g)) {
+            return Ok(None);
+        }
+        let mut p = Product::new(g, mr, nr);
+        let epilogue: &[EInst] = if fused { &g.epilogue } else { &[] };
+        if !fused {
+            p.operands.clear();
+        }
+        // In-place operands need their strides as instruction displacements.
+        if p.a == ASource::InPlace && displacement(4 * g.lda * mr.max(4)).is_none() {
+            p.a = ASource::Packed;
+        }
+        if !p.pack_b && displacement(4 * g.ldb * 4).is_none() {
+            p.pack_b = true;
+            p.nc = ((32 * 1024 / g.k.max(1)) / nr).max(1) * nr;
+        }
+        let offsets = self.tiles_for(&p, epilogue).map_err(|e| CodegenError::Kernel {
+            kernel: format!("a {}×{}×{} product", g.m, g.n, g.k),
+            message: e.to_string(),
+        })?;
+        let product = Box::pin(p);
+        let data = std::ptr::from_ref::<Product>(&product) as usize;
+        self.products.push(product);
+        self.tiles.push(offsets);
+        Ok(Some(Call { entry: product::entry as *const () as usize, data, epilogue_after: !fused }))
+    }
+}
+
+impl<S: Simd> Generator<S> {
+    /// Generates (or finds) the tiles `p` needs with `epilogue`: their offsets in the
+    /// code, by [`Product::tile_index`].
+    fn tiles_for(
+        &mut self,
+        p: &Product,
+        epilogue: &[EInst],
+    ) -> Result<[Option<usize>; 4], iced_x86::IcedError> {
+        let (a_row, a_k) = p.a_strides();
+        let layout = Layout {
+            k: p.k,
+            a_row: a_row as i32,
+            a_k: a_k as i32,
+            b_k: p.b_stride() as i32,
+            c_row: (4 * p.ldc) as i32,
+            b_in_place: !p.pack_b,
+        };
+        let mut offsets = [None; 4];
+        for tile in p.tiles_needed() {
+            let key = TileKey { tile, layout, epilogue: epilogue_key(epilogue) };
+            let offset = match self.offsets.get(&key) {
+                Some(&o) => o,
+                None => {
+                    let bytes = micro::micro::<S>(tile, &layout, epilogue)?;
+                    // Each tile starts on a cache line.
+                    self.code.resize(self.code.len().next_multiple_of(64), 0xcc);
+                    let o = self.code.len();
+                    self.code.extend_from_slice(&bytes);
+                    self.offsets.insert(key, o);
+                    o
+                }
+            };
+            offsets[p.tile_index(tile)] = Some(offset);
+        }
+        Ok(offsets)
+    }
+
+    /// Maps the code executable and hands each product its tiles' addresses.
+    fn finish(self) -> Result<(Vec<Placed>, Option<Executable>), CodegenError> {
+        let Generator { code, mut products, tiles, .. } = self;
+        if code.is_empty() {
+            return Ok((products, None));
+        }
+        let exec = Executable::new(&code)
+            .map_err(|e| CodegenError::Host(format!("cannot map code executable: {e}")))?;
+        for (p, offsets) in products.iter_mut().zip(tiles) {
+            for (slot, offset) in p.tiles.iter_mut().zip(offsets) {
+                // SAFETY: the offset is the start of a tile's code, generated with the
+                // signature of `TileFn`, and `exec` lives as long as the products.
+                *slot =
+                    offset.map(|o| unsafe { std::mem::transmute::<*const u8, product::TileFn>(exec.at(o)) });
+            }
+        }
+        Ok((products, Some(exec)))
+    }
+}
