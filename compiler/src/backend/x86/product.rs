@@ -167,6 +167,28 @@ impl Product {
     /// The pointers must address the matrices this product was made for, and every tile
     /// it needs must have been generated.
     pub unsafe fn run(&self, ptrs: *const *mut f32) {
+        // SAFETY: as the caller promised; each tile is called with the operands it was
+        // generated for.
+        unsafe {
+            self.run_with(ptrs, |tile, a, b, c, ops| {
+                if let Some(f) = self.tiles[tile] {
+                    f(a, b, c, ops)
+                }
+            })
+        }
+    }
+
+    /// [`Product::run`], calling `tile(index, a, b, c, operands)` for each tile instead
+    /// of its generated code (tests run the tiles of instruction sets this CPU lacks in
+    /// an emulator).
+    ///
+    /// # Safety
+    /// As [`Product::run`]; `tile` must compute the tile it is asked for.
+    pub unsafe fn run_with(
+        &self,
+        ptrs: *const *mut f32,
+        mut tile: impl FnMut(usize, *const f32, *const f32, *mut f32, *const *const f32),
+    ) {
         // SAFETY: as the caller promised; the packing buffers are this thread's, and no
         // tile calls back into Rust, so the borrow is never taken twice.
         unsafe {
@@ -207,10 +229,8 @@ impl Product {
                                     Operand::Elem(ld) => p.add(i * ld + j),
                                 };
                             }
-                            let tile = self.tiles[self.tile_index(Tile { rows, cols })];
-                            if let Some(f) = tile {
-                                f(sliver, panel, c.add(i * self.ldc + j), at.as_ptr());
-                            }
+                            let index = self.tile_index(Tile { rows, cols });
+                            tile(index, sliver, panel, c.add(i * self.ldc + j), at.as_ptr());
                         }
                     }
                 }

@@ -54,6 +54,7 @@ fn epilogues() -> Vec<Vec<EInst>> {
     ]
 }
 
+#[allow(clippy::too_many_arguments)]
 /// The epilogue in float64: `acc` at row `i`, column `j`, operands read from `row`,
 /// `col` and `elem` (with `ld`).
 fn apply(
