@@ -523,3 +523,37 @@ fn a_closed_standard_error_is_not_a_crash() {
     drop(child.stderr.take());
     assert_eq!(child.wait().unwrap().code(), Some(1));
 }
+
+#[test]
+fn isa_picks_the_code_generator_and_refuses_unknown_ones() {
+    let o = nnc(&["--isa", "sse9", "check", "examples/lenet5.net"]);
+    assert_eq!(code(&o), 2);
+    let err = text(&o.stderr);
+    assert!(err.contains("no instruction set `sse9`") && err.contains("auto, cranelift"), "{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["bench", "examples/lenet5.net", "--batch", "2", "--threads", "1", "--iters", "1", "--kernels"])
+        .env("NNC_ISA", "cranelift")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("cranelift  conv2d") && !out.contains("avx2  "), "{out}");
+    for target in nnc_compiler::backend::Target::supported() {
+        let o = nnc(&[
+            "bench",
+            "examples/lenet5.net",
+            "--batch",
+            "2",
+            "--threads",
+            "1",
+            "--iters",
+            "1",
+            "--kernels",
+            "--isa",
+            target.name(),
+        ]);
+        assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+        let out = text(&o.stdout);
+        assert!(out.contains(&format!("{:<10} conv2d", target.name())), "{}: {out}", target.name());
+    }
+}

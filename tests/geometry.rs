@@ -9,7 +9,7 @@ use nnc_compiler::pipeline::{self, Options};
 use std::path::Path;
 
 /// A back end with AVX-512-like registers: 6 × 64 tiles of 16-lane vectors.
-const WIDE: Geometry = Geometry { rows: 6, columns: 64, lanes: 16, pad: 16 };
+const WIDE: Geometry = Geometry { rows: 6, columns: 64, lanes: 16, pad: 16, unfolds: false };
 
 /// The kernels of `file`'s network for inference at `batch` and, where it has a train
 /// section, for a training step, on two threads.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use nnc_compiler::backend::Target;
 use nnc_compiler::report::plan::Plan;
 use nnc_compiler::support::diagnostic::{Color, render};
 use nnc_compiler::{Error, Model};
@@ -13,7 +14,7 @@ fn check_outcome(result: Result<Model, Error>) {
     match result {
         Ok(model) => {
             for g in &model.networks {
-                let plan = Plan::new(g, &model.sources, 1, 1, None);
+                let plan = Plan::new(g, &model.sources, 1, 1, Target::Cranelift.geometry(), None);
                 assert!(!plan.to_string().is_empty());
             }
         }
@@ -245,12 +246,12 @@ fn overflowing_counts_are_errors() {
 fn overflowing_memory_is_printed_as_such() {
     let model =
         common::compile_ok("big.net", "network n(x: [16384, 8192, 8192]) { x |> conv(16384, 1) * 70 }");
-    let plan = Plan::new(&model.networks[0], &model.sources, 1 << 16, 1, None);
+    let plan = Plan::new(&model.networks[0], &model.sources, 1 << 16, 1, Target::Cranelift.geometry(), None);
     assert_eq!(plan.memory.arena_bytes, None);
     let text = plan.to_string();
     assert!(text.contains("arena overflows 64 bits (too large to plan)"), "{text}");
     // At batch 1 the same network is planned exactly.
-    let small = Plan::new(&model.networks[0], &model.sources, 1, 1, None);
+    let small = Plan::new(&model.networks[0], &model.sources, 1, 1, Target::Cranelift.geometry(), None);
     assert!(small.memory.arena_bytes.is_some_and(|b| b >= 2 << 42), "{:?}", small.memory);
 }
 

@@ -1,6 +1,7 @@
 //! The example networks: each compiles, reproduces its published parameter count, keeps
 //! its reviewed shape plan, and is already in canonical format.
 
+use nnc_compiler::backend::Target;
 use nnc_compiler::report::plan::Plan;
 use std::path::Path;
 
@@ -65,7 +66,17 @@ fn every_example_has_a_reviewed_plan() {
         let plans: Vec<String> = model
             .networks
             .iter()
-            .map(|g| Plan::new(g, &model.sources, 64, 1, model.train_config(&g.name).cloned()).to_string())
+            .map(|g| {
+                Plan::new(
+                    g,
+                    &model.sources,
+                    64,
+                    1,
+                    Target::Cranelift.geometry(),
+                    model.train_config(&g.name).cloned(),
+                )
+                .to_string()
+            })
             .collect();
         insta::assert_snapshot!(plans.join("\n"));
     });
@@ -74,7 +85,14 @@ fn every_example_has_a_reviewed_plan() {
 #[test]
 fn plan_as_json() {
     let model = compile("lenet5.net");
-    let plan = Plan::new(&model.networks[0], &model.sources, 64, 1, model.trains.first().cloned());
+    let plan = Plan::new(
+        &model.networks[0],
+        &model.sources,
+        64,
+        1,
+        Target::Cranelift.geometry(),
+        model.trains.first().cloned(),
+    );
     insta::assert_json_snapshot!(plan);
 }
 

@@ -150,6 +150,11 @@ impl Executable {
         self.timings
     }
 
+    /// What generated kernel `k`'s heaviest code (see [`Code::generator`]).
+    pub fn generator(&self, k: usize) -> &'static str {
+        self.compiled.generator(k)
+    }
+
     /// The values of a stored tensor (parameters in their internal layout).
     pub fn tensor(&self, t: TensorId) -> &[f32] {
         let offset = self.plan.tensors[t.0 as usize].expect("the tensor is stored");

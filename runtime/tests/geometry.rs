@@ -14,9 +14,9 @@ use std::path::Path;
 
 /// Taller and wider tiles than Cranelift's own 4 × 8 (24 accumulators), and padding to
 /// match.
-const TALL: Geometry = Geometry { rows: 6, columns: 16, lanes: 4, pad: 16 };
+const TALL: Geometry = Geometry { rows: 6, columns: 16, lanes: 4, pad: 16, unfolds: false };
 /// Tiles of an odd number of rows and a single vector.
-const NARROW: Geometry = Geometry { rows: 3, columns: 4, lanes: 4, pad: 4 };
+const NARROW: Geometry = Geometry { rows: 3, columns: 4, lanes: 4, pad: 4, unfolds: false };
 
 fn example(name: &str) -> nnc_compiler::Model {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
@@ -58,8 +58,8 @@ fn other_tiles_compute_what_the_reference_computes() {
 fn a_geometry_the_back_end_cannot_generate_is_refused() {
     let network = &example("lenet5.net").networks[0];
     let options = common::options(2);
-    let wide_vectors = Geometry { rows: 6, columns: 64, lanes: 16, pad: 16 };
-    let huge_tile = Geometry { rows: 14, columns: 32, lanes: 4, pad: 8 };
+    let wide_vectors = Geometry { rows: 6, columns: 64, lanes: 16, pad: 16, unfolds: false };
+    let huge_tile = Geometry { rows: 14, columns: 32, lanes: 4, pad: 8, unfolds: false };
     for (geometry, reason) in [(wide_vectors, "its vectors have 4 lanes"), (huge_tile, "at most 32")] {
         let stages = pipeline::inference(network, 8, pipeline::Options { geometry, ..options.stages() })
             .expect("schedules for any geometry");
@@ -71,5 +71,21 @@ fn a_geometry_the_back_end_cannot_generate_is_refused() {
             Err(e) => panic!("refused for another reason: {e}"),
             Ok(_) => panic!("compiled kernels scheduled for {geometry}"),
         }
+    }
+}
+
+#[test]
+fn cranelift_refuses_products_that_read_images_through_a_window() {
+    let network = &example("lenet5.net").networks[0];
+    let options = nnc_runtime::exec::Options { target: Target::Cranelift, ..common::options(1) };
+    let geometry = Geometry { unfolds: true, ..Target::Cranelift.geometry() };
+    let stages = pipeline::inference(network, 2, pipeline::Options { geometry, ..options.stages() })
+        .expect("schedules for any geometry");
+    match Executable::new(stages, &options) {
+        Err(e @ Error::Codegen(CodegenError::Geometry { .. })) => {
+            assert!(e.to_string().contains("not images through a window"), "{e}")
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("Cranelift compiled products over unfolded images"),
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use nnc_compiler::backend::Target;
 use nnc_compiler::front::layers::activation::Activation;
-use nnc_compiler::ir::kernel::{Buffer, Gemm, Inst, Parallel, Program, Stmt};
+use nnc_compiler::ir::kernel::{Buffer, Gemm, Inst, Parallel, Program, Right, Stmt};
 use nnc_compiler::ir::ops::{Op, TensorGraph};
 use nnc_compiler::passes::schedule::schedule;
 use nnc_compiler::passes::verify::VerifyError;
@@ -81,7 +81,10 @@ fn a_leading_dimension_too_large_is_rejected() {
         let gemm = p.kernels.iter_mut().find_map(|k| first_gemm(&mut k.body)).expect("a product");
         match which {
             "a" => gemm.lda += 1,
-            "b" => gemm.ldb += 1,
+            "b" => match &mut gemm.b {
+                Right::Matrix { ld, .. } => *ld += 1,
+                Right::Unfolded(_) => panic!("a matmul's b is a matrix"),
+            },
             _ => gemm.ldc += 1,
         }
         let e = rejection(graph.clone(), p, 1);

@@ -62,11 +62,23 @@ fn stmts<'a>(body: &'a mut [Stmt], sites: &mut Vec<Site<'a>>) {
                 stmts(body, sites);
             }
             Stmt::Gemm(g) => {
-                for n in [&mut g.m, &mut g.n, &mut g.k, &mut g.lda, &mut g.ldb, &mut g.ldc] {
+                for n in [&mut g.m, &mut g.n, &mut g.k, &mut g.lda, &mut g.ldc] {
                     sites.push(Site::Count(n));
                 }
-                for p in [&mut g.a, &mut g.b, &mut g.c] {
+                for p in [&mut g.a, &mut g.c] {
                     ptr(p, sites);
+                }
+                match &mut g.b {
+                    nnc_compiler::ir::kernel::Right::Matrix { ptr: p, ld } => {
+                        sites.push(Site::Count(ld));
+                        ptr(p, sites);
+                    }
+                    nnc_compiler::ir::kernel::Right::Unfolded(u) => {
+                        ptr(&mut u.src, sites);
+                        for n in [&mut u.win.c, &mut u.win.h, &mut u.win.w, &mut u.win.oh, &mut u.win.ow] {
+                            sites.push(Site::Count(n));
+                        }
+                    }
                 }
                 for e in &mut g.epilogue {
                     match e {

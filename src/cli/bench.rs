@@ -131,9 +131,19 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     0
 }
 
-/// Each kernel timed on its own, slowest first.
+/// Each kernel timed on its own, slowest first, with its share of the cores' FMA peak
+/// and what generated its heaviest code.
 fn kernel_times(exec: &mut Executable, runs: usize, report: &mut String) {
-    let _ = writeln!(report, "\nkernel  median      GFLOP/s  ops");
+    let threads = exec.program().threads;
+    let peak = nnc_compiler::backend::fma_peak();
+    if let Some((p, isa)) = peak {
+        let _ = writeln!(
+            report,
+            "\npeak      {p:.1} GFLOP/s a core ({isa} FMA loop, measured now); shares are of {threads} core{}",
+            if threads == 1 { "" } else { "s" }
+        );
+    }
+    let _ = writeln!(report, "\nkernel  median      GFLOP/s  peak  code       ops");
     let mut rows = Vec::new();
     for k in 0..exec.program().kernels.len() {
         let mut ts = Vec::new();
@@ -143,12 +153,24 @@ fn kernel_times(exec: &mut Executable, runs: usize, report: &mut String) {
             ts.push(t.elapsed());
         }
         let kernel = &exec.program().kernels[k];
-        rows.push((median(ts), kernel.name.clone(), 2.0 * kernel.macs as f64, kernel.label.clone()));
+        let generator = exec.generator(k);
+        rows.push((
+            median(ts),
+            kernel.name.clone(),
+            2.0 * kernel.macs as f64,
+            kernel.label.clone(),
+            generator,
+        ));
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.0));
-    for (t, name, flops, label) in rows {
-        let rate = if flops > 0.0 { format!("{:.1}", flops / t.as_secs_f64() / 1e9) } else { "-".into() };
-        let _ = writeln!(report, "{name:<7} {:<11} {rate:>7}  {label}", ms(t));
+    for (t, name, flops, label, generator) in rows {
+        let gflops = flops / t.as_secs_f64() / 1e9;
+        let rate = if flops > 0.0 { format!("{gflops:.1}") } else { "-".into() };
+        let share = match peak {
+            Some((p, _)) if flops > 0.0 => format!("{:.0}%", 100.0 * gflops / (p * threads as f64)),
+            _ => "-".into(),
+        };
+        let _ = writeln!(report, "{name:<7} {:<11} {rate:>7} {share:>5}  {generator:<10} {label}", ms(t));
     }
 }
 

@@ -69,12 +69,12 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     };
     let threads = super::threads(args.threads);
     if args.train {
-        return training(&model, &graphs, args, threads);
+        return training(&model, &graphs, args, threads, ui);
     }
     let batch = args.batch.unwrap_or(1);
     if let Some(emit) = args.emit {
         for g in &graphs {
-            let stages = match pipeline::inference(g, batch as usize, stage_options(threads)) {
+            let stages = match pipeline::inference(g, batch as usize, stage_options(threads, ui)) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: cannot compile `{}`: {e}", g.name);
@@ -90,7 +90,16 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     }
     let plans: Vec<Plan> = graphs
         .iter()
-        .map(|g| Plan::new(g, &model.sources, batch, threads, model.train_config(&g.name).cloned()))
+        .map(|g| {
+            Plan::new(
+                g,
+                &model.sources,
+                batch,
+                threads,
+                ui.target.geometry(),
+                model.train_config(&g.name).cloned(),
+            )
+        })
         .collect();
     match args.format {
         Format::Text => {
@@ -122,6 +131,7 @@ fn training(
     graphs: &[&nnc_compiler::ir::graph::Graph],
     args: &Args,
     threads: usize,
+    ui: &Ui,
 ) -> u8 {
     let mut plans = Vec::new();
     for g in graphs {
@@ -131,7 +141,7 @@ fn training(
         };
         let batch = args.batch.unwrap_or(config.batch) as usize;
         let (rule, _) = config.optimizer.update_rule();
-        let options = stage_options(threads);
+        let options = stage_options(threads, ui);
         let (stages, training) = match pipeline::training(g, config.loss, rule, batch, options) {
             Ok(t) => t,
             Err(e) => {
@@ -164,7 +174,7 @@ fn training(
     0
 }
 
-/// Kernels as the runtime would schedule them: for the default back end's geometry.
-fn stage_options(threads: usize) -> pipeline::Options {
-    pipeline::Options { threads, guard: 0, geometry: nnc_compiler::backend::Target::default().geometry() }
+/// Kernels as the runtime would schedule them: for the chosen back end's geometry.
+fn stage_options(threads: usize, ui: &Ui) -> pipeline::Options {
+    pipeline::Options { threads, guard: 0, geometry: ui.target.geometry() }
 }

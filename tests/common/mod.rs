@@ -45,6 +45,7 @@ pub fn plan_summary(model: &Model) -> Vec<String> {
                 &model.sources,
                 8,
                 1,
+                nnc_compiler::backend::Target::Cranelift.geometry(),
                 model.train_config(&g.name).cloned(),
             );
             let mut lines: Vec<String> = plan

@@ -25,14 +25,22 @@ pub struct Geometry {
     /// gradients), so that column panels never straddle a row's end: the padding costs a
     /// few columns of memory and spares the slow remainder tiles.
     pub pad: usize,
+    /// Whether products read a convolution's input through its window themselves
+    /// ([`Operand::Unfolded`](crate::ir::kernel::Operand::Unfolded)); otherwise scheduling
+    /// unfolds the image into scratch first.
+    pub unfolds: bool,
 }
 
 impl std::fmt::Display for Geometry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}×{} tiles, {} lanes, padding to {} columns",
-            self.rows, self.columns, self.lanes, self.pad
+            "{}×{} tiles, {} lanes, padding to {} columns{}",
+            self.rows,
+            self.columns,
+            self.lanes,
+            self.pad,
+            if self.unfolds { ", unfolding images in products" } else { "" }
         )
     }
 }

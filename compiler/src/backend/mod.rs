@@ -80,6 +80,9 @@ pub trait Code: std::fmt::Debug + Send {
     fn fma(&self) -> bool;
     /// Time spent generating the code.
     fn time(&self) -> Duration;
+    /// What generated kernel `k`'s heaviest code (its products where they are another
+    /// code generator's), for reports.
+    fn generator(&self, k: usize) -> &'static str;
 }
 
 /// What a caller may ask of any back end.
@@ -134,7 +137,7 @@ impl Target {
         match self {
             Target::Cranelift => cranelift::GEOMETRY,
             #[cfg(target_arch = "x86_64")]
-            Target::X86(_) => cranelift::GEOMETRY,
+            Target::X86(_) => x86::GEOMETRY,
         }
     }
 
@@ -189,6 +192,16 @@ impl Target {
             None => Err(format!("there is no instruction set `{name}`; choose one of {}", names())),
         }
     }
+}
+
+/// The FMA peak of one core in GFLOP/s, measured now with a generated loop in the widest
+/// instruction set this CPU runs, and that set's name; `None` where there is none.
+pub fn fma_peak() -> Option<(f64, &'static str)> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(isa) = x86::Isa::ALL.into_iter().rev().find(|i| i.available()) {
+        return x86::fma_peak(isa).ok().map(|p| (p, isa.name()));
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@
 
 use super::Call;
 use super::emit::{Addr, Emit, F32, I64, LANES, VECTOR};
-use crate::ir::kernel::{EInst, Gemm};
+use crate::ir::kernel::{EInst, Gemm, Right, Unfold};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Type, Value};
 use cranelift_frontend::Variable;
 
@@ -22,12 +22,16 @@ const REGISTERS: usize = 16;
 struct Bases {
     a: Addr,
     b: Addr,
+    /// `b`'s row stride.
+    ldb: usize,
     c: Addr,
     /// Per epilogue instruction, the base address of its operand.
     epi: Vec<Option<Addr>>,
 }
 
 impl Emit<'_, '_> {
+    /// A product; its right operand is a matrix (`compile` refuses an unfolded one
+    /// before any code is emitted), whose row stride is `ldb`.
     pub fn gemm(&mut self, g: &Gemm) {
         let epi = g
             .epilogue
@@ -37,7 +41,11 @@ impl Emit<'_, '_> {
                 _ => None,
             })
             .collect();
-        let bases = Bases { a: self.addr(&g.a, 0), b: self.addr(&g.b, 0), c: self.addr(&g.c, 0), epi };
+        let (b, ldb) = match &g.b {
+            Right::Matrix { ptr, ld } => (self.addr(ptr, 0), *ld),
+            Right::Unfolded(u) => (self.addr(&u.src, 0), 0),
+        };
+        let bases = Bases { a: self.addr(&g.a, 0), b, ldb, c: self.addr(&g.c, 0), epi };
         if let Some(call) = self.calls.get(&std::ptr::from_ref(g)).copied() {
             self.call_product(g, &bases, call);
             return;
@@ -63,17 +71,32 @@ impl Emit<'_, '_> {
         }
     }
 
-    /// Calls a product generated elsewhere with its operands' addresses (`a`, `b`, `c`,
-    /// then each `Row`, `Col` and `Elem` of the epilogue), then applies the epilogue over
-    /// `c` if the callee left it.
+    /// Calls a product generated elsewhere with its operands' addresses (`a`, `b`, `c`;
+    /// then the first output row an unfolded `b` starts at, or 0; then each `Row`, `Col`
+    /// and `Elem` of the epilogue), then applies the epilogue over `c` if the callee left it.
     fn call_product(&mut self, g: &Gemm, bases: &Bases, call: Call) {
-        let addresses: Vec<Addr> =
-            [bases.a, bases.b, bases.c].into_iter().chain(bases.epi.iter().flatten().copied()).collect();
-        let bytes = 8 * addresses.len() as u32;
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
-        for (i, at) in addresses.iter().enumerate() {
-            let p = self.b.ins().iadd_imm_s(at.base, at.offset as i64);
-            self.b.ins().stack_store(I64, p, slot, 8 * i as i32);
+        let mut words: Vec<Value> = [bases.a, bases.b, bases.c]
+            .into_iter()
+            .map(|at| self.b.ins().iadd_imm_s(at.base, at.offset as i64))
+            .collect();
+        let first_row = match &g.b {
+            Right::Unfolded(Unfold { first_row: Some((var, rows)), .. }) => {
+                let v = self.vars[var];
+                self.b.ins().imul_imm_s(v, *rows as i64)
+            }
+            Right::Unfolded(_) | Right::Matrix { .. } => self.iconst(0),
+        };
+        words.push(first_row);
+        for at in bases.epi.iter().flatten() {
+            words.push(self.b.ins().iadd_imm_s(at.base, at.offset as i64));
+        }
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            8 * words.len() as u32,
+            3,
+        ));
+        for (i, w) in words.into_iter().enumerate() {
+            self.b.ins().stack_store(I64, w, slot, 8 * i as i32);
         }
         let ptrs = self.b.ins().stack_addr(I64, slot, 0);
         let data = self.iconst(call.data as i64);
@@ -173,11 +196,11 @@ impl Emit<'_, '_> {
         let unroll = if g.k >= 4 { 4 } else { 1 };
         let main = g.k / unroll * unroll;
         let step = |e: &mut Self, p: Value, sub: usize| {
-            let b_row = e.b.ins().imul_imm_s(p, (g.ldb * 4) as i64);
+            let b_row = e.b.ins().imul_imm_s(p, (bases.ldb * 4) as i64);
             let b_at = Addr { base: e.b.ins().iadd(b_base, b_row), offset: bases.b.offset };
             let p_bytes = e.b.ins().imul_imm_s(p, (a_ks * 4) as i64);
             let a_at = Addr { base: e.b.ins().iadd(a_base, p_bytes), offset: bases.a.offset };
-            let b_sub = (sub * g.ldb * 4) as i32;
+            let b_sub = (sub * bases.ldb * 4) as i32;
             let bv: Vec<Value> =
                 (0..width).map(|c| e.load_operand(ty(c), b_at, b_sub + col_bytes(c))).collect();
             for (r, row) in acc.iter().enumerate() {

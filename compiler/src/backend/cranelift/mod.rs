@@ -15,7 +15,7 @@ mod unfold;
 mod window;
 
 use super::{Backend, Code, CodegenError, Geometry, Kernel, KernelFn, Options};
-use crate::ir::kernel::{Gemm, Parallel, Program, Stmt};
+use crate::ir::kernel::{Gemm, Parallel, Program, Right, Stmt};
 use crate::passes::memory::MemoryPlan;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 /// aarch64, so four `f32` lanes; tiles of 4 rows × 8 columns (eight accumulators) leave
 /// the sixteen vector registers room for the `b` vectors and the broadcast `a` value.
 /// The vector type of the generated code follows `lanes` (see `emit::VECTOR`).
-pub const GEOMETRY: Geometry = Geometry { rows: 4, columns: 8, lanes: 4, pad: 8 };
+pub const GEOMETRY: Geometry = Geometry { rows: 4, columns: 8, lanes: 4, pad: 8, unfolds: false };
 
 /// Most accumulators a register tile may have: twice the vector registers, beyond which
 /// a tile would be mostly spills and its unrolled code needlessly large.
@@ -72,6 +72,17 @@ impl Code for Compiled {
     fn time(&self) -> Duration {
         self.time
     }
+
+    fn generator(&self, _: usize) -> &'static str {
+        "cranelift"
+    }
+}
+
+impl Compiled {
+    /// Whether kernel `k` calls products generated elsewhere.
+    pub fn calls(&self, k: usize) -> bool {
+        self.calls.get(k).copied().unwrap_or(false)
+    }
 }
 
 /// Whether the emitter can generate products for `g`: its vectors have exactly the lanes
@@ -89,6 +100,9 @@ fn check(g: Geometry) -> Result<(), CodegenError> {
     if g.rows * (g.columns / g.lanes) > MAX_ACCUMULATORS {
         return refuse(format!("a register tile has at most {MAX_ACCUMULATORS} vector accumulators"));
     }
+    if g.unfolds {
+        return refuse("its products read matrices, not images through a window".into());
+    }
     Ok(())
 }
 
@@ -98,6 +112,8 @@ pub struct Compiled {
     /// Taken (and their memory freed) only in `drop`.
     modules: ManuallyDrop<[JITModule; 2]>,
     kernels: Vec<KernelFn>,
+    /// Per kernel, whether it calls products generated elsewhere.
+    calls: Vec<bool>,
     /// Whether the host has FMA (otherwise multiply-add pairs were generated).
     pub fma: bool,
     /// Time spent building IR and compiling it.
@@ -142,8 +158,9 @@ pub trait Products {
 }
 
 /// A call to a product generated elsewhere: `entry(data, operands)`, where `operands`
-/// holds the addresses of `a`, `b`, `c` and each `Row`, `Col` and `Elem` operand of the
-/// epilogue, in its order.
+/// holds the addresses of `a`, `b` and `c`, the first output row an unfolded `b` starts
+/// at (0 when it is a matrix), and the addresses of each `Row`, `Col` and `Elem` operand
+/// of the epilogue, in its order.
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
     /// An `extern "sysv64" fn(*const u8, *const *mut f32)`.
@@ -191,12 +208,13 @@ pub fn compile(
     options: Options,
     products: &mut dyn Products,
 ) -> Result<Compiled, CodegenError> {
-    check(program.geometry)?;
+    check(Geometry { unfolds: false, ..program.geometry })?;
     let started = Instant::now();
     let (fast, fma) = module("speed", options.verify)?;
     let (ordered, _) = module("none", options.verify)?;
     let mut modules = [fast, ordered];
     let mut ids = Vec::with_capacity(program.kernels.len());
+    let mut called = Vec::with_capacity(program.kernels.len());
     let mut fbc = FunctionBuilderContext::new();
     for (index, kernel) in program.kernels.iter().enumerate() {
         let mut own = Vec::new();
@@ -210,6 +228,14 @@ pub fn compile(
                 None => own.push(g),
             }
         }
+        if own.iter().any(|g| matches!(g.b, Right::Unfolded(_))) {
+            return Err(CodegenError::Geometry {
+                backend: "Cranelift",
+                geometry: program.geometry,
+                reason: "its products read matrices, not images through a window".into(),
+            });
+        }
+        called.push(!calls.is_empty());
         let which = usize::from(!own.is_empty());
         let module = &mut modules[which];
         let fail = |message: String| CodegenError::Kernel { kernel: kernel.name.clone(), message };
@@ -264,7 +290,7 @@ pub fn compile(
             unsafe { std::mem::transmute::<*const u8, KernelFn>(modules[which].get_finalized_function(id)) }
         })
         .collect();
-    Ok(Compiled { modules: ManuallyDrop::new(modules), kernels, fma, time: started.elapsed() })
+    Ok(Compiled { modules: ManuallyDrop::new(modules), kernels, calls: called, fma, time: started.elapsed() })
 }
 
 impl Emit<'_, '_> {

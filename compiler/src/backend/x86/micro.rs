@@ -187,3 +187,25 @@ fn apply<S: Simd>(
     }
     Ok(V(epilogue.len() as u8 - 1))
 }
+
+/// A loop of independent FMA chains, as many as leave two registers for the operands:
+/// `extern "sysv64" fn(iterations)`. Timed, it gives the core's FMA peak, against which
+/// `nnc bench` reports each kernel's share.
+pub fn fma_loop<S: Simd>() -> Result<(Vec<u8>, usize), IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let chains = (S::MR * S::NV) as u8;
+    let (x, y) = (V(chains), V(chains + 1));
+    for r in 0..chains + 2 {
+        S::zero(&mut a, V(r))?;
+    }
+    let mut top = a.create_label();
+    a.set_label(&mut top)?;
+    for r in 0..chains {
+        S::fma(&mut a, V(r), x, y)?;
+    }
+    a.dec(rdi)?;
+    a.jnz(top)?;
+    S::finish(&mut a)?;
+    a.ret()?;
+    Ok((a.assemble(0)?, chains as usize * S::LANES * 2))
+}

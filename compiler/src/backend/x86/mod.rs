@@ -29,6 +29,10 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+/// Cranelift's geometry (its code runs everything but the products), with products that
+/// read a convolution's input through its window.
+pub const GEOMETRY: Geometry = Geometry { unfolds: true, ..cranelift::GEOMETRY };
+
 /// The instruction sets the back end generates code for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -65,7 +69,7 @@ pub struct X86 {
 
 impl Backend for X86 {
     fn geometry(&self) -> Geometry {
-        cranelift::GEOMETRY
+        GEOMETRY
     }
 
     fn compile(&self, program: &Program, memory: &MemoryPlan) -> Result<Box<dyn Code>, CodegenError> {
@@ -73,7 +77,7 @@ impl Backend for X86 {
             return Err(CodegenError::Host(format!("this CPU does not have {}", self.isa.name())));
         }
         match self.isa {
-            Isa::Avx2 => compile::<avx2::Avx2>(program, memory, self.options),
+            Isa::Avx2 => compile::<avx2::Avx2>(program, memory, self.options, self.isa),
         }
     }
 }
@@ -82,12 +86,14 @@ fn compile<S: Simd>(
     program: &Program,
     memory: &MemoryPlan,
     options: Options,
+    isa: Isa,
 ) -> Result<Box<dyn Code>, CodegenError> {
+    const { assert!(S::LANES * S::NV <= product::MAX_NR, "a panel's pixels fit the runs of `pack_image`") };
     let started = Instant::now();
     let mut generator = Generator::<S>::default();
     let compiled = cranelift::compile(program, memory, options, &mut generator)?;
     let (products, code) = generator.finish()?;
-    Ok(Box::new(X86Code { compiled, products, _code: code, time: started.elapsed() }))
+    Ok(Box::new(X86Code { compiled, products, _code: code, time: started.elapsed(), isa }))
 }
 
 /// A product at an address that stays put: generated kernels hold it as a constant.
@@ -100,6 +106,7 @@ struct X86Code {
     products: Vec<Placed>,
     _code: Option<Executable>,
     time: Duration,
+    isa: Isa,
 }
 
 impl std::fmt::Debug for X86Code {
@@ -123,6 +130,10 @@ impl Code for X86Code {
 
     fn time(&self) -> Duration {
         self.time
+    }
+
+    fn generator(&self, k: usize) -> &'static str {
+        if self.compiled.calls(k) { self.isa.name() } else { "cranelift" }
     }
 }
 
@@ -197,7 +208,7 @@ impl<S: Simd> Products for Generator<S> {
         if p.a == ASource::InPlace && displacement(4 * g.lda * mr.max(4)).is_none() {
             p.a = ASource::Packed;
         }
-        if !p.pack_b && displacement(4 * g.ldb * 4).is_none() {
+        if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
             p.pack_b = true;
             p.nc = ((32 * 1024 / g.k.max(1)) / nr).max(1) * nr;
         }
@@ -211,6 +222,33 @@ impl<S: Simd> Products for Generator<S> {
         self.tiles.push(offsets);
         Ok(Some(Call { entry: product::entry as *const () as usize, data, epilogue_after: !fused }))
     }
+}
+
+/// The FMA peak of one core in GFLOP/s, measured by running a generated loop of
+/// independent FMA chains (the best of seven runs of about 20 ms).
+pub fn fma_peak(isa: Isa) -> Result<f64, CodegenError> {
+    if !isa.available() {
+        return Err(CodegenError::Host(format!("this CPU does not have {}", isa.name())));
+    }
+    let (code, flops) = match isa {
+        Isa::Avx2 => micro::fma_loop::<avx2::Avx2>(),
+    }
+    .map_err(|e| CodegenError::Kernel { kernel: "the FMA peak loop".into(), message: e.to_string() })?;
+    let exec =
+        Executable::new(&code).map_err(|e| CodegenError::Host(format!("cannot map code executable: {e}")))?;
+    // SAFETY: the code is a function of this signature that only counts `rdi` down.
+    let run = unsafe { std::mem::transmute::<*const u8, unsafe extern "sysv64" fn(u64)>(exec.at(0)) };
+    const ITERATIONS: u64 = 10_000_000;
+    let best = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            // SAFETY: as above; `exec` outlives the call.
+            unsafe { run(ITERATIONS) };
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    Ok(ITERATIONS as f64 * flops as f64 / best.as_secs_f64().max(1e-9) / 1e9)
 }
 
 impl<S: Simd> Generator<S> {

@@ -6,7 +6,7 @@
 //! the whole of `k`, so its epilogue is applied once, to the finished sums.
 
 use super::micro::Tile;
-use crate::ir::kernel::{EInst, Gemm};
+use crate::ir::kernel::{EInst, Gemm, Right, Window};
 use std::cell::RefCell;
 
 /// A generated tile: `(a, b, c, operands)`, see [`super::micro::micro`].
@@ -23,7 +23,7 @@ pub enum ASource {
 
 /// An epilogue operand, by the part of the tile's position its address follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operand {
+pub enum EpilogueOperand {
     /// `ptr[row]`.
     Row,
     /// `ptr[col]`.
@@ -33,13 +33,13 @@ pub enum Operand {
 }
 
 /// The operands of an epilogue, in the order the tiles read their addresses.
-pub fn operands(epilogue: &[EInst]) -> Vec<Operand> {
+pub fn operands(epilogue: &[EInst]) -> Vec<EpilogueOperand> {
     epilogue
         .iter()
         .filter_map(|e| match e {
-            EInst::Row(_) => Some(Operand::Row),
-            EInst::Col(_) => Some(Operand::Col),
-            EInst::Elem(_, ld) => Some(Operand::Elem(*ld)),
+            EInst::Row(_) => Some(EpilogueOperand::Row),
+            EInst::Col(_) => Some(EpilogueOperand::Col),
+            EInst::Elem(_, ld) => Some(EpilogueOperand::Elem(*ld)),
             EInst::Acc | EInst::Const(_) | EInst::Prim(..) | EInst::Bin(..) | EInst::Select(..) => None,
         })
         .collect()
@@ -54,16 +54,19 @@ pub struct Product {
     pub k: usize,
     pub lda: usize,
     pub ta: bool,
+    /// `b`'s row stride when it is a matrix.
     pub ldb: usize,
+    /// The window `b` is unfolded through, when it is an image.
+    pub unfold: Option<Window>,
     pub ldc: usize,
     pub a: ASource,
-    /// Whether `b` is packed into panels (else read in place).
+    /// Whether `b` is packed into panels (else read in place; an image is always packed).
     pub pack_b: bool,
     /// Columns of `b` packed at a time, a multiple of `nr`, sized to stay in L2.
     pub nc: usize,
     pub mr: usize,
     pub nr: usize,
-    pub operands: Vec<Operand>,
+    pub operands: Vec<EpilogueOperand>,
     /// The tiles `[full, last rows] × [full, last columns]`, where generated.
     pub tiles: [Option<TileFn>; 4],
 }
@@ -100,7 +103,11 @@ impl Product {
         // tiles reuse each panel.
         let panels = g.n.div_ceil(nr);
         let a = if panels >= 4 { ASource::Packed } else { ASource::InPlace };
-        let pack_b = g.m > 2 * mr;
+        let (ldb, unfold) = match &g.b {
+            Right::Matrix { ld, .. } => (*ld, None),
+            Right::Unfolded(u) => (0, Some(u.win)),
+        };
+        let pack_b = g.m > 2 * mr || unfold.is_some();
         // A packed block of `b` of about 128 KiB: it stays in L2 beside `a`'s slivers.
         let nc = ((32 * 1024 / g.k.max(1)) / nr).max(1) * nr;
         Product {
@@ -109,7 +116,8 @@ impl Product {
             k: g.k,
             lda: g.lda,
             ta: g.ta,
-            ldb: g.ldb,
+            ldb,
+            unfold,
             ldc: g.ldc,
             a,
             pack_b,
@@ -160,8 +168,9 @@ impl Product {
         if self.pack_b { 4 * self.nr } else { 4 * self.ldb }
     }
 
-    /// Computes the product: `ptrs` holds `a`, `b`, `c` and then the epilogue operands'
-    /// addresses (each for row and column 0).
+    /// Computes the product: `ptrs` holds `a`, `b`, `c`, the first output row an
+    /// unfolded `b` starts at, and then the epilogue operands' addresses (each for row and
+    /// column 0).
     ///
     /// # Safety
     /// The pointers must address the matrices this product was made for, and every tile
@@ -193,7 +202,8 @@ impl Product {
         // tile calls back into Rust, so the borrow is never taken twice.
         unsafe {
             let (a, b, c) = (*ptrs as *const f32, *ptrs.add(1) as *const f32, *ptrs.add(2));
-            let ops = std::slice::from_raw_parts(ptrs.add(3) as *const *const f32, self.operands.len());
+            let first_row = *ptrs.add(3) as usize;
+            let ops = std::slice::from_raw_parts(ptrs.add(4) as *const *const f32, self.operands.len());
             PACKED.with_borrow_mut(|(pa, pb)| {
                 let a_tiles = match self.a {
                     ASource::Packed => {
@@ -207,8 +217,10 @@ impl Product {
                 let mut at = [std::ptr::null::<f32>(); MAX_OPERANDS];
                 for jc in (0..self.n).step_by(self.nc) {
                     let nb = self.nc.min(self.n - jc);
-                    if self.pack_b {
-                        self.pack_b(b.add(jc), nb, b_block);
+                    match self.unfold {
+                        Some(win) => self.pack_image(b, &win, first_row * win.ow + jc, nb, b_block),
+                        None if self.pack_b => self.pack_b(b.add(jc), nb, b_block),
+                        None => {}
                     }
                     for jr in (0..nb).step_by(self.nr) {
                         let cols = self.nr.min(nb - jr);
@@ -224,9 +236,9 @@ impl Product {
                             };
                             for (slot, (op, &p)) in at.iter_mut().zip(self.operands.iter().zip(ops)) {
                                 *slot = match op {
-                                    Operand::Row => p.add(i),
-                                    Operand::Col => p.add(j),
-                                    Operand::Elem(ld) => p.add(i * ld + j),
+                                    EpilogueOperand::Row => p.add(i),
+                                    EpilogueOperand::Col => p.add(j),
+                                    EpilogueOperand::Elem(ld) => p.add(i * ld + j),
                                 };
                             }
                             let index = self.tile_index(Tile { rows, cols });
@@ -282,6 +294,111 @@ impl Product {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Copies `n` floats, with fixed-size copies for a whole AVX2 or AVX-512 panel row (a
+/// call to `memcpy` per row would cost as much as the copy).
+///
+/// # Safety
+/// As [`std::ptr::copy_nonoverlapping`].
+unsafe fn copy(from: *const f32, to: *mut f32, n: usize) {
+    // SAFETY: as the caller promised; the arrays are read and written unaligned.
+    unsafe {
+        match n {
+            16 => to.cast::<[f32; 16]>().write_unaligned(from.cast::<[f32; 16]>().read_unaligned()),
+            8 => to.cast::<[f32; 8]>().write_unaligned(from.cast::<[f32; 8]>().read_unaligned()),
+            _ => std::ptr::copy_nonoverlapping(from, to, n),
+        }
+    }
+}
+
+/// Most pixels of a panel, and so most runs along output rows one can span.
+pub const MAX_NR: usize = 64;
+
+impl Product {
+    /// Packs output pixels `first..first + nb` of an image unfolded through `win` into
+    /// panels of `NR` columns, as [`Product::pack_b`] packs a matrix: row `p` of a panel
+    /// is kernel tap `p` (channel, then kernel row, then column) of each pixel, 0 in the
+    /// padding and past the last pixel. Each panel's pixels are split once into runs along
+    /// output rows; a run whose taps lie inside the image at stride 1 is one copy.
+    unsafe fn pack_image(&self, x: *const f32, win: &Window, first: usize, nb: usize, dst: *mut f32) {
+        let (nr, k) = (self.nr, self.k);
+        let (h, w) = (win.h as isize, win.w as isize);
+        let (top, left) = (win.pad[0] as isize, win.pad[2] as isize);
+        for jr in (0..nb).step_by(nr) {
+            let cols = nr.min(nb - jr);
+            // (column in the panel, output row, output column, length)
+            let mut runs = [(0usize, 0usize, 0usize, 0usize); MAX_NR];
+            let mut count = 0;
+            let mut j = 0;
+            while j < cols {
+                let pixel = first + jr + j;
+                let (oy, ox) = (pixel / win.ow, pixel % win.ow);
+                let len = (win.ow - ox).min(cols - j);
+                runs[count] = (j, oy, ox, len);
+                count += 1;
+                j += len;
+            }
+            // SAFETY: `x` holds the `c × h × w` image; `dst` holds the block's panels, and
+            // every read below is checked to lie inside the image.
+            unsafe {
+                let panel = dst.add(jr * k);
+                for &(at, oy, ox, len) in &runs[..count] {
+                    let x0 = (ox * win.sw) as isize - left;
+                    let mut row = panel.add(at);
+                    for ch in 0..win.c {
+                        let plane = x.add(ch * win.h * win.w);
+                        for ky in 0..win.kh {
+                            let iy = (oy * win.sh + ky * win.dh) as isize - top;
+                            if iy < 0 || iy >= h {
+                                for _ in 0..win.kw {
+                                    std::ptr::write_bytes(row, 0, len);
+                                    row = row.add(nr);
+                                }
+                                continue;
+                            }
+                            let line = plane.offset(iy * w);
+                            for kx in 0..win.kw {
+                                let ix0 = x0 + (kx * win.dw) as isize;
+                                if win.sw == 1 && ix0 >= 0 && ix0 + len as isize <= w {
+                                    copy(line.offset(ix0), row, len);
+                                } else {
+                                    clipped(line, w, ix0, win.sw, row, len);
+                                }
+                                row = row.add(nr);
+                            }
+                        }
+                    }
+                }
+                if cols < nr {
+                    for p in 0..k {
+                        std::ptr::write_bytes(panel.add(p * nr + cols), 0, nr - cols);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out[t] = line[ix0 + t · stride]` for `t < len`, 0 where that lies outside `0..w`.
+///
+/// # Safety
+/// `line` must hold `w` floats and `out` `len`.
+unsafe fn clipped(line: *const f32, w: isize, ix0: isize, stride: usize, out: *mut f32, len: usize) {
+    let sw = stride as isize;
+    // The pixels whose tap lies inside the row: `lo..hi`.
+    let lo = if ix0 >= 0 { 0 } else { ((-ix0 + sw - 1) / sw).min(len as isize) };
+    let hi = if ix0 >= w { lo } else { ((w - ix0 + sw - 1) / sw).clamp(lo, len as isize) };
+    let (lo, hi) = (lo as usize, hi as usize);
+    // SAFETY: as the caller promised; `ix0 + t · stride` is inside the row for `lo ≤ t < hi`.
+    unsafe {
+        std::ptr::write_bytes(out, 0, lo);
+        std::ptr::write_bytes(out.add(hi), 0, len - hi);
+        let from = line.offset(ix0 + lo as isize * sw);
+        for t in 0..hi - lo {
+            *out.add(lo + t) = *from.add(t * stride);
         }
     }
 }

@@ -7,7 +7,7 @@ use super::avx2::Avx2;
 use super::isa::Simd;
 use super::product::{ASource, Product};
 use super::{Generator, Isa};
-use crate::ir::kernel::{BinOp, Cmp, EInst, Gemm, Prim, Ptr};
+use crate::ir::kernel::{BinOp, Cmp, EInst, Gemm, Prim, Ptr, Right};
 use crate::ir::ops::TensorId;
 use proptest::prelude::*;
 
@@ -148,8 +148,7 @@ fn check<S: Simd>(c: &Case) {
         a: Ptr::tensor(TensorId(0)),
         lda,
         ta: c.ta,
-        b: Ptr::tensor(TensorId(1)),
-        ldb,
+        b: Right::Matrix { ptr: Ptr::tensor(TensorId(1)), ld: ldb },
         c: Ptr::tensor(TensorId(2)),
         ldc,
         epilogue: epilogue.clone(),
@@ -175,7 +174,8 @@ fn check<S: Simd>(c: &Case) {
             _ => None,
         })
         .collect();
-    let mut ptrs = vec![a.as_ptr() as *mut f32, b.as_ptr() as *mut f32, out.as_mut_ptr()];
+    let mut ptrs =
+        vec![a.as_ptr() as *mut f32, b.as_ptr() as *mut f32, out.as_mut_ptr(), std::ptr::null_mut()];
     ptrs.extend(operands);
     // SAFETY: the pointers address matrices of the product's shape and strides.
     unsafe { products[0].run(ptrs.as_ptr()) };

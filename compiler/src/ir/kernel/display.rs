@@ -174,9 +174,19 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                 write_stmts(f, body, depth + 1)?;
             }
             Stmt::Gemm(g) => {
+                let b = match &g.b {
+                    Right::Matrix { ptr, ld } => format!("{ptr} (ld {ld})"),
+                    Right::Unfolded(u) => {
+                        let rows = match u.first_row {
+                            Some((v, r)) => format!(", output rows from {v}·{r}"),
+                            None => String::new(),
+                        };
+                        format!("unfold {}: {}{rows}", u.src, window_text(&u.win))
+                    }
+                };
                 writeln!(
                     f,
-                    "{pad}gemm {}×{}×{}: {} (ld {}) = {}{} (ld {}) · {} (ld {})",
+                    "{pad}gemm {}×{}×{}: {} (ld {}) = {}{} (ld {}) · {b}",
                     g.m,
                     g.n,
                     g.k,
@@ -185,8 +195,6 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                     g.a,
                     if g.ta { "ᵀ" } else { "" },
                     g.lda,
-                    g.b,
-                    g.ldb
                 )?;
                 writeln!(f, "{pad}  epilogue: {}", epilogue_text(&g.epilogue))?;
             }

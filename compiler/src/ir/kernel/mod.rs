@@ -114,10 +114,10 @@ pub enum EInst {
     Select(Cmp, usize, usize, usize, usize),
 }
 
-/// `c[i, j] = epilogue(Σₚ a[i, p] · b[p, j])` for `i < m`, `j < n`, `p < k`, all three
-/// matrices row-major with the given leading dimensions — except `a` when `ta` is set:
-/// then `a[i, p]` is stored at `p · lda + i` (a transposed operand costs nothing, since
-/// the tile reads `a` one scalar at a time).
+/// `c[i, j] = epilogue(Σₚ a[i, p] · b[p, j])` for `i < m`, `j < n`, `p < k`, `a` and `c`
+/// row-major with the given leading dimensions — except `a` when `ta` is set: then
+/// `a[i, p]` is stored at `p · lda + i` (a transposed operand costs nothing, since the
+/// tile reads `a` one scalar at a time).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gemm {
     pub m: usize,
@@ -126,11 +126,32 @@ pub struct Gemm {
     pub a: Ptr,
     pub lda: usize,
     pub ta: bool,
-    pub b: Ptr,
-    pub ldb: usize,
+    pub b: Right,
     pub c: Ptr,
     pub ldc: usize,
     pub epilogue: Vec<EInst>,
+}
+
+/// A product's right operand.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Right {
+    /// A row-major matrix: `b[p, j]` at `ptr + p · ld + j`.
+    Matrix { ptr: Ptr, ld: usize },
+    /// An image seen through a convolution's window: `b[p, j]` is what [`Im2col`] would
+    /// write at row `p`, column `j` (0 in the padding). A back end whose geometry
+    /// [unfolds](crate::backend::Geometry::unfolds) reads it so, a panel at a time, and no
+    /// unfolded copy is ever made.
+    Unfolded(Unfold),
+}
+
+/// `c` planes of an image at `src` seen through `win`, unfolded as [`Im2col`] would.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unfold {
+    pub src: Ptr,
+    /// The window; `win.oh` output rows are unfolded.
+    pub win: Window,
+    /// As [`Im2col::first_row`].
+    pub first_row: Option<(Var, usize)>,
 }
 
 /// A 2-D window over `c` planes of `h × w`: kernel, stride, dilation, padding (top,

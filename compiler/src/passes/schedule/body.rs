@@ -162,16 +162,9 @@ impl Build<'_> {
         let image = at_group(x.plus_var(n, win.c * hw), cg * hw);
         let out_block = at_group(out.plus_var(n, k * ohw), kg * ohw);
         let mut stmts = Vec::new();
-        let (b, ldb) = if direct(win) {
-            (image, ohw)
-        } else {
-            let ld = unaliased(ohw, self.geometry.pad);
-            let col = self.scratch(kk * ld);
-            let mut w = window(win);
-            w.c = cg;
-            stmts.push(Stmt::Im2col(Im2col { src: image, dst: col.clone(), ld, win: w, first_row: None }));
-            (col, ld)
-        };
+        let mut w = window(win);
+        w.c = cg;
+        let b = self.right(&mut stmts, image, w, None, ohw);
         let epilogue = gemm_epilogue(
             tail,
             |p| EInst::Row(at_group(p, kg)),
@@ -185,7 +178,6 @@ impl Build<'_> {
             lda: kk,
             ta: false,
             b,
-            ldb,
             c: out_block,
             ldc: ohw,
             epilogue,
@@ -195,6 +187,37 @@ impl Build<'_> {
             None => stmts,
         };
         (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n, work))
+    }
+
+    /// The right operand of a convolution's product over the image at `src`: the image
+    /// itself when the kernel is 1×1 with stride 1 and no padding; else the image seen
+    /// through the window when the back end's products read it so; else its unfolded
+    /// copy in scratch, made by a statement pushed onto `stmts`.
+    fn right(
+        &mut self,
+        stmts: &mut Vec<Stmt>,
+        src: Ptr,
+        win: Window,
+        first_row: Option<(Var, usize)>,
+        pixels: usize,
+    ) -> Right {
+        let (taps, ohw) = (win.c * win.kh * win.kw, win.oh * win.ow);
+        if win.kh == 1
+            && win.kw == 1
+            && win.sh == 1
+            && win.sw == 1
+            && win.pad == [0; 4]
+            && first_row.is_none()
+        {
+            return Right::Matrix { ptr: src, ld: ohw };
+        }
+        if self.geometry.unfolds {
+            return Right::Unfolded(Unfold { src, win, first_row });
+        }
+        let ld = unaliased(pixels, self.geometry.pad);
+        let col = self.scratch(taps * ld);
+        stmts.push(Stmt::Im2col(Im2col { src, dst: col.clone(), ld, win, first_row }));
+        Right::Matrix { ptr: col, ld }
     }
 
     /// A product `[m, k] · [k, n]`, split into blocks of rows across threads when it is
@@ -224,8 +247,7 @@ impl Build<'_> {
                 a: at(a.clone(), a_row),
                 lda,
                 ta,
-                b: b.clone(),
-                ldb: n,
+                b: Right::Matrix { ptr: b.clone(), ld: n },
                 c: at(out.clone(), n),
                 ldc: n,
                 epilogue,
@@ -273,21 +295,12 @@ impl Build<'_> {
         let blocks = win.oh / rows;
         let blk = self.var();
         let mut body = Vec::new();
-        let (b, ldb) = if direct(win) {
-            (x.plus_var(blk, pixels), ohw)
+        let b = if direct(win) {
+            Right::Matrix { ptr: x.plus_var(blk, pixels), ld: ohw }
         } else {
-            let ld = unaliased(pixels, self.geometry.pad);
-            let col = self.scratch(kk * ld);
             let mut w = window(win);
             w.oh = rows;
-            body.push(Stmt::Im2col(Im2col {
-                src: x,
-                dst: col.clone(),
-                ld,
-                win: w,
-                first_row: Some((blk, rows)),
-            }));
-            (col, ld)
+            self.right(&mut body, x, w, Some((blk, rows)), pixels)
         };
         let epilogue =
             gemm_epilogue(tail, EInst::Row, |t| EInst::Elem(Ptr::tensor(t).plus_var(blk, pixels), ohw));
@@ -299,7 +312,6 @@ impl Build<'_> {
             lda: kk,
             ta: false,
             b,
-            ldb,
             c: out.plus_var(blk, pixels),
             ldc: ohw,
             epilogue,

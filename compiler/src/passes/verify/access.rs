@@ -6,7 +6,7 @@
 //! counts.
 
 use super::product;
-use crate::ir::kernel::{EInst, Inst, Ptr, Stmt, Var, Window};
+use crate::ir::kernel::{EInst, Inst, Ptr, Right, Stmt, Var, Window};
 
 /// How a statement uses a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,11 +136,28 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
         Stmt::Gemm(g) => {
             epilogue_operands(&g.epilogue)?;
             let a = if g.ta { vec![(g.lda, g.k), (1, g.m)] } else { vec![(g.lda, g.m), (1, g.k)] };
-            let mut list = vec![
-                at(&g.a, "a", Use::Read, a),
-                at(&g.b, "b", Use::Read, vec![(g.ldb, g.k), (1, g.n)]),
-                at(&g.c, "c", Use::Write, vec![(g.ldc, g.m), (1, g.n)]),
-            ];
+            let b = match &g.b {
+                Right::Matrix { ptr, ld } => at(ptr, "b", Use::Read, vec![(*ld, g.k), (1, g.n)]),
+                // As `Im2col`'s image: reads clipped to the image; the product's shape must
+                // be the unfolded matrix's.
+                Right::Unfolded(u) => {
+                    strides_positive(&u.win)?;
+                    let e = extents(&u.win)?;
+                    if let Some((var, rows)) = u.first_row {
+                        vars.push(var);
+                        size(&[rows, u.win.sh])?;
+                    }
+                    if g.k != e.taps || g.n > e.out {
+                        return Err(format!(
+                            "an unfolded b has {} rows of {} pixels, not {}×{}",
+                            e.taps, e.out, g.k, g.n
+                        ));
+                    }
+                    at(&u.src, "image", Use::Read, vec![(1, e.image)])
+                }
+            };
+            let mut list =
+                vec![at(&g.a, "a", Use::Read, a), b, at(&g.c, "c", Use::Write, vec![(g.ldc, g.m), (1, g.n)])];
             for inst in &g.epilogue {
                 match inst {
                     EInst::Row(p) => list.push(at(p, "row operand", Use::Read, vec![(1, g.m)])),

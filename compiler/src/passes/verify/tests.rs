@@ -4,7 +4,7 @@
 use super::{VerifyError, graph, program};
 use crate::front::layers::activation::Activation;
 use crate::ir::kernel::Prim;
-use crate::ir::kernel::{Gemm, Inst, Kernel, Map, Parallel, Program, Ptr, Stmt, Var};
+use crate::ir::kernel::{Gemm, Inst, Kernel, Map, Parallel, Program, Ptr, Right, Stmt, Var};
 use crate::ir::ops::{Op, OpNode, Role, Tensor, TensorGraph, TensorId};
 use crate::passes::memory;
 
@@ -230,8 +230,7 @@ fn matmul() -> (TensorGraph, Program) {
         a: Ptr::tensor(a),
         lda: 4,
         ta: false,
-        b: Ptr::tensor(b),
-        ldb: 3,
+        b: Right::Matrix { ptr: Ptr::tensor(b), ld: 3 },
         c: Ptr::tensor(c),
         ldc: 3,
         epilogue: Vec::new(),
@@ -251,7 +250,7 @@ fn leading_dimensions_count() {
         let Stmt::Gemm(gemm) = &mut q.kernels[0].body[0] else { unreachable!() };
         match field {
             0 => gemm.lda = 5,
-            1 => gemm.ldb = 4,
+            1 => gemm.b = Right::Matrix { ptr: Ptr::tensor(TensorId(1)), ld: 4 },
             _ => gemm.ldc = 4,
         }
         assert!(matches!(check(&g, &q), Err(VerifyError::OutOfBounds { .. })), "field {field}");

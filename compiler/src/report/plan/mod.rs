@@ -91,12 +91,14 @@ pub struct Memory {
 }
 
 impl Plan {
-    /// The plan of `graph`, with memory figures for `batch` examples on `threads` threads.
+    /// The plan of `graph`, with memory figures for `batch` examples on `threads` threads,
+    /// scheduled for a back end of `geometry`.
     pub fn new(
         graph: &Graph,
         sources: &SourceMap,
         batch: u64,
         threads: usize,
+        geometry: crate::backend::Geometry,
         train: Option<TrainConfig>,
     ) -> Plan {
         let home = graph.span.file;
@@ -177,7 +179,6 @@ impl Plan {
         }
         // Lowering multiplies every size and every kernel's work by the batch; when that
         // could pass 64 bits there is no arena to plan.
-        let geometry = crate::backend::Target::default().geometry();
         let options = crate::pipeline::Options { threads, guard: 0, geometry };
         let arena = graph
             .macs()
