@@ -74,8 +74,8 @@ impl Build<'_> {
         (vec![Stmt::Loop { var: n, extent: win.n, body: per_image }], self.parallel(win.n, work))
     }
 
-    /// dW of a convolution as `dWᵀ = Σₙ col(xₙ) · dyₙᵀ`, accumulated in scratch and
-    /// transposed into place at the end. Threads split the input channels (each unfolds
+    /// dW of a convolution as `dWᵀ = Σₙ col(xₙ) · dyₙᵀ`, over chunks of images unfolded
+    /// side by side, accumulated in scratch and transposed into place at the end. Threads split the input channels (each unfolds
     /// only its own rows of `col`), or the groups, or — with `parts` — the images, each
     /// part writing its own partial sum.
     #[allow(clippy::too_many_arguments)]
@@ -120,30 +120,44 @@ impl Build<'_> {
         // padding, and past eight vectors the scalar remainder is a small part.
         let Geometry { lanes, pad, .. } = self.geometry;
         let kp = if kg.is_multiple_of(lanes) || kg > 8 * lanes { kg } else { kg.div_ceil(pad) * pad };
-        let dyt = self.scratch(ohw * kp);
-        let acc = self.scratch(kkb * kp);
+        // Images per product: a product over one small image (4 × 4 pixels) has a `k` of
+        // 16 and reads and writes the whole accumulator for it, so the images of a chunk
+        // are unfolded side by side and multiplied at once, up to about 512 pixels. A
+        // 1×1 convolution reads its images in place, one at a time.
         let direct = super::body::direct(win);
+        let per = if direct {
+            1
+        } else {
+            (1..=images).rev().find(|c| images % c == 0 && c * ohw <= 512).unwrap_or(1)
+        };
+        let pixels = per * ohw;
+        let dyt = self.scratch(pixels * kp);
+        let acc = self.scratch(kkb * kp);
         let (col, ld) = if direct {
             (None, hw)
         } else {
-            let ld = super::body::unaliased(ohw, self.geometry.pad);
+            let ld = super::body::unaliased(pixels, self.geometry.pad);
             (Some(self.scratch(kkb * ld)), ld)
         };
         let mut body = Vec::new();
         for first in [true, false] {
             let n = self.var();
-            let image =
-                |p: Ptr, per_image: usize| if first { p } else { p.plus(per_image).plus_var(n, per_image) };
+            let j = self.var();
+            // Image `j` of chunk `n` (of the first chunk when `first`).
+            let image = |p: Ptr, per_image: usize| {
+                let p = if per > 1 { p.plus_var(j, per_image) } else { p };
+                if first { p } else { p.plus(per * per_image).plus_var(n, per * per_image) }
+            };
             let x_n = at(image(x.clone(), win.c * hw), cg * hw, images * win.c * hw, cb * hw);
             let dy_n = at(image(dy.clone(), k * ohw), kg * ohw, images * k * ohw, 0);
-            let mut stmts = Vec::new();
-            let b = match &col {
+            let mut unfold = Vec::new();
+            let a = match &col {
                 Some(col) => {
                     let mut w = window(win);
                     w.c = cb;
-                    stmts.push(Stmt::Im2col(Im2col {
+                    unfold.push(Stmt::Im2col(Im2col {
                         src: x_n,
-                        dst: col.clone(),
+                        dst: if per > 1 { col.plus_var(j, ohw) } else { col.clone() },
                         ld,
                         win: w,
                         first_row: None,
@@ -152,14 +166,16 @@ impl Build<'_> {
                 }
                 None => x_n,
             };
-            stmts.push(Stmt::Transpose(Transpose {
+            unfold.push(Stmt::Transpose(Transpose {
                 src: dy_n,
                 lds: ohw,
-                dst: dyt.clone(),
+                dst: if per > 1 { dyt.plus_var(j, ohw * kp) } else { dyt.clone() },
                 ldd: kp,
                 rows: kg,
                 cols: ohw,
             }));
+            let mut stmts =
+                if per > 1 { vec![Stmt::Loop { var: j, extent: per, body: unfold }] } else { unfold };
             let epilogue = if first {
                 Vec::new()
             } else {
@@ -168,8 +184,8 @@ impl Build<'_> {
             stmts.push(Stmt::Gemm(Gemm {
                 m: kkb,
                 n: kp,
-                k: ohw,
-                a: b,
+                k: pixels,
+                a,
                 lda: ld,
                 ta: false,
                 b: Right::Matrix { ptr: dyt.clone(), ld: kp },
@@ -177,7 +193,7 @@ impl Build<'_> {
                 ldc: kp,
                 epilogue,
             }));
-            let extent = if first { 1 } else { images - 1 };
+            let extent = if first { 1 } else { images / per - 1 };
             if extent > 0 {
                 body.push(Stmt::Loop { var: n, extent, body: stmts });
             }
