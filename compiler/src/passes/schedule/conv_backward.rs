@@ -128,7 +128,7 @@ impl Build<'_> {
         let per = if direct {
             1
         } else {
-            (1..=images).rev().find(|c| images % c == 0 && c * ohw <= 512).unwrap_or(1)
+            (1..=images).rev().find(|c| images.is_multiple_of(*c) && c * ohw <= 512).unwrap_or(1)
         };
         let pixels = per * ohw;
         let dyt = self.scratch(pixels * kp);
