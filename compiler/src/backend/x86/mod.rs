@@ -10,6 +10,8 @@
 //! Cranelift code over the product.
 
 mod avx2;
+#[cfg(test)]
+mod emulate;
 mod isa;
 mod memory;
 mod micro;
