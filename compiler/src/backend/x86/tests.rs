@@ -5,6 +5,7 @@
 //! it, else in the emulator, which is itself checked bit for bit against this CPU.
 
 use super::avx2::Avx2;
+use super::avx512::Avx512;
 use super::emulate;
 use super::isa::Simd;
 use super::product::{ASource, Product};
@@ -322,6 +323,7 @@ fn check_every_isa(c: &Case) {
         let how = Run::for_isa(isa);
         match isa {
             Isa::Avx2 => check::<Avx2>(c, how),
+            Isa::Avx512 => check::<Avx512>(c, how),
         }
     }
 }
@@ -375,6 +377,7 @@ proptest! {
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
             match isa {
                 Isa::Avx2 => same_bits::<Avx2>(&c),
+                Isa::Avx512 => same_bits::<Avx512>(&c),
             }
         }
     }
@@ -435,6 +438,7 @@ fn the_longest_epilogues_use_every_free_register() {
             };
             match isa {
                 Isa::Avx2 => check_with::<Avx2>(&c, how, &longest::<Avx2>()),
+                Isa::Avx512 => check_with::<Avx512>(&c, how, &longest::<Avx512>()),
             }
         }
     }
@@ -451,4 +455,18 @@ fn transcendental_epilogues_are_left_to_the_kernel() {
         assert!(epilogues().iter().all(|e| super::micro::supports::<S>(e)));
     }
     check::<Avx2>();
+    check::<Avx512>();
+}
+
+#[test]
+fn the_default_target_is_the_fastest_this_cpu_runs() {
+    use crate::backend::Target;
+    let names: Vec<&str> = Target::all().into_iter().map(Target::name).collect();
+    assert_eq!(names, ["cranelift", "avx2", "avx512"]);
+    let fastest = [Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.available());
+    assert_eq!(Target::default(), fastest.map_or(Target::Cranelift, Target::X86));
+    match Target::parse("avx512") {
+        Ok(t) => assert!(Isa::Avx512.available() && t == Target::X86(Isa::Avx512)),
+        Err(e) => assert!(!Isa::Avx512.available() && e.contains("this CPU cannot run `avx512` code"), "{e}"),
+    }
 }
