@@ -483,3 +483,55 @@ impl Machine {
         Ok(self.gpr[base].wrapping_add(ins.memory_displacement64()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{EmulationError, call};
+    use iced_x86::code_asm::*;
+
+    fn run(build: impl Fn(&mut CodeAssembler) -> Result<(), IcedError>) -> Result<(), EmulationError> {
+        let mut a = CodeAssembler::new(64).unwrap();
+        build(&mut a).unwrap();
+        let code = a.assemble(0).unwrap();
+        // SAFETY: the code touches no memory but its stack.
+        unsafe { call(&code, 0, [0; 4]) }
+    }
+
+    #[test]
+    fn instructions_it_does_not_know_are_errors_that_name_them() {
+        let e = run(|a| {
+            a.vaddpd(ymm0, ymm1, ymm2)?;
+            a.ret()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("VEX_Vaddpd_ymm_ymm_ymmm256"), "{e}");
+        let e = run(|a| {
+            a.vcmpps(ymm0, ymm1, ymm2, 0)?;
+            a.ret()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("predicate 0x0"), "{e}");
+    }
+
+    #[test]
+    fn a_stack_left_unbalanced_or_a_jump_to_a_label_never_set_is_an_error() {
+        let e = run(|a| {
+            a.sub(rsp, 64)?;
+            a.ret()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("returns with rsp -64 bytes off"), "{e}");
+        let e = run(|a| {
+            // A branch to a label never set: iced-x86 assembles it into a bogus jump.
+            let nowhere = a.create_label();
+            a.mov(rax, 1u64)?;
+            a.dec(rax)?;
+            a.jnz(nowhere)?;
+            a.mov(rcx, 1u64)?;
+            a.add(rcx, 0)?;
+            a.jnz(nowhere)?;
+            a.ret()
+        });
+        assert!(e.is_err(), "the bogus jump ran to the `ret`");
+    }
+}
