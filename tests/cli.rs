@@ -118,6 +118,29 @@ fn colour_is_off_unless_asked() {
     assert!(text(&coloured.stderr).contains('\u{1b}'));
 }
 
+/// `--isa avx512` on a CPU without AVX-512 is a usage error that says so, not a crash
+/// (an AVX-512 instruction there dies with SIGILL); where the CPU has it, it runs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn an_instruction_set_the_cpu_lacks_is_refused_plainly() {
+    let o = nnc(&["--isa", "avx512", "check", "examples/lenet5.net"]);
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    } else {
+        assert_eq!(code(&o), 2);
+        let err = text(&o.stderr);
+        assert!(err.contains("--isa avx512: this CPU cannot run `avx512` code; it runs: cranelift"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let unknown = nnc(&["--isa", "avx1024", "check", "examples/lenet5.net"]);
+    assert_eq!(code(&unknown), 2);
+    assert!(
+        text(&unknown.stderr).contains("choose one of auto, cranelift, avx2, avx512"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
+
 #[test]
 fn fmt_check_rewrite_and_stdin() {
     let dir = scratch("fmt");

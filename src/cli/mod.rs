@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
     /// The instruction set to generate code for: auto (the fastest this CPU runs),
-    /// cranelift (portable 128-bit code) or avx2. Also `NNC_ISA`.
+    /// cranelift (portable 128-bit code), avx2 or avx512. Also `NNC_ISA`.
     #[arg(long, global = true, value_name = "NAME")]
     isa: Option<String>,
     #[command(subcommand)]

@@ -52,6 +52,12 @@ pub trait Simd {
     /// the column mask).
     const FREE: u8;
 
+    /// An assembler for the set's code: by default iced-x86's, which prefers VEX
+    /// encodings.
+    fn assembler() -> Result<CodeAssembler, IcedError> {
+        CodeAssembler::new(64)
+    }
+
     /// `r = 0`.
     fn zero(a: &mut CodeAssembler, r: V) -> Result<(), IcedError>;
     /// Loads a vector; `masked`, only the lanes of the current mask ([`Simd::set_mask`]),

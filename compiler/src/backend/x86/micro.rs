@@ -59,7 +59,7 @@ pub fn displacement(bytes: usize) -> Option<i32> {
 /// for each `Row`, `Col` and `Elem` instruction of `epilogue` in order, the address of
 /// its value for the tile's first row and column.
 pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<u8>, IcedError> {
-    let mut a = CodeAssembler::new(64)?;
+    let mut a = S::assembler()?;
     let mut consts = Consts::default();
     let vec_bytes = (S::LANES * 4) as i32;
     let nv = tile.cols.div_ceil(S::LANES);

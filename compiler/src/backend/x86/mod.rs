@@ -10,6 +10,9 @@
 //! Cranelift code over the product.
 
 mod avx2;
+mod avx512;
+#[cfg(test)]
+mod emulate;
 mod isa;
 mod memory;
 mod micro;
@@ -38,14 +41,18 @@ pub const GEOMETRY: Geometry = Geometry { unfolds: true, ..cranelift::GEOMETRY }
 pub enum Isa {
     /// AVX2 with FMA (256-bit vectors, sixteen registers).
     Avx2,
+    /// AVX-512 Foundation (512-bit vectors, thirty-two registers, opmasks).
+    Avx512,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 1] = [Isa::Avx2];
+    /// Every set, slowest first.
+    pub const ALL: [Isa; 2] = [Isa::Avx2, Isa::Avx512];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx2 => avx2::Avx2::NAME,
+            Isa::Avx512 => avx512::Avx512::NAME,
         }
     }
 
@@ -55,6 +62,7 @@ impl Isa {
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
             }
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
         }
     }
 }
@@ -78,6 +86,7 @@ impl Backend for X86 {
         }
         match self.isa {
             Isa::Avx2 => compile::<avx2::Avx2>(program, memory, self.options, self.isa),
+            Isa::Avx512 => compile::<avx512::Avx512>(program, memory, self.options, self.isa),
         }
     }
 }
@@ -232,6 +241,7 @@ pub fn fma_peak(isa: Isa) -> Result<f64, CodegenError> {
     }
     let (code, flops) = match isa {
         Isa::Avx2 => micro::fma_loop::<avx2::Avx2>(),
+        Isa::Avx512 => micro::fma_loop::<avx512::Avx512>(),
     }
     .map_err(|e| CodegenError::Kernel { kernel: "the FMA peak loop".into(), message: e.to_string() })?;
     let exec =
