@@ -215,13 +215,7 @@ fn idx_digits(path: &Path, count: usize) {
 /// LeNet-5 weights from the runtime's initialiser, saved as a checkpoint.
 fn lenet_weights(path: &Path) {
     let model = nnc_compiler::compile_file(Path::new("examples/lenet5.net")).unwrap();
-    let options = nnc_runtime::exec::Options {
-        threads: 1,
-        guard: false,
-        verify: false,
-        fma: true,
-        ..Default::default()
-    };
+    let options = nnc_runtime::exec::Options { threads: 1, verify: false, ..Default::default() };
     let mut exec = nnc_runtime::exec::Executable::build(&model.networks[0], 1, &options).unwrap();
     exec.init_params(5);
     nnc_runtime::checkpoint::save(&exec, path, Default::default()).unwrap();
@@ -452,13 +446,7 @@ fn predict_asks_how_to_read_a_sequence_file_that_fits_two_readings() {
     std::fs::write(&model, "network c(text: seq[8] of onehot(16)) { text |> rnn(4) |> dense(16) }\n")
         .unwrap();
     let compiled = nnc_compiler::compile_file(&model).unwrap();
-    let options = nnc_runtime::exec::Options {
-        threads: 1,
-        guard: false,
-        verify: false,
-        fma: true,
-        ..Default::default()
-    };
+    let options = nnc_runtime::exec::Options { threads: 1, verify: false, ..Default::default() };
     let mut exec = nnc_runtime::exec::Executable::build(&compiled.networks[0], 1, &options).unwrap();
     exec.init_params(1);
     let weights = dir.join("c.safetensors");

@@ -125,6 +125,18 @@ fn fits_i32(what: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The extents of an image unfolded through `win` (from output row `var · rows` when
+/// `first_row` is set, a variable the statement then binds).
+fn unfolded(win: &Window, first_row: Option<(Var, usize)>, vars: &mut Vec<Var>) -> Result<Extents, String> {
+    strides_positive(win)?;
+    let e = extents(win)?;
+    if let Some((var, rows)) = first_row {
+        vars.push(var);
+        size(&[rows, win.sh])?;
+    }
+    Ok(e)
+}
+
 /// The accesses of a statement that is not a loop; `Err` says which field is wrong.
 pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
     let mut vars = Vec::new();
@@ -141,12 +153,7 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
                 // As `Im2col`'s image: reads clipped to the image; the product's shape must
                 // be the unfolded matrix's.
                 Right::Unfolded(u) => {
-                    strides_positive(&u.win)?;
-                    let e = extents(&u.win)?;
-                    if let Some((var, rows)) = u.first_row {
-                        vars.push(var);
-                        size(&[rows, u.win.sh])?;
-                    }
+                    let e = unfolded(&u.win, u.first_row, &mut vars)?;
                     if g.k != e.taps || g.n > e.out {
                         return Err(format!(
                             "an unfolded b has {} rows of {} pixels, not {}×{}",
@@ -188,12 +195,7 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
         // unfold.rs: image reads are clipped to the image; every tap row is written
         // across all `oh · ow` columns.
         Stmt::Im2col(c) => {
-            strides_positive(&c.win)?;
-            let e = extents(&c.win)?;
-            if let Some((var, rows)) = c.first_row {
-                vars.push(var);
-                size(&[rows, c.win.sh])?;
-            }
+            let e = unfolded(&c.win, c.first_row, &mut vars)?;
             vec![
                 at(&c.src, "image", Use::Read, vec![(1, e.image)]),
                 at(&c.dst, "columns", Use::Write, vec![(c.ld, e.taps), (1, e.out)]),
