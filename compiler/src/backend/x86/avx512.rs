@@ -10,7 +10,7 @@
 //! ymm instruction added later. Memory operands are sized (`zmmword_ptr`, `dword_ptr`):
 //! a dword operand on an arithmetic zmm instruction would become a broadcast.
 
-use super::isa::{Consts, Simd, V};
+use super::isa::{Bits, Consts, IntOp, Shift, Simd, V};
 use crate::ir::kernel::{BinOp, Cmp};
 use iced_x86::code_asm::*;
 
@@ -102,5 +102,45 @@ impl Simd for Avx512 {
     fn finish(a: &mut CodeAssembler) -> Result<(), IcedError> {
         // The caller's SSE code would otherwise pay for the dirty upper halves.
         a.vzeroupper()
+    }
+
+    fn round(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError> {
+        // `vrndscaleps`: bits 1:0 = 0, nearest even; bit 2 = 0, not MXCSR's mode; bit 3,
+        // no precision exception; bits 7:4 = 0, to integers.
+        const NEAREST_QUIET: u32 = 0x08;
+        a.vrndscaleps(z(dst), z(x), NEAREST_QUIET)
+    }
+
+    fn to_int(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError> {
+        a.vcvttps2dq(z(dst), z(x))
+    }
+
+    fn from_int(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError> {
+        a.vcvtdq2ps(z(dst), z(x))
+    }
+
+    fn int(a: &mut CodeAssembler, op: IntOp, dst: V, x: V, y: V) -> Result<(), IcedError> {
+        match op {
+            IntOp::Add => a.vpaddd(z(dst), z(x), z(y)),
+            IntOp::Sub => a.vpsubd(z(dst), z(x), z(y)),
+        }
+    }
+
+    fn shift(a: &mut CodeAssembler, op: Shift, dst: V, x: V, bits: u32) -> Result<(), IcedError> {
+        match op {
+            Shift::Left => a.vpslld(z(dst), z(x), bits),
+            Shift::RightArithmetic => a.vpsrad(z(dst), z(x), bits),
+        }
+    }
+
+    fn bits(a: &mut CodeAssembler, op: Bits, dst: V, x: V, y: V) -> Result<(), IcedError> {
+        // The integer forms: `vandps` and its kin on zmm registers need AVX512DQ.
+        let (d, x, y) = (z(dst), z(x), z(y));
+        match op {
+            Bits::And => a.vpandd(d, x, y),
+            Bits::Or => a.vpord(d, x, y),
+            Bits::Xor => a.vpxord(d, x, y),
+            Bits::AndNot => a.vpandnd(d, x, y),
+        }
     }
 }

@@ -223,9 +223,77 @@ impl Machine {
         // SAFETY (every memory access below): as the caller promised.
         unsafe {
             match ins.code() {
-                VEX_Vxorps_ymm_ymm_ymmm256 | EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32 => {
+                VEX_Vxorps_ymm_ymm_ymmm256
+                | EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32
+                | VEX_Vandps_ymm_ymm_ymmm256
+                | EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32
+                | VEX_Vorps_ymm_ymm_ymmm256
+                | EVEX_Vpord_zmm_k1z_zmm_zmmm512b32
+                | VEX_Vandnps_ymm_ymm_ymmm256
+                | EVEX_Vpandnd_zmm_k1z_zmm_zmmm512b32
+                | VEX_Vpaddd_ymm_ymm_ymmm256
+                | EVEX_Vpaddd_zmm_k1z_zmm_zmmm512b32
+                | VEX_Vpsubd_ymm_ymm_ymmm256
+                | EVEX_Vpsubd_zmm_k1z_zmm_zmmm512b32 => {
                     let (x, y) = (self.src(ins, 1)?, self.src(ins, 2)?);
-                    self.write(ins, std::array::from_fn(|l| x[l] ^ y[l]))?;
+                    let f = |a: u32, b: u32| match ins.code() {
+                        VEX_Vandps_ymm_ymm_ymmm256 | EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32 => a & b,
+                        VEX_Vorps_ymm_ymm_ymmm256 | EVEX_Vpord_zmm_k1z_zmm_zmmm512b32 => a | b,
+                        VEX_Vandnps_ymm_ymm_ymmm256 | EVEX_Vpandnd_zmm_k1z_zmm_zmmm512b32 => !a & b,
+                        VEX_Vpaddd_ymm_ymm_ymmm256 | EVEX_Vpaddd_zmm_k1z_zmm_zmmm512b32 => a.wrapping_add(b),
+                        VEX_Vpsubd_ymm_ymm_ymmm256 | EVEX_Vpsubd_zmm_k1z_zmm_zmmm512b32 => a.wrapping_sub(b),
+                        _ => a ^ b,
+                    };
+                    self.write(ins, std::array::from_fn(|l| f(x[l], y[l])))?;
+                }
+                VEX_Vpslld_ymm_ymm_imm8
+                | EVEX_Vpslld_zmm_k1z_zmmm512b32_imm8
+                | VEX_Vpsrad_ymm_ymm_imm8
+                | EVEX_Vpsrad_zmm_k1z_zmmm512b32_imm8 => {
+                    let x = self.src(ins, 1)?;
+                    let bits = u32::from(ins.immediate8());
+                    let left =
+                        matches!(ins.code(), VEX_Vpslld_ymm_ymm_imm8 | EVEX_Vpslld_zmm_k1z_zmmm512b32_imm8);
+                    self.write(
+                        ins,
+                        x.map(|v| match (left, bits) {
+                            (true, 32..) => 0,
+                            (true, b) => v << b,
+                            (false, b) => ((v as i32) >> b.min(31)) as u32,
+                        }),
+                    )?;
+                }
+                VEX_Vroundps_ymm_ymmm256_imm8 | EVEX_Vrndscaleps_zmm_k1z_zmmm512b32_imm8_sae => {
+                    // Nearest even, quietly, to integers: the only form the generators use.
+                    if ins.immediate8() != 0x08 {
+                        return Err(Fault::Bad(format!("rounding immediate {:#x}", ins.immediate8())));
+                    }
+                    let x = self.src(ins, 1)?;
+                    self.write(
+                        ins,
+                        x.map(|v| {
+                            if is_nan(v) { quiet(v) } else { f32::from_bits(v).round_ties_even().to_bits() }
+                        }),
+                    )?;
+                }
+                VEX_Vcvttps2dq_ymm_ymmm256 | EVEX_Vcvttps2dq_zmm_k1z_zmmm512b32_sae => {
+                    // Truncated; NaN and values outside i32 give the "integer indefinite".
+                    let x = self.src(ins, 1)?;
+                    self.write(
+                        ins,
+                        x.map(|v| {
+                            let f = f32::from_bits(v).trunc();
+                            if f.is_nan() || f < -2_147_483_648.0 || f >= 2_147_483_648.0 {
+                                0x8000_0000
+                            } else {
+                                f as i32 as u32
+                            }
+                        }),
+                    )?;
+                }
+                VEX_Vcvtdq2ps_ymm_ymmm256 | EVEX_Vcvtdq2ps_zmm_k1z_zmmm512b32_er => {
+                    let x = self.src(ins, 1)?;
+                    self.write(ins, x.map(|v| (v as i32 as f32).to_bits()))?;
                 }
                 VEX_Vmovups_ymm_ymmm256 | EVEX_Vmovups_zmm_k1z_zmmm512 => {
                     let (_, lanes) = self.dst(ins)?;

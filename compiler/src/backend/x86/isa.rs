@@ -69,7 +69,8 @@ pub trait Simd {
     fn broadcast(a: &mut CodeAssembler, r: V, m: AsmMemoryOperand) -> Result<(), IcedError>;
     /// `acc += x · y`, one rounding.
     fn fma(a: &mut CodeAssembler, acc: V, x: V, y: V) -> Result<(), IcedError>;
-    /// `dst = x op y`, as [`BinOp`] defines it (`Max` is `x > y ? x : y`).
+    /// `dst = x op y`, as [`BinOp`] defines it (`Max` is `x > y ? x : y`); `dst` may be
+    /// `x` or `y`.
     fn bin(a: &mut CodeAssembler, op: BinOp, dst: V, x: V, y: V) -> Result<(), IcedError>;
     fn sqrt(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError>;
     /// `dst = x cmp y ? t : f`, false when either is NaN; `dst` differs from all four.
@@ -78,4 +79,50 @@ pub trait Simd {
     fn set_mask(a: &mut CodeAssembler, consts: &mut Consts, lanes: usize) -> Result<(), IcedError>;
     /// Leaves the vector unit as the caller expects it (`vzeroupper` after 256-bit code).
     fn finish(a: &mut CodeAssembler) -> Result<(), IcedError>;
+
+    // The instructions of the transcendental functions (`math.rs`), which take floats
+    // apart: lanes read as `i32` or as raw bits. Each is one instruction; `dst` may be
+    // any operand.
+
+    /// `dst = x` rounded to an integral value, ties to even, whatever the rounding mode
+    /// (`vroundps dst, x, 8`: nearest, precision exception suppressed).
+    fn round(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError>;
+    /// `dst = x` as `i32`, truncated toward zero; NaN and lanes out of range give
+    /// `i32::MIN` (`vcvttps2dq`).
+    fn to_int(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError>;
+    /// `dst = x`'s `i32` lanes as floats, rounded to nearest (`vcvtdq2ps`).
+    fn from_int(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError>;
+    /// `dst = x op y` in `i32` lanes, wrapping (`vpaddd`, `vpsubd`).
+    fn int(a: &mut CodeAssembler, op: IntOp, dst: V, x: V, y: V) -> Result<(), IcedError>;
+    /// `dst = x` shifted by `bits` (below 32) in each 32-bit lane (`vpslld`, `vpsrad`
+    /// with an immediate).
+    fn shift(a: &mut CodeAssembler, op: Shift, dst: V, x: V, bits: u32) -> Result<(), IcedError>;
+    /// `dst = x op y` on the bits of the lanes (`vandps`, `vorps`, `vxorps`, `vandnps`).
+    fn bits(a: &mut CodeAssembler, op: Bits, dst: V, x: V, y: V) -> Result<(), IcedError>;
+}
+
+/// Integer arithmetic on 32-bit lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntOp {
+    Add,
+    Sub,
+}
+
+/// Shifts of 32-bit lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shift {
+    /// Left, shifting in zeros.
+    Left,
+    /// Right, shifting in copies of the sign bit.
+    RightArithmetic,
+}
+
+/// Bitwise operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bits {
+    And,
+    Or,
+    Xor,
+    /// `!x & y`.
+    AndNot,
 }

@@ -6,10 +6,12 @@
 //! instructions' displacements. A tile narrower than the register tile computes only the
 //! vectors it needs, the last one masked, so no edge falls back to scalar code. The
 //! epilogue runs on the accumulators before the only store: they are spilled to the
-//! stack, and each vector's epilogue then has every register but the mask's to itself.
+//! stack, and each vector's epilogue then has every register but the mask's to itself
+//! (`epilogue.rs` hands them out).
 
+use super::epilogue::{self, Emitter, Error};
 use super::isa::{Consts, Simd, V};
-use crate::ir::kernel::{EInst, Prim};
+use crate::ir::kernel::EInst;
 use iced_x86::code_asm::*;
 
 /// The part of `c` one call computes: `rows ≤ MR`, `cols ≤ LANES · NV`.
@@ -33,21 +35,11 @@ pub struct Layout {
     pub b_in_place: bool,
 }
 
-/// Whether the micro-kernel can apply `epilogue` itself: every instruction but the
-/// transcendental primitives, within the registers an epilogue has, with operand
-/// displacements that fit an instruction.
+/// Whether the micro-kernel can apply `epilogue` itself: whether its values and the
+/// temporaries of its functions fit the free registers, and its operands the table and
+/// displacements of a tile call ([`epilogue::fits`]).
 pub fn supports<S: Simd>(epilogue: &[EInst]) -> bool {
-    epilogue.len() <= S::FREE as usize
-        && epilogue.iter().all(|e| match e {
-            EInst::Prim(p, _) => *p == Prim::Sqrt,
-            EInst::Elem(_, ld) => displacement(*ld * 4 * S::MR).is_some(),
-            EInst::Acc
-            | EInst::Row(_)
-            | EInst::Col(_)
-            | EInst::Const(_)
-            | EInst::Bin(..)
-            | EInst::Select(..) => true,
-        })
+    epilogue::fits::<S>(epilogue)
 }
 
 /// `bytes` as an instruction displacement, if it fits one.
@@ -58,7 +50,7 @@ pub fn displacement(bytes: usize) -> Option<i32> {
 /// A tile's code, called as `extern "sysv64" fn(a, b, c, operands)`: `operands` holds,
 /// for each `Row`, `Col` and `Elem` instruction of `epilogue` in order, the address of
 /// its value for the tile's first row and column.
-pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<u8>, IcedError> {
+pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<u8>, Error> {
     let mut a = S::assembler()?;
     let mut consts = Consts::default();
     let vec_bytes = (S::LANES * 4) as i32;
@@ -126,8 +118,10 @@ pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<
         }
         for r in 0..tile.rows {
             for v in 0..nv {
-                let out = apply::<S>(&mut a, &mut consts, epilogue, slot(r, v), r, v, masked(v))?;
-                S::store(&mut a, c_at(r, v), out, masked(v))?;
+                let mut e = Emitter::<S>::new(&mut a, &mut consts);
+                if let Some(out) = epilogue::apply(&mut e, epilogue, slot(r, v), (r, v), masked(v))? {
+                    S::store(&mut a, c_at(r, v), out, masked(v))?;
+                }
             }
         }
         a.add(rsp, spill)?;
@@ -135,57 +129,7 @@ pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<
     S::finish(&mut a)?;
     a.ret()?;
     consts.emit(&mut a)?;
-    a.assemble(0)
-}
-
-/// Evaluates `epilogue` for vector `v` of row `r`, value `i` in register `i`, the
-/// accumulator read from `acc`; returns the register of the result.
-#[allow(clippy::too_many_arguments)]
-fn apply<S: Simd>(
-    a: &mut CodeAssembler,
-    consts: &mut Consts,
-    epilogue: &[EInst],
-    acc: AsmMemoryOperand,
-    r: usize,
-    v: usize,
-    masked: bool,
-) -> Result<V, IcedError> {
-    let vec_bytes = (S::LANES * 4) as i32;
-    let mut slot = 0;
-    let mut operand = |a: &mut CodeAssembler| -> Result<(), IcedError> {
-        a.mov(r8, qword_ptr(rcx + 8 * slot))?;
-        slot += 1;
-        Ok(())
-    };
-    for (i, inst) in epilogue.iter().enumerate() {
-        let d = V(i as u8);
-        match inst {
-            EInst::Acc => S::load(a, d, acc, false)?,
-            EInst::Row(_) => {
-                operand(a)?;
-                S::broadcast(a, d, r8 + 4 * r as i32)?;
-            }
-            EInst::Col(_) => {
-                operand(a)?;
-                S::load(a, d, r8 + v as i32 * vec_bytes, masked)?;
-            }
-            EInst::Elem(_, ld) => {
-                operand(a)?;
-                S::load(a, d, r8 + ((r * ld * 4) as i32 + v as i32 * vec_bytes), masked)?;
-            }
-            EInst::Const(x) => {
-                let label = consts.get(a, &[x.to_bits()]);
-                S::broadcast(a, d, label.into())?;
-            }
-            EInst::Prim(Prim::Sqrt, x) => S::sqrt(a, d, V(*x as u8))?,
-            EInst::Prim(p, _) => unreachable!("`supports` refuses {p:?} epilogues"),
-            EInst::Bin(op, x, y) => S::bin(a, *op, d, V(*x as u8), V(*y as u8))?,
-            EInst::Select(cmp, x, y, t, f) => {
-                S::select(a, *cmp, d, V(*x as u8), V(*y as u8), V(*t as u8), V(*f as u8))?
-            }
-        }
-    }
-    Ok(V(epilogue.len() as u8 - 1))
+    Ok(a.assemble(0)?)
 }
 
 /// A loop of independent FMA chains, as many as leave two registers for the operands:

@@ -5,15 +5,18 @@
 //! these CPUs compute per instruction. This back end generates each product statement's
 //! register tiles with an assembler (`iced-x86`), shaped for the instruction set
 //! ([`isa::Simd`]: one file per set), and runs them from the GotoBLAS loops of
-//! [`product`]; the kernel Cranelift generates around the statement calls them. An
-//! epilogue the tiles cannot apply (a transcendental function) runs after the call, in
-//! Cranelift code over the product.
+//! [`product`]; the kernel Cranelift generates around the statement calls them. The
+//! tiles apply the epilogue, transcendental functions included ([`math`]); one whose
+//! values do not fit the vector registers runs after the call, in Cranelift code over
+//! the product.
 
 mod avx2;
 mod avx512;
 #[cfg(test)]
 mod emulate;
+mod epilogue;
 mod isa;
+mod math;
 mod memory;
 mod micro;
 mod product;
@@ -264,11 +267,7 @@ pub fn fma_peak(isa: Isa) -> Result<f64, CodegenError> {
 impl<S: Simd> Generator<S> {
     /// Generates (or finds) the tiles `p` needs with `epilogue`: their offsets in the
     /// code, by [`Product::tile_index`].
-    fn tiles_for(
-        &mut self,
-        p: &Product,
-        epilogue: &[EInst],
-    ) -> Result<[Option<usize>; 4], iced_x86::IcedError> {
+    fn tiles_for(&mut self, p: &Product, epilogue: &[EInst]) -> Result<[Option<usize>; 4], epilogue::Error> {
         let (a_row, a_k) = p.a_strides();
         let layout = Layout {
             k: p.k,

@@ -71,8 +71,7 @@ pub struct Product {
     pub tiles: [Option<TileFn>; 4],
 }
 
-/// Most epilogue operands a product may have: an epilogue has at most one instruction
-/// per free vector register (see `micro::supports`).
+/// Most epilogue operands a product may have (`micro::supports` refuses more).
 pub const MAX_OPERANDS: usize = 32;
 
 /// Floats in one 64-byte line, the unit the packing buffers are allocated in so that

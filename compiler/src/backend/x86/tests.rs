@@ -10,6 +10,7 @@ use super::emulate;
 use super::isa::Simd;
 use super::product::{ASource, Product};
 use super::{Generator, Isa};
+use crate::backend::cranelift::probe::{self, MathFn};
 use crate::ir::kernel::{BinOp, Cmp, EInst, Gemm, Prim, Ptr, Right};
 use crate::ir::ops::TensorId;
 use proptest::prelude::*;
@@ -18,6 +19,7 @@ use proptest::prelude::*;
 /// `Elem`: each instruction kind at least once.
 fn epilogues() -> Vec<Vec<EInst>> {
     let p = || Ptr::tensor(TensorId(9));
+    use crate::ir::kernel::Prim::{Erf, Exp, Log, Sigmoid, Tanh};
     use EInst::*;
     vec![
         vec![],
@@ -54,7 +56,47 @@ fn epilogues() -> Vec<Vec<EInst>> {
             Prim(crate::ir::kernel::Prim::Sqrt, 7),
             Select(Cmp::Lt, 0, 1, 8, 4),
         ],
+        // A convolution's bias and tanh.
+        vec![Acc, Row(p()), Bin(BinOp::Add, 0, 1), Prim(Tanh, 2)],
+        // A dense layer's bias and swish, x · sigmoid(x).
+        vec![Acc, Col(p()), Bin(BinOp::Add, 0, 1), Prim(Sigmoid, 2), Bin(BinOp::Mul, 2, 3)],
+        // GELU, x/2 · (1 + erf(x/√2)).
+        vec![
+            Acc,
+            Const(std::f32::consts::FRAC_1_SQRT_2),
+            Bin(BinOp::Mul, 0, 1),
+            Prim(Erf, 2),
+            Const(1.0),
+            Bin(BinOp::Add, 3, 4),
+            Bin(BinOp::Mul, 0, 5),
+            Const(0.5),
+            Bin(BinOp::Mul, 6, 7),
+        ],
+        // exp(acc − elem) + log(acc² + row), the row operand in [0.5, 2.5].
+        vec![
+            Acc,
+            Elem(p(), 0),
+            Bin(BinOp::Sub, 0, 1),
+            Prim(Exp, 2),
+            Row(p()),
+            Bin(BinOp::Mul, 0, 0),
+            Bin(BinOp::Add, 5, 4),
+            Prim(Log, 6),
+            Bin(BinOp::Add, 3, 7),
+        ],
     ]
+}
+
+/// `p(x)` in float64.
+fn prim64(p: Prim, x: f64) -> f64 {
+    match p {
+        Prim::Tanh => x.tanh(),
+        Prim::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Prim::Exp => x.exp(),
+        Prim::Erf => libm::erf(x),
+        Prim::Sqrt => x.sqrt(),
+        Prim::Log => x.ln(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,8 +120,7 @@ fn apply(
             EInst::Col(_) => col[j] as f64,
             EInst::Elem(..) => elem[i * ld + j] as f64,
             EInst::Const(c) => *c as f64,
-            EInst::Prim(Prim::Sqrt, a) => v[*a].sqrt(),
-            EInst::Prim(..) => unreachable!("not in these epilogues"),
+            EInst::Prim(p, a) => prim64(*p, v[*a]),
             EInst::Bin(op, a, b) => {
                 let (a, b) = (v[*a], v[*b]);
                 match op {
@@ -421,7 +462,7 @@ fn longest<S: Simd>() -> Vec<EInst> {
 }
 
 #[test]
-fn the_longest_epilogues_use_every_free_register() {
+fn long_epilogues_compute_right() {
     for isa in Isa::ALL {
         let how = Run::for_isa(isa);
         for (m, n) in [(6, 64), (7, 70), (5, 9)] {
@@ -445,13 +486,33 @@ fn the_longest_epilogues_use_every_free_register() {
 }
 
 #[test]
-fn transcendental_epilogues_are_left_to_the_kernel() {
+fn epilogues_fit_while_their_live_values_fit_the_registers() {
     fn check<S: Simd>() {
-        let tanh = [EInst::Acc, EInst::Prim(Prim::Tanh, 0)];
-        assert!(!super::micro::supports::<S>(&tanh));
-        let long = vec![EInst::Acc; S::FREE as usize + 1];
-        assert!(!super::micro::supports::<S>(&long));
-        assert!(super::micro::supports::<S>(&longest::<S>()));
+        let ptr = || Ptr::tensor(TensorId(9));
+        // `n` values live at once, then summed: registers are freed after a value's last
+        // use, so the length of an epilogue does not matter, only what is live.
+        let all_live = |n: usize| {
+            let mut e: Vec<EInst> = (0..n).map(|j| EInst::Const(j as f32)).collect();
+            e.push(EInst::Bin(BinOp::Add, 0, 1));
+            // The sum of values 0..=j is value n + j − 1.
+            e.extend((2..n).map(|j| EInst::Bin(BinOp::Add, n + j - 2, j)));
+            e
+        };
+        let free = S::FREE as usize;
+        assert!(super::micro::supports::<S>(&all_live(free)));
+        assert!(!super::micro::supports::<S>(&all_live(free + 1)));
+        let chain: Vec<EInst> =
+            std::iter::once(EInst::Acc).chain((0..100).map(|j| EInst::Bin(BinOp::Mul, j, j))).collect();
+        assert!(super::micro::supports::<S>(&chain));
+        // Operands beyond the table a tile is called with.
+        let mut many = vec![EInst::Acc];
+        for j in 0..=super::product::MAX_OPERANDS {
+            many.push(EInst::Col(ptr()));
+            many.push(EInst::Bin(BinOp::Add, 2 * j, 2 * j + 1));
+        }
+        assert!(!super::micro::supports::<S>(&many));
+        many.truncate(many.len() - 2);
+        assert!(super::micro::supports::<S>(&many));
         assert!(epilogues().iter().all(|e| super::micro::supports::<S>(e)));
     }
     check::<Avx2>();
@@ -468,5 +529,272 @@ fn the_default_target_is_the_fastest_this_cpu_runs() {
     match Target::parse("avx512") {
         Ok(t) => assert!(Isa::Avx512.available() && t == Target::X86(Isa::Avx512)),
         Err(e) => assert!(!Isa::Avx512.available() && e.contains("this CPU cannot run `avx512` code"), "{e}"),
+    }
+}
+
+/// `live` values (the accumulator, operands and constants) all live while `p` is applied
+/// to one of them, then summed with its result: the registers an epilogue holds across
+/// a function.
+fn crowded(p: Prim, live: usize) -> Vec<EInst> {
+    let ptr = || Ptr::tensor(TensorId(9));
+    let mut e = vec![EInst::Acc, EInst::Row(ptr()), EInst::Col(ptr())];
+    e.extend((3..live).map(|j| EInst::Const(j as f32 / 8.0)));
+    e.truncate(live);
+    // The logarithm and square root of the row operand, which is positive; the others
+    // of the accumulator.
+    e.push(EInst::Prim(p, if matches!(p, Prim::Log | Prim::Sqrt) { 1 } else { 0 }));
+    for j in 0..live {
+        e.push(EInst::Bin(BinOp::Add, e.len() - 1, j));
+    }
+    e
+}
+
+const FUNCTIONS: [Prim; 6] = [Prim::Tanh, Prim::Sigmoid, Prim::Exp, Prim::Erf, Prim::Sqrt, Prim::Log];
+
+/// For each function, the most values that can be live across it, by `supports`; each
+/// such epilogue computed right in every tile shape, and one more value refused.
+#[test]
+fn the_most_crowded_epilogue_of_each_function() {
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        for p in FUNCTIONS {
+            let most = match isa {
+                Isa::Avx2 => (3..40).take_while(|&l| super::micro::supports::<Avx2>(&crowded(p, l))).last(),
+                Isa::Avx512 => {
+                    (3..40).take_while(|&l| super::micro::supports::<Avx512>(&crowded(p, l))).last()
+                }
+            };
+            let most = most.unwrap_or_else(|| panic!("{p:?} does not fit beside three values"));
+            let refused = match isa {
+                Isa::Avx2 => !super::micro::supports::<Avx2>(&crowded(p, most + 1)),
+                Isa::Avx512 => !super::micro::supports::<Avx512>(&crowded(p, most + 1)),
+            };
+            assert!(refused, "{p:?} beside {} values", most + 1);
+            for (m, n, k) in [(6, 16, 5), (13, 33, 9), (1, 7, 0), (5, 9, 4)] {
+                let c = Case {
+                    m,
+                    n,
+                    k,
+                    ta: false,
+                    pad: (1, 0, 2),
+                    a_source: ASource::Packed,
+                    pack_b: m > 6,
+                    epilogue: 0,
+                    seed: (m * n + k) as u64,
+                };
+                match isa {
+                    Isa::Avx2 => check_with::<Avx2>(&c, Run::Native, &crowded(p, most)),
+                    Isa::Avx512 => check_with::<Avx512>(&c, Run::Native, &crowded(p, most)),
+                }
+            }
+            println!("{}: {p:?} fits beside {most} live values", isa.name());
+        }
+    }
+}
+
+/// `p(x)` for each `x` as the tiles compute it: `x` is the `Elem` operand of the epilogue
+/// `p(elem)` of a product with `k = 0`, 37 columns wide so that every tile shape and
+/// masked edge runs.
+fn evaluate<S: Simd>(p: Prim, xs: &[f32]) -> Vec<f32> {
+    let n = 37;
+    let m = xs.len().div_ceil(n);
+    let mut elem = xs.to_vec();
+    elem.resize(m * n, 0.0);
+    let epilogue = vec![EInst::Elem(Ptr::tensor(TensorId(3)), n), EInst::Prim(p, 0)];
+    assert!(super::micro::supports::<S>(&epilogue));
+    let g = Gemm {
+        m,
+        n,
+        k: 0,
+        a: Ptr::tensor(TensorId(0)),
+        lda: 1,
+        ta: false,
+        b: Right::Matrix { ptr: Ptr::tensor(TensorId(1)), ld: n },
+        c: Ptr::tensor(TensorId(2)),
+        ldc: n,
+        epilogue: epilogue.clone(),
+    };
+    let p = Product::new(&g, S::MR, S::LANES * S::NV);
+    let mut generator = Generator::<S>::default();
+    let offsets = generator.tiles_for(&p, &epilogue).expect("assembles");
+    generator.products.push(Box::pin(p));
+    generator.tiles.push(offsets);
+    let (products, _code) = generator.finish().expect("maps");
+    let (a, b) = (vec![0f32; m], vec![0f32; n]);
+    let mut out = vec![f32::NAN; m * n];
+    let ptrs = [
+        a.as_ptr() as *mut f32,
+        b.as_ptr() as *mut f32,
+        out.as_mut_ptr(),
+        std::ptr::null_mut(),
+        elem.as_mut_ptr(),
+    ];
+    // SAFETY: the pointers address matrices of the product's shape and strides.
+    unsafe { products[0].run(ptrs.as_ptr()) };
+    out.truncate(xs.len());
+    out
+}
+
+fn math_fn(p: Prim) -> Option<MathFn> {
+    match p {
+        Prim::Tanh => Some(MathFn::Tanh),
+        Prim::Sigmoid => Some(MathFn::Sigmoid),
+        Prim::Exp => Some(MathFn::Exp),
+        Prim::Erf => Some(MathFn::Erf),
+        Prim::Log => Some(MathFn::Log),
+        Prim::Sqrt => None,
+    }
+}
+
+fn grid(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    (0..n).map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32).collect()
+}
+
+/// The special values of the Cranelift functions' tests (`cranelift/probe.rs`), then
+/// grids over each function's whole range and the positives from 1e-45 to 1e38.
+fn probe_values() -> Vec<f32> {
+    let mut xs = vec![
+        f32::NAN,
+        1000.0,
+        -1000.0,
+        0.0,
+        -0.0,
+        50.0,
+        -50.0,
+        1e-30,
+        100.0,
+        -100.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0,
+        -1.0,
+        1e-40,
+        1.5e-45,
+        f32::MIN_POSITIVE / 3.0,
+        1e-39,
+        1e-42,
+        5e-44,
+        1e-38,
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        88.3,
+        -87.3,
+        89.0,
+        -88.0,
+        9.0,
+        -9.0,
+        std::f32::consts::SQRT_2,
+    ];
+    xs.extend(grid(-100.0, 100.0, 40_001));
+    xs.extend(grid(-2.0, 2.0, 40_001));
+    xs.extend((0..20_000).map(|i| 10f32.powf(-45.0 + 83.0 * i as f32 / 19_999.0)));
+    xs
+}
+
+/// Each function in the tiles against the same function generated by Cranelift, on the
+/// Cranelift tests' special values and on grids. Both evaluate the same operations in
+/// the same order, each rounded as IEEE 754 says (FMA where Cranelift's has one, and
+/// the x86 back end needs FMA), so they agree bit for bit; NaN where it is NaN.
+#[test]
+fn tile_functions_agree_with_cranelifts() {
+    let xs = probe_values();
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        for p in FUNCTIONS {
+            let Some(f) = math_fn(p) else { continue };
+            let want = probe::evaluate(f, &xs).expect("Cranelift compiles the probe");
+            let got = match isa {
+                Isa::Avx2 => evaluate::<Avx2>(p, &xs),
+                Isa::Avx512 => evaluate::<Avx512>(p, &xs),
+            };
+            for ((x, g), w) in xs.iter().zip(&got).zip(&want) {
+                let same = if w.is_nan() { g.is_nan() } else { g.to_bits() == w.to_bits() };
+                assert!(same, "{} {p:?}({x:e}) = {g:e}, Cranelift's {w:e}", isa.name());
+            }
+        }
+    }
+}
+
+/// The accuracy `docs/kernels.md` states for the functions, measured on the tiles as
+/// `cranelift/probe.rs` measures Cranelift's: worst (absolute, relative) error.
+#[test]
+fn tile_functions_are_as_accurate_as_cranelifts() {
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        let worst = |p: Prim, xs: &[f32]| -> (f64, f64) {
+            let ys = match isa {
+                Isa::Avx2 => evaluate::<Avx2>(p, xs),
+                Isa::Avx512 => evaluate::<Avx512>(p, xs),
+            };
+            let mut abs = 0f64;
+            let mut rel = 0f64;
+            for (&x, &y) in xs.iter().zip(&ys) {
+                let e = prim64(p, x as f64);
+                let d = (y as f64 - e).abs();
+                abs = abs.max(d);
+                if e.abs() > 1e-30 {
+                    rel = rel.max(d / e.abs());
+                }
+            }
+            (abs, rel)
+        };
+        let (_, rel) = worst(Prim::Exp, &grid(-87.0, 88.0, 200_003));
+        assert!(rel < 2e-7, "exp relative error {rel:e}");
+        let xs: Vec<f32> = (0..200_000).map(|i| 10f32.powf(-30.0 + 60.0 * i as f32 / 199_999.0)).collect();
+        let (abs, _) = worst(Prim::Log, &xs);
+        assert!(abs < 1e-5, "log absolute error {abs:e} (over values up to 69)");
+        let (abs, _) = worst(Prim::Log, &grid(0.5, 2.0, 100_001));
+        assert!(abs < 2e-7, "log absolute error near 1: {abs:e}");
+        let (abs, rel) = worst(Prim::Tanh, &grid(-20.0, 20.0, 400_001));
+        assert!(rel < 3e-7 && abs < 3e-7, "tanh error: {abs:e} absolute, {rel:e} relative");
+        let (abs, _) = worst(Prim::Sigmoid, &grid(-80.0, 80.0, 400_001));
+        assert!(abs < 2e-7, "sigmoid absolute error {abs:e}");
+        let (_, rel) = worst(Prim::Sigmoid, &grid(-15.0, 80.0, 400_001));
+        assert!(rel < 4e-7, "sigmoid relative error {rel:e}");
+        let (abs, _) = worst(Prim::Erf, &grid(-12.0, 12.0, 400_001));
+        assert!(abs < 2e-7, "erf absolute error {abs:e}");
+        let (_, rel) = worst(Prim::Erf, &grid(-0.99, 0.99, 200_001));
+        assert!(rel < 3e-7, "erf relative error below 1: {rel:e}");
+    }
+}
+
+/// The special values of `cranelift/probe.rs`'s tests, with the same results: exp
+/// saturates rather than overflowing, tanh keeps its sign at zero and reaches ±1, erf is
+/// exact at zero and NaN for NaN, the logarithm covers zero, negatives, infinities,
+/// NaN and subnormals.
+#[test]
+fn tile_functions_on_special_values() {
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        let eval = |p: Prim, xs: &[f32]| match isa {
+            Isa::Avx2 => evaluate::<Avx2>(p, xs),
+            Isa::Avx512 => evaluate::<Avx512>(p, xs),
+        };
+        let ys = eval(Prim::Exp, &[f32::NAN, 1000.0, -1000.0, 0.0]);
+        assert!(ys[0].is_nan());
+        assert!(ys[1] > 1e38 && ys[1].is_finite());
+        assert!(ys[2] >= 0.0 && ys[2] < 1e-37);
+        assert_eq!(ys[3], 1.0);
+        let t = eval(Prim::Tanh, &[0.0, -0.0, 50.0, -50.0, f32::INFINITY, f32::NEG_INFINITY]);
+        assert_eq!(t, [0.0, -0.0, 1.0, -1.0, 1.0, -1.0]);
+        assert!(t[1].is_sign_negative());
+        let s = eval(Prim::Sigmoid, &[1000.0, -1000.0, f32::INFINITY, f32::NEG_INFINITY, 0.0]);
+        assert_eq!(s[0], 1.0);
+        assert!(s[1] >= 0.0 && s[1] < 1e-37);
+        assert_eq!(s[2], 1.0);
+        assert!(s[3] >= 0.0 && s[3] < 1e-37);
+        assert_eq!(s[4], 0.5);
+        let e = eval(Prim::Erf, &[0.0, 1e-30, 100.0, -100.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
+        assert_eq!(e[..4], [0.0, 1e-30 * std::f32::consts::FRAC_2_SQRT_PI, 1.0, -1.0]);
+        assert!(e[4].is_nan());
+        assert_eq!(e[5..], [1.0, -1.0]);
+        let l = eval(Prim::Log, &[0.0, -0.0, f32::INFINITY, 1.0, -1.0, f32::NEG_INFINITY, f32::NAN]);
+        assert_eq!(l[..4], [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::INFINITY, 0.0]);
+        assert!(l[4..].iter().all(|v| v.is_nan()), "{l:?}");
+        // Subnormals, which the exponent field alone would misread.
+        let tiny = [1e-40f32, 1.5e-45, f32::MIN_POSITIVE / 3.0, 1e-39, 1e-42, 5e-44, 1e-38];
+        for (x, y) in tiny.iter().zip(eval(Prim::Log, &tiny)) {
+            let want = f64::from(*x).ln();
+            assert!((f64::from(y) - want).abs() < 1e-5, "log({x:e}) = {y}, not {want}");
+        }
+        for p in [Prim::Tanh, Prim::Sigmoid, Prim::Log] {
+            assert!(eval(p, &[f32::NAN])[0].is_nan(), "{p:?}(NaN)");
+        }
     }
 }
