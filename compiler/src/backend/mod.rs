@@ -3,6 +3,7 @@
 //! [`Program`] and its [`MemoryPlan`] into machine code that the runtime calls through
 //! [`Code`], whatever generated it.
 
+mod coefficients;
 pub mod cranelift;
 mod geometry;
 #[cfg(target_arch = "x86_64")]

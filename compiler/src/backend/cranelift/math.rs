@@ -10,9 +10,7 @@ use super::emit::{Emit, IVECTOR};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 
-/// Largest and smallest arguments `exp` handles without overflowing the exponent.
-const EXP_HI: f32 = 88.3;
-const EXP_LO: f32 = -87.3;
+use crate::backend::coefficients::*;
 
 impl Emit<'_, '_> {
     /// Horner evaluation of `c[0]·x^(n−1) + … + c[n−1]`.
@@ -52,11 +50,7 @@ impl Emit<'_, '_> {
         let lo = self.fconst(ty, 2.121_944_4e-4);
         let r = self.fma(n, hi, x);
         let r = self.fma(n, lo, r);
-        let p = self.poly(
-            ty,
-            r,
-            &[1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1],
-        );
+        let p = self.poly(ty, r, &EXP);
         let r2 = self.b.ins().fmul(r, r);
         let one = self.fconst(ty, 1.0);
         let r1 = self.b.ins().fadd(r, one);
@@ -96,21 +90,7 @@ impl Emit<'_, '_> {
         let e = self.b.ins().fadd(e, bump);
         let f = self.b.ins().fsub(m, one);
         let z = self.b.ins().fmul(f, f);
-        let p = self.poly(
-            ty,
-            f,
-            &[
-                7.037_683_6e-2,
-                -1.151_461e-1,
-                1.167_699_9e-1,
-                -1.242_014_1e-1,
-                1.424_932_3e-1,
-                -1.666_805_8e-1,
-                2.000_071_5e-1,
-                -2.499_999_4e-1,
-                3.333_333e-1,
-            ],
-        );
+        let p = self.poly(ty, f, &LOG);
         let fz = self.b.ins().fmul(f, z);
         let y = self.b.ins().fmul(p, fz);
         let lo = self.fconst(ty, -2.121_944_4e-4);
@@ -130,8 +110,8 @@ impl Emit<'_, '_> {
     pub fn tanh(&mut self, ty: Type, x: Value) -> Value {
         let x = self.clamp(ty, x, -9.0, 9.0);
         let z = self.b.ins().fmul(x, x);
-        let p = self.poly(ty, z, &[1.335_251e-8, 2.060_763_3e-5, 3.495_505_8e-3, 1.338_095_8e-1, 1.0]);
-        let q = self.poly(ty, z, &[7.775_705_6e-7, 3.285_496e-4, 2.587_667_5e-2, 4.671_427_3e-1, 1.0]);
+        let p = self.poly(ty, z, &TANH_P);
+        let q = self.poly(ty, z, &TANH_Q);
         let xp = self.b.ins().fmul(x, p);
         let y = self.b.ins().fdiv(xp, q);
         self.clamp(ty, y, -1.0, 1.0)
@@ -151,33 +131,8 @@ impl Emit<'_, '_> {
     /// fractional error below 1.2e−7, which is under 2e−8 of erf there). Both branches
     /// are computed and the right one selected, so vectors need no branches.
     pub fn erf(&mut self, ty: Type, x: Value) -> Value {
-        const SERIES: [f32; 11] = [
-            1.480_719_3e-8,
-            -1.636_584_5e-7,
-            1.646_211_4e-6,
-            -1.492_565e-5,
-            1.205_533_3e-4,
-            -8.548_327e-4,
-            5.223_977_6e-3,
-            -2.686_617e-2,
-            0.112_837_92,
-            -0.376_126_4,
-            std::f32::consts::FRAC_2_SQRT_PI,
-        ];
-        const ERFC: [f32; 10] = [
-            0.170_872_77,
-            -0.822_152_23,
-            1.488_515_9,
-            -1.135_204,
-            0.278_868_07,
-            -0.186_288_06,
-            0.096_784_18,
-            0.374_091_96,
-            1.000_023_7,
-            -1.265_512_2,
-        ];
         let sq = self.b.ins().fmul(x, x);
-        let p = self.poly(ty, sq, &SERIES);
+        let p = self.poly(ty, sq, &ERF_SERIES);
         let small = self.b.ins().fmul(x, p);
         // Beyond 10, erfc is far below f32's resolution of 1; clamping keeps x² finite.
         let ax = self.b.ins().fabs(x);
