@@ -175,15 +175,22 @@ proptest! {
 }
 
 /// One image large enough to share: the convolution splits into blocks of output rows
-/// (with its im2col, or reading a 1×1 convolution's input directly), and agrees with the
-/// reference on two and three threads.
+/// (with its im2col, or reading a 1×1 convolution's input directly), or, where its few
+/// output rows do not split evenly, into blocks of output channels (the last five: with
+/// channels left over after the equal blocks, and a 1×1 convolution), and agrees with
+/// the reference on two and three threads.
 #[test]
-fn single_image_convolutions_split_by_rows() {
+fn single_image_convolutions_split() {
     for (c, h, w, k, kernel, stride, pad, threads) in [
         (16, 32, 30, 24, 3, 1, 1, 2),
         (8, 36, 28, 16, 5, 2, 2, 3),
         (64, 24, 24, 32, 1, 1, 0, 2),
         (3, 40, 40, 16, 7, 2, 3, 2),
+        (64, 7, 7, 64, 3, 1, 1, 2),
+        (32, 13, 11, 44, 3, 2, 1, 3),
+        (160, 5, 9, 40, 1, 1, 0, 2),
+        (24, 7, 7, 30, 3, 1, 1, 3),
+        (40, 14, 14, 64, 3, 2, 1, 2),
     ] {
         let win = window(1, c, h, w, (kernel, kernel), (stride, stride), (1, 1), [pad; 4], false).unwrap();
         let mut b = Builder::new(1);
@@ -191,6 +198,9 @@ fn single_image_convolutions_split_by_rows() {
         let weight = b.param("w", vec![k, c, kernel, kernel], 0.3);
         let dims = vec![1, k, win.oh, win.ow];
         let y = b.op(Op::Conv2d { win, k, groups: 1 }, vec![x, weight], dims.clone());
+        let bias = b.param("b", vec![k], 0.5);
+        let inner = win.oh * win.ow;
+        let y = b.op(Op::AddChannel { outer: 1, channels: k, inner }, vec![y, bias], dims.clone());
         let residual = b.input(dims.clone());
         let y = b.op(
             Op::Elementwise { len: k * win.oh * win.ow, f: Elementwise::add(2) },

@@ -151,6 +151,11 @@ impl Build<'_> {
         if let Some(rows) = self.row_blocks(win, groups, work) {
             return self.conv_rows(win, k, rows, x, weight, out, tail, work);
         }
+        if let Some(split) =
+            self.conv_channels(win, k, groups, x.clone(), weight.clone(), out.clone(), tail, work)
+        {
+            return split;
+        }
         let (cg, kg) = (win.c / groups, k / groups);
         let hw = win.h * win.w;
         let n = self.var();
@@ -275,6 +280,52 @@ impl Build<'_> {
         (1..=win.oh / self.threads)
             .rev()
             .find(|r| win.oh.is_multiple_of(*r) && r * win.ow >= 4 * self.geometry.columns)
+    }
+
+    /// A one-image convolution whose output rows do not split evenly (a small late layer)
+    /// as a loop over blocks of output channels, when there are enough for each thread to
+    /// have at least two register tiles of them. Each block reads the whole image (and
+    /// unfolds it for itself) but only its own channels' weights, which are most of the
+    /// traffic in such a layer.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_channels(
+        &mut self,
+        win: &crate::ir::ops::Window2d,
+        k: usize,
+        groups: usize,
+        x: Ptr,
+        weight: Ptr,
+        out: Ptr,
+        tail: &Tail,
+        work: usize,
+    ) -> Option<(Vec<Stmt>, Parallel)> {
+        let rows = self.geometry.rows;
+        let blocks = self.threads.min(k / (2 * rows));
+        if win.n != 1 || groups != 1 || blocks < 2 || work < super::MIN_PARALLEL_WORK {
+            return None;
+        }
+        let (ohw, kk) = (win.oh * win.ow, win.c * win.kh * win.kw);
+        let width = k / blocks / rows * rows;
+        let stmts = self.blocks(k, blocks, width, |s, at, channels| {
+            let mut body = Vec::new();
+            let b = s.right(&mut body, x.clone(), window(win), None, ohw);
+            let epilogue =
+                gemm_epilogue(tail, |p| EInst::Row(at(p, 1)), |t| EInst::Elem(at(Ptr::tensor(t), ohw), ohw));
+            body.push(Stmt::Gemm(Gemm {
+                m: channels,
+                n: ohw,
+                k: kk,
+                a: at(weight.clone(), kk),
+                lda: kk,
+                ta: false,
+                b,
+                c: at(out.clone(), ohw),
+                ldc: ohw,
+                epilogue,
+            }));
+            body
+        });
+        Some((stmts, Parallel::Loop { extent: blocks }))
     }
 
     /// A one-image convolution as a loop over blocks of `rows` output rows.
