@@ -174,6 +174,42 @@ proptest! {
     }
 }
 
+/// Convolutions and products whose contractions are long enough to run in several blocks
+/// of `k` on the x86 back end (the first block storing, later ones adding, the last
+/// applying the epilogue), including an unfolded image cut between channels and between
+/// kernel rows, grouped, strided and dilated.
+#[test]
+fn long_contractions() {
+    for (n, c, h, w, k, kernel, stride, dilation, pad, groups) in [
+        (1, 47, 9, 9, 20, 3, 1, 1, 1, 1),
+        (2, 31, 17, 13, 12, 5, 2, 1, 2, 1),
+        (1, 100, 12, 10, 16, 3, 1, 2, 2, 2),
+        (2, 400, 6, 5, 24, 1, 1, 1, 0, 1),
+        (1, 67, 8, 8, 9, 7, 1, 1, 3, 1),
+    ] {
+        let win =
+            window(n, c, h, w, (kernel, kernel), (stride, stride), (dilation, dilation), [pad; 4], false)
+                .unwrap();
+        let mut b = Builder::new(n);
+        let x = b.input(vec![n, c, h, w]);
+        let weight = b.param("w", vec![k, c / groups, kernel, kernel], 0.3);
+        let dims = vec![n, k, win.oh, win.ow];
+        let y = b.op(Op::Conv2d { win, k, groups }, vec![x, weight], dims.clone());
+        let bias = b.param("b", vec![k], 0.5);
+        let inner = win.oh * win.ow;
+        let y = b.op(Op::AddChannel { outer: n, channels: k, inner }, vec![y, bias], dims.clone());
+        b.op(Op::Elementwise { len: n * k * inner, f: EXAMPLES[0].function() }, vec![y], dims);
+        check(&format!("conv {c}×{h}×{w} → {k}, {kernel}×{kernel}"), b, 4);
+    }
+    for (m, k, n) in [(7, 1000, 70), (30, 777, 5)] {
+        let mut b = Builder::new(m);
+        let x = b.input(vec![m, k]);
+        let w = b.param("w", vec![k, n], 0.1);
+        b.op(Op::MatMul { m, k, n, ta: false }, vec![x, w], vec![m, n]);
+        check(&format!("product {m}×{k}×{n}"), b, 5);
+    }
+}
+
 /// One image large enough to share: the convolution splits into blocks of output rows
 /// (with its im2col, or reading a 1×1 convolution's input directly), or, where its few
 /// output rows do not split evenly, into blocks of output channels (the last five: with

@@ -293,6 +293,21 @@ fn rule() -> impl Strategy<Value = UpdateRule> {
 
 // ---- tests -------------------------------------------------------------------------
 
+/// Both gradients of convolutions whose contractions are long enough to run in several
+/// blocks of `k` on the x86 back end: backward-data over `k × kh × kw` taps, backward-
+/// weight over an image's pixels (one image per product at over 512 of them).
+#[test]
+fn long_conv_backward_contractions() {
+    for (n, c, h, w, k, kernel, stride, pad, groups) in
+        [(2, 16, 24, 24, 48, 3, 1, 1, 1), (1, 12, 27, 25, 40, 5, 2, 2, 2), (3, 20, 26, 22, 64, 3, 1, 0, 1)]
+    {
+        let win = window(n, c, h, w, (kernel, kernel), (stride, stride), (1, 1), [pad; 4], false).unwrap();
+        for threads in [1, 2] {
+            check_on(&format!("conv backward {c}×{h}×{w} → {k}"), &conv_backward(win, k, groups), 7, threads);
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn batch_statistics_and_running_updates(shape in shape3(), momentum in 0.01f32..1.0, seed in any::<u64>()) {

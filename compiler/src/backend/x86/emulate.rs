@@ -283,7 +283,8 @@ impl Machine {
                         ins,
                         x.map(|v| {
                             let f = f32::from_bits(v).trunc();
-                            if f.is_nan() || f < -2_147_483_648.0 || f >= 2_147_483_648.0 {
+                            // NaN is in no range.
+                            if !(-2_147_483_648.0..2_147_483_648.0).contains(&f) {
                                 0x8000_0000
                             } else {
                                 f as i32 as u32

@@ -11,7 +11,7 @@
 
 use super::epilogue::{self, Emitter, Error};
 use super::isa::{Consts, Simd, V};
-use crate::ir::kernel::EInst;
+use crate::ir::kernel::{BinOp, EInst};
 use iced_x86::code_asm::*;
 
 /// The part of `c` one call computes: `rows ≤ MR`, `cols ≤ LANES · NV`.
@@ -24,7 +24,8 @@ pub struct Tile {
 /// Where a tile's operands are, in bytes from the pointers it is called with:
 /// `a[r, p]` at `a + r·a_row + p·a_k`, `b[p, j]` at `b + p·b_k + 4j`, `c[r, j]` at
 /// `c + r·c_row + 4j`. With `b_in_place`, `b` is the caller's matrix rather than a
-/// zero-padded panel, so loads past a narrow tile's columns are masked too.
+/// zero-padded panel, so loads past a narrow tile's columns are masked too. With
+/// `accumulate`, the tile adds its sums to what `c` holds (a later block of `k`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
     pub k: usize,
@@ -33,6 +34,7 @@ pub struct Layout {
     pub b_k: i32,
     pub c_row: i32,
     pub b_in_place: bool,
+    pub accumulate: bool,
 }
 
 /// Whether the micro-kernel can apply `epilogue` itself: whether its values and the
@@ -101,6 +103,14 @@ pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<
         step(&mut a, s as i32)?;
     }
     let c_at = |r: usize, v: usize| rdx + (r as i32 * l.c_row + v as i32 * vec_bytes);
+    if l.accumulate {
+        for r in 0..tile.rows {
+            for v in 0..nv {
+                S::load(&mut a, bv(v), c_at(r, v), masked(v))?;
+                S::bin(&mut a, BinOp::Add, acc(r, v), acc(r, v), bv(v))?;
+            }
+        }
+    }
     if epilogue.is_empty() {
         for r in 0..tile.rows {
             for v in 0..nv {

@@ -30,7 +30,7 @@ use crate::passes::memory::MemoryPlan;
 use isa::Simd;
 use memory::Executable;
 use micro::{Layout, Tile, displacement};
-use product::{ASource, Product};
+use product::{ASource, Phase, Product};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -165,7 +165,7 @@ struct Generator<S> {
     offsets: HashMap<TileKey, usize>,
     products: Vec<Placed>,
     /// Per product, per tile index, the offset of its code.
-    tiles: Vec<[Option<usize>; 4]>,
+    tiles: Vec<[Option<usize>; 12]>,
     _isa: std::marker::PhantomData<S>,
 }
 
@@ -220,9 +220,17 @@ impl<S: Simd> Products for Generator<S> {
         if p.a == ASource::InPlace && displacement(4 * g.lda * mr.max(4)).is_none() {
             p.a = ASource::Packed;
         }
+        // Blocks of `k` after the first add to what `c` holds: an epilogue reading the
+        // output would read partial sums, so such a product is one block.
+        if reads_output(g) {
+            p.kc = g.k.max(1);
+            if p.pack_b {
+                p.nc = Product::columns(p.kc, nr);
+            }
+        }
         if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
             p.pack_b = true;
-            p.nc = ((32 * 1024 / g.k.max(1)) / nr).max(1) * nr;
+            p.nc = Product::columns(p.kc, nr);
         }
         let offsets = self.tiles_for(&p, epilogue).map_err(|e| CodegenError::Kernel {
             kernel: format!("a {}×{}×{} product", g.m, g.n, g.k),
@@ -265,34 +273,43 @@ pub fn fma_peak(isa: Isa) -> Result<f64, CodegenError> {
 }
 
 impl<S: Simd> Generator<S> {
-    /// Generates (or finds) the tiles `p` needs with `epilogue`: their offsets in the
-    /// code, by [`Product::tile_index`].
-    fn tiles_for(&mut self, p: &Product, epilogue: &[EInst]) -> Result<[Option<usize>; 4], epilogue::Error> {
+    /// Generates (or finds) the tiles `p` needs with `epilogue`, for each phase of its
+    /// blocks of `k`: their offsets in the code, by [`Product::tile_index`].
+    fn tiles_for(&mut self, p: &Product, epilogue: &[EInst]) -> Result<[Option<usize>; 12], epilogue::Error> {
         let (a_row, a_k) = p.a_strides();
-        let layout = Layout {
-            k: p.k,
-            a_row: a_row as i32,
-            a_k: a_k as i32,
-            b_k: p.b_stride() as i32,
-            c_row: (4 * p.ldc) as i32,
-            b_in_place: !p.pack_b,
-        };
-        let mut offsets = [None; 4];
-        for tile in p.tiles_needed() {
-            let key = TileKey { tile, layout, epilogue: epilogue_key(epilogue) };
-            let offset = match self.offsets.get(&key) {
-                Some(&o) => o,
-                None => {
-                    let bytes = micro::micro::<S>(tile, &layout, epilogue)?;
-                    // Each tile starts on a cache line.
-                    self.code.resize(self.code.len().next_multiple_of(64), 0xcc);
-                    let o = self.code.len();
-                    self.code.extend_from_slice(&bytes);
-                    self.offsets.insert(key, o);
-                    o
-                }
+        let mut offsets = [None; 12];
+        let blocks: Vec<(usize, usize, Phase)> = p.blocks().collect();
+        // The phases in use, each with its block length (the first block has its own).
+        let mut phases: Vec<(usize, Phase)> = blocks.iter().map(|&(_, kb, phase)| (kb, phase)).collect();
+        phases.dedup_by_key(|(_, phase)| *phase);
+        for (k, phase) in phases {
+            let layout = Layout {
+                k,
+                a_row: a_row as i32,
+                a_k: a_k as i32,
+                b_k: p.b_stride() as i32,
+                c_row: (4 * p.ldc) as i32,
+                b_in_place: !p.pack_b,
+                accumulate: phase != Phase::Start,
             };
-            offsets[p.tile_index(tile)] = Some(offset);
+            let last = phase == Phase::Last || blocks.len() == 1;
+            let epilogue = if last { epilogue } else { &[] };
+            for tile in p.tiles_needed() {
+                let key = TileKey { tile, layout, epilogue: epilogue_key(epilogue) };
+                let offset = match self.offsets.get(&key) {
+                    Some(&o) => o,
+                    None => {
+                        let bytes = micro::micro::<S>(tile, &layout, epilogue)?;
+                        // Each tile starts on a cache line.
+                        self.code.resize(self.code.len().next_multiple_of(64), 0xcc);
+                        let o = self.code.len();
+                        self.code.extend_from_slice(&bytes);
+                        self.offsets.insert(key, o);
+                        o
+                    }
+                };
+                offsets[p.tile_index(phase, tile)] = Some(offset);
+            }
         }
         Ok(offsets)
     }

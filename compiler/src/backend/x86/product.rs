@@ -2,8 +2,12 @@
 //! Rust around them. Column panels of `b` (packed into contiguous `k × NR` strips when
 //! the panel is reused by enough row tiles to pay for it) are the outer loop and row
 //! tiles the inner, so a panel stays in L1 while every row tile of `a` passes over it;
-//! `a` is packed into `k × MR` slivers when enough panels reuse it. Each tile runs over
-//! the whole of `k`, so its epilogue is applied once, to the finished sums.
+//! `a` is packed into `k × MR` slivers when enough panels reuse it. A long `k` is cut
+//! into blocks of about [`KC`] steps, so that a panel of a block stays in L1 (at 64
+//! columns a whole panel of `k = 4608` would be over a megabyte, read again by every row
+//! tile from wherever it fits): the tiles of the first block store their sums, those of
+//! later blocks add to them, and only the last block's apply the epilogue, once, to the
+//! finished sums.
 
 use super::micro::Tile;
 use crate::ir::kernel::{EInst, Gemm, Right, Window};
@@ -64,11 +68,30 @@ pub struct Product {
     pub pack_b: bool,
     /// Columns of `b` packed at a time, a multiple of `nr`, sized to stay in L2.
     pub nc: usize,
+    /// Steps of `k` per block (see [`Product::blocks`]).
+    pub kc: usize,
     pub mr: usize,
     pub nr: usize,
     pub operands: Vec<EpilogueOperand>,
-    /// The tiles `[full, last rows] × [full, last columns]`, where generated.
-    pub tiles: [Option<TileFn>; 4],
+    /// The tiles, `[start, middle, last block] × [full, last rows] × [full, last
+    /// columns]` (see [`Product::tile_index`]), where generated.
+    pub tiles: [Option<TileFn>; 12],
+}
+
+/// The steps of `k` a block aims at: a 64-column panel of 256 steps is 64 KiB, which
+/// stays in L1 and L2 while the row tiles pass over it.
+pub const KC: usize = 256;
+
+/// Which block of `k` a tile computes, which decides how it treats `c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The first block (of any length up to `kc`): stores its sums, and applies the
+    /// epilogue when it is the only block.
+    Start,
+    /// A block between the first and the last: adds its sums to `c`.
+    Middle,
+    /// The last block: adds its sums to `c` and applies the epilogue.
+    Last,
 }
 
 /// Most epilogue operands a product may have (`micro::supports` refuses more).
@@ -107,8 +130,11 @@ impl Product {
             Right::Unfolded(u) => (0, Some(u.win)),
         };
         let pack_b = g.m > 2 * mr || unfold.is_some();
+        // Blocks of equal length, about `KC` each (a `k` up to 1.5 `KC` is one block).
+        let blocks = if g.k <= KC * 3 / 2 { 1 } else { g.k.div_ceil(KC) };
+        let kc = g.k.div_ceil(blocks).max(1);
         // A packed block of `b` of about 128 KiB: it stays in L2 beside `a`'s slivers.
-        let nc = ((32 * 1024 / g.k.max(1)) / nr).max(1) * nr;
+        let nc = Self::columns(kc, nr);
         Product {
             m: g.m,
             n: g.n,
@@ -121,16 +147,40 @@ impl Product {
             a,
             pack_b,
             nc: if pack_b { nc } else { g.n.div_ceil(nr) * nr },
+            kc,
             mr,
             nr,
             operands: operands(&g.epilogue),
-            tiles: [None; 4],
+            tiles: [None; 12],
         }
     }
 
-    /// Which tile computes rows `rows` and columns `cols`.
-    pub fn tile_index(&self, tile: Tile) -> usize {
-        usize::from(tile.rows < self.mr) * 2 + usize::from(tile.cols < self.nr)
+    /// Columns of a packed block of `b` of about 128 KiB at `kc` steps per panel: it
+    /// stays in L2 beside `a`'s slivers.
+    pub fn columns(kc: usize, nr: usize) -> usize {
+        ((32 * 1024 / kc.max(1)) / nr).max(1) * nr
+    }
+
+    /// The blocks of `k`, as `(first step, steps, phase)`: the first takes what is left
+    /// over after blocks of `kc` (at least one step, unless `k` is 0), the rest `kc` each.
+    pub fn blocks(&self) -> impl Iterator<Item = (usize, usize, Phase)> + use<> {
+        let kc = self.kc.max(1);
+        let count = self.k.div_ceil(kc).max(1);
+        let first = self.k - (count - 1) * kc;
+        (0..count).map(move |b| {
+            let phase = match b {
+                0 => Phase::Start,
+                _ if b + 1 == count => Phase::Last,
+                _ => Phase::Middle,
+            };
+            let p0 = if b == 0 { 0 } else { first + (b - 1) * kc };
+            (p0, if b == 0 { first } else { kc }, phase)
+        })
+    }
+
+    /// Which tile computes rows `rows` and columns `cols` of a block in `phase`.
+    pub fn tile_index(&self, phase: Phase, tile: Tile) -> usize {
+        phase as usize * 4 + usize::from(tile.rows < self.mr) * 2 + usize::from(tile.cols < self.nr)
     }
 
     /// The tiles the product needs: every combination of full and remainder rows and
@@ -212,36 +262,44 @@ impl Product {
                     }
                     ASource::InPlace => a,
                 };
-                let b_block = if self.pack_b { lines(pb, self.nc * self.k) } else { std::ptr::null_mut() };
+                let kc = self.kc.min(self.k);
+                let b_block = if self.pack_b { lines(pb, self.nc * kc) } else { std::ptr::null_mut() };
                 let mut at = [std::ptr::null::<f32>(); MAX_OPERANDS];
                 for jc in (0..self.n).step_by(self.nc) {
                     let nb = self.nc.min(self.n - jc);
-                    match self.unfold {
-                        Some(win) => self.pack_image(b, &win, first_row * win.ow + jc, nb, b_block),
-                        None if self.pack_b => self.pack_b(b.add(jc), nb, b_block),
-                        None => {}
-                    }
-                    for jr in (0..nb).step_by(self.nr) {
-                        let cols = self.nr.min(nb - jr);
-                        let panel =
-                            if self.pack_b { b_block.add(jr * self.k) as *const f32 } else { b.add(jc + jr) };
-                        let j = jc + jr;
-                        for i in (0..self.m).step_by(self.mr) {
-                            let rows = self.mr.min(self.m - i);
-                            let sliver = match (self.a, self.ta) {
-                                (ASource::Packed, _) => a_tiles.add(i * self.k),
-                                (ASource::InPlace, false) => a_tiles.add(i * self.lda),
-                                (ASource::InPlace, true) => a_tiles.add(i),
-                            };
-                            for (slot, (op, &p)) in at.iter_mut().zip(self.operands.iter().zip(ops)) {
-                                *slot = match op {
-                                    EpilogueOperand::Row => p.add(i),
-                                    EpilogueOperand::Col => p.add(j),
-                                    EpilogueOperand::Elem(ld) => p.add(i * ld + j),
-                                };
+                    for (p0, kb, phase) in self.blocks() {
+                        match self.unfold {
+                            Some(win) => {
+                                self.pack_image(b, &win, first_row * win.ow + jc, nb, (p0, kb), b_block)
                             }
-                            let index = self.tile_index(Tile { rows, cols });
-                            tile(index, sliver, panel, c.add(i * self.ldc + j), at.as_ptr());
+                            None if self.pack_b => self.pack_b(b.add(p0 * self.ldb + jc), nb, kb, b_block),
+                            None => {}
+                        }
+                        for jr in (0..nb).step_by(self.nr) {
+                            let cols = self.nr.min(nb - jr);
+                            let panel = if self.pack_b {
+                                b_block.add(jr * kb) as *const f32
+                            } else {
+                                b.add(p0 * self.ldb + jc + jr)
+                            };
+                            let j = jc + jr;
+                            for i in (0..self.m).step_by(self.mr) {
+                                let rows = self.mr.min(self.m - i);
+                                let sliver = match (self.a, self.ta) {
+                                    (ASource::Packed, _) => a_tiles.add(i * self.k + p0 * self.mr),
+                                    (ASource::InPlace, false) => a_tiles.add(i * self.lda + p0),
+                                    (ASource::InPlace, true) => a_tiles.add(i + p0 * self.lda),
+                                };
+                                for (slot, (op, &p)) in at.iter_mut().zip(self.operands.iter().zip(ops)) {
+                                    *slot = match op {
+                                        EpilogueOperand::Row => p.add(i),
+                                        EpilogueOperand::Col => p.add(j),
+                                        EpilogueOperand::Elem(ld) => p.add(i * ld + j),
+                                    };
+                                }
+                                let index = self.tile_index(phase, Tile { rows, cols });
+                                tile(index, sliver, panel, c.add(i * self.ldc + j), at.as_ptr());
+                            }
                         }
                     }
                 }
@@ -274,10 +332,10 @@ impl Product {
         }
     }
 
-    /// Packs columns `0..nb` of `b` (already offset to the block) into panels of `NR`
-    /// columns, `k × NR` each, zero past the last column.
-    unsafe fn pack_b(&self, b: *const f32, nb: usize, dst: *mut f32) {
-        let (nr, k) = (self.nr, self.k);
+    /// Packs columns `0..nb` of `k` rows of `b` (already offset to the block) into
+    /// panels of `NR` columns, `k × NR` each, zero past the last column.
+    unsafe fn pack_b(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
+        let nr = self.nr;
         for jr in (0..nb).step_by(nr) {
             let cols = nr.min(nb - jr);
             // SAFETY: `b` holds `k` rows of `ldb`, `nb` columns from this block; `dst`
@@ -319,11 +377,20 @@ pub const MAX_NR: usize = 64;
 impl Product {
     /// Packs output pixels `first..first + nb` of an image unfolded through `win` into
     /// panels of `NR` columns, as [`Product::pack_b`] packs a matrix: row `p` of a panel
-    /// is kernel tap `p` (channel, then kernel row, then column) of each pixel, 0 in the
-    /// padding and past the last pixel. Each panel's pixels are split once into runs along
-    /// output rows; a run whose taps lie inside the image at stride 1 is one copy.
-    unsafe fn pack_image(&self, x: *const f32, win: &Window, first: usize, nb: usize, dst: *mut f32) {
-        let (nr, k) = (self.nr, self.k);
+    /// is kernel tap `p0 + p` (taps ordered by channel, then kernel row, then column) of
+    /// each pixel, for `p < k`, 0 in the padding and past the last pixel. Each panel's
+    /// pixels are split once into runs along output rows; a run whose taps lie inside the
+    /// image at stride 1 is one copy.
+    unsafe fn pack_image(
+        &self,
+        x: *const f32,
+        win: &Window,
+        first: usize,
+        nb: usize,
+        (p0, k): (usize, usize),
+        dst: *mut f32,
+    ) {
+        let nr = self.nr;
         let (h, w) = (win.h as isize, win.w as isize);
         let (top, left) = (win.pad[0] as isize, win.pad[2] as isize);
         for jr in (0..nb).step_by(nr) {
@@ -347,28 +414,40 @@ impl Product {
                 for &(at, oy, ox, len) in &runs[..count] {
                     let x0 = (ox * win.sw) as isize - left;
                     let mut row = panel.add(at);
-                    for ch in 0..win.c {
+                    // The first tap's channel, kernel row and column; then whole rows.
+                    let (mut ch, mut ky0, mut kx0) =
+                        (p0 / (win.kh * win.kw), p0 / win.kw % win.kh, p0 % win.kw);
+                    let mut taps = k;
+                    while taps > 0 {
                         let plane = x.add(ch * win.h * win.w);
-                        for ky in 0..win.kh {
+                        for ky in ky0..win.kh {
+                            let here = (win.kw - kx0).min(taps);
                             let iy = (oy * win.sh + ky * win.dh) as isize - top;
                             if iy < 0 || iy >= h {
-                                for _ in 0..win.kw {
+                                for _ in 0..here {
                                     std::ptr::write_bytes(row, 0, len);
                                     row = row.add(nr);
                                 }
-                                continue;
-                            }
-                            let line = plane.offset(iy * w);
-                            for kx in 0..win.kw {
-                                let ix0 = x0 + (kx * win.dw) as isize;
-                                if win.sw == 1 && ix0 >= 0 && ix0 + len as isize <= w {
-                                    copy(line.offset(ix0), row, len);
-                                } else {
-                                    clipped(line, w, ix0, win.sw, row, len);
+                            } else {
+                                let line = plane.offset(iy * w);
+                                for kx in kx0..kx0 + here {
+                                    let ix0 = x0 + (kx * win.dw) as isize;
+                                    if win.sw == 1 && ix0 >= 0 && ix0 + len as isize <= w {
+                                        copy(line.offset(ix0), row, len);
+                                    } else {
+                                        clipped(line, w, ix0, win.sw, row, len);
+                                    }
+                                    row = row.add(nr);
                                 }
-                                row = row.add(nr);
+                            }
+                            taps -= here;
+                            kx0 = 0;
+                            if taps == 0 {
+                                break;
                             }
                         }
+                        ky0 = 0;
+                        ch += 1;
                     }
                 }
                 if cols < nr {

@@ -154,6 +154,8 @@ struct Case {
     pad: (usize, usize, usize),
     a_source: ASource,
     pack_b: bool,
+    /// Steps per block of `k`, or 0 for the product's own choice.
+    kc: usize,
     epilogue: usize,
     seed: u64,
 }
@@ -272,6 +274,10 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
     let mut p = Product::new(&g, S::MR, S::LANES * S::NV);
     p.a = c.a_source;
     p.pack_b = c.pack_b;
+    if c.kc > 0 {
+        p.kc = c.kc;
+        p.nc = Product::columns(p.kc, p.nr);
+    }
     if !c.pack_b {
         p.nc = c.n.div_ceil(p.nr).max(1) * p.nr;
     }
@@ -390,10 +396,11 @@ fn cases() -> impl Strategy<Value = Case> {
         (0usize..3, 0usize..3, 0usize..3),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![2 => Just(0usize), 1 => 1usize..12],
         0..epilogues().len(),
         any::<u64>(),
     )
-        .prop_map(|(m, n, k, ta, pad, packed, pack_b, epilogue, seed)| Case {
+        .prop_map(|(m, n, k, ta, pad, packed, pack_b, kc, epilogue, seed)| Case {
             m,
             n,
             k,
@@ -401,6 +408,7 @@ fn cases() -> impl Strategy<Value = Case> {
             pad,
             a_source: if packed { ASource::Packed } else { ASource::InPlace },
             pack_b,
+            kc,
             epilogue,
             seed,
         })
@@ -437,6 +445,7 @@ fn every_tile_of_the_register_tile_and_its_edges() {
                     pad: (0, 1, 2),
                     a_source: if n > 8 { ASource::Packed } else { ASource::InPlace },
                     pack_b: m % 3 == 0,
+                    kc: [0, 2, 4][m % 3],
                     epilogue: (m + n + k) % epilogues().len(),
                     seed: (m * 100 + n * 10 + k) as u64,
                 };
@@ -474,6 +483,7 @@ fn long_epilogues_compute_right() {
                 pad: (1, 0, 3),
                 a_source: ASource::Packed,
                 pack_b: true,
+                kc: 2,
                 epilogue: 0,
                 seed: (m * n) as u64,
             };
@@ -578,6 +588,7 @@ fn the_most_crowded_epilogue_of_each_function() {
                     pad: (1, 0, 2),
                     a_source: ASource::Packed,
                     pack_b: m > 6,
+                    kc: k / 2,
                     epilogue: 0,
                     seed: (m * n + k) as u64,
                 };
