@@ -22,8 +22,9 @@ fn y(r: V) -> AsmRegisterYmm {
 impl Simd for Avx2 {
     const NAME: &'static str = "avx2";
     const LANES: usize = 8;
-    const MR: usize = 6;
-    const NV: usize = 2;
+    // Accumulators, the `b` vectors and the broadcast value in 15 registers (the 16th
+    // holds the column mask).
+    const SHAPES: &'static [(usize, usize)] = &[(6, 2), (12, 1)];
     const FREE: u8 = 15;
 
     fn zero(a: &mut CodeAssembler, r: V) -> Result<(), IcedError> {

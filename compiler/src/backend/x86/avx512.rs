@@ -30,8 +30,8 @@ fn z(r: V) -> AsmRegisterZmm {
 impl Simd for Avx512 {
     const NAME: &'static str = "avx512";
     const LANES: usize = 16;
-    const MR: usize = 6;
-    const NV: usize = 4;
+    // 24 accumulators, the `b` vectors and the broadcast value in 32 registers.
+    const SHAPES: &'static [(usize, usize)] = &[(6, 4), (12, 2), (24, 1)];
     const FREE: u8 = 32;
 
     fn assembler() -> Result<CodeAssembler, IcedError> {

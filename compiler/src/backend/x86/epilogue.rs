@@ -187,7 +187,8 @@ pub fn fits<S: Simd>(epilogue: &[EInst]) -> bool {
         match inst {
             EInst::Elem(_, ld) => {
                 operands += 1;
-                if super::micro::displacement(*ld * 4 * S::MR).is_none() {
+                let rows = S::SHAPES.iter().map(|s| s.0).max().unwrap_or(1);
+                if super::micro::displacement(*ld * 4 * rows).is_none() {
                     return false;
                 }
             }

@@ -44,10 +44,9 @@ pub trait Simd {
     const NAME: &'static str;
     /// `f32` lanes of a vector.
     const LANES: usize;
-    /// Rows of the micro-kernel's register tile.
-    const MR: usize;
-    /// Vectors per row of the tile; `LANES · NV` columns.
-    const NV: usize;
+    /// The register tiles, `(rows, vectors per row)`, widest first (see
+    /// [`super::micro::shape`]).
+    const SHAPES: &'static [(usize, usize)];
     /// Vector registers an epilogue may use once the tile is spilled (those not holding
     /// the column mask).
     const FREE: u8;

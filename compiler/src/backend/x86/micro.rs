@@ -44,6 +44,15 @@ pub fn supports<S: Simd>(epilogue: &[EInst]) -> bool {
     epilogue::fits::<S>(epilogue)
 }
 
+/// The register tile `(rows, vectors per row)` for a product `n` columns wide: the
+/// narrowest of the set's shapes whose columns cover `n`, else the widest. A product
+/// narrower than its tile would leave accumulators idle and broadcast each value of `a`
+/// for fewer FMAs than the loads can feed (ResNet-18-CIFAR's last stage is 16 pixels an
+/// image: a quarter of a 64-column tile).
+pub fn shape<S: Simd>(n: usize) -> (usize, usize) {
+    S::SHAPES.iter().rev().find(|&&(_, nv)| nv * S::LANES >= n).copied().unwrap_or(S::SHAPES[0])
+}
+
 /// `bytes` as an instruction displacement, if it fits one.
 pub fn displacement(bytes: usize) -> Option<i32> {
     i32::try_from(bytes).ok()
@@ -59,9 +68,10 @@ pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<
     let nv = tile.cols.div_ceil(S::LANES);
     let tail = tile.cols % S::LANES;
     let masked = |v: usize| tail != 0 && v + 1 == nv;
-    let acc = |r: usize, v: usize| V((r * S::NV + v) as u8);
-    let bv = |v: usize| V((S::MR * S::NV + v) as u8);
-    let bc = V((S::MR * S::NV + S::NV) as u8);
+    // Registers by the tile's own extent, which is within one of the set's shapes.
+    let acc = |r: usize, v: usize| V((r * nv + v) as u8);
+    let bv = |v: usize| V((tile.rows * nv + v) as u8);
+    let bc = V((tile.rows * nv + nv) as u8);
     if tail != 0 {
         S::set_mask(&mut a, &mut consts, tail)?;
     }
@@ -147,7 +157,8 @@ pub fn micro<S: Simd>(tile: Tile, l: &Layout, epilogue: &[EInst]) -> Result<Vec<
 /// `nnc bench` reports each kernel's share.
 pub fn fma_loop<S: Simd>() -> Result<(Vec<u8>, usize), IcedError> {
     let mut a = CodeAssembler::new(64)?;
-    let chains = (S::MR * S::NV) as u8;
+    let (rows, nv) = S::SHAPES[0];
+    let chains = (rows * nv) as u8;
     let (x, y) = (V(chains), V(chains + 1));
     for r in 0..chains + 2 {
         S::zero(&mut a, V(r))?;
