@@ -54,97 +54,124 @@ impl Emit<'_, '_> {
         self.b.ins().fcvt_from_sint(F32, count)
     }
 
+    /// Pooling, each output plane in up to five parts: the rows and columns whose windows
+    /// lie wholly inside the image take their taps at constant offsets from the window's
+    /// corner (as many loads as taps, no bounds), and only the border, where windows
+    /// reach into the padding or past the edge, clips each window to the image.
     pub fn pool(&mut self, p: &Pool) {
         let w: Window = p.win;
         let src = self.addr(&p.src, 0);
         let dst = self.addr(&p.dst, 0);
-        if tiles(&w) {
-            return self.pool_tiles(p, src, dst);
-        }
+        let dilated = w.dh != 1 || w.dw != 1;
+        let (ylo, yhi) = if dilated { (0, 0) } else { inside(w.oh, w.sh, w.kh, w.h, w.pad[0]) };
+        let (xlo, xhi) = if dilated { (0, 0) } else { inside(w.ow, w.sw, w.kw, w.w, w.pad[2]) };
         self.for_count(None, w.c, 1, |e, ch| {
             let plane = e.b.ins().imul_imm_s(ch, (w.h * w.w) as i64);
             let src_plane = e.at(src, plane);
             let out_plane = e.b.ins().imul_imm_s(ch, (w.oh * w.ow) as i64);
             let dst_plane = e.at(dst, out_plane);
-            e.for_count(None, w.oh, 1, |e, oy| {
-                let rows = e.pool_span(oy, w.sh, w.kh, w.h, [w.pad[0], w.pad[1]]);
-                e.for_count(None, w.ow, 1, |e, ox| {
-                    let cols = e.pool_span(ox, w.sw, w.kw, w.w, [w.pad[2], w.pad[3]]);
-                    let init = match p.reduce {
-                        Reduce::Max => f32::NEG_INFINITY,
-                        Reduce::Mean => 0.0,
-                    };
-                    let acc = e.b.declare_var(F32);
-                    let start = e.fconst(F32, init);
-                    e.b.def_var(acc, start);
-                    e.for_range(None, rows.lo, rows.hi, 1, false, |e, y| {
-                        let row = e.b.ins().imul_imm_s(y, w.w as i64);
-                        let row_at = e.at(src_plane, row);
-                        e.for_range(None, cols.lo, cols.hi, 1, false, |e, x| {
-                            let at = e.at(row_at, x);
-                            let v = e.load(F32, at, 0, Some(&p.src));
-                            let old = e.b.use_var(acc);
-                            let new = match p.reduce {
-                                Reduce::Max => e.max(F32, v, old),
-                                Reduce::Mean => e.b.ins().fadd(old, v),
-                            };
-                            e.b.def_var(acc, new);
-                        });
-                    });
-                    let mut result = e.b.use_var(acc);
-                    if p.reduce == Reduce::Mean {
-                        let count = e.window_count(&rows, &cols);
-                        result = e.b.ins().fdiv(result, count);
-                    }
-                    let o = e.b.ins().imul_imm_s(oy, w.ow as i64);
-                    let o = e.b.ins().iadd(o, ox);
-                    let at = e.at(dst_plane, o);
-                    e.store(result, at, 0);
+            let planes = (src_plane, dst_plane);
+            let clipped_rows = |e: &mut Self, from: usize, to: usize| {
+                e.count_range(from, to, |e, oy| {
+                    e.for_count(None, w.ow, 1, |e, ox| e.pool_clipped(p, planes, oy, ox));
                 });
+            };
+            clipped_rows(e, 0, ylo);
+            e.count_range(ylo, yhi, |e, oy| {
+                e.count_range(0, xlo, |e, ox| e.pool_clipped(p, planes, oy, ox));
+                e.count_range(xlo, xhi, |e, ox| e.pool_inside(p, planes, oy, ox));
+                e.count_range(xhi, w.ow, |e, ox| e.pool_clipped(p, planes, oy, ox));
             });
+            clipped_rows(e, yhi.max(ylo), w.oh);
         });
     }
 
-    /// Pooling over windows that tile the image (stride = window, no padding, every
-    /// window inside): each window's taps are constant offsets from its corner.
-    fn pool_tiles(&mut self, p: &Pool, src: Addr, dst: Addr) {
+    /// `for i in from..to` over constants, emitting nothing when the range is empty.
+    fn count_range(&mut self, from: usize, to: usize, body: impl FnMut(&mut Self, Value)) {
+        if from < to {
+            let (f, t) = (self.iconst(from as i64), self.iconst(to as i64));
+            self.for_range(None, f, t, 1, true, body);
+        }
+    }
+
+    /// Output `(oy, ox)` of a plane, its window clipped to the image.
+    fn pool_clipped(&mut self, p: &Pool, (src_plane, dst_plane): (Addr, Addr), oy: Value, ox: Value) {
         let w = p.win;
-        let inv = 1.0 / (w.kh * w.kw) as f32;
-        self.for_count(None, w.c, 1, |e, ch| {
-            let plane = e.b.ins().imul_imm_s(ch, (w.h * w.w) as i64);
-            let src_plane = e.at(src, plane);
-            let out_plane = e.b.ins().imul_imm_s(ch, (w.oh * w.ow) as i64);
-            let dst_plane = e.at(dst, out_plane);
-            e.for_count(None, w.oh, 1, |e, oy| {
-                let row = e.b.ins().imul_imm_s(oy, (w.sh * w.w) as i64);
-                let src_row = e.at(src_plane, row);
-                let out_row = e.b.ins().imul_imm_s(oy, w.ow as i64);
-                let dst_row = e.at(dst_plane, out_row);
-                e.for_count(None, w.ow, 1, |e, ox| {
-                    let col = e.b.ins().imul_imm_s(ox, w.sw as i64);
-                    let corner = e.at(src_row, col);
-                    let mut acc = None;
-                    for i in 0..w.kh {
-                        for j in 0..w.kw {
-                            let v = e.load(F32, corner, ((i * w.w + j) * 4) as i32, Some(&p.src));
-                            acc = Some(match (acc, p.reduce) {
-                                (None, _) => v,
-                                (Some(a), Reduce::Max) => e.max(F32, v, a),
-                                (Some(a), Reduce::Mean) => e.b.ins().fadd(a, v),
-                            });
-                        }
-                    }
-                    let mut result = acc.expect("a window has taps");
-                    if p.reduce == Reduce::Mean {
-                        let k = e.fconst(F32, inv);
-                        result = e.b.ins().fmul(result, k);
-                    }
-                    let at = e.at(dst_row, ox);
-                    e.store(result, at, 0);
-                });
+        let rows = self.pool_span(oy, w.sh, w.kh, w.h, [w.pad[0], w.pad[1]]);
+        let cols = self.pool_span(ox, w.sw, w.kw, w.w, [w.pad[2], w.pad[3]]);
+        let init = match p.reduce {
+            Reduce::Max => f32::NEG_INFINITY,
+            Reduce::Mean => 0.0,
+        };
+        let acc = self.b.declare_var(F32);
+        let start = self.fconst(F32, init);
+        self.b.def_var(acc, start);
+        self.for_range(None, rows.lo, rows.hi, 1, false, |e, y| {
+            let row = e.b.ins().imul_imm_s(y, w.w as i64);
+            let row_at = e.at(src_plane, row);
+            e.for_range(None, cols.lo, cols.hi, 1, false, |e, x| {
+                let at = e.at(row_at, x);
+                let v = e.load(F32, at, 0, Some(&p.src));
+                let old = e.b.use_var(acc);
+                let new = match p.reduce {
+                    Reduce::Max => e.max(F32, v, old),
+                    Reduce::Mean => e.b.ins().fadd(old, v),
+                };
+                e.b.def_var(acc, new);
             });
         });
+        let mut result = self.b.use_var(acc);
+        if p.reduce == Reduce::Mean {
+            let count = self.window_count(&rows, &cols);
+            result = self.b.ins().fdiv(result, count);
+        }
+        let o = self.b.ins().imul_imm_s(oy, w.ow as i64);
+        let o = self.b.ins().iadd(o, ox);
+        let at = self.at(dst_plane, o);
+        self.store(result, at, 0);
     }
+
+    /// Output `(oy, ox)` of a plane whose window lies inside the image (undilated): its
+    /// taps at constant offsets from the corner, an average over all of them.
+    fn pool_inside(&mut self, p: &Pool, (src_plane, dst_plane): (Addr, Addr), oy: Value, ox: Value) {
+        let w = p.win;
+        let y0 = self.b.ins().imul_imm_s(oy, w.sh as i64);
+        let y0 = self.b.ins().iadd_imm_s(y0, -(w.pad[0] as i64));
+        let x0 = self.b.ins().imul_imm_s(ox, w.sw as i64);
+        let x0 = self.b.ins().iadd_imm_s(x0, -(w.pad[2] as i64));
+        let row = self.b.ins().imul_imm_s(y0, w.w as i64);
+        let corner = self.b.ins().iadd(row, x0);
+        let corner = self.at(src_plane, corner);
+        let mut acc = None;
+        for i in 0..w.kh {
+            for j in 0..w.kw {
+                let v = self.load(F32, corner, ((i * w.w + j) * 4) as i32, Some(&p.src));
+                acc = Some(match (acc, p.reduce) {
+                    (None, _) => v,
+                    (Some(a), Reduce::Max) => self.max(F32, v, a),
+                    (Some(a), Reduce::Mean) => self.b.ins().fadd(a, v),
+                });
+            }
+        }
+        let mut result = acc.expect("a window has taps");
+        if p.reduce == Reduce::Mean {
+            let k = self.fconst(F32, 1.0 / (w.kh * w.kw) as f32);
+            result = self.b.ins().fmul(result, k);
+        }
+        let o = self.b.ins().imul_imm_s(oy, w.ow as i64);
+        let o = self.b.ins().iadd(o, ox);
+        let at = self.at(dst_plane, o);
+        self.store(result, at, 0);
+    }
+}
+
+/// The outputs `lo..hi` along one axis whose windows (`k` taps at `stride`, after `pad`)
+/// lie wholly inside `0..size`.
+fn inside(outputs: usize, stride: usize, k: usize, size: usize, pad: usize) -> (usize, usize) {
+    let lo = pad.div_ceil(stride).min(outputs);
+    // `o · stride − pad + k ≤ size`.
+    let hi = if size + pad >= k { ((size + pad - k) / stride + 1).min(outputs) } else { 0 };
+    (lo, hi.max(lo))
 }
 
 /// Whether the windows tile the image: stride equal to the window, no padding or
