@@ -233,13 +233,9 @@ impl<S: Simd> Products for Generator<S> {
         // output would read partial sums, so such a product is one block.
         if reads_output(g) {
             p.kc = g.k.max(1);
-            if p.pack_b {
-                p.nc = Product::columns(p.kc, nr);
-            }
         }
         if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
             p.pack_b = true;
-            p.nc = Product::columns(p.kc, nr);
         }
         let offsets = self.tiles_for(&p, epilogue).map_err(|e| CodegenError::Kernel {
             kernel: format!("a {}×{}×{} product", g.m, g.n, g.k),

@@ -66,8 +66,6 @@ pub struct Product {
     pub a: ASource,
     /// Whether `b` is packed into panels (else read in place; an image is always packed).
     pub pack_b: bool,
-    /// Columns of `b` packed at a time, a multiple of `nr`, sized to stay in L2.
-    pub nc: usize,
     /// Steps of `k` per block (see [`Product::blocks`]).
     pub kc: usize,
     pub mr: usize,
@@ -133,8 +131,6 @@ impl Product {
         // Blocks of equal length, about `KC` each (a `k` up to 1.5 `KC` is one block).
         let blocks = if g.k <= KC * 3 / 2 { 1 } else { g.k.div_ceil(KC) };
         let kc = g.k.div_ceil(blocks).max(1);
-        // A packed block of `b` of about 128 KiB: it stays in L2 beside `a`'s slivers.
-        let nc = Self::columns(kc, nr);
         Product {
             m: g.m,
             n: g.n,
@@ -146,19 +142,12 @@ impl Product {
             ldc: g.ldc,
             a,
             pack_b,
-            nc: if pack_b { nc } else { g.n.div_ceil(nr) * nr },
             kc,
             mr,
             nr,
             operands: operands(&g.epilogue),
             tiles: [None; 12],
         }
-    }
-
-    /// Columns of a packed block of `b` of about 128 KiB at `kc` steps per panel: it
-    /// stays in L2 beside `a`'s slivers.
-    pub fn columns(kc: usize, nr: usize) -> usize {
-        ((32 * 1024 / kc.max(1)) / nr).max(1) * nr
     }
 
     /// The blocks of `k`, as `(first step, steps, phase)`: the first takes what is left
@@ -263,43 +252,41 @@ impl Product {
                     ASource::InPlace => a,
                 };
                 let kc = self.kc.min(self.k);
-                let b_block = if self.pack_b { lines(pb, self.nc * kc) } else { std::ptr::null_mut() };
+                // One panel at a time, packed just before its row tiles read it, so that
+                // it is still in L1 (packing a block of panels first left LeNet-5's
+                // convolutions reading them back from L2).
+                let b_panel = if self.pack_b { lines(pb, self.nr * kc) } else { std::ptr::null_mut() };
                 let mut at = [std::ptr::null::<f32>(); MAX_OPERANDS];
-                for jc in (0..self.n).step_by(self.nc) {
-                    let nb = self.nc.min(self.n - jc);
+                for j in (0..self.n).step_by(self.nr) {
+                    let cols = self.nr.min(self.n - j);
                     for (p0, kb, phase) in self.blocks() {
-                        match self.unfold {
+                        let panel = match self.unfold {
                             Some(win) => {
-                                self.pack_image(b, &win, first_row * win.ow + jc, nb, (p0, kb), b_block)
+                                self.pack_image(b, &win, first_row * win.ow + j, cols, (p0, kb), b_panel);
+                                b_panel as *const f32
                             }
-                            None if self.pack_b => self.pack_b(b.add(p0 * self.ldb + jc), nb, kb, b_block),
-                            None => {}
-                        }
-                        for jr in (0..nb).step_by(self.nr) {
-                            let cols = self.nr.min(nb - jr);
-                            let panel = if self.pack_b {
-                                b_block.add(jr * kb) as *const f32
-                            } else {
-                                b.add(p0 * self.ldb + jc + jr)
+                            None if self.pack_b => {
+                                self.pack_b(b.add(p0 * self.ldb + j), cols, kb, b_panel);
+                                b_panel as *const f32
+                            }
+                            None => b.add(p0 * self.ldb + j),
+                        };
+                        for i in (0..self.m).step_by(self.mr) {
+                            let rows = self.mr.min(self.m - i);
+                            let sliver = match (self.a, self.ta) {
+                                (ASource::Packed, _) => a_tiles.add(i * self.k + p0 * self.mr),
+                                (ASource::InPlace, false) => a_tiles.add(i * self.lda + p0),
+                                (ASource::InPlace, true) => a_tiles.add(i + p0 * self.lda),
                             };
-                            let j = jc + jr;
-                            for i in (0..self.m).step_by(self.mr) {
-                                let rows = self.mr.min(self.m - i);
-                                let sliver = match (self.a, self.ta) {
-                                    (ASource::Packed, _) => a_tiles.add(i * self.k + p0 * self.mr),
-                                    (ASource::InPlace, false) => a_tiles.add(i * self.lda + p0),
-                                    (ASource::InPlace, true) => a_tiles.add(i + p0 * self.lda),
+                            for (slot, (op, &p)) in at.iter_mut().zip(self.operands.iter().zip(ops)) {
+                                *slot = match op {
+                                    EpilogueOperand::Row => p.add(i),
+                                    EpilogueOperand::Col => p.add(j),
+                                    EpilogueOperand::Elem(ld) => p.add(i * ld + j),
                                 };
-                                for (slot, (op, &p)) in at.iter_mut().zip(self.operands.iter().zip(ops)) {
-                                    *slot = match op {
-                                        EpilogueOperand::Row => p.add(i),
-                                        EpilogueOperand::Col => p.add(j),
-                                        EpilogueOperand::Elem(ld) => p.add(i * ld + j),
-                                    };
-                                }
-                                let index = self.tile_index(phase, Tile { rows, cols });
-                                tile(index, sliver, panel, c.add(i * self.ldc + j), at.as_ptr());
                             }
+                            let index = self.tile_index(phase, Tile { rows, cols });
+                            tile(index, sliver, panel, c.add(i * self.ldc + j), at.as_ptr());
                         }
                     }
                 }
@@ -335,6 +322,26 @@ impl Product {
     /// Packs columns `0..nb` of `k` rows of `b` (already offset to the block) into
     /// panels of `NR` columns, `k × NR` each, zero past the last column.
     unsafe fn pack_b(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
+        // SAFETY: as the caller promised; the AVX2 copy runs only where the CPU has AVX2.
+        unsafe {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                self.pack_b_avx2(b, nb, k, dst)
+            } else {
+                self.pack_b_any(b, nb, k, dst)
+            }
+        }
+    }
+
+    /// [`Product::pack_b`] compiled for AVX2: its fixed-size copies are then 256-bit moves
+    /// rather than SSE's 128-bit ones.
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_b_avx2(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
+        // SAFETY: as the caller promised.
+        unsafe { self.pack_b_any(b, nb, k, dst) }
+    }
+
+    #[inline(always)]
+    unsafe fn pack_b_any(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
         let nr = self.nr;
         for jr in (0..nb).step_by(nr) {
             let cols = nr.min(nb - jr);
@@ -357,8 +364,8 @@ impl Product {
 
 /// Copies `n` floats in fixed-size pieces of 16, 8, 4 and single floats. The runs packing
 /// copies are short (an output row of a small image: 10 floats in LeNet-5's C3), and a
-/// call to `memcpy` per run cost more than the copy: half of LeNet-5's inference time
-/// was in `memmove` and `memset` called from the packing.
+/// call per run cost more than the copy: `memmove` and `memset` called from the packing
+/// took a quarter of LeNet-5's inference time at batch 256.
 ///
 /// # Safety
 /// As [`std::ptr::copy_nonoverlapping`].
@@ -426,6 +433,41 @@ impl Product {
     /// pixels are split once into runs along output rows; a run whose taps lie inside the
     /// image at stride 1 is one copy.
     unsafe fn pack_image(
+        &self,
+        x: *const f32,
+        win: &Window,
+        first: usize,
+        nb: usize,
+        taps: (usize, usize),
+        dst: *mut f32,
+    ) {
+        // SAFETY: as the caller promised; the AVX2 copy runs only where the CPU has AVX2.
+        unsafe {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                self.pack_image_avx2(x, win, first, nb, taps, dst)
+            } else {
+                self.pack_image_any(x, win, first, nb, taps, dst)
+            }
+        }
+    }
+
+    /// [`Product::pack_image`] compiled for AVX2 (see [`Product::pack_b_avx2`]).
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_image_avx2(
+        &self,
+        x: *const f32,
+        win: &Window,
+        first: usize,
+        nb: usize,
+        taps: (usize, usize),
+        dst: *mut f32,
+    ) {
+        // SAFETY: as the caller promised.
+        unsafe { self.pack_image_any(x, win, first, nb, taps, dst) }
+    }
+
+    #[inline(always)]
+    unsafe fn pack_image_any(
         &self,
         x: *const f32,
         win: &Window,
@@ -510,17 +552,27 @@ impl Product {
 /// `line` must hold `w` floats and `out` `len`.
 unsafe fn clipped(line: *const f32, w: isize, ix0: isize, stride: usize, out: *mut f32, len: usize) {
     let sw = stride as isize;
-    // The pixels whose tap lies inside the row: `lo..hi`.
-    let lo = if ix0 >= 0 { 0 } else { ((-ix0 + sw - 1) / sw).min(len as isize) };
-    let hi = if ix0 >= w { lo } else { ((w - ix0 + sw - 1) / sw).clamp(lo, len as isize) };
+    // The pixels whose tap lies inside the row: `lo..hi` (without a division at stride 1,
+    // the padded border of most convolutions).
+    let (lo, hi) = if sw == 1 {
+        let lo = (-ix0).clamp(0, len as isize);
+        (lo, (w - ix0).clamp(lo, len as isize))
+    } else {
+        let lo = if ix0 >= 0 { 0 } else { ((-ix0 + sw - 1) / sw).min(len as isize) };
+        (lo, if ix0 >= w { lo } else { ((w - ix0 + sw - 1) / sw).clamp(lo, len as isize) })
+    };
     let (lo, hi) = (lo as usize, hi as usize);
     // SAFETY: as the caller promised; `ix0 + t · stride` is inside the row for `lo ≤ t < hi`.
     unsafe {
         zero(out, lo);
         zero(out.add(hi), len - hi);
         let from = line.offset(ix0 + lo as isize * sw);
-        for t in 0..hi - lo {
-            *out.add(lo + t) = *from.add(t * stride);
+        if stride == 1 {
+            copy(from, out.add(lo), hi - lo);
+        } else {
+            for t in 0..hi - lo {
+                *out.add(lo + t) = *from.add(t * stride);
+            }
         }
     }
 }

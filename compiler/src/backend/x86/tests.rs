@@ -279,10 +279,6 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
     p.pack_b = c.pack_b;
     if c.kc > 0 {
         p.kc = c.kc;
-        p.nc = Product::columns(p.kc, p.nr);
-    }
-    if !c.pack_b {
-        p.nc = c.n.div_ceil(p.nr).max(1) * p.nr;
     }
     let mut generator = Generator::<S>::default();
     let offsets = generator.tiles_for(&p, &x.epilogue).expect("assembles");
