@@ -262,7 +262,9 @@ impl Product {
                     for (p0, kb, phase) in self.blocks() {
                         let panel = match self.unfold {
                             Some(win) => {
-                                self.pack_image(b, &win, first_row * win.ow + j, cols, (p0, kb), b_panel);
+                                let first = first_row * win.ow + j;
+                                let pixels = Pixels { x: b, win: &win, first, count: cols, taps: (p0, kb) };
+                                self.pack_image(pixels, b_panel);
                                 b_panel as *const f32
                             }
                             None if self.pack_b => {
@@ -425,57 +427,45 @@ unsafe fn zero(to: *mut f32, n: usize) {
 /// Most pixels of a panel, and so most runs along output rows one can span.
 pub const MAX_NR: usize = 64;
 
+/// What [`Product::pack_image`] packs: output pixels `first..first + count` of the image
+/// at `x` unfolded through `win`, taps `taps.0..taps.0 + taps.1`.
+#[derive(Clone, Copy)]
+struct Pixels<'w> {
+    x: *const f32,
+    win: &'w Window,
+    first: usize,
+    count: usize,
+    taps: (usize, usize),
+}
+
 impl Product {
-    /// Packs output pixels `first..first + nb` of an image unfolded through `win` into
-    /// panels of `NR` columns, as [`Product::pack_b`] packs a matrix: row `p` of a panel
-    /// is kernel tap `p0 + p` (taps ordered by channel, then kernel row, then column) of
-    /// each pixel, for `p < k`, 0 in the padding and past the last pixel. Each panel's
+    /// Packs `pixels` into panels of `NR` columns, as [`Product::pack_b`] packs a matrix:
+    /// row `p` of a panel is kernel tap `taps.0 + p` (taps ordered by channel, then kernel
+    /// row, then column) of each pixel, for `p < taps.1`, 0 in the padding and past the
+    /// last pixel. Each panel's
     /// pixels are split once into runs along output rows; a run whose taps lie inside the
     /// image at stride 1 is one copy.
-    unsafe fn pack_image(
-        &self,
-        x: *const f32,
-        win: &Window,
-        first: usize,
-        nb: usize,
-        taps: (usize, usize),
-        dst: *mut f32,
-    ) {
+    unsafe fn pack_image(&self, pixels: Pixels, dst: *mut f32) {
         // SAFETY: as the caller promised; the AVX2 copy runs only where the CPU has AVX2.
         unsafe {
             if std::arch::is_x86_feature_detected!("avx2") {
-                self.pack_image_avx2(x, win, first, nb, taps, dst)
+                self.pack_image_avx2(pixels, dst)
             } else {
-                self.pack_image_any(x, win, first, nb, taps, dst)
+                self.pack_image_any(pixels, dst)
             }
         }
     }
 
     /// [`Product::pack_image`] compiled for AVX2 (see [`Product::pack_b_avx2`]).
     #[target_feature(enable = "avx2")]
-    unsafe fn pack_image_avx2(
-        &self,
-        x: *const f32,
-        win: &Window,
-        first: usize,
-        nb: usize,
-        taps: (usize, usize),
-        dst: *mut f32,
-    ) {
+    unsafe fn pack_image_avx2(&self, pixels: Pixels, dst: *mut f32) {
         // SAFETY: as the caller promised.
-        unsafe { self.pack_image_any(x, win, first, nb, taps, dst) }
+        unsafe { self.pack_image_any(pixels, dst) }
     }
 
     #[inline(always)]
-    unsafe fn pack_image_any(
-        &self,
-        x: *const f32,
-        win: &Window,
-        first: usize,
-        nb: usize,
-        (p0, k): (usize, usize),
-        dst: *mut f32,
-    ) {
+    unsafe fn pack_image_any(&self, pixels: Pixels, dst: *mut f32) {
+        let Pixels { x, win, first, count: nb, taps: (p0, k) } = pixels;
         let nr = self.nr;
         let (h, w) = (win.h as isize, win.w as isize);
         let (top, left) = (win.pad[0] as isize, win.pad[2] as isize);

@@ -134,7 +134,8 @@ impl Build<'_> {
     /// A convolution per image and group: unfold the image (unless the kernel is 1×1
     /// with stride 1 and no padding) and multiply by the weights, epilogue fused. Threads
     /// split the images; a single image large enough to share is split into blocks of
-    /// output rows instead, each thread unfolding only its own rows.
+    /// output rows instead, each thread unfolding only its own rows, or, where the rows
+    /// do not split evenly, into blocks of output channels.
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &mut self,
