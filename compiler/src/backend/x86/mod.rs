@@ -233,6 +233,7 @@ impl<S: Simd> Products for Generator<S> {
         // output would read partial sums, so such a product is one block.
         if reads_output(g) {
             p.kc = g.k.max(1);
+            p.mc = product::mc(g.m, p.kc, mr);
         }
         if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
             p.pack_b = true;

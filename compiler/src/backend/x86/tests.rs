@@ -156,6 +156,8 @@ struct Case {
     pack_b: bool,
     /// Steps per block of `k`, or 0 for the product's own choice.
     kc: usize,
+    /// Row tiles per block of rows, or 0 for the product's own choice.
+    mc: usize,
     epilogue: usize,
     seed: u64,
 }
@@ -280,6 +282,9 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
     if c.kc > 0 {
         p.kc = c.kc;
     }
+    if c.mc > 0 {
+        p.mc = c.mc * mr;
+    }
     let mut generator = Generator::<S>::default();
     let offsets = generator.tiles_for(&p, &x.epilogue).expect("assembles");
     let mut out = vec![f32::NAN; c.m * x.ldc + GUARD];
@@ -396,10 +401,11 @@ fn cases() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![2 => Just(0usize), 1 => 1usize..12],
+        prop_oneof![2 => Just(0usize), 1 => 1usize..4],
         0..epilogues().len(),
         any::<u64>(),
     )
-        .prop_map(|(m, n, k, ta, pad, packed, pack_b, kc, epilogue, seed)| Case {
+        .prop_map(|(m, n, k, ta, pad, packed, pack_b, kc, mc, epilogue, seed)| Case {
             m,
             n,
             k,
@@ -408,6 +414,7 @@ fn cases() -> impl Strategy<Value = Case> {
             a_source: if packed { ASource::Packed } else { ASource::InPlace },
             pack_b,
             kc,
+            mc,
             epilogue,
             seed,
         })
@@ -446,6 +453,7 @@ fn every_tile_of_the_register_tile_and_its_edges() {
                     a_source: if n > 8 { ASource::Packed } else { ASource::InPlace },
                     pack_b: m % 3 == 0,
                     kc: [0, 2, 4][m % 3],
+                    mc: [0, 1, 2][n % 3],
                     epilogue: (m + n + k) % epilogues().len(),
                     seed: (m * 100 + n * 10 + k) as u64,
                 };
@@ -484,6 +492,7 @@ fn long_epilogues_compute_right() {
                 a_source: ASource::Packed,
                 pack_b: true,
                 kc: 2,
+                mc: 1,
                 epilogue: 0,
                 seed: (m * n) as u64,
             };
@@ -589,6 +598,7 @@ fn the_most_crowded_epilogue_of_each_function() {
                     a_source: ASource::Packed,
                     pack_b: m > 6,
                     kc: k / 2,
+                    mc: 1,
                     epilogue: 0,
                     seed: (m * n + k) as u64,
                 };
