@@ -1,7 +1,8 @@
 //! Sliding windows for pooling: each window is clipped to the image once, so the inner
-//! loops reduce without a bounds check per pixel.
+//! loops reduce without a bounds check per pixel, and the windows wholly inside the
+//! image are reduced a vector of outputs at a time.
 
-use super::emit::{Addr, Emit, F32};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 
 /// See [`Emit::pool_span`].
 pub(super) struct Span {
@@ -12,7 +13,7 @@ pub(super) struct Span {
 use crate::ir::kernel::{Pool, Window};
 use crate::ir::ops::Reduce;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value, types};
 
 impl Emit<'_, '_> {
     pub(super) fn imin(&mut self, a: Value, b: Value) -> Value {
@@ -56,8 +57,9 @@ impl Emit<'_, '_> {
 
     /// Pooling, each output plane in up to five parts: the rows and columns whose windows
     /// lie wholly inside the image take their taps at constant offsets from the window's
-    /// corner (as many loads as taps, no bounds), and only the border, where windows
-    /// reach into the padding or past the edge, clips each window to the image.
+    /// corner (as many loads as taps, no bounds), [`LANES`] outputs at a time at strides
+    /// 1 and 2, and only the border, where windows reach into the padding or past the
+    /// edge, clips each window to the image.
     pub fn pool(&mut self, p: &Pool) {
         let w: Window = p.win;
         let src = self.addr(&p.src, 0);
@@ -79,7 +81,14 @@ impl Emit<'_, '_> {
             clipped_rows(e, 0, ylo);
             e.count_range(ylo, yhi, |e, oy| {
                 e.count_range(0, xlo, |e, ox| e.pool_clipped(p, planes, oy, ox));
-                e.count_range(xlo, xhi, |e, ox| e.pool_inside(p, planes, oy, ox));
+                let vectors = lanes_inside(&w, xlo, xhi);
+                if vectors > 0 {
+                    let (from, to) = (e.iconst(xlo as i64), e.iconst((xlo + vectors * LANES) as i64));
+                    e.for_range(None, from, to, LANES as i64, true, |e, ox| {
+                        e.pool_inside(p, planes, oy, ox, VECTOR)
+                    });
+                }
+                e.count_range(xlo + vectors * LANES, xhi, |e, ox| e.pool_inside(p, planes, oy, ox, F32));
                 e.count_range(xhi, w.ow, |e, ox| e.pool_clipped(p, planes, oy, ox));
             });
             clipped_rows(e, yhi.max(ylo), w.oh);
@@ -131,9 +140,18 @@ impl Emit<'_, '_> {
         self.store(result, at, 0);
     }
 
-    /// Output `(oy, ox)` of a plane whose window lies inside the image (undilated): its
-    /// taps at constant offsets from the corner, an average over all of them.
-    fn pool_inside(&mut self, p: &Pool, (src_plane, dst_plane): (Addr, Addr), oy: Value, ox: Value) {
+    /// Output `(oy, ox)` of a plane whose window lies inside the image (undilated), or
+    /// with `ty` a vector the [`LANES`] outputs from there: its taps at constant offsets
+    /// from the corner, an average over all of them. Each lane reduces its window's taps
+    /// in the same order as a single output does, so both give the same bits.
+    fn pool_inside(
+        &mut self,
+        p: &Pool,
+        (src_plane, dst_plane): (Addr, Addr),
+        oy: Value,
+        ox: Value,
+        ty: Type,
+    ) {
         let w = p.win;
         let y0 = self.b.ins().imul_imm_s(oy, w.sh as i64);
         let y0 = self.b.ins().iadd_imm_s(y0, -(w.pad[0] as i64));
@@ -145,17 +163,17 @@ impl Emit<'_, '_> {
         let mut acc = None;
         for i in 0..w.kh {
             for j in 0..w.kw {
-                let v = self.load(F32, corner, ((i * w.w + j) * 4) as i32, Some(&p.src));
+                let v = self.taps(ty, corner, ((i * w.w + j) * 4) as i32, w.sw, &p.src);
                 acc = Some(match (acc, p.reduce) {
                     (None, _) => v,
-                    (Some(a), Reduce::Max) => self.max(F32, v, a),
+                    (Some(a), Reduce::Max) => self.max(ty, v, a),
                     (Some(a), Reduce::Mean) => self.b.ins().fadd(a, v),
                 });
             }
         }
         let mut result = acc.expect("a window has taps");
         if p.reduce == Reduce::Mean {
-            let k = self.fconst(F32, 1.0 / (w.kh * w.kw) as f32);
+            let k = self.fconst(ty, 1.0 / (w.kh * w.kw) as f32);
             result = self.b.ins().fmul(result, k);
         }
         let o = self.b.ins().imul_imm_s(oy, w.ow as i64);
@@ -163,6 +181,52 @@ impl Emit<'_, '_> {
         let at = self.at(dst_plane, o);
         self.store(result, at, 0);
     }
+
+    /// The float at `at` plus `bytes`, or as a vector those at `stride` apart from there
+    /// (stride 1 or 2: at 2, the even lanes of two loads).
+    fn taps(
+        &mut self,
+        ty: Type,
+        at: Addr,
+        bytes: i32,
+        stride: usize,
+        from: &crate::ir::kernel::Ptr,
+    ) -> Value {
+        let first = self.load(ty, at, bytes, Some(from));
+        if ty != VECTOR || stride == 1 {
+            return first;
+        }
+        debug_assert_eq!(stride, 2, "vectors of windows at strides 1 and 2 only");
+        let second = self.load(ty, at, bytes + 4 * LANES as i32, Some(from));
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let (a, b) = (
+            self.b.ins().bitcast(types::I8X16, little, first),
+            self.b.ins().bitcast(types::I8X16, little, second),
+        );
+        // Bytes of lanes 0, 2 of `a` and 0, 2 of `b` (lanes 4, 6 of the pair).
+        let evens: Vec<u8> =
+            [0u8, 2, 4, 6].iter().flat_map(|&l| (0..4).map(move |byte| 4 * l + byte)).collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(evens));
+        let picked = self.b.ins().shuffle(a, b, mask);
+        self.b.ins().bitcast(VECTOR, little, picked)
+    }
+}
+
+/// How many vectors of [`LANES`] outputs, from `lo`, a row's inside windows `lo..hi`
+/// fill such that every load of them stays inside the row: at stride 2 a vector of
+/// taps reads `2 · LANES` floats of which it keeps every other one. Other strides take
+/// one output at a time.
+fn lanes_inside(w: &Window, lo: usize, hi: usize) -> usize {
+    if w.sw > 2 || w.dw != 1 || w.dh != 1 {
+        return 0;
+    }
+    // The vector from output `o` reads up to `o · sw − pad + (kw − 1) + LANES · sw − 1`.
+    let reach = w.kw - 1 + LANES * w.sw - 1;
+    let mut n = 0;
+    while lo + (n + 1) * LANES <= hi && (lo + n * LANES) * w.sw + reach < w.w + w.pad[2] {
+        n += 1;
+    }
+    n
 }
 
 /// The outputs `lo..hi` along one axis whose windows (`k` taps at `stride`, after `pad`)
