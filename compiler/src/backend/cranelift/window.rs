@@ -134,7 +134,13 @@ impl Emit<'_, '_> {
             let count = self.window_count(&rows, &cols);
             result = self.b.ins().fdiv(result, count);
         }
-        let o = self.b.ins().imul_imm_s(oy, w.ow as i64);
+        self.pool_store(p, dst_plane, oy, ox, result);
+    }
+
+    /// Stores `result` as output `(oy, ox)` of a plane (and the outputs after it, for a
+    /// vector).
+    fn pool_store(&mut self, p: &Pool, dst_plane: Addr, oy: Value, ox: Value, result: Value) {
+        let o = self.b.ins().imul_imm_s(oy, p.win.ow as i64);
         let o = self.b.ins().iadd(o, ox);
         let at = self.at(dst_plane, o);
         self.store(result, at, 0);
@@ -176,10 +182,7 @@ impl Emit<'_, '_> {
             let k = self.fconst(ty, 1.0 / (w.kh * w.kw) as f32);
             result = self.b.ins().fmul(result, k);
         }
-        let o = self.b.ins().imul_imm_s(oy, w.ow as i64);
-        let o = self.b.ins().iadd(o, ox);
-        let at = self.at(dst_plane, o);
-        self.store(result, at, 0);
+        self.pool_store(p, dst_plane, oy, ox, result);
     }
 
     /// The float at `at` plus `bytes`, or as a vector those at `stride` apart from there
