@@ -105,18 +105,17 @@ fn last_uses(epilogue: &[EInst]) -> Vec<usize> {
     last
 }
 
-/// Evaluates `epilogue` for vector `v` of row `r`, the accumulator read from `acc`;
-/// returns the register of the result (`None` for an empty epilogue). Operand `j`
-/// (the `j`-th `Row`, `Col` or `Elem`) has its address for the tile's first row and
-/// column at `[rcx + 8j]`.
+/// Evaluates `epilogue` for the vector at row `r`, column `col` of the tile, the
+/// accumulator read from `acc`; returns the register of the result (`None` for an empty
+/// epilogue). Operand `j` (the `j`-th `Row`, `Col` or `Elem`) has its address for the
+/// tile's first row and column at `[rcx + 8j]`.
 pub fn apply<S: Simd>(
     e: &mut Emitter<'_, S>,
     epilogue: &[EInst],
     acc: AsmMemoryOperand,
-    (r, v): (usize, usize),
+    (r, col): (usize, usize),
     masked: bool,
 ) -> Result<Option<V>, Error> {
-    let vec_bytes = (S::LANES * 4) as i32;
     let last = last_uses(epilogue);
     let mut regs: Vec<V> = Vec::with_capacity(epilogue.len());
     let mut slot = 0;
@@ -146,13 +145,13 @@ pub fn apply<S: Simd>(
             EInst::Col(_) => {
                 let d = e.take()?;
                 e.operand(&mut slot)?;
-                S::load(e.a, d, r8 + v as i32 * vec_bytes, masked)?;
+                S::load(e.a, d, r8 + 4 * col as i32, masked)?;
                 d
             }
             EInst::Elem(_, ld) => {
                 let d = e.take()?;
                 e.operand(&mut slot)?;
-                S::load(e.a, d, r8 + ((r * ld * 4) as i32 + v as i32 * vec_bytes), masked)?;
+                S::load(e.a, d, r8 + ((r * ld * 4) as i32 + 4 * col as i32), masked)?;
                 d
             }
             EInst::Const(x) => e.constant(x)?,

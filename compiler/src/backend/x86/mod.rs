@@ -12,6 +12,7 @@
 
 mod avx2;
 mod avx512;
+mod direct;
 #[cfg(test)]
 mod emulate;
 mod epilogue;
@@ -19,17 +20,18 @@ mod isa;
 mod math;
 mod memory;
 mod micro;
+mod pack;
 mod product;
 #[cfg(test)]
 mod tests;
 
 use super::cranelift::{self, Call, Products};
 use super::{Backend, Code, CodegenError, Geometry, Kernel, Options};
-use crate::ir::kernel::{EInst, Gemm, Program};
+use crate::ir::kernel::{EInst, Gemm, Program, Right};
 use crate::passes::memory::MemoryPlan;
 use isa::Simd;
 use memory::Executable;
-use micro::{Layout, Tile, displacement};
+use micro::{BRead, Layout, Tile, displacement};
 use product::{ASource, Phase, Product};
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -100,9 +102,7 @@ fn compile<S: Simd>(
     options: Options,
     isa: Isa,
 ) -> Result<Box<dyn Code>, CodegenError> {
-    const {
-        assert!(S::LANES * S::SHAPES[0].1 <= product::MAX_NR, "a panel's pixels fit the runs of `pack_image`")
-    };
+    const { assert!(S::LANES * S::SHAPES[0].1 <= pack::MAX_NR, "a panel's pixels fit the runs of `pack_image`") };
     let started = Instant::now();
     let mut generator = Generator::<S>::default();
     let compiled = cranelift::compile(program, memory, options, &mut generator)?;
@@ -208,6 +208,13 @@ fn epilogue_key(epilogue: &[EInst]) -> String {
 
 impl<S: Simd> Products for Generator<S> {
     fn product(&mut self, g: &Gemm) -> Result<Option<Call>, CodegenError> {
+        // A convolution with few output channels reads its image directly, in tiles of
+        // whole output rows; anything else is packed, in the set's register tiles.
+        let direct = match &g.b {
+            Right::Unfolded(u) => direct::shape::<S>(g.m, g.n, &u.win)
+                .and_then(|(mr, rows)| Some((mr, rows, direct::Direct::new(&pack::padded(&u.win), rows)?))),
+            Right::Matrix { .. } => None,
+        };
         let (mut mr, mut nv) = micro::shape::<S>(g.n);
         // Rows of `a` read in place, untransposed, are as many streams a row of `lda`
         // apart as the tile has rows: past the widest shape's six, at a long row, they
@@ -215,7 +222,10 @@ impl<S: Simd> Products for Generator<S> {
         if !g.ta && Product::new(g, mr, S::LANES * nv).a == ASource::InPlace {
             (mr, nv) = S::SHAPES[0];
         }
-        let nr = S::LANES * nv;
+        let mut nr = S::LANES * nv;
+        if let Some((rows, out_rows, d)) = direct {
+            (mr, nr) = (rows, out_rows * d.ow);
+        }
         let fused = micro::supports::<S>(&g.epilogue);
         if displacement(4 * g.ldc * mr).is_none() || (!fused && reads_output(g)) {
             return Ok(None);
@@ -235,7 +245,9 @@ impl<S: Simd> Products for Generator<S> {
             p.kc = g.k.max(1);
             p.mc = product::mc(g.m, p.kc, mr);
         }
-        if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
+        if let Some((.., d)) = direct {
+            p.read_directly(d);
+        } else if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
             p.pack_b = true;
         }
         let offsets = self.tiles_for(&p, epilogue).map_err(|e| CodegenError::Kernel {
@@ -293,9 +305,11 @@ impl<S: Simd> Generator<S> {
                 k,
                 a_row: a_row as i32,
                 a_k: a_k as i32,
-                b_k: p.b_stride() as i32,
+                b: match p.direct {
+                    Some(d) => BRead::Image(d),
+                    None => BRead::Rows { step: p.b_stride() as i32, in_place: !p.pack_b },
+                },
                 c_row: (4 * p.ldc) as i32,
-                b_in_place: !p.pack_b,
                 accumulate: phase != Phase::Start,
             };
             let last = phase == Phase::Last || blocks.len() == 1;

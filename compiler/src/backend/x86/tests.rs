@@ -6,12 +6,13 @@
 
 use super::avx2::Avx2;
 use super::avx512::Avx512;
+use super::direct;
 use super::emulate;
 use super::isa::Simd;
 use super::product::{ASource, Product};
 use super::{Generator, Isa};
 use crate::backend::cranelift::probe::{self, MathFn};
-use crate::ir::kernel::{BinOp, Cmp, EInst, Gemm, Prim, Ptr, Right};
+use crate::ir::kernel::{BinOp, Cmp, EInst, Gemm, Prim, Ptr, Right, Window};
 use crate::ir::ops::TensorId;
 use proptest::prelude::*;
 
@@ -461,6 +462,48 @@ fn every_tile_of_the_register_tile_and_its_edges() {
             }
         }
     }
+}
+
+/// A window of `c` channels of `h × w` at stride `s`, padded by `pad` all round.
+fn conv_window(c: usize, h: usize, w: usize, kernel: usize, s: usize, pad: usize) -> Window {
+    let out = |x: usize| (x + 2 * pad - kernel) / s + 1;
+    Window {
+        c,
+        h,
+        w,
+        kh: kernel,
+        kw: kernel,
+        sh: s,
+        sw: s,
+        dh: 1,
+        dw: 1,
+        pad: [pad; 4],
+        oh: out(h),
+        ow: out(w),
+    }
+}
+
+/// Which convolutions read their image directly: those with few output channels, or
+/// rows that fill their vectors, at stride 1 along rows and over whole output rows.
+#[test]
+fn convolutions_read_directly_where_packing_costs_more() {
+    let lenet_c1 = conv_window(1, 28, 28, 5, 1, 2);
+    let lenet_c3 = conv_window(6, 14, 14, 5, 1, 0);
+    let cifar_64 = conv_window(64, 32, 32, 3, 1, 1);
+    let cifar_256 = conv_window(256, 8, 8, 3, 1, 1);
+    // AVX-512: C1's 28-pixel rows are two vectors, two output rows a tile of six
+    // channels; C3's 10-pixel rows one vector.
+    assert_eq!(direct::shape::<Avx512>(6, 784, &lenet_c1), Some((6, 2)));
+    assert!(direct::shape::<Avx512>(16, 100, &lenet_c3).is_some());
+    assert!(direct::shape::<Avx512>(64, 1024, &cifar_64).is_some());
+    // Half of each 8-pixel row's lanes idle, for 256 channels.
+    assert_eq!(direct::shape::<Avx512>(256, 64, &cifar_256), None);
+    // Strided along rows; a block of pixels that is not whole rows.
+    assert_eq!(direct::shape::<Avx512>(6, 196, &conv_window(1, 28, 28, 2, 2, 0)), None);
+    assert_eq!(direct::shape::<Avx512>(6, 50, &lenet_c1), None);
+    // AVX2: C1's rows are four vectors, more than a tile holds; C3's two.
+    assert_eq!(direct::shape::<Avx2>(6, 784, &lenet_c1), None);
+    assert!(direct::shape::<Avx2>(16, 100, &lenet_c3).is_some());
 }
 
 /// An epilogue as long as `S` applies, each value read again later, so that it uses
