@@ -300,6 +300,7 @@ mod tests {
                 layer: "relu".into(),
             }],
             inputs: vec![TensorId(0)],
+            one_hot: Vec::new(),
             output: TensorId(1),
         };
         let options = Options { threads: 1, guard: true, verify: true, fma: true, target: Target::default() };

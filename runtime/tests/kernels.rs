@@ -54,6 +54,26 @@ proptest! {
         check("conv", b, seed);
     }
 
+    /// Products whose left operand is a one-hot input skip its zeros: a gather with the
+    /// epilogue applied per row, and transposed (a weight's gradient) a scatter-add.
+    #[test]
+    fn one_hot_products(
+        m in 1usize..40, k in 1usize..30, n in 1usize..45, ta in any::<bool>(), bias in any::<bool>(),
+        act in 0..EXAMPLES.len(), seed in any::<u64>(),
+    ) {
+        let mut b = Builder::new(m);
+        let x = b.input(if ta { vec![k, m] } else { vec![m, k] });
+        b.graph.one_hot.push(x);
+        let w = b.param("w", vec![k, n], 0.5);
+        let mut y = b.op(Op::MatMul { m, k, n, ta }, vec![x, w], vec![m, n]);
+        if bias {
+            let bv = b.param("b", vec![n], 0.5);
+            y = b.op(Op::AddChannel { outer: m, channels: n, inner: 1 }, vec![y, bv], vec![m, n]);
+        }
+        b.op(Op::Elementwise { len: m * n, f: EXAMPLES[act].function() }, vec![y], vec![m, n]);
+        check("one-hot product", b, seed);
+    }
+
     #[test]
     fn matmul_with_bias_and_activation(m in 1usize..19, k in 1usize..40, n in 1usize..40, act in 0..EXAMPLES.len(), seed in any::<u64>()) {
         let mut b = Builder::new(m);

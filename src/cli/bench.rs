@@ -3,6 +3,8 @@
 //! timed runs after a warm-up.
 
 use super::{EXIT_USAGE, Ui, out};
+use nnc_compiler::ir::graph::{InputEncoding, Node, NodeKind};
+use nnc_compiler::ir::shape::Shape;
 use nnc_compiler::support::numbers::bytes;
 use nnc_runtime::exec::{Executable, Options, Timings};
 use nnc_runtime::init::Rng;
@@ -39,6 +41,24 @@ pub struct Args {
     network: Option<String>,
 }
 
+/// Fills a network input with random values of its kind, as the data would: a one-hot
+/// sequence one 1 per step (the products reading it skip its zeros), token ids below
+/// the vocabulary, anything else `dense` values.
+fn fill_input(node: &Node, slot: &mut [f32], rng: &mut Rng, dense: impl Fn(&mut Rng) -> f32) {
+    match (&node.kind, node.shape) {
+        (NodeKind::Input(InputEncoding::OneHot), Shape::Seq { features, .. }) if features > 0 => {
+            for step in slot.chunks_mut(features as usize) {
+                step.fill(0.0);
+                step[rng.below(features) as usize] = 1.0;
+            }
+        }
+        (NodeKind::Input(InputEncoding::Tokens), Shape::Tokens { vocab, .. }) => {
+            slot.iter_mut().for_each(|v| *v = f32::from_bits(rng.below(vocab) as u32));
+        }
+        _ => slot.iter_mut().for_each(|v| *v = dense(rng)),
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
@@ -71,11 +91,8 @@ pub fn run(ui: &Ui, args: &Args) -> u8 {
     };
     exec.init_params(0);
     let mut rng = Rng::new(1);
-    for &input in &exec.graph().inputs.clone() {
-        let slot = exec.tensor_mut(input);
-        for v in slot.iter_mut() {
-            *v = rng.uniform() as f32;
-        }
+    for (&node, &input) in graph.inputs.iter().zip(&exec.graph().inputs.clone()) {
+        fill_input(graph.node(node), exec.tensor_mut(input), &mut rng, |r| r.uniform() as f32);
     }
     let t = exec.timings();
     let mut report = String::new();
@@ -200,10 +217,9 @@ fn train(
     step.exe.init_params(0);
     let mut rng = Rng::new(1);
     let classes = *graph.node(graph.output).shape.dims().last().unwrap_or(&1);
-    let one_hot = graph.inputs.iter().any(|i| graph.node(*i).shape.to_string().contains("onehot"));
-    step.input_mut()
-        .iter_mut()
-        .for_each(|v| *v = if one_hot { f32::from(rng.below(classes) == 0) } else { rng.normal() as f32 });
+    if let Some(&input) = graph.inputs.first() {
+        fill_input(graph.node(input), step.input_mut(), &mut rng, |r| r.normal() as f32);
+    }
     step.labels_mut().iter_mut().for_each(|v| *v = f32::from_bits(rng.below(classes) as u32));
     let threads = options.threads;
     let mut report = String::new();

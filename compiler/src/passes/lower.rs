@@ -7,7 +7,7 @@
 //! time for backpropagation) lower to their training forms; [`crate::passes::autodiff`] then adds
 //! the backward pass.
 
-use crate::ir::graph::{Graph, Node, NodeKind};
+use crate::ir::graph::{Graph, InputEncoding, Node, NodeKind};
 use crate::ir::ops::{Layout, Op, OpNode, Origin, ParamInfo, Role, Tensor, TensorGraph, TensorId};
 use crate::ir::shape::Shape;
 
@@ -104,9 +104,12 @@ pub fn lower_for(graph: &Graph, batch: usize, mode: Mode) -> TensorGraph {
     let mut tensor_of: Vec<TensorId> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
         let id = match &node.kind {
-            NodeKind::Input(_) => {
+            NodeKind::Input(encoding) => {
                 let t = cx.tensor(node.name.clone(), batched(batch, &node.shape), Role::Input);
                 cx.graph.inputs.push(t);
+                if *encoding == InputEncoding::OneHot {
+                    cx.graph.one_hot.push(t);
+                }
                 t
             }
             NodeKind::Layer { layer, .. } => {

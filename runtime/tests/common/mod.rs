@@ -132,6 +132,11 @@ fn feed(graph: &TensorGraph, exec: &mut Executable, t: TensorId, rng: &mut Rng) 
         (Role::Input, Some((Op::Embedding { vocab, .. } | Op::EmbeddingBackward { vocab, .. }, 0))) => {
             (0..len).map(|_| f32::from_bits(rng.below(*vocab as u64) as u32)).collect()
         }
+        // A one-hot input's products skip its zeros, which they must do for any values:
+        // mostly zeros, with rows of none, one and several other values.
+        (Role::Input, _) if graph.one_hot.contains(&t) => (0..len)
+            .map(|_| if rng.below(4) == 0 { (2.0 * rng.uniform() - 1.0) as f32 } else { 0.0 })
+            .collect(),
         // Every max-pooling window then has one largest input.
         (Role::Input, Some((Op::Pool2dBackward { reduce: Reduce::Max, .. }, 1))) => distinct(len, rng),
         (Role::Label, Some((Op::SoftmaxCrossEntropy { cols, .. }, 1))) => {

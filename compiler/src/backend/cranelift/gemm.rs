@@ -11,6 +11,7 @@
 use super::Call;
 use super::emit::{Addr, Emit, F32, I64, LANES, VECTOR};
 use crate::ir::kernel::{EInst, Gemm, Right, Unfold};
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Type, Value};
 use cranelift_frontend::Variable;
 
@@ -46,6 +47,10 @@ impl Emit<'_, '_> {
             Right::Unfolded(u) => (self.addr(&u.src, 0), 0),
         };
         let bases = Bases { a: self.addr(&g.a, 0), b, ldb, c: self.addr(&g.c, 0), epi };
+        if g.sparse_a {
+            self.sparse_gemm(g, &bases);
+            return;
+        }
         if let Some(call) = self.calls.get(&std::ptr::from_ref(g)).copied() {
             self.call_product(g, &bases, call);
             return;
@@ -110,25 +115,102 @@ impl Emit<'_, '_> {
         }
     }
 
+    /// A product whose `a` is a one-hot input ([`Gemm::sparse_a`]): `c` is zeroed, then
+    /// each non-zero `a[i, p]` adds `a[i, p] · b[p, ·]` to row `i` of `c`, in the order
+    /// `a` is stored (`p` ascending for each `i`, or with `ta` each `p`'s row of `a` in
+    /// turn), so each sum runs over `p` in order as the full product's does; then the
+    /// epilogue runs over `c`. A one-hot row costs one row of `b` instead of `k`.
+    fn sparse_gemm(&mut self, g: &Gemm, bases: &Bases) {
+        let vectors = g.n / LANES * LANES;
+        let zero = self.fconst(VECTOR, 0.0);
+        let zero_f = self.fconst(F32, 0.0);
+        let clear = |e: &mut Self, i: Value| {
+            let c = e.row(bases.c, i, g.ldc);
+            e.for_count(None, vectors, LANES, |e, j| {
+                let at = e.at(c, j);
+                e.store(zero, at, 0);
+            });
+            for j in vectors..g.n {
+                e.store(zero_f, c, 4 * j as i32);
+            }
+        };
+        // `c[i, ·] += a[o, q] · b[p, ·]` where `a[o, q]` (stored rows of `lda`) is not 0.
+        // NaN counts as non-zero, so that it reaches `c` as in the full product.
+        let add = |e: &mut Self, o: Value, q: Value, (i, p): (Value, Value)| {
+            let a_row = e.row(bases.a, o, g.lda);
+            let at = e.at(a_row, q);
+            let x = e.load(F32, at, 0, Some(&g.a));
+            let nonzero = e.b.ins().fcmp(FloatCC::NotEqual, x, zero_f);
+            let yes = e.b.create_block();
+            let done = e.b.create_block();
+            e.b.ins().brif(nonzero, yes, &[], done, &[]);
+            e.b.switch_to_block(yes);
+            let (b, c) = (e.row(bases.b, p, bases.ldb), e.row(bases.c, i, g.ldc));
+            let xs = e.splat(VECTOR, x);
+            e.for_count(None, vectors, LANES, |e, j| {
+                let (from, to) = (e.at(b, j), e.at(c, j));
+                let bv = e.load(VECTOR, from, 0, None);
+                let cv = e.load(VECTOR, to, 0, None);
+                let sum = e.fma(xs, bv, cv);
+                e.store(sum, to, 0);
+            });
+            for j in vectors..g.n {
+                let bv = e.load(F32, b, 4 * j as i32, None);
+                let cv = e.load(F32, c, 4 * j as i32, None);
+                let sum = e.fma(x, bv, cv);
+                e.store(sum, c, 4 * j as i32);
+            }
+            e.b.ins().jump(done, &[]);
+            e.b.switch_to_block(done);
+        };
+        if g.ta {
+            // A scatter: `a` is stored `[k, m]`, each of its rows adding to the rows of
+            // `c` it selects; the epilogue waits for every row of `a`.
+            self.for_count(None, g.m, 1, |e, i| clear(e, i));
+            self.for_count(None, g.k, 1, |e, p| e.for_count(None, g.m, 1, |e, i| add(e, p, i, (i, p))));
+            if !g.epilogue.is_empty() {
+                self.epilogue_pass(g, bases);
+            }
+        } else {
+            // A gather: each row of `c` is finished, epilogue and all, while in L1.
+            self.for_count(None, g.m, 1, |e, i| {
+                clear(e, i);
+                e.for_count(None, g.k, 1, |e, p| add(e, i, p, (i, p)));
+                if !g.epilogue.is_empty() {
+                    e.epilogue_row(g, bases, i);
+                }
+            });
+        }
+    }
+
+    /// Row `i` of a matrix at `at` with rows `ld` apart.
+    fn row(&mut self, at: Addr, i: Value, ld: usize) -> Addr {
+        let start = self.b.ins().imul_imm_s(i, ld as i64);
+        self.at(at, start)
+    }
+
     /// Applies the epilogue to every element of `c`, read back as the accumulated product.
     fn epilogue_pass(&mut self, g: &Gemm, bases: &Bases) {
+        self.for_count(None, g.m, 1, |e, i| e.epilogue_row(g, bases, i));
+    }
+
+    /// Applies the epilogue to row `i` of `c`.
+    fn epilogue_row(&mut self, g: &Gemm, bases: &Bases, i: Value) {
         let vectors = g.n / LANES * LANES;
-        self.for_count(None, g.m, 1, |e, i| {
-            let row_params = e.row_params(g, bases, i, 0);
-            let c_row = e.b.ins().imul_imm_s(i, (g.ldc * 4) as i64);
-            let c_at = Addr { base: e.b.ins().iadd(bases.c.base, c_row), offset: bases.c.offset };
-            let one = |e: &mut Self, ty: Type, j: Value| {
-                let at = e.at(c_at, j);
-                let acc = e.load(ty, at, 0, Some(&g.c));
-                let out = e.epilogue(g, bases, ty, acc, &row_params, i, 0, j, 0);
-                e.store(out, at, 0);
-            };
-            e.for_count(None, vectors, LANES, |e, j| one(e, VECTOR, j));
-            for j in vectors..g.n {
-                let j = e.iconst(j as i64);
-                one(e, F32, j);
-            }
-        });
+        let row_params = self.row_params(g, bases, i, 0);
+        let c_row = self.b.ins().imul_imm_s(i, (g.ldc * 4) as i64);
+        let c_at = Addr { base: self.b.ins().iadd(bases.c.base, c_row), offset: bases.c.offset };
+        let one = |e: &mut Self, ty: Type, j: Value| {
+            let at = e.at(c_at, j);
+            let acc = e.load(ty, at, 0, Some(&g.c));
+            let out = e.epilogue(g, bases, ty, acc, &row_params, i, 0, j, 0);
+            e.store(out, at, 0);
+        };
+        self.for_count(None, vectors, LANES, |e, j| one(e, VECTOR, j));
+        for j in vectors..g.n {
+            let j = self.iconst(j as i64);
+            one(self, F32, j);
+        }
     }
 
     /// All row tiles over the columns `j..j + lanes·vecs + scalars`. A product with no

@@ -208,6 +208,10 @@ fn epilogue_key(epilogue: &[EInst]) -> String {
 
 impl<S: Simd> Products for Generator<S> {
     fn product(&mut self, g: &Gemm) -> Result<Option<Call>, CodegenError> {
+        // A one-hot `a` selects rows of `b`: Cranelift's loop over its non-zeros.
+        if g.sparse_a {
+            return Ok(None);
+        }
         // A convolution with few output channels reads its image directly, in tiles of
         // whole output rows; anything else is packed, in the set's register tiles.
         let direct = match &g.b {

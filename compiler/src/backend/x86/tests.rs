@@ -273,6 +273,7 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
         c: Ptr::tensor(TensorId(2)),
         ldc: x.ldc,
         epilogue: x.epilogue.clone(),
+        sparse_a: false,
     };
     // The narrow shapes too with every source of `a` (the generator reads `a` in place
     // only with the widest).
@@ -676,6 +677,7 @@ fn evaluate<S: Simd>(p: Prim, xs: &[f32]) -> Vec<f32> {
         c: Ptr::tensor(TensorId(2)),
         ldc: n,
         epilogue: epilogue.clone(),
+        sparse_a: false,
     };
     let (mr, nv) = super::micro::shape::<S>(g.n);
     let p = Product::new(&g, mr, S::LANES * nv);

@@ -186,7 +186,7 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                 };
                 writeln!(
                     f,
-                    "{pad}gemm {}×{}×{}: {} (ld {}) = {}{} (ld {}) · {b}",
+                    "{pad}gemm {}×{}×{}: {} (ld {}) = {}{} (ld {}{}) · {b}",
                     g.m,
                     g.n,
                     g.k,
@@ -195,6 +195,7 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                     g.a,
                     if g.ta { "ᵀ" } else { "" },
                     g.lda,
+                    if g.sparse_a { ", one-hot" } else { "" },
                 )?;
                 writeln!(f, "{pad}  epilogue: {}", epilogue_text(&g.epilogue))?;
             }

@@ -130,6 +130,11 @@ pub struct Gemm {
     pub c: Ptr,
     pub ldc: usize,
     pub epilogue: Vec<EInst>,
+    /// Whether `a` is a one-hot input, its rows zero but for one value: the product then
+    /// skips `a`'s zeros, reading only the rows of `b` that `a` selects — a gather, and,
+    /// with `ta`, a scatter-add in the order of `a`'s rows. It equals the full product
+    /// for any `a` unless `b` holds an infinity or NaN where `a` is zero.
+    pub sparse_a: bool,
 }
 
 /// A product's right operand.

@@ -464,6 +464,10 @@ pub struct TensorGraph {
     /// In execution order.
     pub ops: Vec<OpNode>,
     pub inputs: Vec<TensorId>,
+    /// The inputs fed one-hot (`seq[n] of onehot(k)`), whose rows are zero but for one
+    /// value: a product reading one as its left operand skips its zeros (see
+    /// [`crate::ir::kernel::Gemm::sparse_a`]).
+    pub one_hot: Vec<TensorId>,
     pub output: TensorId,
 }
 

@@ -19,7 +19,8 @@ impl Build<'_> {
             }
             Op::MatMul { m, k, n, ta } => {
                 let tail = Self::steps(&nodes[1..]);
-                self.matmul(m, k, n, ta, x(0), x(1), out, &tail)
+                let sparse = self.graph.one_hot.contains(&first.inputs[0]);
+                self.matmul(m, k, n, (ta, sparse), x(0), x(1), out, &tail)
             }
             Op::Elementwise { .. } | Op::AddChannel { .. } | Op::ScaleShiftChannel { .. } => {
                 let tail = Self::steps(nodes);
@@ -187,6 +188,7 @@ impl Build<'_> {
             c: out_block,
             ldc: ohw,
             epilogue,
+            sparse_a: false,
         }));
         let per_image = match g {
             Some(g) => vec![Stmt::Loop { var: g, extent: groups, body: stmts }],
@@ -226,16 +228,17 @@ impl Build<'_> {
         Right::Matrix { ptr: col, ld }
     }
 
-    /// A product `[m, k] · [k, n]`, split into blocks of rows across threads when it is
-    /// worth sharing; rows left over after the equal blocks form a last product that the
-    /// thread with the last block computes.
+    /// A product `[m, k] · [k, n]`, its left operand transposed and a one-hot input as
+    /// `(ta, sparse)` say, split into blocks of rows across threads when it is worth
+    /// sharing; rows left over after the equal blocks form a last product that the thread
+    /// with the last block computes.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         &mut self,
         m: usize,
         k: usize,
         n: usize,
-        ta: bool,
+        (ta, sparse): (bool, bool),
         a: Ptr,
         b: Ptr,
         out: Ptr,
@@ -257,6 +260,7 @@ impl Build<'_> {
                 c: at(out.clone(), n),
                 ldc: n,
                 epilogue,
+                sparse_a: sparse,
             })
         };
         let work = m * n * k;
@@ -323,6 +327,7 @@ impl Build<'_> {
                 c: at(out.clone(), ohw),
                 ldc: ohw,
                 epilogue,
+                sparse_a: false,
             }));
             body
         });
@@ -367,6 +372,7 @@ impl Build<'_> {
             c: out.plus_var(blk, pixels),
             ldc: ohw,
             epilogue,
+            sparse_a: false,
         }));
         (vec![Stmt::Loop { var: blk, extent: blocks, body }], self.parallel(blocks, work))
     }

@@ -45,6 +45,7 @@ impl Build<'_> {
                 c: dx_n,
                 ldc: hw,
                 epilogue: Vec::new(),
+                sparse_a: false,
             }));
         } else {
             let ld = super::body::unaliased(ohw, self.geometry.pad);
@@ -60,6 +61,7 @@ impl Build<'_> {
                 c: col.clone(),
                 ldc: ld,
                 epilogue: Vec::new(),
+                sparse_a: false,
             }));
             stmts.push(zero(dx_n.clone(), cg * hw));
             let mut w = window(win);
@@ -192,6 +194,7 @@ impl Build<'_> {
                 c: acc.clone(),
                 ldc: kp,
                 epilogue,
+                sparse_a: false,
             }));
             let extent = if first { 1 } else { images / per - 1 };
             if extent > 0 {

@@ -303,6 +303,7 @@ impl<'g> Build<'g> {
                 layers.push(n.layer.clone());
             }
         }
+        let macs = nodes.iter().map(|n| self.macs(n)).sum();
         Kernel {
             name,
             kind: KernelKind::Body,
@@ -315,7 +316,18 @@ impl<'g> Build<'g> {
             writes: std::iter::once(last.output)
                 .chain(nodes.iter().flat_map(|n| n.aux.iter().copied()))
                 .collect(),
-            macs: nodes.iter().map(|n| n.op.macs()).sum(),
+            macs,
+        }
+    }
+
+    /// The multiply-accumulates `node` performs: a product reading a one-hot input
+    /// computes one row of `b` per row of `a` ([`Gemm::sparse_a`]).
+    fn macs(&self, node: &OpNode) -> u64 {
+        match node.op {
+            Op::MatMul { m, k, n, ta } if self.graph.one_hot.contains(&node.inputs[0]) => {
+                (if ta { k } else { m } * n) as u64
+            }
+            _ => node.op.macs(),
         }
     }
 

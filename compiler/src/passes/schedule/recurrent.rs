@@ -47,6 +47,7 @@ impl Build<'_> {
             c: proj.clone(),
             ldc: g,
             epilogue: with_bias(b_ih),
+            sparse_a: self.graph.one_hot.contains(&node.inputs[0]),
         })];
         let mut zero = vec![Inst::Const(0.0), Inst::Store(state.clone(), 0)];
         if let Some(c) = &cell {
@@ -117,6 +118,7 @@ impl Build<'_> {
                 c: hidden_proj,
                 ldc: g,
                 epilogue: with_bias(b_hh),
+                sparse_a: false,
             }),
             Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts })] },
         ];

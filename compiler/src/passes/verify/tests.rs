@@ -28,6 +28,7 @@ fn relu_graph() -> TensorGraph {
             layer: "relu".into(),
         }],
         inputs: vec![X],
+        one_hot: Vec::new(),
         output: Y,
     }
 }
@@ -221,6 +222,7 @@ fn matmul() -> (TensorGraph, Program) {
             layer: "dense".into(),
         }],
         inputs: vec![a, b],
+        one_hot: Vec::new(),
         output: c,
     };
     let gemm = Gemm {
@@ -234,6 +236,7 @@ fn matmul() -> (TensorGraph, Program) {
         c: Ptr::tensor(c),
         ldc: 3,
         epilogue: Vec::new(),
+        sparse_a: false,
     };
     let mut p = one_kernel(vec![Stmt::Gemm(gemm)], Parallel::Serial, Vec::new());
     p.kernels[0].reads = vec![a, b];

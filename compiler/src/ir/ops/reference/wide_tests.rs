@@ -78,6 +78,7 @@ fn dropout_graph(len: usize) -> TensorGraph {
             layer: "dropout".into(),
         }],
         inputs: vec![TensorId(0)],
+        one_hot: Vec::new(),
         output: TensorId(2),
     }
 }
