@@ -187,7 +187,7 @@ proptest! {
             inputs.push(b.param("b_ih", vec![g], 0.5));
             inputs.push(b.param("b_hh", vec![g], 0.5));
         }
-        let r = Recurrence { cell, n, t, f, h, last, bias };
+        let r = Recurrence { cell, n, t, f, h, last, bias, train: false };
         let dims = if last { vec![n, h] } else { vec![n, t, h] };
         b.op(Op::Recurrent(r), inputs, dims);
         check("recurrent", b, seed);

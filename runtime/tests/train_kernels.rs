@@ -17,7 +17,7 @@ use nnc_compiler::backend::Target;
 use nnc_compiler::front::layers::activation::{Activation, EXAMPLES};
 use nnc_compiler::ir::kernel::{Kernel, Parallel};
 use nnc_compiler::ir::ops::elementwise::{Derivative, Source};
-use nnc_compiler::ir::ops::{Elementwise, Op, Reduce, TensorId, UpdateRule, Window2d};
+use nnc_compiler::ir::ops::{Cell, Elementwise, Op, Recurrence, Reduce, TensorId, UpdateRule, Window2d};
 use nnc_compiler::passes::schedule::schedule;
 use proptest::prelude::*;
 
@@ -275,6 +275,37 @@ fn matmul_transposed(m: usize, k: usize, n: usize) -> Builder {
     b
 }
 
+/// A recurrent layer's training forward pass (its output, the state entering each step
+/// and the values each step saves) and backpropagation through time from a given output
+/// gradient, through the transposed recurrent weight as the autodiff rule feeds it.
+fn recurrent_training(r: Recurrence, one_hot: bool) -> Builder {
+    let (n, t, f, h) = (r.n, r.t, r.f, r.h);
+    let g = r.cell.gates() * h;
+    let mut b = Builder::new(n);
+    let x = b.input(vec![n, t, f]);
+    if one_hot {
+        b.graph.one_hot.push(x);
+    }
+    // Recurrent weights of about PyTorch's initial scale keep the recurrence contractive:
+    // a chaotic one would amplify f32's rounding over 64 steps past any tolerance.
+    let w_hh = b.param("w_hh", vec![h, g], 1.0 / (h as f64).sqrt());
+    let mut inputs = vec![x, b.param("w_ih", vec![f, g], 0.5), w_hh];
+    if r.bias {
+        inputs.push(b.param("b_ih", vec![g], 0.5));
+        inputs.push(b.param("b_hh", vec![g], 0.5));
+    }
+    let y = b.activation(if r.last { vec![n, h] } else { vec![n, t, h] });
+    let states = b.activation(vec![n, t, h]);
+    let saved = b.activation(vec![n, t, r.saved(), h]);
+    b.op_aux(Op::Recurrent(r), inputs, y, vec![states, saved]);
+    let dy = b.input(b.graph.tensor(y).dims.clone());
+    let w_hh_t = b.op(Op::Transpose { rows: h, cols: g }, vec![w_hh], vec![g, h]);
+    let dp = b.activation(vec![n, t, g]);
+    let dq: Vec<TensorId> = r.cell.step().splits().then(|| b.activation(vec![n, t, g])).into_iter().collect();
+    b.op_aux(Op::RecurrentBackward(r), vec![dy, states, saved, w_hh_t], dp, dq);
+    b
+}
+
 /// Every optimizer rule: SGD with and without (Nesterov) momentum and weight decay, Adam
 /// and AdamW with and without weight decay.
 fn rule() -> impl Strategy<Value = UpdateRule> {
@@ -431,6 +462,21 @@ proptest! {
         check("update", &update(len, rule, split.index(len)), seed);
     }
 
+    /// Every cell, with and without biases, the whole sequence or its last state, over
+    /// sequence lengths of 1, 2, odd and 64, batches of 1 and odd ones, hidden sizes that
+    /// leave vector remainders, dense and one-hot inputs, on one to three threads.
+    #[test]
+    fn recurrent_forward_and_backward_through_time(
+        cell in 0usize..3, n in prop_oneof![1usize..8, 9usize..14],
+        t in prop_oneof![Just(1usize), Just(2), (1usize..6).prop_map(|k| 2 * k + 1), Just(64)],
+        f in 1usize..9, h in prop_oneof![3 => 1usize..11, 1 => 17usize..40],
+        last in any::<bool>(), bias in any::<bool>(), one_hot in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let cell = [Cell::Rnn, Cell::Lstm, Cell::Gru][cell];
+        let r = Recurrence { cell, n, t, f, h, last, bias, train: true };
+        check("recurrent training", &recurrent_training(r, one_hot), seed);
+    }
+
     #[test]
     fn matmul_with_transposed_left(m in 1usize..40, k in 1usize..40, n in 1usize..40, seed in any::<u64>()) {
         check("matmul ta", &matmul_transposed(m, k, n), seed);
@@ -447,7 +493,10 @@ fn large_shapes_split_across_threads() {
     let grouped = window(2, 26, 24, 24, (3, 3), (1, 1), (1, 1), [0, 1, 1, 0], false).unwrap();
     let pool = window(3, 32, 40, 40, (3, 3), (2, 2), (1, 1), [1; 4], true).unwrap();
     let sgd = UpdateRule::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-    let cases: [(Builder, &[&str]); 11] = [
+    let lstm =
+        Recurrence { cell: Cell::Lstm, n: 7, t: 9, f: 10, h: 40, last: false, bias: true, train: true };
+    let cases: [(Builder, &[&str]); 12] = [
+        (recurrent_training(lstm, false), &["lstm", "lstm_backward"]),
         (batch_statistics(big, 0.1), &["channel_moments"]),
         (conv_backward(conv, 32, 1), &["conv2d_backward_data", "conv2d_backward_weight"]),
         (conv_backward(grouped, 30, 2), &["conv2d_backward_data", "conv2d_backward_weight"]),

@@ -3,8 +3,8 @@
 //!
 //! `flatten` and inference-mode `dropout` lower to nothing: their output is their input
 //! tensor, read with other dimensions. In training mode, layers that behave differently
-//! while training (batch-norm's batch statistics, dropout, recurrent layers unrolled over
-//! time for backpropagation) lower to their training forms; [`crate::passes::autodiff`] then adds
+//! while training (batch-norm's batch statistics, dropout, recurrent layers that save what
+//! backpropagation through time reads) lower to their training forms; [`crate::passes::autodiff`] then adds
 //! the backward pass.
 
 use crate::ir::graph::{Graph, InputEncoding, Node, NodeKind};
@@ -83,6 +83,25 @@ impl Lower<'_> {
         self.graph.tensors[output.0 as usize].origin =
             Origin::Output { layer: layer.clone(), op: op.name().to_string() };
         self.graph.ops.push(OpNode { op, inputs, output, aux: Vec::new(), layer });
+        output
+    }
+
+    /// Adds `op` on `inputs`, producing a new tensor of `dims` and, as its auxiliary
+    /// outputs, one named `{layer}:{name}` of its dimensions for each of `aux`.
+    pub fn op_with_aux(
+        &mut self,
+        op: Op,
+        inputs: Vec<TensorId>,
+        dims: Vec<usize>,
+        aux: Vec<(&str, Vec<usize>)>,
+    ) -> TensorId {
+        let output = self.op(op, inputs, dims);
+        let layer = self.node.map(|n| n.path.clone()).unwrap_or_default();
+        let aux: Vec<TensorId> = aux
+            .into_iter()
+            .map(|(name, dims)| self.tensor(format!("{layer}:{name}"), dims, Role::Activation))
+            .collect();
+        self.graph.ops.last_mut().expect("the op was just added").aux = aux;
         output
     }
 

@@ -4,7 +4,7 @@
 use super::args::{ArgSpec, ArgType, ArgValue, Args};
 use super::{Arity, Gain, Layer, LayerSpec, ParamInit, ParamRole, ParamSpec, ShapeError};
 use crate::ir::init::Init;
-use crate::ir::ops::{Elementwise, Layout, Op, TensorId};
+use crate::ir::ops::{Layout, Op, TensorId};
 use crate::ir::shape::Shape;
 use crate::passes::lower::{Lower, batched};
 use crate::support::diagnostic::Diagnostic;
@@ -189,115 +189,18 @@ impl Layer for Recurrent {
             h: self.hidden as usize,
             last: self.last,
             bias: self.bias,
+            train: cx.training(),
         };
-        if cx.training() {
-            return unrolled(cx, &r, &args, batched(cx.batch(), output));
+        let dims = batched(cx.batch(), output);
+        if !r.train {
+            return cx.op(Op::Recurrent(r), args, dims);
         }
-        cx.op(Op::Recurrent(r), args, batched(cx.batch(), output))
+        // What backpropagation through time reads: the state entering each step and the
+        // values each step saves (see `Op::Recurrent`).
+        let (n, t, h) = (r.n, r.t, r.h);
+        let aux = vec![("states", vec![n, t, h]), ("saved", vec![n, t, r.saved(), h])];
+        cx.op_with_aux(Op::Recurrent(r), args, dims, aux)
     }
-}
-
-/// The recurrence written out step by step for training: backpropagation through time is
-/// then the backward pass of this graph. Each step makes one element-wise op of each of
-/// the cell's stages ([`crate::ir::ops::cell`], which the fused kernel inlines too), so the
-/// backward pass differentiates each gate from its stored activation. The gates a cell
-/// reads only summed are added once per step, one op for all of them; the input
-/// projection of all steps is one product. Gates and their order are PyTorch's.
-fn unrolled(
-    cx: &mut Lower<'_>,
-    r: &crate::ir::ops::Recurrence,
-    args: &[TensorId],
-    dims: Vec<usize>,
-) -> TensorId {
-    use crate::ir::ops::Cell;
-    use crate::ir::ops::cell::{Arg, Term};
-    let (n, h, gates) = (r.n, r.h, r.cell.gates());
-    let gh = gates * h;
-    let (x, w_ih, w_hh) = (args[0], args[1], args[2]);
-    let mut xw = cx.op(Op::MatMul { m: n * r.t, k: r.f, n: gh, ta: false }, vec![x, w_ih], vec![n, r.t, gh]);
-    let per_step_bias = r.bias && r.cell == Cell::Gru;
-    if r.bias {
-        // Both biases add to the pre-activations, except GRU's hidden bias, which the
-        // reset gate multiplies.
-        let biases: &[TensorId] = if per_step_bias { &args[3..4] } else { &args[3..5] };
-        for &b in biases {
-            xw = cx.op(
-                Op::AddChannel { outer: n * r.t, channels: gh, inner: 1 },
-                vec![xw, b],
-                vec![n, r.t, gh],
-            );
-        }
-    }
-    let cell_step = r.cell.step();
-    // The gates read summed, `first..first + span` (contiguous in every cell).
-    let summed: Vec<usize> = (0..gates)
-        .filter(|&k| cell_step.stages.iter().any(|s| s.inputs.contains(&Arg::Term(Term::Sum(k)))))
-        .collect();
-    let first = summed.first().copied().unwrap_or(0);
-    let span = summed.last().map_or(0, |last| last + 1 - first);
-    let hd = vec![n, h];
-    let slice = |cx: &mut Lower<'_>, of: TensorId, total: usize, offset: usize, len: usize| {
-        cx.op(Op::Slice { outer: n, total, offset, len }, vec![of], vec![n, len])
-    };
-    let mut state = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
-    let mut cell = cx.op(Op::Fill { len: n * h, value: 0.0 }, vec![], hd.clone());
-    let mut outputs = Vec::with_capacity(r.t);
-    for step in 0..r.t {
-        let mut hh = cx.op(Op::MatMul { m: n, k: h, n: gh, ta: false }, vec![state, w_hh], vec![n, gh]);
-        if per_step_bias {
-            hh = cx.op(Op::AddChannel { outer: n, channels: gh, inner: 1 }, vec![hh, args[4]], vec![n, gh]);
-        }
-        // Each value is made when a stage first reads it: a gate's input projection
-        // sliced straight from the projection of all steps, its hidden projection from
-        // this step's (all of it for a single gate), its sum from the one sum op.
-        let mut made: Vec<(Term, TensorId)> = Vec::new();
-        let mut sums: Option<TensorId> = None;
-        let (prev_h, prev_c) = (state, cell);
-        let mut term = |cx: &mut Lower<'_>, t: Term| {
-            if let Some(&(_, v)) = made.iter().find(|(m, _)| *m == t) {
-                return v;
-            }
-            let v = match t {
-                Term::H => prev_h,
-                Term::C => prev_c,
-                Term::P(k) => slice(cx, xw, r.t * gh, step * gh + k * h, h),
-                Term::Q(_) if gates == 1 => hh,
-                Term::Q(k) => slice(cx, hh, gh, k * h, h),
-                Term::Sum(k) => {
-                    let all = *sums.get_or_insert_with(|| {
-                        let xt = slice(cx, xw, r.t * gh, step * gh + first * h, span * h);
-                        let ht = if span == gates { hh } else { slice(cx, hh, gh, first * h, span * h) };
-                        let add = Op::Elementwise { len: n * span * h, f: Elementwise::add(2) };
-                        cx.op(add, vec![xt, ht], vec![n, span * h])
-                    });
-                    if span == 1 { all } else { slice(cx, all, span * h, (k - first) * h, h) }
-                }
-            };
-            made.push((t, v));
-            v
-        };
-        let mut values: Vec<TensorId> = Vec::with_capacity(cell_step.stages.len());
-        for stage in &cell_step.stages {
-            let inputs = stage
-                .inputs
-                .iter()
-                .map(|&a| match a {
-                    Arg::Stage(i) => values[i],
-                    Arg::Term(t) => term(cx, t),
-                })
-                .collect();
-            values.push(cx.op(Op::Elementwise { len: n * h, f: stage.f.clone() }, inputs, hd.clone()));
-        }
-        if let Some(c) = cell_step.cell {
-            cell = values[c];
-        }
-        state = values[cell_step.hidden];
-        outputs.push(state);
-    }
-    if r.last {
-        return state;
-    }
-    cx.op(Op::Concat { outer: n, inners: vec![h; r.t] }, outputs, dims)
 }
 
 #[cfg(test)]

@@ -62,6 +62,18 @@ impl Ptr {
         }
         p
     }
+
+    /// This address moved by `−coef · var` elements (a loop run backwards).
+    pub fn minus_var(&self, var: Var, coef: usize) -> Ptr {
+        let mut p = self.clone();
+        if coef != 0 {
+            match p.terms.iter_mut().find(|(v, _)| *v == var) {
+                Some((_, c)) => *c -= coef as i64,
+                None => p.terms.push((var, -(coef as i64))),
+            }
+        }
+        p
+    }
 }
 
 /// One instruction of an element-wise program. Operands are indices of earlier

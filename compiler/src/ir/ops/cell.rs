@@ -1,12 +1,15 @@
 //! The arithmetic of one step of a recurrent cell, written once as a few element-wise
-//! programs ("stages"). The fused recurrent kernel inlines the stages into its time loop,
-//! the reference interpreter evaluates them, and the training unroll makes one op of each,
-//! so that backpropagation through time keeps each gate's activation and differentiates
-//! it from that (σ′ = y(1 − y), tanh′ = 1 − y²) rather than recomputing it. Gates are in
-//! PyTorch's order.
+//! programs ("stages"). The fused recurrent kernels inline the stages into their time
+//! loops and the reference interpreter evaluates them. Gates are in PyTorch's order.
+//!
+//! The backward pass of a step ([`CellStep::backward`]) is derived from the same stages,
+//! by the derivative programs of their element-wise functions, so that each gate is
+//! differentiated from its stored activation (σ′ = y(1 − y), tanh′ = 1 − y²) rather than
+//! recomputed: the values those programs read are what the forward pass saves per step
+//! ([`CellStep::saved`]).
 
 use super::Cell;
-use super::elementwise::{Builder, Elementwise, Prim, V};
+use super::elementwise::{Builder, Derivative, Elementwise, Prim, Source, V};
 
 /// A value a step reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +31,26 @@ pub enum Term {
 pub enum Arg {
     Term(Term),
     Stage(usize),
+}
+
+/// A value a step's backward pass reads: a stage's, or a value the step read. The
+/// previous hidden state is not among them: the forward pass stores it for every step
+/// anyway (the recurrent weight's gradient reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    Stage(usize),
+    Term(Term),
+}
+
+/// How the backward pass of a step computes: the values it reads, and the arithmetic on
+/// them (numbers in the reference, instructions in a kernel).
+pub trait Adjoint {
+    type V: Copy;
+    /// The forward value `s` of this step (`Term::H` included).
+    fn value(&mut self, s: Saved) -> Self::V;
+    /// The element-wise program `f` applied to `args`.
+    fn apply(&mut self, f: &Elementwise, args: &[Self::V]) -> Self::V;
+    fn add(&mut self, a: Self::V, b: Self::V) -> Self::V;
 }
 
 /// One element-wise program of a step and what its inputs are.
@@ -57,6 +80,89 @@ impl CellStep {
     /// A gate's activation `p` of its summed projections.
     fn gate(&mut self, name: &str, k: usize, p: Prim) -> usize {
         self.stage(name, &[Arg::Term(Term::Sum(k))], |b, x| b.prim(p, x[0]))
+    }
+
+    /// The forward value a stage's input is.
+    fn saved_of(arg: Arg) -> Saved {
+        match arg {
+            Arg::Stage(i) => Saved::Stage(i),
+            Arg::Term(t) => Saved::Term(t),
+        }
+    }
+
+    /// The values the backward pass reads besides the previous hidden state, in a fixed
+    /// order: those the stages' derivative programs read (σ's and tanh's outputs, the
+    /// factors of products).
+    pub fn saved(&self) -> Vec<Saved> {
+        let mut saved = Vec::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            for wrt in 0..stage.inputs.len() {
+                let Derivative::Program(_, sources) = stage.f.derivative(wrt) else { continue };
+                for s in sources {
+                    let v = match s {
+                        Source::Output => Saved::Stage(i),
+                        Source::Input(j) => Self::saved_of(stage.inputs[j]),
+                    };
+                    if v != Saved::Term(Term::H) && !saved.contains(&v) {
+                        saved.push(v);
+                    }
+                }
+            }
+        }
+        saved
+    }
+
+    /// Whether some stage reads a gate's input or hidden projection apart from their sum
+    /// (a GRU's candidate), so that the two have different gradients.
+    pub fn splits(&self) -> bool {
+        self.stages.iter().any(|s| s.inputs.iter().any(|a| matches!(a, Arg::Term(Term::P(_) | Term::Q(_)))))
+    }
+
+    /// The backward pass of one step for one element: given the gradients of the new
+    /// hidden state and (an LSTM's) new cell state, the gradient of each value the step
+    /// read, summed over the stages that read it, in reverse stage order.
+    pub fn backward<A: Adjoint>(&self, a: &mut A, d_hidden: A::V, d_cell: Option<A::V>) -> Vec<(Term, A::V)> {
+        let mut grads: Vec<Option<A::V>> = vec![None; self.stages.len()];
+        grads[self.hidden] = Some(d_hidden);
+        if let (Some(c), Some(d)) = (self.cell, d_cell) {
+            grads[c] = Some(match grads[c] {
+                Some(g) => a.add(g, d),
+                None => d,
+            });
+        }
+        let mut terms: Vec<(Term, A::V)> = Vec::new();
+        for (i, stage) in self.stages.iter().enumerate().rev() {
+            let Some(dy) = grads[i] else { continue };
+            for (wrt, &arg) in stage.inputs.iter().enumerate() {
+                let d = match stage.f.derivative(wrt) {
+                    Derivative::Zero => continue,
+                    Derivative::Same => dy,
+                    Derivative::Program(df, sources) => {
+                        let mut args = vec![dy];
+                        args.extend(sources.iter().map(|s| {
+                            a.value(match *s {
+                                Source::Output => Saved::Stage(i),
+                                Source::Input(j) => Self::saved_of(stage.inputs[j]),
+                            })
+                        }));
+                        a.apply(&df, &args)
+                    }
+                };
+                match arg {
+                    Arg::Stage(k) => {
+                        grads[k] = Some(match grads[k] {
+                            Some(g) => a.add(g, d),
+                            None => d,
+                        })
+                    }
+                    Arg::Term(t) => match terms.iter_mut().find(|(u, _)| *u == t) {
+                        Some((_, g)) => *g = a.add(*g, d),
+                        None => terms.push((t, d)),
+                    },
+                }
+            }
+        }
+        terms
     }
 
     /// Evaluates the step for one element, `input(t)` giving the value of each term that
@@ -211,6 +317,72 @@ mod tests {
                     assert!((got - want).abs() < 1e-8, "{}: input {wrt}: {got} against {want}", g.name);
                 }
             }
+        }
+    }
+
+    /// The step's saved values for one element (the test's terms and stage values).
+    struct Numbers(Vec<f64>);
+
+    impl Adjoint for Numbers {
+        type V = f64;
+
+        fn value(&mut self, s: Saved) -> f64 {
+            match s {
+                Saved::Stage(i) => self.0[i],
+                Saved::Term(t) => term(t),
+            }
+        }
+
+        fn apply(&mut self, f: &Elementwise, args: &[f64]) -> f64 {
+            f.eval(args)
+        }
+
+        fn add(&mut self, a: f64, b: f64) -> f64 {
+            a + b
+        }
+    }
+
+    /// The backward pass of a step against central differences of the whole step, with
+    /// respect to each projection and the previous states; and it reads only saved values.
+    #[test]
+    fn step_backward_agrees_with_differences() {
+        let (dh, dc, eps) = (0.7, -0.4, 1e-6);
+        for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+            let s = cell.step();
+            let saved = s.saved();
+            // L = dh·h' + dc·c' as a function of the projections and states.
+            let loss = |pq: &[f64; 8], h: f64, c: f64| {
+                let v = s.eval(|t| match t {
+                    Term::P(k) => pq[2 * k],
+                    Term::Q(k) => pq[2 * k + 1],
+                    Term::Sum(k) => pq[2 * k] + pq[2 * k + 1],
+                    Term::H => h,
+                    Term::C => c,
+                });
+                dh * v[s.hidden] + s.cell.map_or(0.0, |i| dc * v[i])
+            };
+            let mut numbers = Numbers(s.eval(term));
+            let terms = s.backward(&mut numbers, dh, s.cell.map(|_| dc));
+            let got = |want: &dyn Fn(Term) -> bool| {
+                terms.iter().filter(|(t, _)| want(*t)).map(|(_, d)| d).sum::<f64>()
+            };
+            for k in 0..cell.gates() {
+                for (slot, part) in [(2 * k, Term::P(k)), (2 * k + 1, Term::Q(k))] {
+                    let (mut up, mut down) = (PQ, PQ);
+                    up[slot] += eps;
+                    down[slot] -= eps;
+                    let want = (loss(&up, H, C) - loss(&down, H, C)) / (2.0 * eps);
+                    let d = got(&|t| t == part || t == Term::Sum(k));
+                    assert!((d - want).abs() < 1e-7, "{cell:?} {part:?}: {d} against {want}");
+                }
+            }
+            let want_h = (loss(&PQ, H + eps, C) - loss(&PQ, H - eps, C)) / (2.0 * eps);
+            assert!((got(&|t| t == Term::H) - want_h).abs() < 1e-7, "{cell:?} H");
+            if s.cell.is_some() {
+                let want_c = (loss(&PQ, H, C + eps) - loss(&PQ, H, C - eps)) / (2.0 * eps);
+                assert!((got(&|t| t == Term::C) - want_c).abs() < 1e-7, "{cell:?} C");
+            }
+            assert!(!saved.contains(&Saved::Term(Term::H)), "the states tensor holds H");
         }
     }
 }

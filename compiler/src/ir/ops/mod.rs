@@ -174,6 +174,18 @@ pub struct Recurrence {
     pub last: bool,
     /// Whether `b_ih` and `b_hh` are inputs.
     pub bias: bool,
+    /// Whether the op also writes what backpropagation through time reads, as its two
+    /// auxiliary outputs: the state entering each step (`[n, t, h]`, h₀ = 0 first) and
+    /// the step's saved values (`[n, t, s·h]`, the `s` values of
+    /// [`cell::CellStep::saved`], `h` apart).
+    pub train: bool,
+}
+
+impl Recurrence {
+    /// Values saved per step and element for the backward pass (`s`), 0 unless `train`.
+    pub fn saved(&self) -> usize {
+        if self.train { self.cell.step().saved().len() } else { 0 }
+    }
 }
 
 /// The operations. Inputs and outputs are listed in each variant's doc.
@@ -258,6 +270,14 @@ pub enum Op {
     EmbeddingBackward { count: usize, vocab: usize, dim: usize },
     /// `dy`, `hyper` → `dx`, with the mask `Dropout` drew.
     DropoutBackward { len: usize, p: f32 },
+    /// Backpropagation through time of a [`Op::Recurrent`] run with `train`: `dy` (its
+    /// output's gradient), `states [n, t, h]` and `saved [n, t, s·h]` (its auxiliary
+    /// outputs), `w_hhᵀ [g·h, h]` → `dp [n, t, g·h]`, the gradient of the input projections
+    /// `x·W_ih + b_ih` at every step; aux, when the cell reads a gate's projections apart
+    /// ([`cell::CellStep::splits`]), `dq [n, t, g·h]`, that of the hidden projections
+    /// `h·W_hh + b_hh` (otherwise they equal `dp`). The weights' and the input's gradients
+    /// are then products over all steps at once.
+    RecurrentBackward(Recurrence),
     /// `dy, x [outer, channels, inner]`, `moments [2, c]` → `[2, c]`: Σ dy (beta's
     /// gradient) and Σ dy · x̂ (gamma's), x̂ = (x − mean) / √(var + eps).
     BatchNormBackwardReduce { outer: usize, channels: usize, inner: usize, eps: f32 },
@@ -379,6 +399,11 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::EmbeddingBackward { .. } => "embedding_backward",
             Op::DropoutBackward { .. } => "dropout_backward",
+            Op::RecurrentBackward(r) => match r.cell {
+                Cell::Rnn => "rnn_backward",
+                Cell::Lstm => "lstm_backward",
+                Cell::Gru => "gru_backward",
+            },
             Op::BatchNormBackwardReduce { .. } => "batchnorm_backward_reduce",
             Op::BatchNormBackwardInput { .. } => "batchnorm_backward_input",
             Op::Copy { .. } => "copy",
@@ -406,6 +431,8 @@ impl Op {
                 let g = u(r.cell.gates()) * u(r.h);
                 u(r.n) * u(r.t) * g * (u(r.f) + u(r.h))
             }
+            // The recurrent product's transpose at every step.
+            Op::RecurrentBackward(r) => u(r.n) * u(r.t) * u(r.cell.gates()) * u(r.h) * u(r.h),
             // Not counted: memory-bound ops, whose speed GFLOP/s would not describe.
             Op::Pool2d { .. }
             | Op::GlobalAvgPool { .. }

@@ -3,7 +3,7 @@
 
 use super::{AutodiffError, Grad, Piece};
 use crate::ir::ops::elementwise::{Derivative, Source};
-use crate::ir::ops::{Op, OpNode, Origin, TensorId};
+use crate::ir::ops::{Op, OpNode, Origin, Recurrence, Role, TensorId};
 
 /// Emits the backward ops of `node` for output gradient `dy`; `needs[t]` says whether
 /// tensor `t` wants a gradient.
@@ -134,9 +134,10 @@ pub(super) fn backward(
                 grad_of(g, 0, Op::DropoutBackward { len, p }, vec![dy, x(1)]);
             }
         }
+        Op::Recurrent(r) if r.train => recurrent(g, node, dy, needs, r),
         // No rule, stated op by op so that a new op must say whether it has one: the
         // inference-only forms training lowers otherwise (batch-norm folded from running
-        // statistics, the fused recurrence), the batch statistics whose gradient the
+        // statistics, a recurrence that saved nothing), the batch statistics whose gradient the
         // batch-norm rule carries, and the ops automatic differentiation itself adds
         // (backward ops, losses, the update).
         Op::BatchNormFold { .. }
@@ -156,6 +157,7 @@ pub(super) fn backward(
         | Op::LrnBackward { .. }
         | Op::EmbeddingBackward { .. }
         | Op::DropoutBackward { .. }
+        | Op::RecurrentBackward(_)
         | Op::BatchNormBackwardReduce { .. }
         | Op::BatchNormBackwardInput { .. }
         | Op::Copy { .. }
@@ -210,4 +212,65 @@ fn batchnorm(
         g.accumulate(x, dx);
     }
     Ok(())
+}
+
+/// A recurrent layer: one op runs backpropagation through time, step by step, to the
+/// gradients of every step's projections; the weights', biases' and input's gradients
+/// are then products and sums over all steps at once, as large as the forward pass's
+/// input projection.
+fn recurrent(g: &mut Grad<'_>, node: &OpNode, dy: TensorId, needs: &[bool], r: Recurrence) {
+    let want = |i: usize| node.inputs.get(i).is_some_and(|t| needs[t.0 as usize]);
+    let x = |i: usize| node.inputs[i];
+    let (rows, gh) = (r.n * r.t, r.cell.gates() * r.h);
+    let (states, saved) = (node.aux[0], node.aux[1]);
+    let w_hh_t = g.transposed(x(2), r.h, gh);
+    let name = format!("d {}", g.graph.tensor(node.output).name);
+    let inputs = vec![dy, states, saved, w_hh_t];
+    let dp = g.op_for(
+        Op::RecurrentBackward(r),
+        inputs,
+        &format!("{name} (input projections)"),
+        vec![r.n, r.t, gh],
+        Origin::Named,
+    );
+    let dq = if r.cell.step().splits() {
+        let dq = g.tensor(&format!("{name} (hidden projections)"), vec![r.n, r.t, gh], Role::Activation);
+        g.graph.ops.last_mut().expect("just added").aux.push(dq);
+        dq
+    } else {
+        dp
+    };
+    let grad_of = |g: &mut Grad<'_>, i: usize, op: Op, inputs: Vec<TensorId>| {
+        let t = x(i);
+        let dims = g.graph.tensor(t).dims.clone();
+        let grad = g.gradient(op, inputs, t, dims);
+        g.accumulate(t, grad);
+    };
+    if want(1) {
+        grad_of(g, 1, Op::MatMul { m: r.f, k: rows, n: gh, ta: true }, vec![x(0), dp]);
+    }
+    if want(2) {
+        grad_of(g, 2, Op::MatMul { m: r.h, k: rows, n: gh, ta: true }, vec![states, dq]);
+    }
+    // The biases' gradients: column sums, one for both when the projections' gradients
+    // are the same.
+    let mut sums: Vec<(TensorId, TensorId)> = Vec::new();
+    for (i, d) in [(3, dp), (4, dq)] {
+        if want(i) {
+            let sum = match sums.iter().find(|(of, _)| *of == d) {
+                Some(&(_, sum)) => sum,
+                None => {
+                    let op = Op::ChannelSum { outer: rows, channels: gh, inner: 1 };
+                    let sum = g.gradient(op, vec![d], x(i), vec![gh]);
+                    sums.push((d, sum));
+                    sum
+                }
+            };
+            g.accumulate(x(i), sum);
+        }
+    }
+    if want(0) {
+        let w_ih_t = g.transposed(x(1), r.f, gh);
+        grad_of(g, 0, Op::MatMul { m: rows, k: gh, n: r.f, ta: false }, vec![dp, w_ih_t]);
+    }
 }

@@ -88,6 +88,7 @@ impl Build<'_> {
                 (vec![Stmt::Gather(g)], Parallel::Serial)
             }
             Op::Recurrent(r) => self.recurrent(&r, first, out),
+            Op::RecurrentBackward(r) => self.recurrent_backward(&r, first, out),
             Op::ChannelMoments { outer, channels, inner } => {
                 self.channel_moments((outer, channels, inner), at, out)
             }

@@ -156,6 +156,7 @@ fn fusion(node: &OpNode) -> Fusion {
         | Op::Concat { .. }
         | Op::Embedding { .. }
         | Op::Recurrent(_)
+        | Op::RecurrentBackward(_)
         | Op::ChannelMoments { .. }
         | Op::BatchNormFoldTrain { .. }
         | Op::UpdateRunning { .. }

@@ -1,36 +1,137 @@
-//! Recurrent layers as one kernel: per block of sequences, the input projection for all
-//! steps as one matrix product, then a loop over time whose body is the recurrent
-//! product and the gate arithmetic — all in generated code.
+//! Recurrent layers as one kernel each way, the time loop in generated code.
+//!
+//! Forward: per block of sequences, the input projection for all steps as one matrix
+//! product, then a loop over time whose body is the recurrent product and the gate
+//! arithmetic. For training it also stores the state entering each step and the values
+//! the step's backward pass reads ([`crate::ir::ops::cell::CellStep::saved`]).
+//!
+//! Backward: per block of sequences, a loop over time from the last step whose body is
+//! the cell's backward arithmetic (derived from its stages) and one product, the
+//! gradient reaching the previous state through `W_hh`. It writes only the gradients of
+//! every step's projections; the autodiff rule turns those into the weights' and the
+//! input's gradients with products over all steps at once.
+//!
+//! Sequences are independent, so blocks of them run on different threads; each block's
+//! recurrent product has as many rows as the block has sequences, and reads `W_hh` once a
+//! step for all of them. A sequence's arithmetic does not depend on its block, so the
+//! results do not depend on the thread count.
 
 use super::Build;
 use super::body::inline;
 use crate::ir::kernel::*;
-use crate::ir::ops::cell::{Arg, Term};
-use crate::ir::ops::{Cell, OpNode, Recurrence};
+use crate::ir::ops::cell::{Adjoint, Arg, Saved, Term};
+use crate::ir::ops::{Cell, Elementwise, OpNode, Recurrence};
 
-/// Sequences processed together: the first of a register tile's rows, then halves of it
-/// (4, 2, 1 for tiles of four rows), that divides the batch, so that each block's
-/// recurrent product fills a tile's rows and blocks run independently.
-fn block_rows(n: usize, tile_rows: usize) -> usize {
-    std::iter::successors(Some(tile_rows), |b| (*b > 1).then_some(b / 2))
-        .find(|b| n.is_multiple_of(*b))
-        .unwrap_or(1)
+/// At most this many sequences in a block.
+const MAX_BLOCK_ROWS: usize = 64;
+
+/// A block's input projections for all its steps are scratch of `rows · t · gates · h`
+/// floats per thread (as large as the projections any framework computes before the
+/// loop): long sequences take fewer sequences per block to stay within this.
+const PROJECTION_FLOATS: usize = 1 << 22;
+
+/// Sequences per block: the batch shared evenly by the threads, in blocks of at most
+/// [`MAX_BLOCK_ROWS`] and [`PROJECTION_FLOATS`] (the last block takes what is left after
+/// equal ones), so that each thread's recurrent products have as many rows as they can.
+fn block_rows(r: &Recurrence, threads: usize) -> usize {
+    let step = (r.t * r.cell.gates() * r.h).max(1);
+    let most = (PROJECTION_FLOATS / step).clamp(1, MAX_BLOCK_ROWS);
+    let blocks = r.n.div_ceil(most).next_multiple_of(threads.max(1)).clamp(1, r.n.max(1));
+    (r.n / blocks).max(1)
+}
+
+/// The addresses of a block's values at one step, for a tensor of `[rows, steps, width]`
+/// already moved to the block: step `t`, or with `back` step `steps − 1 − t`.
+#[derive(Clone, Copy)]
+struct Steps {
+    row: Var,
+    t: Var,
+    steps: usize,
+    back: bool,
+}
+
+impl Steps {
+    /// The step's values for the whole block, sequences `steps · width` apart.
+    fn rows(&self, base: &Ptr, width: usize) -> Ptr {
+        if self.back {
+            base.plus((self.steps - 1) * width).minus_var(self.t, width)
+        } else {
+            base.plus_var(self.t, width)
+        }
+    }
+
+    /// Sequence `row`'s values at the step.
+    fn at(&self, base: &Ptr, width: usize) -> Ptr {
+        self.rows(base, width).plus_var(self.row, self.steps * width)
+    }
+}
+
+/// The forward kernel's scratch, sized for its largest block: the input projections of
+/// every step, the hidden projections of one, the hidden state and an LSTM's cell state.
+struct Forward {
+    proj: Ptr,
+    hidden_proj: Ptr,
+    state: Ptr,
+    cell: Option<Ptr>,
+}
+
+/// The backward kernel's scratch: the gradient reaching the state leaving the current
+/// step, an LSTM's cell state's, and, for a cell that reads the previous state other than
+/// through `W_hh` (a GRU's interpolation), that part of its gradient.
+struct Backward {
+    dh: Ptr,
+    dc: Option<Ptr>,
+    direct: Option<Ptr>,
 }
 
 impl Build<'_> {
+    /// The blocks of a recurrent kernel over `r.n` sequences, each written by `block`
+    /// given how to move a tensor's pointer to it and its number of sequences.
+    fn sequence_blocks(
+        &mut self,
+        r: &Recurrence,
+        work: usize,
+        mut block: impl FnMut(&mut Self, &dyn Fn(Ptr, usize) -> Ptr, usize) -> Vec<Stmt>,
+    ) -> (Vec<Stmt>, Parallel) {
+        let width = block_rows(r, self.threads);
+        let blocks = r.n / width;
+        let body = self.blocks(r.n, blocks, width, |b, at, rows| block(b, at, rows));
+        (body, self.parallel(blocks, work))
+    }
+
     pub(super) fn recurrent(&mut self, r: &Recurrence, node: &OpNode, out: Ptr) -> (Vec<Stmt>, Parallel) {
-        let rb = block_rows(r.n, self.geometry.rows);
-        let blocks = r.n / rb;
+        let rows = block_rows(r, self.threads);
         let (h, g) = (r.h, r.cell.gates() * r.h);
-        let x = Ptr::tensor(node.inputs[0]);
+        let scratch = Forward {
+            proj: self.scratch(rows * r.t * g),
+            hidden_proj: self.scratch(rows * g),
+            state: self.scratch(rows * h),
+            cell: (r.cell == Cell::Lstm).then(|| self.scratch(rows * h)),
+        };
+        self.sequence_blocks(r, r.n * r.t * g * (r.f + h), |b, at, rows| {
+            b.forward_block(r, node, &out, &scratch, at, rows)
+        })
+    }
+
+    /// The forward pass of one block of `rb` sequences.
+    fn forward_block(
+        &mut self,
+        r: &Recurrence,
+        node: &OpNode,
+        out: &Ptr,
+        s: &Forward,
+        at_block: &dyn Fn(Ptr, usize) -> Ptr,
+        rb: usize,
+    ) -> Vec<Stmt> {
+        let (h, g) = (r.h, r.cell.gates() * r.h);
+        let x = at_block(Ptr::tensor(node.inputs[0]), r.t * r.f);
         let (w_ih, w_hh) = (Ptr::tensor(node.inputs[1]), Ptr::tensor(node.inputs[2]));
         let bias = |i: usize| r.bias.then(|| Ptr::tensor(node.inputs[i]));
         let (b_ih, b_hh) = (bias(3), bias(4));
-        let proj = self.scratch(rb * r.t * g);
-        let hidden_proj = self.scratch(rb * g);
-        let state = self.scratch(rb * h);
-        let cell = (r.cell == Cell::Lstm).then(|| self.scratch(rb * h));
-        let (blk, t, row) = (self.var(), self.var(), self.var());
+        let out = at_block(out.clone(), if r.last { h } else { r.t * h });
+        let (t, row) = (self.var(), self.var());
+        let at = Steps { row, t, steps: r.t, back: false };
+        let (proj, hidden_proj, state) = (&s.proj, &s.hidden_proj, &s.state);
 
         let with_bias = |b: Option<Ptr>| match b {
             Some(b) => vec![EInst::Acc, EInst::Col(b), EInst::Bin(BinOp::Add, 0, 1)],
@@ -40,7 +141,7 @@ impl Build<'_> {
             m: rb * r.t,
             n: g,
             k: r.f,
-            a: x.plus_var(blk, rb * r.t * r.f),
+            a: x,
             lda: r.f,
             ta: false,
             b: Right::Matrix { ptr: w_ih, ld: g },
@@ -50,20 +151,20 @@ impl Build<'_> {
             sparse_a: self.graph.one_hot.contains(&node.inputs[0]),
         })];
         let mut zero = vec![Inst::Const(0.0), Inst::Store(state.clone(), 0)];
-        if let Some(c) = &cell {
+        if let Some(c) = &s.cell {
             zero.push(Inst::Store(c.clone(), 0));
         }
         block.push(Stmt::Map(Map { len: rb * h, insts: zero }));
 
         // The gates of sequence `row` at step `t`: input part from `proj`, hidden part
         // from `hidden_proj`, one vector of `h` per gate.
-        let p = |gate: usize| Inst::Load(proj.plus(gate * h).plus_var(row, r.t * g).plus_var(t, g));
+        let p = |gate: usize| Inst::Load(at.at(&proj.plus(gate * h), g));
         let q = |gate: usize| Inst::Load(hidden_proj.plus(gate * h).plus_var(row, g));
         let st = state.plus_var(row, h);
         // The cell's arithmetic (`Cell::step`): each value it reads loaded when a stage
         // first needs it, each stage's program inlined.
         let programs = r.cell.step();
-        let c = cell.as_ref().map(|c| c.plus_var(row, h));
+        let c = s.cell.as_ref().map(|c| c.plus_var(row, h));
         let mut insts: Vec<Inst> = Vec::new();
         let mut loaded: Vec<(Term, usize)> = Vec::new();
         let mut values: Vec<usize> = Vec::with_capacity(programs.stages.len());
@@ -86,6 +187,11 @@ impl Build<'_> {
             loaded.push((t, insts.len() - 1));
             insts.len() - 1
         };
+        if r.train {
+            let old = load(&mut insts, Term::H);
+            let states = at_block(Ptr::tensor(node.aux[0]), r.t * h);
+            insts.push(Inst::Store(at.at(&states, h), old));
+        }
         for stage in &programs.stages {
             let args: Vec<usize> = stage
                 .inputs
@@ -97,6 +203,18 @@ impl Build<'_> {
                 .collect();
             values.push(inline(&mut insts, &stage.f, &args));
         }
+        if r.train {
+            let saved = programs.saved();
+            let width = saved.len() * h;
+            let record = at.at(&at_block(Ptr::tensor(node.aux[1]), r.t * width), width);
+            for (i, s) in saved.iter().enumerate() {
+                let v = match *s {
+                    Saved::Stage(k) => values[k],
+                    Saved::Term(t) => load(&mut insts, t),
+                };
+                insts.push(Inst::Store(record.plus(i * h), v));
+            }
+        }
         if let (Some(i), Some(c)) = (programs.cell, c) {
             insts.push(Inst::Store(c, values[i]));
         }
@@ -104,7 +222,7 @@ impl Build<'_> {
         use Inst::*;
         insts.push(Store(st, new_h));
         if !r.last {
-            insts.push(Store(out.plus_var(blk, rb * r.t * h).plus_var(row, r.t * h).plus_var(t, h), new_h));
+            insts.push(Store(at.at(&out, h), new_h));
         }
         let step = vec![
             Stmt::Gemm(Gemm {
@@ -115,7 +233,7 @@ impl Build<'_> {
                 lda: h,
                 ta: false,
                 b: Right::Matrix { ptr: w_hh, ld: g },
-                c: hidden_proj,
+                c: hidden_proj.clone(),
                 ldc: g,
                 epilogue: with_bias(b_hh),
                 sparse_a: false,
@@ -124,12 +242,169 @@ impl Build<'_> {
         ];
         block.push(Stmt::Loop { var: t, extent: r.t, body: step });
         if r.last {
-            let copy = vec![Load(state), Store(out.plus_var(blk, rb * h), 0)];
-            block.push(Stmt::Map(Map { len: rb * h, insts: copy }));
+            block.push(Stmt::Map(Map { len: rb * h, insts: vec![Load(state.clone()), Store(out, 0)] }));
         }
-        (
-            vec![Stmt::Loop { var: blk, extent: blocks, body: block }],
-            self.parallel(blocks, r.n * r.t * g * (r.f + h)),
-        )
+        block
+    }
+
+    /// Backpropagation through time (`Op::RecurrentBackward`), into `out` (`dp`) and, for
+    /// a cell that reads projections apart, `node.aux[0]` (`dq`).
+    pub(super) fn recurrent_backward(
+        &mut self,
+        r: &Recurrence,
+        node: &OpNode,
+        out: Ptr,
+    ) -> (Vec<Stmt>, Parallel) {
+        let rows = block_rows(r, self.threads);
+        let h = r.h;
+        let step = r.cell.step();
+        let reads_h = step.stages.iter().any(|s| s.inputs.contains(&Arg::Term(Term::H)));
+        let scratch = Backward {
+            dh: self.scratch(rows * h),
+            dc: step.cell.map(|_| self.scratch(rows * h)),
+            direct: reads_h.then(|| self.scratch(rows * h)),
+        };
+        self.sequence_blocks(r, r.n * r.t * r.cell.gates() * h * h, |b, at, rows| {
+            b.backward_block(r, node, &out, &scratch, at, rows)
+        })
+    }
+
+    /// The backward pass of one block of `rb` sequences.
+    fn backward_block(
+        &mut self,
+        r: &Recurrence,
+        node: &OpNode,
+        out: &Ptr,
+        s: &Backward,
+        at_block: &dyn Fn(Ptr, usize) -> Ptr,
+        rb: usize,
+    ) -> Vec<Stmt> {
+        let (h, g) = (r.h, r.cell.gates() * r.h);
+        let tensor = |i: usize| Ptr::tensor(node.inputs[i]);
+        let dy = at_block(tensor(0), if r.last { h } else { r.t * h });
+        let states = at_block(tensor(1), r.t * h);
+        let programs = r.cell.step();
+        let list = programs.saved();
+        let saved = at_block(tensor(2), r.t * list.len() * h);
+        let dp = at_block(out.clone(), r.t * g);
+        let dq = node.aux.first().map(|t| at_block(Ptr::tensor(*t), r.t * g));
+        let (dh, dc) = (&s.dh, &s.dc);
+        let (t, row) = (self.var(), self.var());
+        let at = Steps { row, t, steps: r.t, back: true };
+
+        let mut block = Vec::new();
+        let start = if r.last { Inst::Load(dy.clone()) } else { Inst::Const(0.0) };
+        let mut first = vec![start, Inst::Store(dh.clone(), 0)];
+        if let Some(dc) = dc {
+            first.extend([Inst::Const(0.0), Inst::Store(dc.clone(), 2)]);
+        }
+        block.push(Stmt::Map(Map { len: rb * h, insts: first }));
+
+        let mut a = Step {
+            insts: Vec::new(),
+            loaded: Vec::new(),
+            states: at.at(&states, h),
+            saved: at.at(&saved, list.len() * h),
+            list: &list,
+            h,
+        };
+        let mut d_hidden = a.push(Inst::Load(dh.plus_var(row, h)));
+        if !r.last {
+            let d_out = a.push(Inst::Load(at.at(&dy, h)));
+            d_hidden = a.add(d_hidden, d_out);
+        }
+        let d_cell = dc.as_ref().map(|dc| a.push(Inst::Load(dc.plus_var(row, h))));
+        let terms = programs.backward(&mut a, d_hidden, d_cell);
+        let grad = |a: &mut Step<'_>, wanted: &dyn Fn(Term) -> bool| {
+            terms.iter().filter(|(t, _)| wanted(*t)).map(|&(_, v)| v).reduce(|x, y| a.add(x, y))
+        };
+        let zero = a.push(Inst::Const(0.0));
+        let (dp_row, dq_row) = (at.at(&dp, g), dq.as_ref().map(|dq| at.at(dq, g)));
+        for k in 0..r.cell.gates() {
+            let p = grad(&mut a, &|t| t == Term::Sum(k) || t == Term::P(k)).unwrap_or(zero);
+            a.push(Inst::Store(dp_row.plus(k * h), p));
+            if let Some(dq_row) = &dq_row {
+                let q = grad(&mut a, &|t| t == Term::Sum(k) || t == Term::Q(k)).unwrap_or(zero);
+                a.push(Inst::Store(dq_row.plus(k * h), q));
+            }
+        }
+        if let Some(dc) = dc {
+            let d = grad(&mut a, &|t| t == Term::C).unwrap_or(zero);
+            a.push(Inst::Store(dc.plus_var(row, h), d));
+        }
+        // A cell that reads the previous state other than through `W_hh` (a GRU's
+        // interpolation): that part is kept for the product's epilogue to add.
+        let epilogue = match (&s.direct, grad(&mut a, &|t| t == Term::H)) {
+            (Some(direct), Some(d)) => {
+                a.push(Inst::Store(direct.plus_var(row, h), d));
+                vec![EInst::Acc, EInst::Elem(direct.clone(), h), EInst::Bin(BinOp::Add, 0, 1)]
+            }
+            _ => Vec::new(),
+        };
+        let cell = Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts: a.insts })] };
+        // dh ← dq_t · W_hhᵀ (+ the direct part): the gradient of the state entering step t.
+        let recur = Stmt::Gemm(Gemm {
+            m: rb,
+            n: h,
+            k: g,
+            a: at.rows(dq.as_ref().unwrap_or(&dp), g),
+            lda: r.t * g,
+            ta: false,
+            b: Right::Matrix { ptr: tensor(3), ld: h },
+            c: dh.clone(),
+            ldc: h,
+            epilogue,
+            sparse_a: false,
+        });
+        block.push(Stmt::Loop { var: t, extent: r.t, body: vec![cell, recur] });
+        block
+    }
+}
+
+/// The backward arithmetic of a step as map instructions: each saved value loaded once,
+/// when first read.
+struct Step<'a> {
+    insts: Vec<Inst>,
+    loaded: Vec<(Saved, usize)>,
+    /// The state entering the step, and the step's saved values (`h` apart).
+    states: Ptr,
+    saved: Ptr,
+    list: &'a [Saved],
+    h: usize,
+}
+
+impl Step<'_> {
+    fn push(&mut self, inst: Inst) -> usize {
+        self.insts.push(inst);
+        self.insts.len() - 1
+    }
+}
+
+impl Adjoint for Step<'_> {
+    type V = usize;
+
+    fn value(&mut self, s: Saved) -> usize {
+        if let Some(&(_, v)) = self.loaded.iter().find(|(l, _)| *l == s) {
+            return v;
+        }
+        let ptr = match s {
+            Saved::Term(Term::H) => self.states.clone(),
+            s => {
+                let i =
+                    self.list.iter().position(|l| *l == s).expect("the step saved what its backward reads");
+                self.saved.plus(i * self.h)
+            }
+        };
+        let v = self.push(Inst::Load(ptr));
+        self.loaded.push((s, v));
+        v
+    }
+
+    fn apply(&mut self, f: &Elementwise, args: &[usize]) -> usize {
+        inline(&mut self.insts, f, args)
+    }
+
+    fn add(&mut self, a: usize, b: usize) -> usize {
+        self.push(Inst::Bin(BinOp::Add, a, b))
     }
 }

@@ -185,7 +185,25 @@ fn signature(op: &Op) -> Result<Signature, String> {
             if r.bias {
                 inputs.extend([gh, gh]);
             }
-            sig(exact(&inputs), if r.last { p(&[r.n, r.h])? } else { p(&[r.n, r.t, r.h])? })
+            let output = if r.last { p(&[r.n, r.h])? } else { p(&[r.n, r.t, r.h])? };
+            let aux = if r.train {
+                vec![p(&[r.n, r.t, r.h])?, p(&[r.n, r.t, r.saved(), r.h])?]
+            } else {
+                Vec::new()
+            };
+            Signature { inputs: exact(&inputs), output, aux }
+        }
+        Op::RecurrentBackward(r) => {
+            if !r.train {
+                return Err("the forward op saved nothing to differentiate".into());
+            }
+            let gh = p(&[r.cell.gates(), r.h])?;
+            let dy = if r.last { p(&[r.n, r.h])? } else { p(&[r.n, r.t, r.h])? };
+            let states = p(&[r.n, r.t, r.h])?;
+            let inputs = exact(&[dy, states, p(&[states, r.saved()])?, p(&[gh, r.h])?]);
+            let output = p(&[r.n, r.t, gh])?;
+            let aux = if r.cell.step().splits() { vec![output] } else { Vec::new() };
+            Signature { inputs, output, aux }
         }
         Op::ChannelMoments { outer, channels, inner } => {
             sig(exact(&[p(&[*outer, *channels, *inner])?]), p(&[2, *channels])?)

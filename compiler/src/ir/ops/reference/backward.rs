@@ -1,7 +1,8 @@
 //! Backward ops: gradients of the forward ops, each written from its definition.
 
 use super::Real;
-use crate::ir::ops::{Hyper, Reduce, Window2d, dropout_keep};
+use crate::ir::ops::cell::{Adjoint, Saved, Term};
+use crate::ir::ops::{Elementwise, Hyper, Recurrence, Reduce, Window2d, dropout_keep};
 
 pub(super) fn conv2d_backward_data<T: Real>(
     win: Window2d,
@@ -270,6 +271,92 @@ pub(super) fn lrn_backward<T: Real>(
                         * x[at(i)].to_f64();
                 }
                 out[at(i)] = T::from_f64(g);
+            }
+        }
+    }
+}
+
+/// A step's saved values for one element, in f64.
+struct Step<'a, T> {
+    state: T,
+    saved: &'a [T],
+    list: &'a [Saved],
+    h: usize,
+}
+
+impl<T: Real> Adjoint for Step<'_, T> {
+    type V = f64;
+
+    fn value(&mut self, s: Saved) -> f64 {
+        match s {
+            Saved::Term(Term::H) => self.state.to_f64(),
+            s => {
+                let i =
+                    self.list.iter().position(|l| *l == s).expect("the step saved what its backward reads");
+                self.saved[i * self.h].to_f64()
+            }
+        }
+    }
+
+    fn apply(&mut self, f: &Elementwise, args: &[f64]) -> f64 {
+        f.eval(args)
+    }
+
+    fn add(&mut self, a: f64, b: f64) -> f64 {
+        a + b
+    }
+}
+
+/// Backpropagation through time, step by step from the last: the gradient reaching each
+/// step's new state (from the output and from the next step through `W_hh`) taken back
+/// through the cell's stages to its projections.
+pub(super) fn recurrent_backward<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [&mut [T]]) {
+    let (h, g) = (r.h, r.cell.gates() * r.h);
+    let (dy, states, saved, w_hh_t) = (x[0], x[1], x[2], x[3]);
+    let step = r.cell.step();
+    let list = step.saved();
+    let s = list.len();
+    for n in 0..r.n {
+        // The gradient of the state leaving the current step, and of its cell state.
+        let mut dh = vec![0.0f64; h];
+        let mut dc = vec![0.0f64; h];
+        if r.last {
+            for j in 0..h {
+                dh[j] = dy[n * h + j].to_f64();
+            }
+        }
+        for t in (0..r.t).rev() {
+            let at = n * r.t + t;
+            let (mut dp, mut dq) = (vec![0.0f64; g], vec![0.0f64; g]);
+            let mut direct = vec![0.0f64; h];
+            for j in 0..h {
+                if !r.last {
+                    dh[j] += dy[at * h + j].to_f64();
+                }
+                let mut a =
+                    Step { state: states[at * h + j], saved: &saved[at * s * h + j..], list: &list, h };
+                let d_cell = step.cell.map(|_| std::mem::take(&mut dc[j]));
+                for (term, d) in step.backward(&mut a, dh[j], d_cell) {
+                    match term {
+                        Term::Sum(k) => {
+                            dp[k * h + j] += d;
+                            dq[k * h + j] += d;
+                        }
+                        Term::P(k) => dp[k * h + j] += d,
+                        Term::Q(k) => dq[k * h + j] += d,
+                        Term::H => direct[j] = d,
+                        Term::C => dc[j] = d,
+                    }
+                }
+            }
+            for i in 0..g {
+                out[0][at * g + i] = T::from_f64(dp[i]);
+                if let Some(q) = out.get_mut(1) {
+                    q[at * g + i] = T::from_f64(dq[i]);
+                }
+            }
+            for j in 0..h {
+                dh[j] = direct[j] + (0..g).map(|i| dq[i] * w_hh_t[i * h + j].to_f64()).sum::<f64>();
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Forward (inference) ops.
 
 use super::Real;
-use crate::ir::ops::cell::Term;
+use crate::ir::ops::cell::{Saved, Term};
 use crate::ir::ops::{Elementwise, Recurrence, Reduce, Window2d};
 
 pub(super) fn global_avg_pool<T: Real>(n: usize, c: usize, hw: usize, x: &[&[T]], out: &mut [T]) {
@@ -191,17 +191,21 @@ pub(super) fn pool2d<T: Real>(w: &Window2d, reduce: Reduce, x: &[T], out: &mut [
     }
 }
 
-pub(super) fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
+/// `out[0]` the output; with `train`, `out[1]` the state entering each step and `out[2]`
+/// the values each step saves for its backward pass.
+pub(super) fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [&mut [T]]) {
     let (h, g) = (r.h, r.cell.gates() * r.h);
     let zeros = vec![T::ZERO; g];
     let (xs, w_ih, w_hh) = (x[0], x[1], x[2]);
     let (b_ih, b_hh) = if r.bias { (x[3], x[4]) } else { (&zeros[..], &zeros[..]) };
     let step = r.cell.step();
+    let saved = step.saved();
     for n in 0..r.n {
         let mut state = vec![0.0f64; h];
         let mut cell = vec![0.0f64; h];
         for t in 0..r.t {
-            let input = &xs[(n * r.t + t) * r.f..(n * r.t + t + 1) * r.f];
+            let at = n * r.t + t;
+            let input = &xs[at * r.f..(at + 1) * r.f];
             // xi = x·W_ih + b_ih and hh = h·W_hh + b_hh, each [g·h].
             let xi: Vec<f64> = (0..g)
                 .map(|j| {
@@ -214,13 +218,24 @@ pub(super) fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
                 .collect();
             let next: Vec<f64> = (0..h)
                 .map(|j| {
-                    let values = step.eval(|t| match t {
+                    let term = |t: Term| match t {
                         Term::P(k) => xi[k * h + j],
                         Term::Q(k) => hh[k * h + j],
                         Term::Sum(k) => xi[k * h + j] + hh[k * h + j],
                         Term::H => state[j],
                         Term::C => cell[j],
-                    });
+                    };
+                    let values = step.eval(term);
+                    if r.train {
+                        out[1][at * h + j] = T::from_f64(state[j]);
+                        for (i, s) in saved.iter().enumerate() {
+                            let v = match *s {
+                                Saved::Stage(k) => values[k],
+                                Saved::Term(t) => term(t),
+                            };
+                            out[2][(at * saved.len() + i) * h + j] = T::from_f64(v);
+                        }
+                    }
                     if let Some(c) = step.cell {
                         cell[j] = values[c];
                     }
@@ -230,13 +245,13 @@ pub(super) fn recurrent<T: Real>(r: &Recurrence, x: &[&[T]], out: &mut [T]) {
             state = next;
             if !r.last {
                 for j in 0..h {
-                    out[(n * r.t + t) * h + j] = T::from_f64(state[j]);
+                    out[0][at * h + j] = T::from_f64(state[j]);
                 }
             }
         }
         if r.last {
             for j in 0..h {
-                out[n * h + j] = T::from_f64(state[j]);
+                out[0][n * h + j] = T::from_f64(state[j]);
             }
         }
     }

@@ -25,7 +25,7 @@ use proptest::test_runner::TestCaseError;
 use super::eval;
 use crate::front::layers::activation::{EXAMPLES, KINKS};
 use crate::ir::ops::elementwise::{Derivative, Source};
-use crate::ir::ops::{Elementwise, Hyper, Op, Reduce, UpdateRule, Window2d};
+use crate::ir::ops::{Cell, Elementwise, Hyper, Op, Recurrence, Reduce, UpdateRule, Window2d};
 
 /// The finite-difference step.
 const H: f32 = 1e-2;
@@ -277,6 +277,46 @@ proptest! {
         let inputs = [x, w];
         fd_check(&matmul, &inputs, 0, &dy, &dx)?;
         fd_check(&matmul, &inputs, 1, &dy, &dw)?;
+    }
+
+    /// Backpropagation through time, and the products and sums the autodiff rule makes of
+    /// its projections' gradients, against differences of the recurrence itself.
+    #[test]
+    fn recurrent_backward_through_time(
+        cell in 0..3usize, n in 1..=2usize, t in 1..=4usize, f in 1..=3usize, h in 1..=3usize,
+        last in any::<bool>(), bias in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let cell = [Cell::Rnn, Cell::Lstm, Cell::Gru][cell];
+        let r = Recurrence { cell, n, t, f, h, last, bias, train: true };
+        let (g, rows) = (cell.gates() * h, n * t);
+        let mut rng = Rng(seed);
+        let mut inputs = vec![rng.tensor(rows * f, 1.0), rng.tensor(f * g, 0.7), rng.tensor(h * g, 0.7)];
+        if bias {
+            inputs.extend([rng.tensor(g, 0.5), rng.tensor(g, 0.5)]);
+        }
+        let out = if last { n * h } else { rows * h };
+        let saved = run(&Op::Recurrent(r), &slices(&inputs), &[out, rows * h, rows * r.saved() * h]);
+        let dy = rng.tensor(out, 1.0);
+        let w_hh_t = run1(&Op::Transpose { rows: h, cols: g }, &[&inputs[2]], h * g);
+        let splits = cell.step().splits();
+        let lens: &[usize] = if splits { &[rows * g, rows * g] } else { &[rows * g] };
+        let d = run(&Op::RecurrentBackward(r), &[&dy, &saved[1], &saved[2], &w_hh_t], lens);
+        let (dp, dq) = (&d[0], d.last().expect("dp"));
+        let w_ih_t = run1(&Op::Transpose { rows: f, cols: g }, &[&inputs[1]], f * g);
+        let mut grads = vec![
+            run1(&Op::MatMul { m: rows, k: g, n: f, ta: false }, &[dp, &w_ih_t], rows * f),
+            run1(&Op::MatMul { m: f, k: rows, n: g, ta: true }, &[&inputs[0], dp], f * g),
+            run1(&Op::MatMul { m: h, k: rows, n: g, ta: true }, &[&saved[1], dq], h * g),
+        ];
+        if bias {
+            for d in [dp, dq] {
+                grads.push(run1(&Op::ChannelSum { outer: rows, channels: g, inner: 1 }, &[d], g));
+            }
+        }
+        let forward = forward_of(Op::Recurrent(Recurrence { train: false, ..r }), out);
+        for (which, grad) in grads.iter().enumerate() {
+            fd_check(&forward, &inputs, which, &dy, grad)?;
+        }
     }
 
     #[test]

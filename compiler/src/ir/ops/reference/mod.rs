@@ -99,7 +99,8 @@ pub fn eval<T: Real>(op: &Op, x: &[&[T]], out: &mut [&mut [T]]) {
         }
         Op::Concat { outer, ref inners } => forward::concat(outer, inners, x, out[0]),
         Op::Embedding { count, vocab, dim } => forward::embedding(count, vocab, dim, x, out[0]),
-        Op::Recurrent(r) => forward::recurrent(&r, x, out[0]),
+        Op::Recurrent(r) => forward::recurrent(&r, x, out),
+        Op::RecurrentBackward(r) => backward::recurrent_backward(&r, x, out),
         Op::Conv2dBackwardData { win, k, groups } => {
             backward::conv2d_backward_data(win, k, groups, x, out[0])
         }

@@ -108,7 +108,7 @@ fn concat_embedding_and_unary() {
 #[test]
 fn recurrent_cells_follow_pytorch_gate_order() {
     let s = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let base = Recurrence { cell: Cell::Rnn, n: 1, t: 1, f: 1, h: 1, last: true, bias: true };
+    let base = Recurrence { cell: Cell::Rnn, n: 1, t: 1, f: 1, h: 1, last: true, bias: true, train: false };
     let x = [0.5f32];
     for (cell, expected) in [
         // gates: xi = x·w + b_ih, hh = b_hh (h₀ = 0); w = [1, 2, 3, 4][..g], b_ih = 0.1, b_hh = 0.2.

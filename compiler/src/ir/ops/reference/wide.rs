@@ -53,6 +53,7 @@ fn integer_input(op: &Op) -> Option<(usize, Option<usize>)> {
         | Op::Lrn { .. }
         | Op::Concat { .. }
         | Op::Recurrent(_)
+        | Op::RecurrentBackward(_)
         | Op::ChannelMoments { .. }
         | Op::BatchNormFoldTrain { .. }
         | Op::UpdateRunning { .. }
