@@ -105,7 +105,11 @@ impl Emit<'_, '_> {
         }
         let ptrs = self.b.ins().stack_addr(I64, slot, 0);
         let data = self.iconst(call.data as i64);
-        let entry = self.iconst(call.entry as i64);
+        let entry = match call.prepare {
+            Some((_, prepared)) if self.prepared.contains(&std::ptr::from_ref(g)) => prepared,
+            _ => call.entry,
+        };
+        let entry = self.iconst(entry as i64);
         let mut sig = Signature::new(self.call_conv);
         sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
         let sig = self.b.import_signature(sig);

@@ -259,10 +259,14 @@ impl<S: Simd> Products for Generator<S> {
             message: e.to_string(),
         })?;
         let product = Box::pin(p);
+        let prepare = product.can_prepare().then_some((
+            product::prepare as *const () as usize,
+            product::entry_prepared as *const () as usize,
+        ));
         let data = std::ptr::from_ref::<Product>(&product) as usize;
         self.products.push(product);
         self.tiles.push(offsets);
-        Ok(Some(Call { entry: product::entry as *const () as usize, data, epilogue_after: !fused }))
+        Ok(Some(Call { entry: product::entry as *const () as usize, data, epilogue_after: !fused, prepare }))
     }
 }
 

@@ -130,6 +130,22 @@ thread_local! {
     /// Each thread's packing buffers for `a`, `b` and a padded image, grown as products
     /// need them.
     static PACKED: RefCell<[Vec<Line>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+
+    /// Each thread's resident copies of `b`: per product (by address), the `b` it packed
+    /// whole ([`Product::prepare`]) and its panels.
+    static RESIDENT: RefCell<Vec<Resident>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A product's `b` packed whole, every panel `k × NR` (panel `j` at `j · k`, the block of
+/// `k` from step `p0` at `p0 · NR` in it), so that calls in a loop over which `b` does not
+/// change read it instead of packing it again: a recurrent layer's `W_hh`, packed once
+/// per block of sequences rather than at every step. Only calls the kernel makes after
+/// preparing it in the same run read it ([`entry_prepared`]), so a copy left from an
+/// earlier run is never mistaken for the current `b`.
+struct Resident {
+    product: usize,
+    b: usize,
+    panels: Vec<Line>,
 }
 
 fn lines(buf: &mut Vec<Line>, floats: usize) -> *mut f32 {
@@ -141,6 +157,38 @@ fn lines(buf: &mut Vec<Line>, floats: usize) -> *mut f32 {
 }
 
 impl Product {
+    /// Whether [`Product::prepare`] can keep this product's `b`: a matrix it packs.
+    pub fn can_prepare(&self) -> bool {
+        self.pack_b && self.unfold.is_none() && self.direct.is_none()
+    }
+
+    /// Packs all of `b` into this thread's resident copy for this product, which the
+    /// calls that follow with the same `b` read instead of packing their panels.
+    ///
+    /// # Safety
+    /// `b` must address the matrix this product was made for, and must not change while
+    /// calls read the copy: the kernel prepares it before a loop that does not write it.
+    pub unsafe fn prepare(&self, b: *const f32) {
+        if !self.can_prepare() {
+            return;
+        }
+        let key = std::ptr::from_ref(self) as usize;
+        RESIDENT.with_borrow_mut(|all| {
+            let at = match all.iter().position(|r| r.product == key) {
+                Some(i) => i,
+                None => {
+                    all.push(Resident { product: key, b: 0, panels: Vec::new() });
+                    all.len() - 1
+                }
+            };
+            let r = &mut all[at];
+            r.b = b as usize;
+            let dst = lines(&mut r.panels, self.n.div_ceil(self.nr) * self.nr * self.k);
+            // SAFETY: as the caller promised; `dst` holds every panel.
+            unsafe { self.pack_b(b, self.n, self.k, dst) };
+        });
+    }
+
     /// The shape of a product statement with these packing decisions; tiles are filled in
     /// once generated.
     pub fn new(g: &Gemm, mr: usize, nr: usize) -> Product {
@@ -252,16 +300,17 @@ impl Product {
 
     /// Computes the product: `ptrs` holds `a`, `b`, `c`, the first output row an
     /// unfolded `b` starts at, and then the epilogue operands' addresses (each for row and
-    /// column 0).
+    /// column 0). With `prepared`, the tiles read this thread's copy of `b` made by
+    /// [`Product::prepare`] (from the same `b`; without one, `b` is packed as usual).
     ///
     /// # Safety
     /// The pointers must address the matrices this product was made for, and every tile
     /// it needs must have been generated.
-    pub unsafe fn run(&self, ptrs: *const *mut f32) {
+    pub unsafe fn run(&self, ptrs: *const *mut f32, prepared: bool) {
         // SAFETY: as the caller promised; each tile is called with the operands it was
         // generated for.
         unsafe {
-            self.run_with(ptrs, |tile, a, b, c, ops| {
+            self.run_with(ptrs, prepared, |tile, a, b, c, ops| {
                 if let Some(f) = self.tiles[tile] {
                     f(a, b, c, ops)
                 }
@@ -278,6 +327,7 @@ impl Product {
     pub unsafe fn run_with(
         &self,
         ptrs: *const *mut f32,
+        prepared: bool,
         mut tile: impl FnMut(usize, *const f32, *const f32, *mut f32, *const *const f32),
     ) {
         // SAFETY: as the caller promised; the packing buffers are this thread's, and no
@@ -296,10 +346,15 @@ impl Product {
                     ASource::InPlace => a,
                 };
                 let kc = self.kc.min(self.k);
+                let resident = if prepared && self.can_prepare() { resident(self, b) } else { None };
                 // One panel at a time, packed just before its row tiles read it, so that
                 // it is still in L1 (packing a block of panels first left LeNet-5's
                 // convolutions reading them back from L2).
-                let b_panel = if self.pack_b { lines(pb, self.nr * kc) } else { std::ptr::null_mut() };
+                let b_panel = if self.pack_b && resident.is_none() {
+                    lines(pb, self.nr * kc)
+                } else {
+                    std::ptr::null_mut()
+                };
                 // An image with padding is copied once with its padding written out, so
                 // that packing reads every tap in place: clipping each run to the image
                 // (four taps in five of LeNet-5's C1) had made packing half of LeNet-5's
@@ -320,23 +375,24 @@ impl Product {
                     for (i0, rows_in_block) in self.row_blocks() {
                         for j in (0..self.n).step_by(self.nr) {
                             let cols = self.nr.min(self.n - j);
-                            let panel = match unfold {
+                            let panel = match (unfold, resident) {
                                 // The tile reads the output rows it computes from the image.
-                                Some(win) if self.direct.is_some() => {
+                                (Some(win), _) if self.direct.is_some() => {
                                     b.add((first_row + j / win.ow) * win.sh * win.w)
                                 }
-                                Some(win) => {
+                                (Some(win), _) => {
                                     let first = first_row * win.ow + j;
                                     let pixels =
                                         Pixels { x: b, win: &win, first, count: cols, taps: (p0, kb) };
                                     self.pack_image(pixels, b_panel);
                                     b_panel as *const f32
                                 }
-                                None if self.pack_b => {
+                                (None, Some(all)) => all.add(j * self.k + p0 * self.nr),
+                                (None, None) if self.pack_b => {
                                     self.pack_b(b.add(p0 * self.ldb + j), cols, kb, b_panel);
                                     b_panel as *const f32
                                 }
-                                None => b.add(p0 * self.ldb + j),
+                                (None, None) => b.add(p0 * self.ldb + j),
                             };
                             for i in (i0..i0 + rows_in_block).step_by(self.mr) {
                                 let rows = self.mr.min(self.m - i);
@@ -363,6 +419,24 @@ impl Product {
     }
 }
 
+/// This thread's resident copy of `product`'s `b`, if it was prepared from `b`.
+fn resident(product: &Product, b: *const f32) -> Option<*const f32> {
+    let key = std::ptr::from_ref(product) as usize;
+    RESIDENT.with_borrow(|all| {
+        all.iter().find(|r| r.product == key && r.b == b as usize).map(|r| r.panels.as_ptr().cast::<f32>())
+    })
+}
+
+/// The entry a Cranelift kernel calls before a loop in which a product statement's `b`
+/// does not change ([`Product::prepare`]).
+///
+/// # Safety
+/// As [`Product::prepare`].
+pub unsafe extern "sysv64" fn prepare(product: *const Product, b: *const f32) {
+    // SAFETY: the back end passes the address of a `Product` it keeps alive with the code.
+    unsafe { (*product).prepare(b) }
+}
+
 /// The entry a Cranelift kernel calls for a product statement: `product` is the
 /// [`Product`] the back end made for it, `ptrs` its operand addresses.
 ///
@@ -370,5 +444,15 @@ impl Product {
 /// As [`Product::run`].
 pub unsafe extern "sysv64" fn entry(product: *const Product, ptrs: *const *mut f32) {
     // SAFETY: the back end passes the address of a `Product` it keeps alive with the code.
-    unsafe { (*product).run(ptrs) }
+    unsafe { (*product).run(ptrs, false) }
+}
+
+/// [`entry`] for a product statement in a loop whose preamble called [`prepare`]: the
+/// tiles read the copy of `b` it made.
+///
+/// # Safety
+/// As [`Product::run`].
+pub unsafe extern "sysv64" fn entry_prepared(product: *const Product, ptrs: *const *mut f32) {
+    // SAFETY: as for `entry`.
+    unsafe { (*product).run(ptrs, true) }
 }

@@ -155,6 +155,9 @@ struct Case {
     pad: (usize, usize, usize),
     a_source: ASource,
     pack_b: bool,
+    /// Whether `b` is packed whole before the call ([`Product::prepare`]), as before a
+    /// loop in which it does not change.
+    prepare: bool,
     /// Steps per block of `k`, or 0 for the product's own choice.
     kc: usize,
     /// Row tiles per block of rows, or 0 for the product's own choice.
@@ -309,7 +312,12 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
             generator.tiles.push(offsets);
             let (products, _code) = generator.finish().expect("maps");
             // SAFETY: the pointers address matrices of the product's shape and strides.
-            unsafe { products[0].run(ptrs.as_ptr()) };
+            unsafe {
+                if c.prepare {
+                    products[0].prepare(x.b.as_ptr());
+                }
+                products[0].run(ptrs.as_ptr(), c.prepare)
+            };
         }
         Run::Emulated => {
             let code = &generator.code;
@@ -322,7 +330,12 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
                 }
             };
             // SAFETY: as for `run`; the closure computes each tile by its code.
-            unsafe { p.run_with(ptrs.as_ptr(), tile) };
+            unsafe {
+                if c.prepare {
+                    p.prepare(x.b.as_ptr());
+                }
+                p.run_with(ptrs.as_ptr(), c.prepare, tile)
+            };
         }
     }
     out
@@ -401,13 +414,13 @@ fn cases() -> impl Strategy<Value = Case> {
         any::<bool>(),
         (0usize..3, 0usize..3, 0usize..3),
         any::<bool>(),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         prop_oneof![2 => Just(0usize), 1 => 1usize..12],
         prop_oneof![2 => Just(0usize), 1 => 1usize..4],
         0..epilogues().len(),
         any::<u64>(),
     )
-        .prop_map(|(m, n, k, ta, pad, packed, pack_b, kc, mc, epilogue, seed)| Case {
+        .prop_map(|(m, n, k, ta, pad, packed, (pack_b, prepare), kc, mc, epilogue, seed)| Case {
             m,
             n,
             k,
@@ -415,6 +428,7 @@ fn cases() -> impl Strategy<Value = Case> {
             pad,
             a_source: if packed { ASource::Packed } else { ASource::InPlace },
             pack_b,
+            prepare,
             kc,
             mc,
             epilogue,
@@ -454,6 +468,7 @@ fn every_tile_of_the_register_tile_and_its_edges() {
                     pad: (0, 1, 2),
                     a_source: if n > 8 { ASource::Packed } else { ASource::InPlace },
                     pack_b: m % 3 == 0,
+                    prepare: n % 2 == 1,
                     kc: [0, 2, 4][m % 3],
                     mc: [0, 1, 2][n % 3],
                     epilogue: (m + n + k) % epilogues().len(),
@@ -535,6 +550,7 @@ fn long_epilogues_compute_right() {
                 pad: (1, 0, 3),
                 a_source: ASource::Packed,
                 pack_b: true,
+                prepare: m == 7,
                 kc: 2,
                 mc: 1,
                 epilogue: 0,
@@ -641,6 +657,7 @@ fn the_most_crowded_epilogue_of_each_function() {
                     pad: (1, 0, 2),
                     a_source: ASource::Packed,
                     pack_b: m > 6,
+                    prepare: false,
                     kc: k / 2,
                     mc: 1,
                     epilogue: 0,
@@ -696,7 +713,7 @@ fn evaluate<S: Simd>(p: Prim, xs: &[f32]) -> Vec<f32> {
         elem.as_mut_ptr(),
     ];
     // SAFETY: the pointers address matrices of the product's shape and strides.
-    unsafe { products[0].run(ptrs.as_ptr()) };
+    unsafe { products[0].run(ptrs.as_ptr(), false) };
     out.truncate(xs.len());
     out
 }
