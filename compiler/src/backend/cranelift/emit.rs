@@ -44,6 +44,8 @@ pub struct Emit<'a, 'b> {
     /// Products generated elsewhere, by the address of their statement, and the calling
     /// convention to call them with.
     pub calls: HashMap<*const crate::ir::kernel::Gemm, super::Call>,
+    /// Maps generated elsewhere, by the address of their statement.
+    pub maps: HashMap<*const crate::ir::kernel::Map, super::MapCall>,
     /// Called products whose `b` an enclosing loop's preamble already prepared.
     pub prepared: Vec<*const crate::ir::kernel::Gemm>,
     pub call_conv: cranelift_codegen::isa::CallConv,

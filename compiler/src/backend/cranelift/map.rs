@@ -6,7 +6,9 @@ use super::emit::{Addr, Emit, F32, IVECTOR, LANES, VECTOR};
 use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Reduce};
 use crate::ir::ops::dropout_threshold;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Type, Value, types,
+};
 
 /// What a program needs before its loop: per instruction, an address (loads and stores)
 /// or a loaded scalar (broadcasts, dropout seeds).
@@ -33,6 +35,34 @@ impl Emit<'_, '_> {
                 e.eval(&m.insts, F32, i, &prep.bases, &prep.scalars, None);
             });
         }
+    }
+
+    /// Calls a map generated elsewhere with its operands' addresses for its first row
+    /// (the loop it runs whole, if any, at 0).
+    pub fn call_map(&mut self, m: &Map, call: super::MapCall) {
+        let words: Vec<Value> = super::map_operands(m)
+            .map(|p| {
+                let mut p = p.clone();
+                p.terms.retain(|(v, _)| Some(*v) != call.rows);
+                let at = self.addr(&p, 0);
+                self.b.ins().iadd_imm_s(at.base, at.offset as i64)
+            })
+            .collect();
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            8 * words.len().max(1) as u32,
+            3,
+        ));
+        for (i, w) in words.into_iter().enumerate() {
+            self.b.ins().stack_store(types::I64, w, slot, 8 * i as i32);
+        }
+        let table = self.b.ins().stack_addr(types::I64, slot, 0);
+        let data = self.iconst(call.data as i64);
+        let entry = self.iconst(call.entry as i64);
+        let mut sig = Signature::new(self.call_conv);
+        sig.params.extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
+        let sig = self.b.import_signature(sig);
+        self.b.ins().call_indirect(sig, entry, &[data, table]);
     }
 
     /// `scale · Σ` of the program's last value over the outer loop and the elements, in

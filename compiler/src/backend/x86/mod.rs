@@ -17,6 +17,9 @@ mod direct;
 mod emulate;
 mod epilogue;
 mod isa;
+mod map;
+#[cfg(test)]
+mod map_tests;
 mod math;
 mod memory;
 mod micro;
@@ -25,9 +28,9 @@ mod product;
 #[cfg(test)]
 mod tests;
 
-use super::cranelift::{self, Call, Products};
+use super::cranelift::{self, Call, MapCall, Products};
 use super::{Backend, Code, CodegenError, Geometry, Kernel, Options};
-use crate::ir::kernel::{EInst, Gemm, Program, Right};
+use crate::ir::kernel::{EInst, Gemm, Map, Program, Right};
 use crate::passes::memory::MemoryPlan;
 use isa::Simd;
 use memory::Executable;
@@ -106,8 +109,8 @@ fn compile<S: Simd>(
     let started = Instant::now();
     let mut generator = Generator::<S>::default();
     let compiled = cranelift::compile(program, memory, options, &mut generator)?;
-    let (products, code) = generator.finish()?;
-    Ok(Box::new(X86Code { compiled, products, _code: code, time: started.elapsed(), isa }))
+    let (products, maps, code) = generator.finish()?;
+    Ok(Box::new(X86Code { compiled, products, _maps: maps, _code: code, time: started.elapsed(), isa }))
 }
 
 /// A product at an address that stays put: generated kernels hold it as a constant.
@@ -118,6 +121,7 @@ struct X86Code {
     // Dropped in this order: the kernels, then the products they call, then their code.
     compiled: cranelift::Compiled,
     products: Vec<Placed>,
+    _maps: Vec<Pin<Box<map::MapCode>>>,
     _code: Option<Executable>,
     time: Duration,
     isa: Isa,
@@ -168,6 +172,9 @@ struct Generator<S> {
     products: Vec<Placed>,
     /// Per product, per tile index, the offset of its code.
     tiles: Vec<[Option<usize>; 12]>,
+    /// The maps, each with the offset of its code, and the code of each map shape.
+    maps: Vec<(Pin<Box<map::MapCode>>, usize)>,
+    map_offsets: HashMap<String, usize>,
     _isa: std::marker::PhantomData<S>,
 }
 
@@ -178,6 +185,8 @@ impl<S> Default for Generator<S> {
             offsets: HashMap::new(),
             products: Vec::new(),
             tiles: Vec::new(),
+            maps: Vec::new(),
+            map_offsets: HashMap::new(),
             _isa: std::marker::PhantomData,
         }
     }
@@ -207,6 +216,40 @@ fn epilogue_key(epilogue: &[EInst]) -> String {
 }
 
 impl<S: Simd> Products for Generator<S> {
+    fn map(&mut self, m: &Map, rows: usize, strides: &[i64]) -> Result<Option<MapCall>, CodegenError> {
+        let strides: Option<Vec<i32>> =
+            strides.iter().map(|&s| i32::try_from(s.checked_mul(4)?).ok().map(|_| s as i32)).collect();
+        let Some(strides) = strides else { return Ok(None) };
+        if rows == 0 || m.len == 0 || !map::supports(m) {
+            return Ok(None);
+        }
+        let key = map::key(m, rows, &strides);
+        let offset = match self.map_offsets.get(&key) {
+            Some(&o) => o,
+            // Values that do not fit the registers: Cranelift's code, which spills.
+            None => match map::generate::<S>(m, rows, &strides) {
+                Ok(bytes) => {
+                    self.code.resize(self.code.len().next_multiple_of(64), 0xcc);
+                    let o = self.code.len();
+                    self.code.extend_from_slice(&bytes);
+                    self.map_offsets.insert(key, o);
+                    o
+                }
+                Err(epilogue::Error::Registers(_)) => return Ok(None),
+                Err(e) => {
+                    return Err(CodegenError::Kernel {
+                        kernel: format!("a map of {} elements", m.len),
+                        message: e.to_string(),
+                    });
+                }
+            },
+        };
+        let code = Box::pin(map::MapCode::default());
+        let data = std::ptr::from_ref::<map::MapCode>(&code) as usize;
+        self.maps.push((code, offset));
+        Ok(Some(MapCall { entry: map::entry as *const () as usize, data, rows: None }))
+    }
+
     fn product(&mut self, g: &Gemm) -> Result<Option<Call>, CodegenError> {
         // A one-hot `a` selects rows of `b`: Cranelift's loop over its non-zeros.
         if g.sparse_a {
@@ -342,11 +385,13 @@ impl<S: Simd> Generator<S> {
         Ok(offsets)
     }
 
-    /// Maps the code executable and hands each product its tiles' addresses.
-    fn finish(self) -> Result<(Vec<Placed>, Option<Executable>), CodegenError> {
-        let Generator { code, mut products, tiles, .. } = self;
+    /// Maps the code executable and hands each product its tiles' addresses and each map
+    /// its code's.
+    #[allow(clippy::type_complexity)]
+    fn finish(self) -> Result<(Vec<Placed>, Vec<Pin<Box<map::MapCode>>>, Option<Executable>), CodegenError> {
+        let Generator { code, mut products, tiles, maps, .. } = self;
         if code.is_empty() {
-            return Ok((products, None));
+            return Ok((products, Vec::new(), None));
         }
         let exec = Executable::new(&code)
             .map_err(|e| CodegenError::Host(format!("cannot map code executable: {e}")))?;
@@ -358,6 +403,14 @@ impl<S: Simd> Generator<S> {
                     offset.map(|o| unsafe { std::mem::transmute::<*const u8, product::TileFn>(exec.at(o)) });
             }
         }
-        Ok((products, Some(exec)))
+        let maps = maps
+            .into_iter()
+            .map(|(mut m, o)| {
+                // SAFETY: as for the tiles, with the signature of `MapFn`.
+                m.code = Some(unsafe { std::mem::transmute::<*const u8, map::MapFn>(exec.at(o)) });
+                m
+            })
+            .collect();
+        Ok((products, maps, Some(exec)))
     }
 }

@@ -310,7 +310,7 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
         Run::Native => {
             generator.products.push(Box::pin(p));
             generator.tiles.push(offsets);
-            let (products, _code) = generator.finish().expect("maps");
+            let (products, _maps, _code) = generator.finish().expect("maps");
             // SAFETY: the pointers address matrices of the product's shape and strides.
             unsafe {
                 if c.prepare {
@@ -702,7 +702,7 @@ fn evaluate<S: Simd>(p: Prim, xs: &[f32]) -> Vec<f32> {
     let offsets = generator.tiles_for(&p, &epilogue).expect("assembles");
     generator.products.push(Box::pin(p));
     generator.tiles.push(offsets);
-    let (products, _code) = generator.finish().expect("maps");
+    let (products, _maps, _code) = generator.finish().expect("maps");
     let (a, b) = (vec![0f32; m], vec![0f32; n]);
     let mut out = vec![f32::NAN; m * n];
     let ptrs = [

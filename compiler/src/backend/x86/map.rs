@@ -1,0 +1,213 @@
+//! Element-wise programs (map statements) as machine code for the CPU's vector width.
+//!
+//! Cranelift's maps run four lanes at a time; a recurrent cell's gate arithmetic (three
+//! sigmoids and two tanh per element of an LSTM) spent as long in them as the step's
+//! product did. Here the program runs `LANES` elements per step with the functions of
+//! [`super::math`] (bit for bit Cranelift's), its last vector masked, so every element
+//! takes the same path. A loop whose body is one map runs as one call: each address
+//! moves by its own stride per row.
+//!
+//! The generated function is `extern "sysv64" fn(table)`: `table` holds the address of
+//! each load, broadcast and store of the program, in order, for the first row (the
+//! function moves them on row by row, so the table is the caller's scratch).
+
+use super::epilogue::{Emitter, Error};
+use super::isa::{Consts, Simd, V};
+use crate::ir::kernel::{Inst, Map, Ptr};
+use iced_x86::code_asm::*;
+
+/// A generated map, at an address that stays put while kernels call it: its code is
+/// filled in once the program's code is executable.
+#[derive(Debug, Default)]
+pub struct MapCode {
+    pub code: Option<MapFn>,
+}
+
+/// A generated map's code: `(table)`.
+pub type MapFn = unsafe extern "sysv64" fn(*mut *const f32);
+
+/// The entry a Cranelift kernel calls for a map statement: `map` is the [`MapCode`] the
+/// back end made for it, `table` its operand addresses.
+///
+/// # Safety
+/// `table` must hold the addresses of the map's operands, each valid for every element
+/// and row the map touches.
+pub unsafe extern "sysv64" fn entry(map: *const MapCode, table: *mut *const f32) {
+    // SAFETY: the back end passes the address of a `MapCode` it keeps alive with the
+    // code, filled in before any kernel runs.
+    unsafe {
+        if let Some(f) = (*map).code {
+            f(table)
+        }
+    }
+}
+
+/// Whether `m` can run here: no dropout masks (their counter-based hash is Cranelift's
+/// alone), and no buffer stored at one address and read or stored at another within
+/// reach. Sixteen lanes at a time would see a store `i` elements ahead of a load that
+/// four lanes (or one) would not; the same address, as an in-place update has, or
+/// ranges at least a row apart (an LSTM's saved gates) are safe.
+pub fn supports(m: &Map) -> bool {
+    let stores: Vec<&Ptr> =
+        m.insts.iter().filter_map(|i| if let Inst::Store(p, _) = i { Some(p) } else { None }).collect();
+    // The same address, or ranges of a row that cannot meet (rows run in order here as
+    // in Cranelift's loop).
+    let apart = |p: &Ptr, q: &Ptr| {
+        p == q || p.buf != q.buf || (p.terms == q.terms && p.offset.abs_diff(q.offset) >= m.len as u64)
+    };
+    m.insts.iter().all(|inst| match inst {
+        Inst::Keep { .. } => false,
+        Inst::Load(p) | Inst::Store(p, _) => stores.iter().all(|s| apart(s, p)),
+        Inst::Bcast(p) => stores.iter().all(|s| s.buf != p.buf),
+        Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => true,
+    })
+}
+
+/// The values an instruction reads.
+fn reads(inst: &Inst) -> Vec<usize> {
+    match *inst {
+        Inst::Load(_) | Inst::Bcast(_) | Inst::Const(_) | Inst::Keep { .. } => vec![],
+        Inst::Prim(_, x) | Inst::Store(_, x) => vec![x],
+        Inst::Bin(_, x, y) => vec![x, y],
+        Inst::Select(_, x, y, t, f) => vec![x, y, t, f],
+    }
+}
+
+/// Per instruction, the instruction after which its value's register is free again: its
+/// last reader, or itself if nothing reads it.
+fn last_uses(insts: &[Inst]) -> Vec<usize> {
+    let mut last: Vec<usize> = (0..insts.len()).collect();
+    for (i, inst) in insts.iter().enumerate() {
+        for x in reads(inst) {
+            last[x] = i;
+        }
+    }
+    last
+}
+
+/// The register of value `x`.
+fn reg(regs: &[Option<V>], x: usize) -> V {
+    regs[x].expect("a map reads only values")
+}
+
+/// One vector of the program at byte offset `rax` from each operand's address (`[rdi +
+/// 8j]` for operand `j`), the lanes past the mask left alone when `masked`.
+fn body<S: Simd>(e: &mut Emitter<'_, S>, insts: &[Inst], masked: bool) -> Result<(), Error> {
+    let last = last_uses(insts);
+    let mut regs: Vec<Option<V>> = Vec::with_capacity(insts.len());
+    let mut slot = 0;
+    let mut operand = |e: &mut Emitter<'_, S>| -> Result<(), Error> {
+        e.a.mov(r8, qword_ptr(rdi + 8 * slot))?;
+        slot += 1;
+        Ok(())
+    };
+    for (i, inst) in insts.iter().enumerate() {
+        let mut dying = reads(inst);
+        dying.sort_unstable();
+        dying.dedup();
+        dying.retain(|&x| last[x] == i);
+        // As in an epilogue: one instruction may write a register it reads; a select and
+        // a function may not.
+        let early = matches!(inst, Inst::Bin(..) | Inst::Store(..));
+        if early {
+            dying.iter().for_each(|&x| e.release(reg(&regs, x)));
+        }
+        let d = match *inst {
+            Inst::Load(_) => {
+                let d = e.take()?;
+                operand(e)?;
+                S::load(e.a, d, r8 + rax, masked)?;
+                Some(d)
+            }
+            Inst::Bcast(_) => {
+                let d = e.take()?;
+                operand(e)?;
+                S::broadcast(e.a, d, r8 + 0)?;
+                Some(d)
+            }
+            Inst::Store(_, x) => {
+                operand(e)?;
+                S::store(e.a, r8 + rax, reg(&regs, x), masked)?;
+                None
+            }
+            Inst::Const(x) => Some(e.constant(x)?),
+            Inst::Prim(p, x) => Some(e.prim(p, reg(&regs, x))?),
+            Inst::Bin(op, x, y) => {
+                let d = e.take()?;
+                S::bin(e.a, op, d, reg(&regs, x), reg(&regs, y))?;
+                Some(d)
+            }
+            Inst::Select(cmp, x, y, t, f) => {
+                let d = e.take()?;
+                S::select(e.a, cmp, d, reg(&regs, x), reg(&regs, y), reg(&regs, t), reg(&regs, f))?;
+                Some(d)
+            }
+            Inst::Keep { .. } => unreachable!("`supports` refuses dropout masks"),
+        };
+        regs.push(d);
+        if !early {
+            dying.iter().for_each(|&x| e.release(reg(&regs, x)));
+        }
+        if let (Some(d), true) = (d, last[i] == i) {
+            e.release(d);
+        }
+    }
+    Ok(())
+}
+
+/// The code of `rows` rows of map `m` (`rows ≥ 1`, `m.len ≥ 1`), operand `j` moving by
+/// `strides[j]` elements from one row to the next (`4 · strides[j]` an `i32`, an
+/// instruction's immediate). Fails when its values do not fit the registers.
+pub fn generate<S: Simd>(m: &Map, rows: usize, strides: &[i32]) -> Result<Vec<u8>, Error> {
+    let mut a = S::assembler()?;
+    let mut consts = Consts::default();
+    let (full, tail) = (m.len / S::LANES, m.len % S::LANES);
+    if tail != 0 {
+        S::set_mask(&mut a, &mut consts, tail)?;
+    }
+    if rows > 1 {
+        a.mov(r9, rows as u64)?;
+    }
+    let mut row_top = a.create_label();
+    a.set_label(&mut row_top)?;
+    a.xor(eax, eax)?;
+    if full > 0 {
+        a.mov(r10, full as u64)?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, false)?;
+        a.add(rax, (S::LANES * 4) as i32)?;
+        a.dec(r10)?;
+        a.jnz(top)?;
+    }
+    if tail != 0 {
+        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, true)?;
+    }
+    if rows > 1 {
+        for (j, &s) in strides.iter().enumerate().filter(|&(_, &s)| s != 0) {
+            a.add(qword_ptr(rdi + 8 * j as i32), 4 * s)?;
+        }
+        a.dec(r9)?;
+        a.jnz(row_top)?;
+    }
+    S::finish(&mut a)?;
+    a.ret()?;
+    consts.emit(&mut a)?;
+    Ok(a.assemble(0)?)
+}
+
+/// What a map's code depends on: its program with the addresses left out, its length,
+/// rows and strides (so maps of the same shape share their code).
+pub fn key(m: &Map, rows: usize, strides: &[i32]) -> String {
+    let insts: Vec<String> = m
+        .insts
+        .iter()
+        .map(|i| match i {
+            Inst::Load(_) => "load".into(),
+            Inst::Bcast(_) => "bcast".into(),
+            Inst::Store(_, x) => format!("store {x}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    format!("{} × {rows} {strides:?}: {}", m.len, insts.join(";"))
+}

@@ -1,0 +1,137 @@
+//! The generated maps against the same program evaluated in Rust: loads, a broadcast,
+//! arithmetic, a function, a select, a store and an in-place update, over lengths around
+//! the vector width and rows with gaps between them, which must stay untouched.
+
+use super::Isa;
+use super::avx2::Avx2;
+use super::avx512::Avx512;
+use super::isa::Simd;
+use super::map::{self, MapFn};
+use super::memory::Executable;
+use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Prim, Ptr};
+use crate::ir::ops::TensorId;
+use proptest::prelude::*;
+
+const FUNCTIONS: [Prim; 3] = [Prim::Tanh, Prim::Sigmoid, Prim::Exp];
+
+fn prim64(p: Prim, x: f64) -> f64 {
+    match p {
+        Prim::Tanh => x.tanh(),
+        Prim::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        _ => x.exp(),
+    }
+}
+
+/// `c = f(a·b + s) > ½ ? a : b; a = f(a·b + s) − a`, for each element of each row.
+fn program(p: Prim, len: usize) -> Map {
+    let t = |i: u32| Ptr::tensor(TensorId(i));
+    use Inst::*;
+    Map {
+        len,
+        insts: vec![
+            Load(t(0)),
+            Load(t(1)),
+            Bcast(t(2)),
+            Bin(BinOp::Mul, 0, 1),
+            Bin(BinOp::Add, 3, 2),
+            Prim(p, 4),
+            Const(0.5),
+            Select(Cmp::Gt, 5, 6, 0, 1),
+            Store(t(3), 7),
+            Bin(BinOp::Sub, 5, 0),
+            Store(t(0), 9),
+        ],
+    }
+}
+
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn check<S: Simd>(p: Prim, len: usize, rows: usize, gap: usize, seed: u64) {
+    let stride = len + gap;
+    let m = program(p, len);
+    assert!(map::supports(&m));
+    let strides = [stride as i32, stride as i32, 0, stride as i32, stride as i32];
+    let code = map::generate::<S>(&m, rows, &strides).expect("the program fits the registers");
+    let exec = Executable::new(&code).expect("maps");
+    // SAFETY: the code is a map function of this signature.
+    let f = unsafe { std::mem::transmute::<*const u8, MapFn>(exec.at(0)) };
+    let size = rows * stride + 64;
+    let a0 = values(size, seed);
+    let b = values(size, seed + 1);
+    let s = [0.25f32];
+    let (mut a, mut c) = (a0.clone(), vec![f32::NAN; size]);
+    let (pa, pc) = (a.as_mut_ptr() as *const f32, c.as_mut_ptr() as *const f32);
+    let mut table = [pa, b.as_ptr(), s.as_ptr(), pc, pa];
+    // SAFETY: each operand holds `rows` rows of `stride` with `len` elements each.
+    unsafe { f(table.as_mut_ptr()) };
+    for at in 0..size {
+        let (r, i) = (at / stride, at % stride);
+        let inside = r < rows && i < len;
+        if !inside {
+            assert!(c[at].is_nan(), "{} {p:?} len {len} rows {rows}: c[{at}] written", S::NAME);
+            assert_eq!(a[at].to_bits(), a0[at].to_bits(), "{} a[{at}] written", S::NAME);
+            continue;
+        }
+        let x = a0[at] * b[at] + s[0];
+        let v = prim64(p, x as f64);
+        let tol = 1e-6 * (1.0 + v.abs());
+        let want_c = if v > 0.5 { a0[at] } else { b[at] };
+        let near = (v - 0.5).abs() <= tol;
+        assert!(
+            c[at] == want_c || (near && (c[at] == a0[at] || c[at] == b[at])),
+            "{} {p:?} len {len} rows {rows}: c[{at}] = {}, want {want_c}",
+            S::NAME,
+            c[at]
+        );
+        let want_a = v - a0[at] as f64;
+        assert!(
+            (a[at] as f64 - want_a).abs() <= tol + 1e-6 * want_a.abs(),
+            "{} {p:?} len {len} rows {rows}: a[{at}] = {}, want {want_a}",
+            S::NAME,
+            a[at]
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn maps_agree_with_rust(
+        f in 0..FUNCTIONS.len(),
+        len in prop_oneof![1usize..20, 20usize..70],
+        rows in 1usize..5,
+        gap in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            match isa {
+                Isa::Avx2 => check::<Avx2>(FUNCTIONS[f], len, rows, gap, seed),
+                Isa::Avx512 => check::<Avx512>(FUNCTIONS[f], len, rows, gap, seed),
+            }
+        }
+    }
+}
+
+#[test]
+fn maps_refuse_stores_within_reach_of_other_addresses() {
+    let t = |i: u32, off: usize| Ptr::tensor(TensorId(i)).plus(off);
+    use Inst::*;
+    let shifted = Map { len: 32, insts: vec![Load(t(0, 1)), Store(t(0, 0), 0)] };
+    assert!(!map::supports(&shifted));
+    let apart = Map { len: 32, insts: vec![Load(t(0, 32)), Store(t(0, 0), 0), Store(t(0, 64), 0)] };
+    assert!(map::supports(&apart));
+    let bcast = Map { len: 8, insts: vec![Bcast(t(0, 100)), Store(t(0, 0), 0)] };
+    assert!(!map::supports(&bcast));
+    let dropout = Map { len: 8, insts: vec![Keep { seed: t(1, 0), p: 0.5 }, Store(t(0, 0), 0)] };
+    assert!(!map::supports(&dropout));
+}
