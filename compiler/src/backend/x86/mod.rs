@@ -1,5 +1,5 @@
-//! Stage 9, the x86 back end: matrix products as machine code for the CPU's own vector
-//! width, every other statement through Cranelift.
+//! Stage 9, the x86 back end: matrix products and element-wise maps as machine code for
+//! the CPU's own vector width, every other statement through Cranelift.
 //!
 //! Cranelift lowers only 128-bit vectors, a half (AVX2) or a quarter (AVX-512) of what
 //! these CPUs compute per instruction. This back end generates each product statement's
@@ -8,7 +8,8 @@
 //! [`product`]; the kernel Cranelift generates around the statement calls them. The
 //! tiles apply the epilogue, transcendental functions included ([`math`]); one whose
 //! values do not fit the vector registers runs after the call, in Cranelift code over
-//! the product.
+//! the product. Map statements (and loops whose body is one map) are generated the same
+//! way ([`map`]), with the same functions.
 
 mod avx2;
 mod avx512;
