@@ -8,6 +8,7 @@ use super::avx512::Avx512;
 use super::isa::Simd;
 use super::map::{self, MapFn};
 use super::memory::Executable;
+use super::tests::values;
 use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Prim, Ptr};
 use crate::ir::ops::TensorId;
 use proptest::prelude::*;
@@ -42,18 +43,6 @@ fn program(p: Prim, len: usize) -> Map {
             Store(t(0), 9),
         ],
     }
-}
-
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect()
 }
 
 fn check<S: Simd>(p: Prim, len: usize, rows: usize, gap: usize, seed: u64) {

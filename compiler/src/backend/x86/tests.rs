@@ -166,7 +166,7 @@ struct Case {
     seed: u64,
 }
 
-fn values(len: usize, seed: u64) -> Vec<f32> {
+pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
     (0..len)
         .map(|_| {
