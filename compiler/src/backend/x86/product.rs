@@ -136,6 +136,10 @@ thread_local! {
     static RESIDENT: RefCell<Vec<Resident>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Resident copies a thread keeps: a loop prepares one or two products, and copies of
+/// products long gone (a model compiled and dropped) must not pile up.
+const MAX_RESIDENT: usize = 8;
+
 /// A product's `b` packed whole, every panel `k × NR` (panel `j` at `j · k`, the block of
 /// `k` from step `p0` at `p0 · NR` in it), so that calls in a loop over which `b` does not
 /// change read it instead of packing it again: a recurrent layer's `W_hh`, packed once
@@ -174,18 +178,20 @@ impl Product {
         }
         let key = std::ptr::from_ref(self) as usize;
         RESIDENT.with_borrow_mut(|all| {
-            let at = match all.iter().position(|r| r.product == key) {
-                Some(i) => i,
-                None => {
-                    all.push(Resident { product: key, b: 0, panels: Vec::new() });
-                    all.len() - 1
-                }
+            // The most recently prepared last; past `MAX_RESIDENT`, the least recent
+            // copy's buffer is taken over (its product, if still in its loop, then packs
+            // per call again: slower, never wrong).
+            let mut r = match all.iter().position(|r| r.product == key) {
+                Some(i) => all.remove(i),
+                None if all.len() >= MAX_RESIDENT => all.remove(0),
+                None => Resident { product: key, b: 0, panels: Vec::new() },
             };
-            let r = &mut all[at];
+            r.product = key;
             r.b = b as usize;
             let dst = lines(&mut r.panels, self.n.div_ceil(self.nr) * self.nr * self.k);
             // SAFETY: as the caller promised; `dst` holds every panel.
             unsafe { self.pack_b(b, self.n, self.k, dst) };
+            all.push(r);
         });
     }
 
@@ -455,4 +461,45 @@ pub unsafe extern "sysv64" fn entry(product: *const Product, ptrs: *const *mut f
 pub unsafe extern "sysv64" fn entry_prepared(product: *const Product, ptrs: *const *mut f32) {
     // SAFETY: as for `entry`.
     unsafe { (*product).run(ptrs, true) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::kernel::Ptr;
+    use crate::ir::ops::TensorId;
+
+    #[test]
+    fn resident_copies_are_bounded_and_the_least_recent_given_up() {
+        let t = |i: u32| Ptr::tensor(TensorId(i));
+        let g = Gemm {
+            m: 20,
+            n: 20,
+            k: 3,
+            a: t(0),
+            lda: 3,
+            ta: false,
+            b: Right::Matrix { ptr: t(1), ld: 20 },
+            c: t(2),
+            ldc: 20,
+            epilogue: Vec::new(),
+            sparse_a: false,
+        };
+        let products: Vec<Product> = (0..=MAX_RESIDENT).map(|_| Product::new(&g, 6, 16)).collect();
+        let b: Vec<f32> = (0..60).map(|i| i as f32).collect();
+        for p in &products {
+            assert!(p.can_prepare());
+            // SAFETY: `b` is the 3 × 20 matrix the product reads.
+            unsafe { p.prepare(b.as_ptr()) };
+        }
+        assert!(resident(&products[0], b.as_ptr()).is_none(), "the least recent copy is given up");
+        for p in &products[1..] {
+            let copy = resident(p, b.as_ptr()).expect("a recent copy is kept");
+            // SAFETY: the copy holds every panel, `k × NR` each; step 1 of the second
+            // panel is b[1, 16].
+            unsafe { assert_eq!(*copy.add(16 * 3 + 16), b[20 + 16]) };
+        }
+        assert!(resident(&products[1], b.as_ptr().wrapping_add(1)).is_none(), "another b is not read");
+        RESIDENT.with_borrow(|all| assert_eq!(all.len(), MAX_RESIDENT));
+    }
 }
