@@ -140,6 +140,11 @@ thread_local! {
 /// products long gone (a model compiled and dropped) must not pile up.
 const MAX_RESIDENT: usize = 8;
 
+/// The largest `b` a thread keeps packed for a loop, in floats (32 MiB): a copy per
+/// thread of a much larger weight would cost more memory than packing it per call costs
+/// time (a step's product over it is then long beside its packing).
+const RESIDENT_FLOATS: usize = 8 << 20;
+
 /// A product's `b` packed whole, every panel `k × NR` (panel `j` at `j · k`, the block of
 /// `k` from step `p0` at `p0 · NR` in it), so that calls in a loop over which `b` does not
 /// change read it instead of packing it again: a recurrent layer's `W_hh`, packed once
@@ -161,9 +166,11 @@ fn lines(buf: &mut Vec<Line>, floats: usize) -> *mut f32 {
 }
 
 impl Product {
-    /// Whether [`Product::prepare`] can keep this product's `b`: a matrix it packs.
+    /// Whether [`Product::prepare`] can keep this product's `b`: a matrix it packs, of at
+    /// most [`RESIDENT_FLOATS`] once packed.
     pub fn can_prepare(&self) -> bool {
-        self.pack_b && self.unfold.is_none() && self.direct.is_none()
+        let floats = self.n.div_ceil(self.nr.max(1)).saturating_mul(self.nr).saturating_mul(self.k);
+        self.pack_b && self.unfold.is_none() && self.direct.is_none() && floats <= RESIDENT_FLOATS
     }
 
     /// Packs all of `b` into this thread's resident copy for this product, which the
@@ -501,5 +508,7 @@ mod tests {
         }
         assert!(resident(&products[1], b.as_ptr().wrapping_add(1)).is_none(), "another b is not read");
         RESIDENT.with_borrow(|all| assert_eq!(all.len(), MAX_RESIDENT));
+        let huge = Gemm { n: 1 << 14, k: 1 << 10, b: Right::Matrix { ptr: t(1), ld: 1 << 14 }, ..g };
+        assert!(!Product::new(&huge, 6, 16).can_prepare(), "a 64 MiB b is packed per call");
     }
 }
