@@ -5,7 +5,9 @@
 use crate::ir::kernel::{Buffer, Ptr, Var};
 use crate::passes::memory::MemoryPlan;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Type, Value, types,
+};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::HashMap;
 
@@ -46,6 +48,8 @@ pub struct Emit<'a, 'b> {
     pub calls: HashMap<*const crate::ir::kernel::Gemm, super::Call>,
     /// Maps generated elsewhere, by the address of their statement.
     pub maps: HashMap<*const crate::ir::kernel::Map, super::MapCall>,
+    /// Column sums computed elsewhere, by the address of their statement.
+    pub sums: HashMap<*const crate::ir::kernel::ColumnSum, super::RoutineCall>,
     /// Called products whose `b` an enclosing loop's preamble already prepared.
     pub prepared: Vec<*const crate::ir::kernel::Gemm>,
     pub call_conv: cranelift_codegen::isa::CallConv,
@@ -252,5 +256,27 @@ impl Emit<'_, '_> {
     pub fn max(&mut self, ty: Type, a: Value, b: Value) -> Value {
         let gt = self.b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::GreaterThan, a, b);
         self.select(ty, gt, a, b)
+    }
+}
+
+impl Emit<'_, '_> {
+    /// Calls code generated elsewhere as `entry(data, words)`, `words` an array of
+    /// 64-bit values (operand addresses) on the stack.
+    pub fn call_out(&mut self, entry: usize, data: usize, words: Vec<Value>) {
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            8 * words.len().max(1) as u32,
+            3,
+        ));
+        for (i, w) in words.into_iter().enumerate() {
+            self.b.ins().stack_store(I64, w, slot, 8 * i as i32);
+        }
+        let table = self.b.ins().stack_addr(I64, slot, 0);
+        let data = self.iconst(data as i64);
+        let entry = self.iconst(entry as i64);
+        let mut sig = Signature::new(self.call_conv);
+        sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
+        let sig = self.b.import_signature(sig);
+        self.b.ins().call_indirect(sig, entry, &[data, table]);
     }
 }

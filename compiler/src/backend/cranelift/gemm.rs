@@ -9,10 +9,10 @@
 //! accumulators before the only store.
 
 use super::Call;
-use super::emit::{Addr, Emit, F32, I64, LANES, VECTOR};
+use super::emit::{Addr, Emit, F32, LANES, VECTOR};
 use crate::ir::kernel::{EInst, Gemm, Right, Unfold};
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Type, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 
 /// Vector registers of x64 and of aarch64's lower half, which a tile's accumulators, its
@@ -47,12 +47,12 @@ impl Emit<'_, '_> {
             Right::Unfolded(u) => (self.addr(&u.src, 0), 0),
         };
         let bases = Bases { a: self.addr(&g.a, 0), b, ldb, c: self.addr(&g.c, 0), epi };
-        if g.sparse_a {
-            self.sparse_gemm(g, &bases);
-            return;
-        }
         if let Some(call) = self.calls.get(&std::ptr::from_ref(g)).copied() {
             self.call_product(g, &bases, call);
+            return;
+        }
+        if g.sparse_a {
+            self.sparse_gemm(g, &bases);
             return;
         }
         let (_, columns) = self.tile;
@@ -95,25 +95,11 @@ impl Emit<'_, '_> {
         for at in bases.epi.iter().flatten() {
             words.push(self.b.ins().iadd_imm_s(at.base, at.offset as i64));
         }
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            8 * words.len() as u32,
-            3,
-        ));
-        for (i, w) in words.into_iter().enumerate() {
-            self.b.ins().stack_store(I64, w, slot, 8 * i as i32);
-        }
-        let ptrs = self.b.ins().stack_addr(I64, slot, 0);
-        let data = self.iconst(call.data as i64);
         let entry = match call.prepare {
             Some((_, prepared)) if self.prepared.contains(&std::ptr::from_ref(g)) => prepared,
             _ => call.entry,
         };
-        let entry = self.iconst(entry as i64);
-        let mut sig = Signature::new(self.call_conv);
-        sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
-        let sig = self.b.import_signature(sig);
-        self.b.ins().call_indirect(sig, entry, &[data, ptrs]);
+        self.call_out(entry, call.data, words);
         if call.epilogue_after && !g.epilogue.is_empty() {
             self.epilogue_pass(g, bases);
         }

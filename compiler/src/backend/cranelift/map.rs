@@ -6,9 +6,7 @@ use super::emit::{Addr, Emit, F32, IVECTOR, LANES, VECTOR};
 use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Reduce};
 use crate::ir::ops::dropout_threshold;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{
-    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Type, Value, types,
-};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 
 /// What a program needs before its loop: per instruction, an address (loads and stores)
 /// or a loaded scalar (broadcasts, dropout seeds).
@@ -48,21 +46,7 @@ impl Emit<'_, '_> {
                 self.b.ins().iadd_imm_s(at.base, at.offset as i64)
             })
             .collect();
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            8 * words.len().max(1) as u32,
-            3,
-        ));
-        for (i, w) in words.into_iter().enumerate() {
-            self.b.ins().stack_store(types::I64, w, slot, 8 * i as i32);
-        }
-        let table = self.b.ins().stack_addr(types::I64, slot, 0);
-        let data = self.iconst(call.data as i64);
-        let entry = self.iconst(call.entry as i64);
-        let mut sig = Signature::new(self.call_conv);
-        sig.params.extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
-        let sig = self.b.import_signature(sig);
-        self.b.ins().call_indirect(sig, entry, &[data, table]);
+        self.call_out(call.entry, call.data, words);
     }
 
     /// `scale · Σ` of the program's last value over the outer loop and the elements, in

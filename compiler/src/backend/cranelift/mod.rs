@@ -15,7 +15,7 @@ mod unfold;
 mod window;
 
 use super::{Backend, Code, CodegenError, Geometry, Kernel, KernelFn, Options};
-use crate::ir::kernel::{Buffer, Gemm, Inst, Map, Parallel, Program, Ptr, Right, Stmt, Var};
+use crate::ir::kernel::{Buffer, ColumnSum, Gemm, Inst, Map, Parallel, Program, Ptr, Right, Stmt, Var};
 use crate::passes::memory::MemoryPlan;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, types};
@@ -160,6 +160,19 @@ pub trait Products {
     /// store, in order) moving by `strides[j]` elements from one row to the next, or
     /// `None` to generate it here.
     fn map(&mut self, m: &Map, rows: usize, strides: &[i64]) -> Result<Option<MapCall>, CodegenError>;
+
+    /// The call that computes the column sums `c`, or `None` to generate them here.
+    fn column_sum(&mut self, c: &ColumnSum) -> Option<RoutineCall>;
+}
+
+/// A call to a routine of the back end's own for a statement other than a product or a
+/// map: `entry(data, operands)`, where `operands` holds the statement's addresses (a
+/// column sum's `src`, then `dst`).
+#[derive(Clone, Copy, Debug)]
+pub struct RoutineCall {
+    /// An `extern "sysv64" fn(*const u8, *const *mut f32)`.
+    pub entry: usize,
+    pub data: usize,
 }
 
 /// A call to a map generated elsewhere: `entry(data, operands)`, where `operands` holds
@@ -204,6 +217,10 @@ impl Products for Own {
     fn map(&mut self, _: &Map, _: usize, _: &[i64]) -> Result<Option<MapCall>, CodegenError> {
         Ok(None)
     }
+
+    fn column_sum(&mut self, _: &ColumnSum) -> Option<RoutineCall> {
+        None
+    }
 }
 
 /// Every map statement of `stmts` with the loop it may run whole: one that is the body
@@ -228,6 +245,17 @@ pub fn map_operands(m: &Map) -> impl Iterator<Item = &Ptr> {
         Inst::Load(p) | Inst::Bcast(p) | Inst::Store(p, _) => Some(p),
         _ => None,
     })
+}
+
+/// Every column-sum statement of `stmts`, in order.
+fn column_sums<'a>(stmts: &'a [Stmt], out: &mut Vec<&'a ColumnSum>) {
+    for s in stmts {
+        match s {
+            Stmt::ColumnSum(c) => out.push(c),
+            Stmt::Loop { body, .. } => column_sums(body, out),
+            _ => {}
+        }
+    }
 }
 
 /// Every product statement of `stmts`, in order.
@@ -305,7 +333,11 @@ pub fn compile(
                 map_calls.insert(std::ptr::from_ref(m), call);
             }
         }
-        called.push(!calls.is_empty() || !map_calls.is_empty());
+        let mut sums = Vec::new();
+        column_sums(&kernel.body, &mut sums);
+        let sum_calls: HashMap<_, _> =
+            sums.into_iter().filter_map(|c| Some((std::ptr::from_ref(c), products.column_sum(c)?))).collect();
+        called.push(!calls.is_empty() || !map_calls.is_empty() || !sum_calls.is_empty());
         let which = usize::from(!own.is_empty());
         let module = &mut modules[which];
         let fail = |message: String| CodegenError::Kernel { kernel: kernel.name.clone(), message };
@@ -340,6 +372,7 @@ pub fn compile(
                 tile: (program.geometry.rows, program.geometry.columns),
                 calls,
                 maps: map_calls,
+                sums: sum_calls,
                 prepared: Vec::new(),
                 call_conv: module.target_config().default_call_conv,
             };

@@ -67,6 +67,7 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
             tile: (super::GEOMETRY.rows, super::GEOMETRY.columns),
             calls: Default::default(),
             maps: Default::default(),
+            sums: Default::default(),
             prepared: Vec::new(),
             call_conv: module.target_config().default_call_conv,
         };

@@ -21,6 +21,7 @@ fn y(r: V) -> AsmRegisterYmm {
 
 impl Simd for Avx2 {
     const NAME: &'static str = "avx2";
+    const ISA: super::Isa = super::Isa::Avx2;
     const LANES: usize = 8;
     // Accumulators, the `b` vectors and the broadcast value in 15 registers (the 16th
     // holds the column mask).

@@ -29,6 +29,7 @@ fn z(r: V) -> AsmRegisterZmm {
 
 impl Simd for Avx512 {
     const NAME: &'static str = "avx512";
+    const ISA: super::Isa = super::Isa::Avx512;
     const LANES: usize = 16;
     // 24 accumulators, the `b` vectors and the broadcast value in 32 registers.
     const SHAPES: &'static [(usize, usize)] = &[(6, 4), (12, 2), (24, 1)];

@@ -42,6 +42,9 @@ impl Consts {
 pub trait Simd {
     /// Its name, as `--isa` spells it.
     const NAME: &'static str;
+    /// The set, for the back end's routines compiled in Rust (one-hot products, column
+    /// sums), which run on the same set as the generated code.
+    const ISA: super::Isa;
     /// `f32` lanes of a vector.
     const LANES: usize;
     /// The register tiles, `(rows, vectors per row)`, widest first (see

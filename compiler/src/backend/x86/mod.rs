@@ -9,10 +9,13 @@
 //! tiles apply the epilogue, transcendental functions included ([`math`]); one whose
 //! values do not fit the vector registers runs after the call, in Cranelift code over
 //! the product. Map statements (and loops whose body is one map) are generated the same
-//! way ([`map`]), with the same functions.
+//! way ([`map`]), with the same functions. Products with a one-hot `a` ([`onehot`]) and
+//! column sums ([`column_sum`]), which move memory rather than compute, are Rust compiled
+//! for the set, as the packing is.
 
 mod avx2;
 mod avx512;
+mod column_sum;
 mod direct;
 #[cfg(test)]
 mod emulate;
@@ -24,14 +27,15 @@ mod map_tests;
 mod math;
 mod memory;
 mod micro;
+mod onehot;
 mod pack;
 mod product;
 #[cfg(test)]
 mod tests;
 
-use super::cranelift::{self, Call, MapCall, Products};
+use super::cranelift::{self, Call, MapCall, Products, RoutineCall};
 use super::{Backend, Code, CodegenError, Geometry, Kernel, Options};
-use crate::ir::kernel::{EInst, Gemm, Map, Program, Right};
+use crate::ir::kernel::{ColumnSum, EInst, Gemm, Map, Program, Right};
 use crate::passes::memory::MemoryPlan;
 use isa::Simd;
 use memory::Executable;
@@ -110,8 +114,18 @@ fn compile<S: Simd>(
     let started = Instant::now();
     let mut generator = Generator::<S>::default();
     let compiled = cranelift::compile(program, memory, options, &mut generator)?;
+    let (onehots, sums) = (std::mem::take(&mut generator.onehots), std::mem::take(&mut generator.sums));
     let (products, maps, code) = generator.finish()?;
-    Ok(Box::new(X86Code { compiled, products, _maps: maps, _code: code, time: started.elapsed(), isa }))
+    Ok(Box::new(X86Code {
+        compiled,
+        products,
+        _maps: maps,
+        _onehots: onehots,
+        _sums: sums,
+        _code: code,
+        time: started.elapsed(),
+        isa,
+    }))
 }
 
 /// A product at an address that stays put: generated kernels hold it as a constant.
@@ -123,6 +137,9 @@ struct X86Code {
     compiled: cranelift::Compiled,
     products: Vec<Placed>,
     _maps: Vec<Pin<Box<map::MapCode>>>,
+    // The Rust-compiled routines the kernels call, each at an address that stays put.
+    _onehots: Vec<Pin<Box<onehot::OneHot>>>,
+    _sums: Vec<Pin<Box<column_sum::ColumnSums>>>,
     _code: Option<Executable>,
     time: Duration,
     isa: Isa,
@@ -176,6 +193,8 @@ struct Generator<S> {
     /// The maps, each with the offset of its code, and the code of each map shape.
     maps: Vec<(Pin<Box<map::MapCode>>, usize)>,
     map_offsets: HashMap<String, usize>,
+    onehots: Vec<Pin<Box<onehot::OneHot>>>,
+    sums: Vec<Pin<Box<column_sum::ColumnSums>>>,
     _isa: std::marker::PhantomData<S>,
 }
 
@@ -188,6 +207,8 @@ impl<S> Default for Generator<S> {
             tiles: Vec::new(),
             maps: Vec::new(),
             map_offsets: HashMap::new(),
+            onehots: Vec::new(),
+            sums: Vec::new(),
             _isa: std::marker::PhantomData,
         }
     }
@@ -217,6 +238,13 @@ fn epilogue_key(epilogue: &[EInst]) -> String {
 }
 
 impl<S: Simd> Products for Generator<S> {
+    fn column_sum(&mut self, c: &ColumnSum) -> Option<RoutineCall> {
+        let routine = Box::pin(column_sum::ColumnSums::new(c, S::ISA));
+        let data = std::ptr::from_ref::<column_sum::ColumnSums>(&routine) as usize;
+        self.sums.push(routine);
+        Some(RoutineCall { entry: column_sum::entry as *const () as usize, data })
+    }
+
     fn map(&mut self, m: &Map, rows: usize, strides: &[i64]) -> Result<Option<MapCall>, CodegenError> {
         let strides: Option<Vec<i32>> =
             strides.iter().map(|&s| i32::try_from(s.checked_mul(4)?).ok().map(|_| s as i32)).collect();
@@ -252,9 +280,15 @@ impl<S: Simd> Products for Generator<S> {
     }
 
     fn product(&mut self, g: &Gemm) -> Result<Option<Call>, CodegenError> {
-        // A one-hot `a` selects rows of `b`: Cranelift's loop over its non-zeros.
+        // A one-hot `a` selects rows of `b`: a gather or scatter-add, with a bias at most
+        // (Cranelift's loop over its non-zeros applies any other epilogue).
         if g.sparse_a {
-            return Ok(None);
+            let Some(routine) = onehot::OneHot::new(g, S::ISA) else { return Ok(None) };
+            let routine = Box::pin(routine);
+            let data = std::ptr::from_ref::<onehot::OneHot>(&routine) as usize;
+            self.onehots.push(routine);
+            let entry = onehot::entry as *const () as usize;
+            return Ok(Some(Call { entry, data, epilogue_after: false, prepare: None }));
         }
         // A convolution with few output channels reads its image directly, in tiles of
         // whole output rows; anything else is packed, in the set's register tiles.
