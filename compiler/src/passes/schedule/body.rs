@@ -230,9 +230,12 @@ impl Build<'_> {
     }
 
     /// A product `[m, k] · [k, n]`, its left operand transposed and a one-hot input as
-    /// `(ta, sparse)` say, split into blocks of rows across threads when it is worth
-    /// sharing; rows left over after the equal blocks form a last product that the thread
-    /// with the last block computes.
+    /// `(ta, sparse)` say, split across threads when it is worth sharing: into blocks of
+    /// rows, or of columns when `b` is the larger operand (each block reads the whole of
+    /// the operand it does not split, which a back end may pack per block: an LSTM's
+    /// `W_hh` gradient, `[256, 2048] · [2048, 1024]`, had each of two threads pack all 8 MiB
+    /// of `b`). Rows or columns left over after the equal blocks form a last product that
+    /// the thread with the last block computes. Every element is the same sum either way.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         &mut self,
@@ -248,31 +251,45 @@ impl Build<'_> {
         // A transposed left operand is stored `[k, m]`: its rows are columns.
         let lda = if ta { m } else { k };
         let a_row = if ta { 1 } else { lda };
-        let gemm = |rows: usize, at: &dyn Fn(Ptr, usize) -> Ptr| -> Stmt {
-            let epilogue = gemm_epilogue(tail, EInst::Col, |t| EInst::Elem(at(Ptr::tensor(t), n), n));
+        // Rows `at` moves `a` and `c` to (by a row's stride) or columns it moves `b`, `c`
+        // and the epilogue's operands to (by 1).
+        let gemm = |(rows, cols): (usize, usize), at: &dyn Fn(Ptr, usize) -> Ptr, by_rows: bool| -> Stmt {
+            let (a_step, c_step) = if by_rows { (a_row, n) } else { (0, 1) };
+            let col = |p: Ptr| EInst::Col(if by_rows { p } else { at(p, 1) });
+            let epilogue = gemm_epilogue(tail, col, |t| EInst::Elem(at(Ptr::tensor(t), c_step), n));
             Stmt::Gemm(Gemm {
                 m: rows,
-                n,
+                n: cols,
                 k,
-                a: at(a.clone(), a_row),
+                a: if by_rows { at(a.clone(), a_step) } else { a.clone() },
                 lda,
                 ta,
-                b: Right::Matrix { ptr: b.clone(), ld: n },
-                c: at(out.clone(), n),
+                b: Right::Matrix { ptr: if by_rows { b.clone() } else { at(b.clone(), 1) }, ld: n },
+                c: at(out.clone(), c_step),
                 ldc: n,
                 epilogue,
                 sparse_a: sparse,
             })
         };
         let work = m * n * k;
+        // Blocks of whole register tiles of columns, at least eight of them (a back end
+        // with wider tiles of its own, as x86's products, still gets whole panels).
+        let columns = self.geometry.columns;
+        let col_blocks = self.threads.min(n / (8 * columns));
+        if !sparse && n > m && self.parallel(col_blocks, work) != Parallel::Serial {
+            let width = n / col_blocks / columns * columns;
+            let stmts = self.blocks(n, col_blocks, width, |_, at, cols| vec![gemm((m, cols), at, false)]);
+            return (stmts, Parallel::Loop { extent: col_blocks });
+        }
         // Each block at least two register tiles of rows.
         let rows = self.geometry.rows;
         let blocks = self.threads.min(m / (2 * rows));
         if self.parallel(blocks, work) == Parallel::Serial {
-            return (vec![gemm(m, &|p, _| p)], Parallel::Serial);
+            return (vec![gemm((m, n), &|p, _| p, true)], Parallel::Serial);
         }
         // Blocks of whole register tiles.
-        let stmts = self.blocks(m, blocks, m / blocks / rows * rows, |_, at, rows| vec![gemm(rows, at)]);
+        let width = m / blocks / rows * rows;
+        let stmts = self.blocks(m, blocks, width, |_, at, rows| vec![gemm((rows, n), at, true)]);
         (stmts, Parallel::Loop { extent: blocks })
     }
 
