@@ -6,6 +6,13 @@
 //! compile ResNet-18-CIFAR's training step. The system allocator only skips the zeroing
 //! at its own alignment (16), so the arena asks for a cache line more than it needs and
 //! starts at the first 64-byte boundary inside.
+//!
+//! On Linux the arena asks for transparent huge pages, which systems that give them only
+//! on request (`madvise` mode) otherwise withhold. Recurrent kernels touch many rows far
+//! apart each step (an LSTM's saved gates, 32 sequences 384 KiB apart): with 4 KiB pages
+//! every step missed the first-level TLB. The LSTM variant of B4's training step went
+//! from 20.3–20.5 to 19.8–19.9 ms and B4's from 6.3–7.2 to 6.2 ms (1 thread, alternating
+//! runs on a busy machine).
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::fmt;
@@ -43,6 +50,8 @@ impl Arena {
         let skip = base.as_ptr().align_offset(64);
         // SAFETY: `skip` < 64, so the aligned start and `len` bytes after it are inside.
         let ptr = unsafe { base.add(skip) };
+        #[cfg(target_os = "linux")]
+        huge_pages(base.as_ptr(), size);
         Ok(Arena { base, layout, ptr, len })
     }
 
@@ -80,6 +89,21 @@ impl Arena {
         // SAFETY: as above; `&mut self` makes the borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.bytes_mut().as_mut_ptr().add(offset).cast(), len) }
     }
+}
+
+/// Asks Linux for transparent huge pages over the whole 2 MiB pages of an allocation
+/// (`madvise`: where the system gives them only on request).
+#[cfg(target_os = "linux")]
+fn huge_pages(base: *mut u8, size: usize) {
+    const HUGE: usize = 2 << 20;
+    let start = base.align_offset(HUGE);
+    if start >= size || size - start < HUGE {
+        return;
+    }
+    let len = (size - start) / HUGE * HUGE;
+    // SAFETY: the range lies inside the allocation; the advice changes no contents. A
+    // refusal (no transparent huge pages here) leaves the pages as they were.
+    unsafe { libc::madvise(base.add(start).cast(), len, libc::MADV_HUGEPAGE) };
 }
 
 impl Drop for Arena {
