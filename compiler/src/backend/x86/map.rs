@@ -91,15 +91,22 @@ fn reg(regs: &[Option<V>], x: usize) -> V {
 }
 
 /// One vector of the program at byte offset `rax` from each operand's address (`[rdi +
-/// 8j]` for operand `j`), the lanes past the mask left alone when `masked`.
-fn body<S: Simd>(e: &mut Emitter<'_, S>, insts: &[Inst], masked: bool) -> Result<(), Error> {
+/// 8j]` for operand `j`), the lanes past the mask left alone when `masked`. Each load or
+/// store `j` with `ahead[j]` also prefetches that many bytes further on (the next row).
+fn body<S: Simd>(
+    e: &mut Emitter<'_, S>,
+    insts: &[Inst],
+    masked: bool,
+    ahead: &[Option<i32>],
+) -> Result<(), Error> {
     let last = last_uses(insts);
     let mut regs: Vec<Option<V>> = Vec::with_capacity(insts.len());
     let mut slot = 0;
-    let mut operand = |e: &mut Emitter<'_, S>| -> Result<(), Error> {
-        e.a.mov(r8, qword_ptr(rdi + 8 * slot))?;
+    // Loads the operand's address into `r8`; returns how far ahead to prefetch it.
+    let mut operand = |e: &mut Emitter<'_, S>| -> Result<Option<i32>, Error> {
+        e.a.mov(r8, qword_ptr(rdi + 8 * slot as i32))?;
         slot += 1;
-        Ok(())
+        Ok(ahead.get(slot - 1).copied().flatten())
     };
     for (i, inst) in insts.iter().enumerate() {
         let mut dying = reads(inst);
@@ -115,8 +122,11 @@ fn body<S: Simd>(e: &mut Emitter<'_, S>, insts: &[Inst], masked: bool) -> Result
         let d = match *inst {
             Inst::Load(_) => {
                 let d = e.take()?;
-                operand(e)?;
+                let ahead = operand(e)?;
                 S::load(e.a, d, r8 + rax, masked)?;
+                if let Some(bytes) = ahead {
+                    e.a.prefetcht0(byte_ptr(r8 + rax + bytes))?;
+                }
                 Some(d)
             }
             Inst::Bcast(_) => {
@@ -126,8 +136,11 @@ fn body<S: Simd>(e: &mut Emitter<'_, S>, insts: &[Inst], masked: bool) -> Result
                 Some(d)
             }
             Inst::Store(_, x) => {
-                operand(e)?;
+                let ahead = operand(e)?;
                 S::store(e.a, r8 + rax, reg(&regs, x), masked)?;
+                if let Some(bytes) = ahead {
+                    e.a.prefetchw(byte_ptr(r8 + rax + bytes))?;
+                }
                 None
             }
             Inst::Const(x) => Some(e.constant(x)?),
@@ -168,6 +181,11 @@ pub fn generate<S: Simd>(m: &Map, rows: usize, strides: &[i32]) -> Result<Vec<u8
     if rows > 1 {
         a.mov(r9, rows as u64)?;
     }
+    // Rows that are not one run (a recurrent step's sequences, hundreds of KiB apart)
+    // start a new stream each, which the hardware prefetchers only pick up once it is
+    // under way: each vector of a row prefetches the same place in the next row.
+    let ahead: Vec<Option<i32>> =
+        strides.iter().map(|&s| (rows > 1 && s.unsigned_abs() as usize > m.len).then_some(4 * s)).collect();
     let mut row_top = a.create_label();
     a.set_label(&mut row_top)?;
     a.xor(eax, eax)?;
@@ -175,13 +193,13 @@ pub fn generate<S: Simd>(m: &Map, rows: usize, strides: &[i32]) -> Result<Vec<u8
         a.mov(r10, full as u64)?;
         let mut top = a.create_label();
         a.set_label(&mut top)?;
-        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, false)?;
+        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, false, &ahead)?;
         a.add(rax, (S::LANES * 4) as i32)?;
         a.dec(r10)?;
         a.jnz(top)?;
     }
     if tail != 0 {
-        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, true)?;
+        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, true, &[])?;
     }
     if rows > 1 {
         for (j, &s) in strides.iter().enumerate().filter(|&(_, &s)| s != 0) {

@@ -52,16 +52,27 @@ impl Product {
         unsafe { self.pack_b_any(b, nb, k, dst) }
     }
 
+    /// Rows a kilobyte or more apart (an LSTM's 2,048 × 1,024 `dq` for its `W_hh`
+    /// gradient) are each a short run in another page, which the hardware prefetchers do
+    /// not follow: each row's run is prefetched [`PREFETCH_ROWS`] rows ahead.
     #[inline(always)]
     unsafe fn pack_b_any(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
         let nr = self.nr;
+        let far = self.ldb >= 256;
         for jr in (0..nb).step_by(nr) {
             let cols = nr.min(nb - jr);
             // SAFETY: `b` holds `k` rows of `ldb`, `nb` columns from this block; `dst`
-            // holds the block's panels.
+            // holds the block's panels. A prefetch reads nothing (it cannot fault).
             unsafe {
                 let panel = dst.add(jr * k);
                 for p in 0..k {
+                    if far && p + PREFETCH_ROWS < k {
+                        let ahead = b.add((p + PREFETCH_ROWS) * self.ldb + jr);
+                        for line in (0..cols).step_by(16) {
+                            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.add(line).cast());
+                        }
+                    }
                     let from = b.add(p * self.ldb + jr);
                     let to = panel.add(p * nr);
                     copy(from, to, cols);
@@ -73,6 +84,9 @@ impl Product {
         }
     }
 }
+
+/// How many rows ahead [`Product::pack_b`] prefetches rows that lie far apart.
+const PREFETCH_ROWS: usize = 8;
 
 /// Copies `n` floats in fixed-size pieces of 16, 8, 4 and single floats. The runs packing
 /// copies are short (an output row of a small image: 10 floats in LeNet-5's C3), and a
