@@ -50,6 +50,8 @@ pub struct Emit<'a, 'b> {
     pub maps: HashMap<*const crate::ir::kernel::Map, super::MapCall>,
     /// Column sums computed elsewhere, by the address of their statement.
     pub sums: HashMap<*const crate::ir::kernel::ColumnSum, super::RoutineCall>,
+    /// Cross-entropies computed elsewhere, by the address of their statement.
+    pub losses: HashMap<*const crate::ir::kernel::CrossEntropy, super::RoutineCall>,
     /// Called products whose `b` an enclosing loop's preamble already prepared.
     pub prepared: Vec<*const crate::ir::kernel::Gemm>,
     pub call_conv: cranelift_codegen::isa::CallConv,

@@ -15,7 +15,9 @@ mod unfold;
 mod window;
 
 use super::{Backend, Code, CodegenError, Geometry, Kernel, KernelFn, Options};
-use crate::ir::kernel::{Buffer, ColumnSum, Gemm, Inst, Map, Parallel, Program, Ptr, Right, Stmt, Var};
+use crate::ir::kernel::{
+    Buffer, ColumnSum, CrossEntropy, Gemm, Inst, Map, Parallel, Program, Ptr, Right, Stmt, Var,
+};
 use crate::passes::memory::MemoryPlan;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, types};
@@ -163,11 +165,14 @@ pub trait Products {
 
     /// The call that computes the column sums `c`, or `None` to generate them here.
     fn column_sum(&mut self, c: &ColumnSum) -> Option<RoutineCall>;
+
+    /// The call that computes the cross-entropy `c`, or `None` to generate it here.
+    fn cross_entropy(&mut self, c: &CrossEntropy) -> Option<RoutineCall>;
 }
 
 /// A call to a routine of the back end's own for a statement other than a product or a
 /// map: `entry(data, operands)`, where `operands` holds the statement's addresses (a
-/// column sum's `src`, then `dst`).
+/// column sum's `src`, then `dst`; a cross-entropy's logits, labels, gradient and stats).
 #[derive(Clone, Copy, Debug)]
 pub struct RoutineCall {
     /// An `extern "sysv64" fn(*const u8, *const *mut f32)`.
@@ -221,6 +226,10 @@ impl Products for Own {
     fn column_sum(&mut self, _: &ColumnSum) -> Option<RoutineCall> {
         None
     }
+
+    fn cross_entropy(&mut self, _: &CrossEntropy) -> Option<RoutineCall> {
+        None
+    }
 }
 
 /// Every map statement of `stmts` with the loop it may run whole: one that is the body
@@ -247,12 +256,13 @@ pub fn map_operands(m: &Map) -> impl Iterator<Item = &Ptr> {
     })
 }
 
-/// Every column-sum statement of `stmts`, in order.
-fn column_sums<'a>(stmts: &'a [Stmt], out: &mut Vec<&'a ColumnSum>) {
+/// Every column-sum and cross-entropy statement of `stmts`, in order.
+fn routines<'a>(stmts: &'a [Stmt], sums: &mut Vec<&'a ColumnSum>, losses: &mut Vec<&'a CrossEntropy>) {
     for s in stmts {
         match s {
-            Stmt::ColumnSum(c) => out.push(c),
-            Stmt::Loop { body, .. } => column_sums(body, out),
+            Stmt::ColumnSum(c) => sums.push(c),
+            Stmt::CrossEntropy(c) => losses.push(c),
+            Stmt::Loop { body, .. } => routines(body, sums, losses),
             _ => {}
         }
     }
@@ -333,11 +343,17 @@ pub fn compile(
                 map_calls.insert(std::ptr::from_ref(m), call);
             }
         }
-        let mut sums = Vec::new();
-        column_sums(&kernel.body, &mut sums);
+        let (mut sums, mut losses) = (Vec::new(), Vec::new());
+        routines(&kernel.body, &mut sums, &mut losses);
         let sum_calls: HashMap<_, _> =
             sums.into_iter().filter_map(|c| Some((std::ptr::from_ref(c), products.column_sum(c)?))).collect();
-        called.push(!calls.is_empty() || !map_calls.is_empty() || !sum_calls.is_empty());
+        let loss_calls: HashMap<_, _> = losses
+            .into_iter()
+            .filter_map(|c| Some((std::ptr::from_ref(c), products.cross_entropy(c)?)))
+            .collect();
+        called.push(
+            !calls.is_empty() || !map_calls.is_empty() || !sum_calls.is_empty() || !loss_calls.is_empty(),
+        );
         let which = usize::from(!own.is_empty());
         let module = &mut modules[which];
         let fail = |message: String| CodegenError::Kernel { kernel: kernel.name.clone(), message };
@@ -373,6 +389,7 @@ pub fn compile(
                 calls,
                 maps: map_calls,
                 sums: sum_calls,
+                losses: loss_calls,
                 prepared: Vec::new(),
                 call_conv: module.target_config().default_call_conv,
             };

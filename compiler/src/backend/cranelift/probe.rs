@@ -68,6 +68,7 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
             calls: Default::default(),
             maps: Default::default(),
             sums: Default::default(),
+            losses: Default::default(),
             prepared: Vec::new(),
             call_conv: module.target_config().default_call_conv,
         };

@@ -16,6 +16,7 @@
 mod avx2;
 mod avx512;
 mod column_sum;
+mod cross_entropy;
 mod direct;
 #[cfg(test)]
 mod emulate;
@@ -35,7 +36,7 @@ mod tests;
 
 use super::cranelift::{self, Call, MapCall, Products, RoutineCall};
 use super::{Backend, Code, CodegenError, Geometry, Kernel, Options};
-use crate::ir::kernel::{ColumnSum, EInst, Gemm, Map, Program, Right};
+use crate::ir::kernel::{ColumnSum, CrossEntropy, EInst, Gemm, Map, Program, Right};
 use crate::passes::memory::MemoryPlan;
 use isa::Simd;
 use memory::Executable;
@@ -115,6 +116,7 @@ fn compile<S: Simd>(
     let mut generator = Generator::<S>::default();
     let compiled = cranelift::compile(program, memory, options, &mut generator)?;
     let (onehots, sums) = (std::mem::take(&mut generator.onehots), std::mem::take(&mut generator.sums));
+    let losses = std::mem::take(&mut generator.losses);
     let (products, maps, code) = generator.finish()?;
     Ok(Box::new(X86Code {
         compiled,
@@ -122,6 +124,7 @@ fn compile<S: Simd>(
         _maps: maps,
         _onehots: onehots,
         _sums: sums,
+        _losses: losses,
         _code: code,
         time: started.elapsed(),
         isa,
@@ -140,6 +143,7 @@ struct X86Code {
     // The Rust-compiled routines the kernels call, each at an address that stays put.
     _onehots: Vec<Pin<Box<onehot::OneHot>>>,
     _sums: Vec<Pin<Box<column_sum::ColumnSums>>>,
+    _losses: Vec<Pin<Box<cross_entropy::CrossEntropyRows>>>,
     _code: Option<Executable>,
     time: Duration,
     isa: Isa,
@@ -195,6 +199,7 @@ struct Generator<S> {
     map_offsets: HashMap<String, usize>,
     onehots: Vec<Pin<Box<onehot::OneHot>>>,
     sums: Vec<Pin<Box<column_sum::ColumnSums>>>,
+    losses: Vec<Pin<Box<cross_entropy::CrossEntropyRows>>>,
     _isa: std::marker::PhantomData<S>,
 }
 
@@ -209,6 +214,7 @@ impl<S> Default for Generator<S> {
             map_offsets: HashMap::new(),
             onehots: Vec::new(),
             sums: Vec::new(),
+            losses: Vec::new(),
             _isa: std::marker::PhantomData,
         }
     }
@@ -238,6 +244,13 @@ fn epilogue_key(epilogue: &[EInst]) -> String {
 }
 
 impl<S: Simd> Products for Generator<S> {
+    fn cross_entropy(&mut self, c: &CrossEntropy) -> Option<RoutineCall> {
+        let routine = Box::pin(cross_entropy::CrossEntropyRows::new(c, S::ISA));
+        let data = std::ptr::from_ref::<cross_entropy::CrossEntropyRows>(&routine) as usize;
+        self.losses.push(routine);
+        Some(RoutineCall { entry: cross_entropy::entry as *const () as usize, data })
+    }
+
     fn column_sum(&mut self, c: &ColumnSum) -> Option<RoutineCall> {
         let routine = Box::pin(column_sum::ColumnSums::new(c, S::ISA));
         let data = std::ptr::from_ref::<column_sum::ColumnSums>(&routine) as usize;
