@@ -34,11 +34,14 @@ const MAX_BLOCK_ROWS: usize = 64;
 const PROJECTION_FLOATS: usize = 1 << 22;
 
 /// Sequences per block: the batch shared evenly by the threads, in blocks of at most
-/// [`MAX_BLOCK_ROWS`] and [`PROJECTION_FLOATS`] (the last block takes what is left after
-/// equal ones), so that each thread's recurrent products have as many rows as they can.
-fn block_rows(r: &Recurrence, threads: usize) -> usize {
+/// [`MAX_BLOCK_ROWS`] and, where the block holds all its steps' input projections
+/// (`projections`: a forward kernel over a dense input), [`PROJECTION_FLOATS`] (the last
+/// block takes what is left after equal ones), so that each thread's recurrent products
+/// have as many rows as they can. A one-hot input's projections are per step, and the
+/// backward kernel holds none, so long sequences of those keep their full blocks.
+fn block_rows(r: &Recurrence, threads: usize, projections: bool) -> usize {
     let step = (r.t * r.cell.gates() * r.h).max(1);
-    let most = (PROJECTION_FLOATS / step).clamp(1, MAX_BLOCK_ROWS);
+    let most = if projections { PROJECTION_FLOATS / step } else { MAX_BLOCK_ROWS }.clamp(1, MAX_BLOCK_ROWS);
     let blocks = r.n.div_ceil(most).next_multiple_of(threads.max(1)).clamp(1, r.n.max(1));
     (r.n / blocks).max(1)
 }
@@ -88,31 +91,31 @@ struct Backward {
 }
 
 impl Build<'_> {
-    /// The blocks of a recurrent kernel over `r.n` sequences, each written by `block`
-    /// given how to move a tensor's pointer to it and its number of sequences.
+    /// The blocks of `width` sequences (see [`block_rows`]) of a recurrent kernel over
+    /// `r.n`, each written by `block` given how to move a tensor's pointer to it and its
+    /// number of sequences.
     fn sequence_blocks(
         &mut self,
         r: &Recurrence,
-        work: usize,
+        (width, work): (usize, usize),
         mut block: impl FnMut(&mut Self, &dyn Fn(Ptr, usize) -> Ptr, usize) -> Vec<Stmt>,
     ) -> (Vec<Stmt>, Parallel) {
-        let width = block_rows(r, self.threads);
         let blocks = r.n / width;
         let body = self.blocks(r.n, blocks, width, |b, at, rows| block(b, at, rows));
         (body, self.parallel(blocks, work))
     }
 
     pub(super) fn recurrent(&mut self, r: &Recurrence, node: &OpNode, out: Ptr) -> (Vec<Stmt>, Parallel) {
-        let rows = block_rows(r, self.threads);
-        let (h, g) = (r.h, r.cell.gates() * r.h);
         let one_hot = self.graph.one_hot.contains(&node.inputs[0]);
+        let rows = block_rows(r, self.threads, !one_hot);
+        let (h, g) = (r.h, r.cell.gates() * r.h);
         let scratch = Forward {
             proj: self.scratch(rows * if one_hot { 1 } else { r.t } * g),
             hidden_proj: self.scratch(rows * g),
             state: self.scratch(rows * h),
             cell: (r.cell == Cell::Lstm).then(|| self.scratch(rows * h)),
         };
-        self.sequence_blocks(r, r.n * r.t * g * (r.f + h), |b, at, rows| {
+        self.sequence_blocks(r, (rows, r.n * r.t * g * (r.f + h)), |b, at, rows| {
             b.forward_block(r, node, &out, &scratch, at, rows)
         })
     }
@@ -268,7 +271,7 @@ impl Build<'_> {
         node: &OpNode,
         out: Ptr,
     ) -> (Vec<Stmt>, Parallel) {
-        let rows = block_rows(r, self.threads);
+        let rows = block_rows(r, self.threads, false);
         let h = r.h;
         let step = r.cell.step();
         let reads_h = step.stages.iter().any(|s| s.inputs.contains(&Arg::Term(Term::H)));
@@ -277,7 +280,7 @@ impl Build<'_> {
             dc: step.cell.map(|_| self.scratch(rows * h)),
             direct: reads_h.then(|| self.scratch(rows * h)),
         };
-        self.sequence_blocks(r, r.n * r.t * r.cell.gates() * h * h, |b, at, rows| {
+        self.sequence_blocks(r, (rows, r.n * r.t * r.cell.gates() * h * h), |b, at, rows| {
             b.backward_block(r, node, &out, &scratch, at, rows)
         })
     }
