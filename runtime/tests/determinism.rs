@@ -112,3 +112,18 @@ fn lstm_weights_do_not_depend_on_the_thread_count() {
     let m = source("network n(x: seq[12] of onehot(20)) { x |> lstm(32) |> dropout(0.2) |> dense(20) }");
     same_on_any_thread_count(&m, ADAM, 16, 2);
 }
+
+#[test]
+fn split_transposes_and_dropout_do_not_depend_on_the_thread_count() {
+    use nnc_compiler::ir::kernel::{KernelKind, Parallel};
+    // Weights whose transposed copies, and a dropout map, large enough to be split across
+    // threads, with rows and elements left over after the equal blocks.
+    let m = source("network n(x: [300]) { x |> dense(257) |> tanh |> dropout(0.3) |> dense(131) }");
+    let options = Options { threads: 3, guard: false, verify: true, fma: true, ..Default::default() };
+    let step = TrainStep::new(&m.networks[0], Loss::CrossEntropy, ADAM, 67, &options).expect("compiles");
+    let kernels = &step.exe.program().kernels;
+    let split = |k: &&nnc_compiler::ir::kernel::Kernel| matches!(k.parallel, Parallel::Loop { .. });
+    assert!(kernels.iter().filter(|k| k.kind == KernelKind::Prologue).all(|k| split(&k)));
+    assert_eq!(kernels.iter().filter(|k| k.label.starts_with("dropout") && split(k)).count(), 2);
+    same_on_any_thread_count(&m, ADAM, 67, 2);
+}

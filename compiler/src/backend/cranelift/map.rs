@@ -3,7 +3,7 @@
 //! programs and sum their last value.
 
 use super::emit::{Addr, Emit, F32, IVECTOR, LANES, VECTOR};
-use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Reduce};
+use crate::ir::kernel::{BinOp, Cmp, Inst, Map, Ptr, Reduce};
 use crate::ir::ops::dropout_threshold;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
@@ -13,6 +13,17 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 struct Prepared {
     bases: Vec<Option<Addr>>,
     scalars: Vec<Option<Value>>,
+    /// Per dropout mask, the element index its `index` pointer adds to `i`.
+    firsts: Vec<Option<Value>>,
+}
+
+/// Per instruction of a program, what a step reads besides `i`: addresses of loads and
+/// stores, broadcast scalars (or vectors), and the first element index of dropout masks.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    bases: &'a [Option<Addr>],
+    bcast: &'a [Option<Value>],
+    firsts: &'a [Option<Value>],
 }
 
 impl Emit<'_, '_> {
@@ -23,14 +34,16 @@ impl Emit<'_, '_> {
             let splats = self.splats(&m.insts, &prep.scalars);
             let iota = self.iota();
             self.for_count(None, vec_len, LANES, |e, i| {
-                e.eval(&m.insts, VECTOR, i, &prep.bases, &splats, Some(iota));
+                let at = Operands { bases: &prep.bases, bcast: &splats, firsts: &prep.firsts };
+                e.eval(&m.insts, VECTOR, i, at, Some(iota));
             });
         }
         if vec_len < m.len {
             let from = self.iconst(vec_len as i64);
             let to = self.iconst(m.len as i64);
             self.for_range(None, from, to, 1, true, |e, i| {
-                e.eval(&m.insts, F32, i, &prep.bases, &prep.scalars, None);
+                let at = Operands { bases: &prep.bases, bcast: &prep.scalars, firsts: &prep.firsts };
+                e.eval(&m.insts, F32, i, at, None);
             });
         }
     }
@@ -68,7 +81,8 @@ impl Emit<'_, '_> {
                 .collect();
             e.sum_terms(acc, r.len, &mut |e, ty, i| {
                 let bcast = if ty == VECTOR { &splats } else { &prep.scalars };
-                let vals = e.eval(&r.insts, ty, i, &bases, bcast, None);
+                let at = Operands { bases: &bases, bcast, firsts: &prep.firsts };
+                let vals = e.eval(&r.insts, ty, i, at, None);
                 vals[last].expect("a reduction's value")
             });
         });
@@ -81,7 +95,12 @@ impl Emit<'_, '_> {
     fn prepare(&mut self, insts: &[Inst], addresses: bool) -> Prepared {
         let mut bases = Vec::with_capacity(insts.len());
         let mut scalars = Vec::with_capacity(insts.len());
+        let mut firsts = Vec::with_capacity(insts.len());
         for inst in insts {
+            firsts.push(match inst {
+                Inst::Keep { index, .. } => Some(self.element_index(index)),
+                _ => None,
+            });
             let (base, scalar) = match inst {
                 Inst::Load(p) | Inst::Store(p, _) if addresses => (Some(self.addr(p, 0)), None),
                 Inst::Bcast(p) => {
@@ -98,7 +117,7 @@ impl Emit<'_, '_> {
             bases.push(base);
             scalars.push(scalar);
         }
-        Prepared { bases, scalars }
+        Prepared { bases, scalars, firsts }
     }
 
     /// The vector forms of a program's scalars.
@@ -133,10 +152,10 @@ impl Emit<'_, '_> {
         insts: &[Inst],
         ty: Type,
         i: Value,
-        bases: &[Option<Addr>],
-        bcast: &[Option<Value>],
+        at: Operands,
         iota: Option<Value>,
     ) -> Vec<Option<Value>> {
+        let Operands { bases, bcast, firsts } = at;
         let mut vals: Vec<Option<Value>> = Vec::with_capacity(insts.len());
         for (k, inst) in insts.iter().enumerate() {
             let operand = |a: usize| vals[a].expect("operand");
@@ -154,7 +173,9 @@ impl Emit<'_, '_> {
                 }
                 Inst::Keep { p, .. } => {
                     let seed = bcast[k].expect("the seed is loaded before the loop");
-                    Some(self.keep(ty, seed, i, iota, *p))
+                    let first = firsts[k].expect("the index is computed before the loop");
+                    let index = self.b.ins().iadd(i, first);
+                    Some(self.keep(ty, seed, index, iota, *p))
                 }
                 Inst::Store(_, v) => {
                     let a = self.at(bases[k].expect("stores have an address"), i);
@@ -176,6 +197,17 @@ impl Emit<'_, '_> {
         };
         let cond = self.b.ins().fcmp(cc, a, b);
         self.select(ty, cond, t, f)
+    }
+
+    /// The element `p` addresses in its buffer, as an integer: its offset plus its loop
+    /// terms.
+    fn element_index(&mut self, p: &Ptr) -> Value {
+        let mut index = self.iconst(p.offset);
+        for (v, coef) in &p.terms {
+            let scaled = self.b.ins().imul_imm_s(self.vars[v], *coef);
+            index = self.b.ins().iadd(index, scaled);
+        }
+        index
     }
 
     /// Dropout's multiplier for element `i` (lanes `i..i + LANES` for vectors): the hash of

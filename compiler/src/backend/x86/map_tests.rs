@@ -121,6 +121,7 @@ fn maps_refuse_stores_within_reach_of_other_addresses() {
     assert!(map::supports(&apart));
     let bcast = Map { len: 8, insts: vec![Bcast(t(0, 100)), Store(t(0, 0), 0)] };
     assert!(!map::supports(&bcast));
-    let dropout = Map { len: 8, insts: vec![Keep { seed: t(1, 0), p: 0.5 }, Store(t(0, 0), 0)] };
+    let dropout =
+        Map { len: 8, insts: vec![Keep { seed: t(1, 0), p: 0.5, index: t(0, 0) }, Store(t(0, 0), 0)] };
     assert!(!map::supports(&dropout));
 }

@@ -116,7 +116,9 @@ fn inst_node(inst: &Inst) -> Node {
         Inst::Prim(p, a) => Node::Unary(p.name().into(), *a),
         Inst::Bin(op, a, b) => Node::Bin(*op, *a, *b),
         Inst::Select(c, a, b, t, e) => Node::Select(*c, [*a, *b, *t, *e]),
-        Inst::Keep { seed, p } => Node::Leaf(format!("keep(i, seed {seed}, p {p})")),
+        Inst::Keep { seed, p, index } => {
+            Node::Leaf(format!("keep({}, seed {seed}, p {p})", index.indexed(Some("i"))))
+        }
         Inst::Store(..) => Node::None,
     }
 }

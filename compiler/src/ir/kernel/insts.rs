@@ -64,9 +64,10 @@ impl Insts {
         self.mul(a, c)
     }
 
-    /// Dropout's multiplier for element `i` under the seed at `seed` (see [`Inst::Keep`]).
-    pub fn keep(&mut self, seed: Ptr, p: f32) -> Val {
-        self.push(Inst::Keep { seed, p })
+    /// Dropout's multiplier for the element `index + i` addresses under the seed at
+    /// `seed` (see [`Inst::Keep`]).
+    pub fn keep(&mut self, seed: Ptr, p: f32, index: Ptr) -> Val {
+        self.push(Inst::Keep { seed, p, index })
     }
 
     /// Stores `v` to `p + i`.

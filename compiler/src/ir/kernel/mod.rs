@@ -91,10 +91,14 @@ pub enum Inst {
     Select(Cmp, usize, usize, usize, usize),
     /// Dropout's multiplier for element `i` of the map: `1 / (1 − p)` where
     /// [`crate::ir::ops::dropout_keep`] keeps it under the seed stored (as integer bits) at
-    /// `seed`, else 0.
+    /// `seed`, else 0. The mask is drawn for the element `index + i` addresses in its
+    /// tensor (its offset and loop terms, in elements), not for `i`: a map split across
+    /// threads moves `index` with its loads and stores, so every element keeps its mask
+    /// whatever the thread count.
     Keep {
         seed: Ptr,
         p: f32,
+        index: Ptr,
     },
     Store(Ptr, usize),
 }

@@ -87,7 +87,7 @@ impl Build<'_> {
     pub(super) fn dropout(&mut self, len: usize, p: f32, at: At, out: Ptr) -> Scheduled {
         let mut prog = Insts::default();
         let x = prog.load(at.x(0));
-        let keep = prog.keep(at.x(1).plus(Hyper::SEED), p);
+        let keep = prog.keep(at.x(1).plus(Hyper::SEED), p, out.clone());
         let y = prog.mul(x, keep);
         prog.store(out, y);
         serial_map(len, prog)
