@@ -15,11 +15,8 @@ impl Emit<'_, '_> {
         // Source rows in blocks of 16: a block writes 16 consecutive floats of each
         // destination row, so each destination line is finished while it is in L1 (row
         // by row, an LSTM's 1 MiB W_hh took 0.84 ms to transpose, every line fetched
-        // again for each of its 16 floats). Per vector of columns of a block's rows:
-        // eight rows' loads, then their lanes stored down as many destination rows at
-        // constant offsets (a load after each row's stores waited on them wherever the
-        // two addresses agreed in their low 12 bits: 0.3 ms rather than 0.07 for
-        // char_lstm.net's two transposes).
+        // again for each of its 16 floats). Per vector of columns of a block's rows: a
+        // load, its lanes stored down as many destination rows at constant offsets.
         const BLOCK: usize = 16;
         let fits = |bytes: usize| i32::try_from(bytes).is_ok();
         let block = if fits(4 * BLOCK * t.lds) && fits(4 * (LANES * t.ldd + BLOCK)) { BLOCK } else { 1 };
@@ -32,17 +29,11 @@ impl Emit<'_, '_> {
                 let s = e.at(from, c);
                 let at = e.b.ins().imul_imm_s(c, t.ldd as i64);
                 let d = e.at(to, at);
-                for group in (0..count).step_by(8) {
-                    let rows = group..count.min(group + 8);
-                    let loaded: Vec<Value> = rows
-                        .clone()
-                        .map(|i| e.load(VECTOR, s, (4 * i * t.lds) as i32, Some(&t.src)))
-                        .collect();
-                    for (i, v) in rows.zip(loaded) {
-                        for lane in 0..LANES {
-                            let x = e.b.ins().extractlane(v, lane as u8);
-                            e.store(x, d, (4 * (lane * t.ldd + i)) as i32);
-                        }
+                for i in 0..count {
+                    let v = e.load(VECTOR, s, (4 * i * t.lds) as i32, Some(&t.src));
+                    for lane in 0..LANES {
+                        let x = e.b.ins().extractlane(v, lane as u8);
+                        e.store(x, d, (4 * (lane * t.ldd + i)) as i32);
                     }
                 }
             });
