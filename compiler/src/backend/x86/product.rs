@@ -95,6 +95,10 @@ pub const KC: usize = 256;
 /// often: at 512 KiB a 1024³ product ran 5 % slower than in one block.
 const MC_BYTES: usize = 1024 * 1024;
 
+/// The most bytes of a transposed `a` one block of `k` may cover to be read in place:
+/// half of a current x86 core's L2, so that the block stays there beside `b`'s panels.
+const TRANSPOSED_IN_PLACE_BYTES: usize = 512 * 1024;
+
 /// Which block of `k` a tile computes, which decides how it treats `c`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -213,15 +217,21 @@ impl Product {
         // up to 16 panels for less than packing them costs: an LSTM step's `dq_t`, rows
         // 256 KiB apart, had been packed at every step (LSTM-variant step 20.9 -> 20.0 ms).
         let few = !g.ta && g.m <= 32 && panels <= 16;
-        let a = if panels >= 4 && !few { ASource::Packed } else { ASource::InPlace };
+        // Blocks of equal length, about `KC` each (a `k` up to 1.5 `KC` is one block).
+        let blocks = if g.k <= KC * 3 / 2 { 1 } else { g.k.div_ceil(KC) };
+        let kc = g.k.div_ceil(blocks).max(1);
+        // A transposed `a` whose rows a block of `k` covers fit in half of L2 is read in
+        // place: its tiles take `MR` consecutive floats of each row, the block stays in
+        // L2 while the panels pass over it, and packing it (an LSTM's 2 MiB of states for
+        // its `W_hh` gradient) read it from memory for nothing (that kernel 5.6-6.2 ->
+        // 5.0-5.4 ms, alternating runs on one thread).
+        let transposed_fits = g.ta && 4 * kc * g.lda <= TRANSPOSED_IN_PLACE_BYTES;
+        let a = if panels >= 4 && !few && !transposed_fits { ASource::Packed } else { ASource::InPlace };
         let (ldb, unfold) = match &g.b {
             Right::Matrix { ld, .. } => (*ld, None),
             Right::Unfolded(u) => (0, Some(u.win)),
         };
         let pack_b = g.m > 2 * mr || unfold.is_some();
-        // Blocks of equal length, about `KC` each (a `k` up to 1.5 `KC` is one block).
-        let blocks = if g.k <= KC * 3 / 2 { 1 } else { g.k.div_ceil(KC) };
-        let kc = g.k.div_ceil(blocks).max(1);
         Product {
             mc: mc(g.m, kc, mr),
             m: g.m,
