@@ -67,11 +67,7 @@ impl Product {
                 let panel = dst.add(jr * k);
                 for p in 0..k {
                     if far && p + PREFETCH_ROWS < k {
-                        let ahead = b.add((p + PREFETCH_ROWS) * self.ldb + jr);
-                        for line in (0..cols).step_by(16) {
-                            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-                            _mm_prefetch::<_MM_HINT_T0>(ahead.add(line).cast());
-                        }
+                        prefetch_run(b.add((p + PREFETCH_ROWS) * self.ldb + jr), cols);
                     }
                     let from = b.add(p * self.ldb + jr);
                     let to = panel.add(p * nr);
@@ -82,6 +78,17 @@ impl Product {
                 }
             }
         }
+    }
+}
+
+/// Asks for the cache lines of the `n` floats from `p` to be brought into L1, for a run
+/// in a page the hardware prefetchers have not entered yet.
+#[inline(always)]
+pub(super) fn prefetch_run(p: *const f32, n: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    for line in (0..n).step_by(16) {
+        // SAFETY: a prefetch reads nothing and cannot fault, wherever it points.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line).cast()) };
     }
 }
 
