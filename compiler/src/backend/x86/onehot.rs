@@ -111,20 +111,37 @@ impl OneHot {
                 }
             } else {
                 // Each row of `c` is finished, bias and all, while in L1.
+                let bias = self.bias.then(|| std::slice::from_raw_parts(bias, n));
                 for i in 0..self.m {
                     let out = row(i);
-                    out.fill(0.0);
-                    let a_row = a.add(i * self.lda);
-                    for p in 0..self.k {
-                        let x = *a_row.add(p);
-                        if x != 0.0 {
-                            axpy(x, b_row(p), out);
+                    let a_row = std::slice::from_raw_parts(a.add(i * self.lda), self.k);
+                    let mut nonzero = a_row.iter().enumerate().filter(|(_, x)| **x != 0.0);
+                    match (nonzero.next(), nonzero.next(), bias) {
+                        // One term (a one-hot row): one pass writes the row, the same sums
+                        // as zeroing it, adding the term and then the bias (the LSTM
+                        // variant's gathers had taken three passes, 0.35 ms a step).
+                        (Some((p, &x)), None, Some(bias)) => {
+                            for ((o, &w), &v) in out.iter_mut().zip(b_row(p)).zip(bias) {
+                                *o = x.mul_add(w, 0.0) + v;
+                            }
                         }
-                    }
-                    if self.bias {
-                        let bias = std::slice::from_raw_parts(bias, n);
-                        for (o, &v) in out.iter_mut().zip(bias) {
-                            *o += v;
+                        (Some((p, &x)), None, None) => {
+                            for (o, &w) in out.iter_mut().zip(b_row(p)) {
+                                *o = x.mul_add(w, 0.0);
+                            }
+                        }
+                        _ => {
+                            out.fill(0.0);
+                            for (p, &x) in a_row.iter().enumerate() {
+                                if x != 0.0 {
+                                    axpy(x, b_row(p), out);
+                                }
+                            }
+                            if let Some(bias) = bias {
+                                for (o, &v) in out.iter_mut().zip(bias) {
+                                    *o += v;
+                                }
+                            }
                         }
                     }
                 }
@@ -196,13 +213,16 @@ mod tests {
             let bias = bias && !ta;
             let mut s = seed | 1;
             let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
-            // One-hot rows (some all zero: padding), stored as `a` or transposed with `ta`.
+            // One-hot rows (some all zero: padding; some with a second term and weights
+            // other than 1, powers of two so that every product is exact), stored as `a`
+            // or transposed with `ta`.
             let mut a = vec![0.0f32; m * k];
             let rows = if ta { k } else { m };
             let cols = if ta { m } else { k };
             for r in 0..rows {
-                if next() % 5 != 0 {
-                    a[r * cols + (next() as usize % cols)] = 1.0;
+                let terms = [0, 1, 1, 1, 2][next() as usize % 5];
+                for _ in 0..terms {
+                    a[r * cols + (next() as usize % cols)] = [1.0, 2.0, -0.5][next() as usize % 3];
                 }
             }
             let mut value = move || (next() % 2001) as f32 / 1000.0 - 1.0;
