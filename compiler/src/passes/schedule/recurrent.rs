@@ -46,12 +46,21 @@ fn block_rows(r: &Recurrence, threads: usize, projections: bool) -> usize {
     (r.n / blocks).max(1)
 }
 
+/// An epilogue adding a per-column bias, if there is one.
+fn with_bias(b: Option<Ptr>) -> Vec<EInst> {
+    match b {
+        Some(b) => vec![EInst::Acc, EInst::Col(b), EInst::Bin(BinOp::Add, 0, 1)],
+        None => Vec::new(),
+    }
+}
+
 /// The addresses of a block's values at one step, for a tensor of `[rows, steps, width]`
-/// already moved to the block: step `t`, or with `back` step `steps − 1 − t`.
+/// already moved to the block: step `first + t`, or with `back` step `steps − 1 − first − t`.
 #[derive(Clone, Copy)]
 struct Steps {
     row: Var,
     t: Var,
+    first: usize,
     steps: usize,
     back: bool,
 }
@@ -60,9 +69,9 @@ impl Steps {
     /// The step's values for the whole block, sequences `steps · width` apart.
     fn rows(&self, base: &Ptr, width: usize) -> Ptr {
         if self.back {
-            base.plus((self.steps - 1) * width).minus_var(self.t, width)
+            base.plus((self.steps - 1 - self.first) * width).minus_var(self.t, width)
         } else {
-            base.plus_var(self.t, width)
+            base.plus(self.first * width).plus_var(self.t, width)
         }
     }
 
@@ -120,7 +129,9 @@ impl Build<'_> {
         })
     }
 
-    /// The forward pass of one block of `rb` sequences.
+    /// The forward pass of one block of `rb` sequences. The state entering step 0 is
+    /// zero, so that step reads the hidden projection's bias instead of a product with
+    /// `W_hh` (one step's product in `r.t`: 1/64 of the LSTM variant's).
     fn forward_block(
         &mut self,
         r: &Recurrence,
@@ -132,50 +143,91 @@ impl Build<'_> {
     ) -> Vec<Stmt> {
         let (h, g) = (r.h, r.cell.gates() * r.h);
         let x = at_block(Ptr::tensor(node.inputs[0]), r.t * r.f);
-        let (w_ih, w_hh) = (Ptr::tensor(node.inputs[1]), Ptr::tensor(node.inputs[2]));
-        let bias = |i: usize| r.bias.then(|| Ptr::tensor(node.inputs[i]));
-        let (b_ih, b_hh) = (bias(3), bias(4));
         let out = at_block(out.clone(), if r.last { h } else { r.t * h });
-        let (t, row) = (self.var(), self.var());
-        let at = Steps { row, t, steps: r.t, back: false };
-        let (proj, hidden_proj, state) = (&s.proj, &s.hidden_proj, &s.state);
-
-        let with_bias = |b: Option<Ptr>| match b {
-            Some(b) => vec![EInst::Acc, EInst::Col(b), EInst::Bin(BinOp::Add, 0, 1)],
-            None => Vec::new(),
-        };
-        // The input projections: of all steps before the loop, or of one-hot inputs (a
-        // gather, no arithmetic to batch) the step's within it.
         let one_hot = self.graph.one_hot.contains(&node.inputs[0]);
-        let projection = Stmt::Gemm(Gemm {
-            m: if one_hot { rb } else { rb * r.t },
-            n: g,
-            k: r.f,
-            a: if one_hot { at.rows(&x, r.f) } else { x },
-            lda: if one_hot { r.t * r.f } else { r.f },
-            ta: false,
-            b: Right::Matrix { ptr: w_ih, ld: g },
-            c: proj.clone(),
-            ldc: g,
-            epilogue: with_bias(b_ih),
-            sparse_a: one_hot,
-        });
         let mut block = Vec::new();
-        let mut step = Vec::new();
-        if one_hot { &mut step } else { &mut block }.push(projection);
-        let mut zero = vec![Inst::Const(0.0), Inst::Store(state.clone(), 0)];
+        // The input projections of all steps before the loop; a one-hot input's (a
+        // gather, no arithmetic to batch) are each step's own, within it.
+        if !one_hot {
+            block.push(Stmt::Gemm(Gemm {
+                m: rb * r.t,
+                n: g,
+                k: r.f,
+                a: x.clone(),
+                lda: r.f,
+                ta: false,
+                b: Right::Matrix { ptr: Ptr::tensor(node.inputs[1]), ld: g },
+                c: s.proj.clone(),
+                ldc: g,
+                epilogue: with_bias(r.bias.then(|| Ptr::tensor(node.inputs[3]))),
+                sparse_a: false,
+            }));
+        }
+        let mut zero = vec![Inst::Const(0.0), Inst::Store(s.state.clone(), 0)];
         if let Some(c) = &s.cell {
             zero.push(Inst::Store(c.clone(), 0));
         }
         block.push(Stmt::Map(Map { len: rb * h, insts: zero }));
+        for (first, extent) in [(0, r.t.min(1)), (1, r.t.saturating_sub(1))] {
+            if extent > 0 {
+                let (t, body) = self.forward_step(r, node, (s, &x, &out), at_block, rb, first);
+                block.push(Stmt::Loop { var: t, extent, body });
+            }
+        }
+        if r.last {
+            let insts = vec![Inst::Load(s.state.clone()), Inst::Store(out, 0)];
+            block.push(Stmt::Map(Map { len: rb * h, insts }));
+        }
+        block
+    }
+
+    /// The body of a block's loop over steps from `first` (0: step 0 alone, whose
+    /// entering state is zero), and its variable.
+    fn forward_step(
+        &mut self,
+        r: &Recurrence,
+        node: &OpNode,
+        (s, x, out): (&Forward, &Ptr, &Ptr),
+        at_block: &dyn Fn(Ptr, usize) -> Ptr,
+        rb: usize,
+        first: usize,
+    ) -> (Var, Vec<Stmt>) {
+        let (h, g) = (r.h, r.cell.gates() * r.h);
+        let w_hh = Ptr::tensor(node.inputs[2]);
+        let bias = |i: usize| r.bias.then(|| Ptr::tensor(node.inputs[i]));
+        let b_hh = bias(4);
+        let (t, row) = (self.var(), self.var());
+        let at = Steps { row, t, first, steps: r.t, back: false };
+        let (proj, hidden_proj, state) = (&s.proj, &s.hidden_proj, &s.state);
+        let one_hot = self.graph.one_hot.contains(&node.inputs[0]);
+        let mut step = Vec::new();
+        if one_hot {
+            step.push(Stmt::Gemm(Gemm {
+                m: rb,
+                n: g,
+                k: r.f,
+                a: at.rows(x, r.f),
+                lda: r.t * r.f,
+                ta: false,
+                b: Right::Matrix { ptr: Ptr::tensor(node.inputs[1]), ld: g },
+                c: proj.clone(),
+                ldc: g,
+                epilogue: with_bias(bias(3)),
+                sparse_a: true,
+            }));
+        }
 
         // The gates of sequence `row` at step `t`: input part from `proj`, hidden part
-        // from `hidden_proj`, one vector of `h` per gate.
+        // from `hidden_proj` (at step 0 the bias, or nothing), one vector of `h` per gate.
         let p = |gate: usize| match one_hot {
             true => Inst::Load(proj.plus(gate * h).plus_var(row, g)),
             false => Inst::Load(at.at(&proj.plus(gate * h), g)),
         };
-        let q = |gate: usize| Inst::Load(hidden_proj.plus(gate * h).plus_var(row, g));
+        let q = |gate: usize| match (first, &b_hh) {
+            (0, Some(b)) => Inst::Load(b.plus(gate * h)),
+            (0, None) => Inst::Const(0.0),
+            _ => Inst::Load(hidden_proj.plus(gate * h).plus_var(row, g)),
+        };
         let st = state.plus_var(row, h);
         // The cell's arithmetic (`Cell::step`): each value it reads loaded when a stage
         // first needs it, each stage's program inlined.
@@ -235,13 +287,12 @@ impl Build<'_> {
             insts.push(Inst::Store(c, values[i]));
         }
         let new_h = values[programs.hidden];
-        use Inst::*;
-        insts.push(Store(st, new_h));
+        insts.push(Inst::Store(st, new_h));
         if !r.last {
-            insts.push(Store(at.at(&out, h), new_h));
+            insts.push(Inst::Store(at.at(out, h), new_h));
         }
-        step.extend([
-            Stmt::Gemm(Gemm {
+        if first > 0 {
+            step.push(Stmt::Gemm(Gemm {
                 m: rb,
                 n: g,
                 k: h,
@@ -253,14 +304,10 @@ impl Build<'_> {
                 ldc: g,
                 epilogue: with_bias(b_hh),
                 sparse_a: false,
-            }),
-            Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts })] },
-        ]);
-        block.push(Stmt::Loop { var: t, extent: r.t, body: step });
-        if r.last {
-            block.push(Stmt::Map(Map { len: rb * h, insts: vec![Load(state.clone()), Store(out, 0)] }));
+            }));
         }
-        block
+        step.push(Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts })] });
+        (t, step)
     }
 
     /// Backpropagation through time (`Op::RecurrentBackward`), into `out` (`dp`) and, for
@@ -285,7 +332,8 @@ impl Build<'_> {
         })
     }
 
-    /// The backward pass of one block of `rb` sequences.
+    /// The backward pass of one block of `rb` sequences, from the last step. Step 0's
+    /// has no product: it would give the gradient of the zero state entering it.
     fn backward_block(
         &mut self,
         r: &Recurrence,
@@ -295,6 +343,34 @@ impl Build<'_> {
         at_block: &dyn Fn(Ptr, usize) -> Ptr,
         rb: usize,
     ) -> Vec<Stmt> {
+        let h = r.h;
+        let dy = at_block(Ptr::tensor(node.inputs[0]), if r.last { h } else { r.t * h });
+        let start = if r.last { Inst::Load(dy) } else { Inst::Const(0.0) };
+        let mut first = vec![start, Inst::Store(s.dh.clone(), 0)];
+        if let Some(dc) = &s.dc {
+            first.extend([Inst::Const(0.0), Inst::Store(dc.clone(), 2)]);
+        }
+        let mut block = vec![Stmt::Map(Map { len: rb * h, insts: first })];
+        for (first, extent) in [(0, r.t.saturating_sub(1)), (r.t.saturating_sub(1), r.t.min(1))] {
+            if extent > 0 {
+                let (t, body) = self.backward_step(r, node, (out, s), at_block, rb, first);
+                block.push(Stmt::Loop { var: t, extent, body });
+            }
+        }
+        block
+    }
+
+    /// The body of a block's loop over steps back from `steps − 1 − first`, and its
+    /// variable: the cell's backward arithmetic, then (but for step 0) the product.
+    fn backward_step(
+        &mut self,
+        r: &Recurrence,
+        node: &OpNode,
+        (out, s): (&Ptr, &Backward),
+        at_block: &dyn Fn(Ptr, usize) -> Ptr,
+        rb: usize,
+        first: usize,
+    ) -> (Var, Vec<Stmt>) {
         let (h, g) = (r.h, r.cell.gates() * r.h);
         let tensor = |i: usize| Ptr::tensor(node.inputs[i]);
         let dy = at_block(tensor(0), if r.last { h } else { r.t * h });
@@ -306,15 +382,8 @@ impl Build<'_> {
         let dq = node.aux.first().map(|t| at_block(Ptr::tensor(*t), r.t * g));
         let (dh, dc) = (&s.dh, &s.dc);
         let (t, row) = (self.var(), self.var());
-        let at = Steps { row, t, steps: r.t, back: true };
-
-        let mut block = Vec::new();
-        let start = if r.last { Inst::Load(dy.clone()) } else { Inst::Const(0.0) };
-        let mut first = vec![start, Inst::Store(dh.clone(), 0)];
-        if let Some(dc) = dc {
-            first.extend([Inst::Const(0.0), Inst::Store(dc.clone(), 2)]);
-        }
-        block.push(Stmt::Map(Map { len: rb * h, insts: first }));
+        let at = Steps { row, t, first, steps: r.t, back: true };
+        let last_step = first + 1 == r.t;
 
         let mut a = Step {
             insts: Vec::new(),
@@ -344,36 +413,40 @@ impl Build<'_> {
                 a.push(Inst::Store(dq_row.plus(k * h), q));
             }
         }
-        if let Some(dc) = dc {
+        // The state entering step 0 has no gradient to pass on.
+        if let (Some(dc), false) = (dc, last_step) {
             let d = grad(&mut a, &|t| t == Term::C).unwrap_or(zero);
             a.push(Inst::Store(dc.plus_var(row, h), d));
         }
         // A cell that reads the previous state other than through `W_hh` (a GRU's
         // interpolation): that part is kept for the product's epilogue to add.
-        let epilogue = match (&s.direct, grad(&mut a, &|t| t == Term::H)) {
-            (Some(direct), Some(d)) => {
+        let direct = s.direct.as_ref().filter(|_| !last_step);
+        let epilogue = match direct.and_then(|direct| Some((direct, grad(&mut a, &|t| t == Term::H)?))) {
+            Some((direct, d)) => {
                 a.push(Inst::Store(direct.plus_var(row, h), d));
                 vec![EInst::Acc, EInst::Elem(direct.clone(), h), EInst::Bin(BinOp::Add, 0, 1)]
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
-        let cell = Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts: a.insts })] };
+        let mut step =
+            vec![Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts: a.insts })] }];
         // dh ← dq_t · W_hhᵀ (+ the direct part): the gradient of the state entering step t.
-        let recur = Stmt::Gemm(Gemm {
-            m: rb,
-            n: h,
-            k: g,
-            a: at.rows(dq.as_ref().unwrap_or(&dp), g),
-            lda: r.t * g,
-            ta: false,
-            b: Right::Matrix { ptr: tensor(3), ld: h },
-            c: dh.clone(),
-            ldc: h,
-            epilogue,
-            sparse_a: false,
-        });
-        block.push(Stmt::Loop { var: t, extent: r.t, body: vec![cell, recur] });
-        block
+        if !last_step {
+            step.push(Stmt::Gemm(Gemm {
+                m: rb,
+                n: h,
+                k: g,
+                a: at.rows(dq.as_ref().unwrap_or(&dp), g),
+                lda: r.t * g,
+                ta: false,
+                b: Right::Matrix { ptr: tensor(3), ld: h },
+                c: dh.clone(),
+                ldc: h,
+                epilogue,
+                sparse_a: false,
+            }));
+        }
+        (t, step)
     }
 }
 
