@@ -99,9 +99,11 @@ fn stmts<'a>(body: &'a mut [Stmt], sites: &mut Vec<Site<'a>>) {
                 sites.push(Site::Count(&mut m.len));
                 for i in &mut m.insts {
                     match i {
-                        Inst::Load(p) | Inst::Bcast(p) | Inst::Store(p, _) | Inst::Keep { seed: p, .. } => {
-                            ptr(p, sites)
-                        }
+                        Inst::Load(p)
+                        | Inst::Bcast(p)
+                        | Inst::Store(p, _)
+                        | Inst::Stream(p, _)
+                        | Inst::Keep { seed: p, .. } => ptr(p, sites),
                         Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => {}
                     }
                 }
@@ -112,9 +114,11 @@ fn stmts<'a>(body: &'a mut [Stmt], sites: &mut Vec<Site<'a>>) {
                 ptr(&mut r.dst, sites);
                 for i in &mut r.insts {
                     match i {
-                        Inst::Load(p) | Inst::Bcast(p) | Inst::Store(p, _) | Inst::Keep { seed: p, .. } => {
-                            ptr(p, sites)
-                        }
+                        Inst::Load(p)
+                        | Inst::Bcast(p)
+                        | Inst::Store(p, _)
+                        | Inst::Stream(p, _)
+                        | Inst::Keep { seed: p, .. } => ptr(p, sites),
                         Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => {}
                     }
                 }

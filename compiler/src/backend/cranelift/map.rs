@@ -75,7 +75,7 @@ impl Emit<'_, '_> {
                 .insts
                 .iter()
                 .map(|inst| match inst {
-                    Inst::Load(p) | Inst::Store(p, _) => Some(e.addr(p, 0)),
+                    Inst::Load(p) | Inst::Store(p, _) | Inst::Stream(p, _) => Some(e.addr(p, 0)),
                     _ => None,
                 })
                 .collect();
@@ -102,7 +102,9 @@ impl Emit<'_, '_> {
                 _ => None,
             });
             let (base, scalar) = match inst {
-                Inst::Load(p) | Inst::Store(p, _) if addresses => (Some(self.addr(p, 0)), None),
+                Inst::Load(p) | Inst::Store(p, _) | Inst::Stream(p, _) if addresses => {
+                    (Some(self.addr(p, 0)), None)
+                }
                 Inst::Bcast(p) => {
                     let a = self.addr(p, 0);
                     (None, Some(self.load(F32, a, 0, Some(p))))
@@ -177,7 +179,7 @@ impl Emit<'_, '_> {
                     let index = self.b.ins().iadd(i, first);
                     Some(self.keep(ty, seed, index, iota, *p))
                 }
-                Inst::Store(_, v) => {
+                Inst::Store(_, v) | Inst::Stream(_, v) => {
                     let a = self.at(bases[k].expect("stores have an address"), i);
                     let v = operand(*v);
                     self.store(v, a, 0);

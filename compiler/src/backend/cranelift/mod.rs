@@ -252,7 +252,7 @@ fn maps<'a>(stmts: &'a [Stmt], parallel: bool, out: &mut Vec<(&'a Map, Option<(V
 /// The map's operands (loads, broadcasts and stores), in order.
 pub fn map_operands(m: &Map) -> impl Iterator<Item = &Ptr> {
     m.insts.iter().filter_map(|i| match i {
-        Inst::Load(p) | Inst::Bcast(p) | Inst::Store(p, _) => Some(p),
+        Inst::Load(p) | Inst::Bcast(p) | Inst::Store(p, _) | Inst::Stream(p, _) => Some(p),
         _ => None,
     })
 }

@@ -40,6 +40,10 @@ impl Simd for Avx2 {
         if masked { a.vmaskmovps(ymmword_ptr(m), MASK, y(r)) } else { a.vmovups(ymmword_ptr(m), y(r)) }
     }
 
+    fn stream(a: &mut CodeAssembler, m: AsmMemoryOperand, r: V) -> Result<(), IcedError> {
+        a.vmovntps(ymmword_ptr(m), y(r))
+    }
+
     fn broadcast(a: &mut CodeAssembler, r: V, m: AsmMemoryOperand) -> Result<(), IcedError> {
         a.vbroadcastss(y(r), dword_ptr(m))
     }

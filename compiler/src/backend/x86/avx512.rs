@@ -56,6 +56,10 @@ impl Simd for Avx512 {
         if masked { a.vmovups(zmmword_ptr(m).k1(), z(r)) } else { a.vmovups(zmmword_ptr(m), z(r)) }
     }
 
+    fn stream(a: &mut CodeAssembler, m: AsmMemoryOperand, r: V) -> Result<(), IcedError> {
+        a.vmovntps(zmmword_ptr(m), z(r))
+    }
+
     fn broadcast(a: &mut CodeAssembler, r: V, m: AsmMemoryOperand) -> Result<(), IcedError> {
         a.vbroadcastss(z(r), dword_ptr(m))
     }

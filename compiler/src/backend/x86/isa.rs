@@ -67,6 +67,8 @@ pub trait Simd {
     fn load(a: &mut CodeAssembler, r: V, m: AsmMemoryOperand, masked: bool) -> Result<(), IcedError>;
     /// Stores a vector; `masked`, only the lanes of the current mask.
     fn store(a: &mut CodeAssembler, m: AsmMemoryOperand, r: V, masked: bool) -> Result<(), IcedError>;
+    /// `[m] = r` past the caches.
+    fn stream(a: &mut CodeAssembler, m: AsmMemoryOperand, r: V) -> Result<(), IcedError>;
     /// `r = [m]` in every lane.
     fn broadcast(a: &mut CodeAssembler, r: V, m: AsmMemoryOperand) -> Result<(), IcedError>;
     /// `acc += x · y`, one rounding.

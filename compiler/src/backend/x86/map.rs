@@ -48,8 +48,11 @@ pub unsafe extern "sysv64" fn entry(map: *const MapCode, table: *mut *const f32)
 /// four lanes (or one) would not; the same address, as an in-place update has, or
 /// ranges at least a row apart (an LSTM's saved gates) are safe.
 pub fn supports(m: &Map) -> bool {
-    let stores: Vec<&Ptr> =
-        m.insts.iter().filter_map(|i| if let Inst::Store(p, _) = i { Some(p) } else { None }).collect();
+    let stores: Vec<&Ptr> = m
+        .insts
+        .iter()
+        .filter_map(|i| if let Inst::Store(p, _) | Inst::Stream(p, _) = i { Some(p) } else { None })
+        .collect();
     // The same address, or ranges of a row that cannot meet (rows run in order here as
     // in Cranelift's loop).
     let apart = |p: &Ptr, q: &Ptr| {
@@ -57,7 +60,7 @@ pub fn supports(m: &Map) -> bool {
     };
     m.insts.iter().all(|inst| match inst {
         Inst::Keep { .. } => false,
-        Inst::Load(p) | Inst::Store(p, _) => stores.iter().all(|s| apart(s, p)),
+        Inst::Load(p) | Inst::Store(p, _) | Inst::Stream(p, _) => stores.iter().all(|s| apart(s, p)),
         Inst::Bcast(p) => stores.iter().all(|s| s.buf != p.buf),
         Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => true,
     })
@@ -67,7 +70,7 @@ pub fn supports(m: &Map) -> bool {
 fn reads(inst: &Inst) -> Vec<usize> {
     match *inst {
         Inst::Load(_) | Inst::Bcast(_) | Inst::Const(_) | Inst::Keep { .. } => vec![],
-        Inst::Prim(_, x) | Inst::Store(_, x) => vec![x],
+        Inst::Prim(_, x) | Inst::Store(_, x) | Inst::Stream(_, x) => vec![x],
         Inst::Bin(_, x, y) => vec![x, y],
         Inst::Select(_, x, y, t, f) => vec![x, y, t, f],
     }
@@ -93,10 +96,12 @@ fn reg(regs: &[Option<V>], x: usize) -> V {
 /// One vector of the program at byte offset `rax` from each operand's address (`[rdi +
 /// 8j]` for operand `j`), the lanes past the mask left alone when `masked`. Each load or
 /// store `j` with `ahead[j]` also prefetches that many bytes further on (the next row).
+/// With `stream`, a full vector of a [`Inst::Stream`] is written past the caches (its
+/// address then aligned to a vector).
 fn body<S: Simd>(
     e: &mut Emitter<'_, S>,
     insts: &[Inst],
-    masked: bool,
+    (masked, stream): (bool, bool),
     ahead: &[Option<i32>],
 ) -> Result<(), Error> {
     let last = last_uses(insts);
@@ -115,7 +120,7 @@ fn body<S: Simd>(
         dying.retain(|&x| last[x] == i);
         // As in an epilogue: one instruction may write a register it reads; a select and
         // a function may not.
-        let early = matches!(inst, Inst::Bin(..) | Inst::Store(..));
+        let early = matches!(inst, Inst::Bin(..) | Inst::Store(..) | Inst::Stream(..));
         if early {
             dying.iter().for_each(|&x| e.release(reg(&regs, x)));
         }
@@ -135,7 +140,12 @@ fn body<S: Simd>(
                 S::broadcast(e.a, d, r8 + 0)?;
                 Some(d)
             }
-            Inst::Store(_, x) => {
+            Inst::Stream(_, x) if stream && !masked => {
+                operand(e)?;
+                S::stream(e.a, r8 + rax, reg(&regs, x))?;
+                None
+            }
+            Inst::Store(_, x) | Inst::Stream(_, x) => {
                 let ahead = operand(e)?;
                 S::store(e.a, r8 + rax, reg(&regs, x), masked)?;
                 if let Some(bytes) = ahead {
@@ -171,21 +181,68 @@ fn body<S: Simd>(
 /// The code of `rows` rows of map `m` (`rows ≥ 1`, `m.len ≥ 1`), operand `j` moving by
 /// `strides[j]` elements from one row to the next (`4 · strides[j]` an `i32`, an
 /// instruction's immediate). Fails when its values do not fit the registers.
+///
+/// A map with streams whose rows keep a vector's alignment has two bodies: one writing
+/// them past the caches, taken when every stream's first address is aligned to a vector
+/// (a non-temporal store must be), and one storing them as usual.
 pub fn generate<S: Simd>(m: &Map, rows: usize, strides: &[i32]) -> Result<Vec<u8>, Error> {
     let mut a = S::assembler()?;
     let mut consts = Consts::default();
-    let (full, tail) = (m.len / S::LANES, m.len % S::LANES);
+    let tail = m.len % S::LANES;
     if tail != 0 {
         S::set_mask(&mut a, &mut consts, tail)?;
-    }
-    if rows > 1 {
-        a.mov(r9, rows as u64)?;
     }
     // Rows that are not one run (a recurrent step's sequences, hundreds of KiB apart)
     // start a new stream each, which the hardware prefetchers only pick up once it is
     // under way: each vector of a row prefetches the same place in the next row.
     let ahead: Vec<Option<i32>> =
         strides.iter().map(|&s| (rows > 1 && s.unsigned_abs() as usize > m.len).then_some(4 * s)).collect();
+    // Operand slots, in the table's order.
+    let operands = m
+        .insts
+        .iter()
+        .filter(|i| matches!(i, Inst::Load(_) | Inst::Bcast(_) | Inst::Store(..) | Inst::Stream(..)));
+    let streams: Vec<usize> =
+        operands.enumerate().filter(|(_, i)| matches!(i, Inst::Stream(..))).map(|(j, _)| j).collect();
+    let vector = (S::LANES * 4) as i32;
+    let aligned_rows = streams.iter().all(|&j| strides.get(j).is_none_or(|s| (4 * s) % vector == 0));
+    if !streams.is_empty() && aligned_rows && m.len >= S::LANES {
+        let mut plain = a.create_label();
+        a.xor(r11d, r11d)?;
+        for &j in &streams {
+            a.or(r11, qword_ptr(rdi + 8 * j as i32))?;
+        }
+        a.test(r11d, vector - 1)?;
+        a.jnz(plain)?;
+        rows_of::<S>(&mut a, &mut consts, m, (rows, strides), &ahead, true)?;
+        // Non-temporal stores are weakly ordered: they reach memory before the kernel
+        // goes on (another thread may read them next).
+        a.sfence()?;
+        S::finish(&mut a)?;
+        a.ret()?;
+        a.set_label(&mut plain)?;
+    }
+    rows_of::<S>(&mut a, &mut consts, m, (rows, strides), &ahead, false)?;
+    S::finish(&mut a)?;
+    a.ret()?;
+    consts.emit(&mut a)?;
+    Ok(a.assemble(0)?)
+}
+
+/// The loop over rows of a map, each the loop over its full vectors and then its
+/// masked tail, with `stream` as [`body`] takes it.
+fn rows_of<S: Simd>(
+    a: &mut CodeAssembler,
+    consts: &mut Consts,
+    m: &Map,
+    (rows, strides): (usize, &[i32]),
+    ahead: &[Option<i32>],
+    stream: bool,
+) -> Result<(), Error> {
+    let (full, tail) = (m.len / S::LANES, m.len % S::LANES);
+    // Always, so that a label before this code and the rows' own are on different
+    // instructions.
+    a.mov(r9, rows as u64)?;
     let mut row_top = a.create_label();
     a.set_label(&mut row_top)?;
     a.xor(eax, eax)?;
@@ -193,13 +250,13 @@ pub fn generate<S: Simd>(m: &Map, rows: usize, strides: &[i32]) -> Result<Vec<u8
         a.mov(r10, full as u64)?;
         let mut top = a.create_label();
         a.set_label(&mut top)?;
-        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, false, &ahead)?;
+        body(&mut Emitter::<S>::new(a, consts), &m.insts, (false, stream), ahead)?;
         a.add(rax, (S::LANES * 4) as i32)?;
         a.dec(r10)?;
         a.jnz(top)?;
     }
     if tail != 0 {
-        body(&mut Emitter::<S>::new(&mut a, &mut consts), &m.insts, true, &[])?;
+        body(&mut Emitter::<S>::new(a, consts), &m.insts, (true, stream), &[])?;
     }
     if rows > 1 {
         for (j, &s) in strides.iter().enumerate().filter(|&(_, &s)| s != 0) {
@@ -208,10 +265,7 @@ pub fn generate<S: Simd>(m: &Map, rows: usize, strides: &[i32]) -> Result<Vec<u8
         a.dec(r9)?;
         a.jnz(row_top)?;
     }
-    S::finish(&mut a)?;
-    a.ret()?;
-    consts.emit(&mut a)?;
-    Ok(a.assemble(0)?)
+    Ok(())
 }
 
 /// What a map's code depends on: its program with the addresses left out, its length,
@@ -224,6 +278,7 @@ pub fn key(m: &Map, rows: usize, strides: &[i32]) -> String {
             Inst::Load(_) => "load".into(),
             Inst::Bcast(_) => "bcast".into(),
             Inst::Store(_, x) => format!("store {x}"),
+            Inst::Stream(_, x) => format!("stream {x}"),
             other => format!("{other:?}"),
         })
         .collect();

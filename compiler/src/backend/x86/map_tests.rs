@@ -1,6 +1,8 @@
 //! The generated maps against the same program evaluated in Rust: loads, a broadcast,
-//! arithmetic, a function, a select, a store and an in-place update, over lengths around
-//! the vector width and rows with gaps between them, which must stay untouched.
+//! arithmetic, a function, a select, a store (or a stream, at addresses aligned to a
+//! vector or not, rows apart by whole vectors or not) and an in-place update, over
+//! lengths around the vector width and rows with gaps between them, which must stay
+//! untouched.
 
 use super::Isa;
 use super::avx2::Avx2;
@@ -23,8 +25,9 @@ fn prim64(p: Prim, x: f64) -> f64 {
     }
 }
 
-/// `c = f(a·b + s) > ½ ? a : b; a = f(a·b + s) − a`, for each element of each row.
-fn program(p: Prim, len: usize) -> Map {
+/// `c = f(a·b + s) > ½ ? a : b; a = f(a·b + s) − a`, for each element of each row, `c`
+/// stored or streamed.
+fn program(p: Prim, len: usize, stream: bool) -> Map {
     let t = |i: u32| Ptr::tensor(TensorId(i));
     use Inst::*;
     Map {
@@ -38,16 +41,25 @@ fn program(p: Prim, len: usize) -> Map {
             Prim(p, 4),
             Const(0.5),
             Select(Cmp::Gt, 5, 6, 0, 1),
-            Store(t(3), 7),
+            if stream { Stream(t(3), 7) } else { Store(t(3), 7) },
             Bin(BinOp::Sub, 5, 0),
             Store(t(0), 9),
         ],
     }
 }
 
-fn check<S: Simd>(p: Prim, len: usize, rows: usize, gap: usize, seed: u64) {
-    let stride = len + gap;
-    let m = program(p, len);
+/// How `c` is written: `stream`ed or stored, `skew` elements past a 64-byte boundary, and
+/// with each row's stride a whole number of vectors when `whole`.
+#[derive(Clone, Copy, Debug)]
+struct Output {
+    stream: bool,
+    skew: usize,
+    whole: bool,
+}
+
+fn check<S: Simd>(p: Prim, len: usize, rows: usize, gap: usize, seed: u64, out: Output) {
+    let stride = if out.whole { (len + gap).next_multiple_of(S::LANES) } else { len + gap };
+    let m = program(p, len, out.stream);
     assert!(map::supports(&m));
     let strides = [stride as i32, stride as i32, 0, stride as i32, stride as i32];
     let code = map::generate::<S>(&m, rows, &strides).expect("the program fits the registers");
@@ -58,7 +70,10 @@ fn check<S: Simd>(p: Prim, len: usize, rows: usize, gap: usize, seed: u64) {
     let a0 = values(size, seed);
     let b = values(size, seed + 1);
     let s = [0.25f32];
-    let (mut a, mut c) = (a0.clone(), vec![f32::NAN; size]);
+    let mut a = a0.clone();
+    let mut c_buffer = vec![f32::NAN; size + 32];
+    let first = c_buffer.as_ptr().align_offset(64) + out.skew;
+    let c = &mut c_buffer[first..first + size];
     let (pa, pc) = (a.as_mut_ptr() as *const f32, c.as_mut_ptr() as *const f32);
     let mut table = [pa, b.as_ptr(), s.as_ptr(), pc, pa];
     // SAFETY: each operand holds `rows` rows of `stride` with `len` elements each.
@@ -101,11 +116,15 @@ proptest! {
         rows in 1usize..5,
         gap in 0usize..4,
         seed in any::<u64>(),
+        stream in any::<bool>(),
+        skew in prop_oneof![Just(0usize), 1usize..16],
+        whole in any::<bool>(),
     ) {
+        let out = Output { stream, skew, whole };
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
             match isa {
-                Isa::Avx2 => check::<Avx2>(FUNCTIONS[f], len, rows, gap, seed),
-                Isa::Avx512 => check::<Avx512>(FUNCTIONS[f], len, rows, gap, seed),
+                Isa::Avx2 => check::<Avx2>(FUNCTIONS[f], len, rows, gap, seed, out),
+                Isa::Avx512 => check::<Avx512>(FUNCTIONS[f], len, rows, gap, seed, out),
             }
         }
     }

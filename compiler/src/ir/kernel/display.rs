@@ -119,7 +119,7 @@ fn inst_node(inst: &Inst) -> Node {
         Inst::Keep { seed, p, index } => {
             Node::Leaf(format!("keep({}, seed {seed}, p {p})", index.indexed(Some("i"))))
         }
-        Inst::Store(..) => Node::None,
+        Inst::Store(..) | Inst::Stream(..) => Node::None,
     }
 }
 
@@ -130,6 +130,7 @@ fn map_text(m: &Map) -> Vec<String> {
         .iter()
         .filter_map(|i| match i {
             Inst::Store(p, v) => Some((p.indexed(Some("i")), *v)),
+            Inst::Stream(p, v) => Some((format!("stream {}", p.indexed(Some("i"))), *v)),
             _ => None,
         })
         .collect();

@@ -101,6 +101,12 @@ pub enum Inst {
         index: Ptr,
     },
     Store(Ptr, usize),
+    /// A store whose value is read only after other kernels have passed over more
+    /// memory than the caches hold (a recurrent layer's saved values, read by its
+    /// backward pass): a back end may write it past the caches, which spares reading
+    /// each line in before writing it (the LSTM variant's forward kernel stores 14 MiB
+    /// so).
+    Stream(Ptr, usize),
 }
 
 /// `for i in 0..len` (four at a time, then the rest one by one): run `insts`.

@@ -349,6 +349,7 @@ impl<'g> Build<'g> {
                 .map(|inst| match inst {
                     Inst::Load(p) => Inst::Load(at(p)),
                     Inst::Store(p, v) => Inst::Store(at(p), *v),
+                    Inst::Stream(p, v) => Inst::Stream(at(p), *v),
                     Inst::Keep { seed, p, index } => {
                         Inst::Keep { seed: seed.clone(), p: *p, index: at(index) }
                     }

@@ -89,12 +89,12 @@ fn map_operands(insts: &[Inst]) -> Result<(), String> {
     for (k, inst) in insts.iter().enumerate() {
         let operands: &[usize] = match inst {
             Inst::Load(_) | Inst::Bcast(_) | Inst::Const(_) | Inst::Keep { .. } => &[],
-            Inst::Prim(_, a) | Inst::Store(_, a) => std::slice::from_ref(a),
+            Inst::Prim(_, a) | Inst::Store(_, a) | Inst::Stream(_, a) => std::slice::from_ref(a),
             Inst::Bin(_, a, b) => &[*a, *b],
             Inst::Select(_, a, b, t, f) => &[*a, *b, *t, *f],
         };
         for &a in operands {
-            if a >= k || matches!(insts[a], Inst::Store(..)) {
+            if a >= k || matches!(insts[a], Inst::Store(..) | Inst::Stream(..)) {
                 return Err(format!("instruction {k} uses {a}, which is not an earlier value"));
             }
         }
@@ -184,7 +184,9 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
             for inst in &m.insts {
                 match inst {
                     Inst::Load(p) => list.push(at(p, "load", Use::Read, vec![(1, m.len)])),
-                    Inst::Store(p, _) => list.push(at(p, "store", Use::Write, vec![(1, m.len)])),
+                    Inst::Store(p, _) | Inst::Stream(p, _) => {
+                        list.push(at(p, "store", Use::Write, vec![(1, m.len)]))
+                    }
                     Inst::Bcast(p) => list.push(at(p, "broadcast", Use::Read, vec![(1, 1)])),
                     Inst::Keep { seed, .. } => list.push(at(seed, "dropout seed", Use::Read, vec![(1, 1)])),
                     Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => {}
@@ -274,7 +276,9 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
         Stmt::Reduce(r) => {
             map_operands(&r.insts)?;
             match r.insts.last() {
-                None | Some(Inst::Store(..)) => return Err("a reduction without a value to sum".into()),
+                None | Some(Inst::Store(..) | Inst::Stream(..)) => {
+                    return Err("a reduction without a value to sum".into());
+                }
                 Some(_) => {}
             }
             binds = Some(r.var);
@@ -285,7 +289,7 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
                     Inst::Load(p) => {
                         list.push(Access { inner, ..at(p, "load", Use::Read, vec![(1, r.len)]) })
                     }
-                    Inst::Store(p, _) => {
+                    Inst::Store(p, _) | Inst::Stream(p, _) => {
                         list.push(Access { inner, ..at(p, "store", Use::Write, vec![(1, r.len)]) })
                     }
                     Inst::Bcast(p) => list.push(at(p, "broadcast", Use::Read, vec![(1, 1)])),
