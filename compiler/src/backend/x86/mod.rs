@@ -28,6 +28,7 @@ mod map_tests;
 mod math;
 mod memory;
 mod micro;
+mod narrow;
 mod onehot;
 mod pack;
 mod product;
@@ -344,6 +345,10 @@ impl<S: Simd> Products for Generator<S> {
             p.read_directly(d);
         } else if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
             p.pack_b = true;
+        }
+        // A last panel of a few columns of a transposed `a`: rows in the lanes (`narrow.rs`).
+        if p.unfold.is_none() && p.direct.is_none() {
+            p.narrow = narrow::Narrow::new(p.n, p.nr, p.ta, epilogue);
         }
         let offsets = self.tiles_for(&p, epilogue).map_err(|e| CodegenError::Kernel {
             kernel: format!("a {}×{}×{} product", g.m, g.n, g.k),

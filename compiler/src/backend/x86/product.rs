@@ -10,6 +10,7 @@
 
 use super::direct::Direct;
 use super::micro::Tile;
+use super::narrow::{self, Narrow};
 use super::pack::{Pixels, pad_image, padded};
 use crate::ir::kernel::{EInst, Gemm, Right, Window};
 use std::cell::RefCell;
@@ -79,6 +80,8 @@ pub struct Product {
     pub mr: usize,
     pub nr: usize,
     pub operands: Vec<EpilogueOperand>,
+    /// The last few columns, when [`super::narrow`] computes them rather than tiles.
+    pub narrow: Option<Narrow>,
     /// The tiles, `[start, middle, last block] × [full, last rows] × [full, last
     /// columns]` (see [`Product::tile_index`]), where generated.
     pub tiles: [Option<TileFn>; 12],
@@ -249,6 +252,7 @@ impl Product {
             mr,
             nr,
             operands: operands(&g.epilogue),
+            narrow: None,
             tiles: [None; 12],
         }
     }
@@ -305,7 +309,7 @@ impl Product {
         if self.n >= self.nr {
             cols.push(self.nr);
         }
-        if !self.n.is_multiple_of(self.nr) {
+        if !self.n.is_multiple_of(self.nr) && self.narrow.is_none() {
             cols.push(self.n % self.nr);
         }
         rows.iter().flat_map(|&r| cols.iter().map(move |&c| Tile { rows: r, cols: c })).collect()
@@ -396,11 +400,27 @@ impl Product {
                     other => (b, other),
                 };
                 let mut at = [std::ptr::null::<f32>(); MAX_OPERANDS];
+                let single = self.blocks().count() == 1;
+                // The original operands, for the columns [`narrow`] computes.
+                let operands = narrow::Operands {
+                    a,
+                    lda: self.lda,
+                    b,
+                    ldb: self.ldb,
+                    c,
+                    ldc: self.ldc,
+                    bias: ops.first().copied().unwrap_or(std::ptr::null()),
+                };
                 // Blocks of `k`, then blocks of rows whose slivers stay in L2, then column
                 // panels, each packed just before the row tiles of the block read it.
                 for (p0, kb, phase) in self.blocks() {
                     for (i0, rows_in_block) in self.row_blocks() {
                         for j in (0..self.n).step_by(self.nr) {
+                            if let Some(narrow) = self.narrow.filter(|w| w.first == j) {
+                                let last = phase == Phase::Last || single;
+                                narrow.run(&operands, (i0, rows_in_block), (p0, kb), (phase, last));
+                                continue;
+                            }
                             let cols = self.nr.min(self.n - j);
                             let panel = match (unfold, resident) {
                                 // The tile reads the output rows it computes from the image.

@@ -9,6 +9,7 @@ use super::avx512::Avx512;
 use super::direct;
 use super::emulate;
 use super::isa::Simd;
+use super::narrow::Narrow;
 use super::product::{ASource, Product};
 use super::{Generator, Isa};
 use crate::backend::cranelift::probe::{self, MathFn};
@@ -59,6 +60,8 @@ fn epilogues() -> Vec<Vec<EInst>> {
         ],
         // A convolution's bias and tanh.
         vec![Acc, Row(p()), Bin(BinOp::Add, 0, 1), Prim(Tanh, 2)],
+        // A dense layer's bias alone, which narrow columns apply too.
+        vec![Acc, Col(p()), Bin(BinOp::Add, 0, 1)],
         // A dense layer's bias and swish, x · sigmoid(x).
         vec![Acc, Col(p()), Bin(BinOp::Add, 0, 1), Prim(Sigmoid, 2), Bin(BinOp::Mul, 2, 3)],
         // GELU, x/2 · (1 + erf(x/√2)).
@@ -146,7 +149,7 @@ fn apply(
     v.last().copied().unwrap_or(acc)
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Case {
     m: usize,
     n: usize,
@@ -162,6 +165,9 @@ struct Case {
     kc: usize,
     /// Row tiles per block of rows, or 0 for the product's own choice.
     mc: usize,
+    /// Whether a last panel of a few columns goes to [`super::narrow`] (where the
+    /// epilogue allows it), as the back end sends it, rather than to tiles.
+    narrow: bool,
     epilogue: usize,
     seed: u64,
 }
@@ -290,6 +296,9 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
     if c.mc > 0 {
         p.mc = c.mc * mr;
     }
+    if c.narrow {
+        p.narrow = Narrow::new(g.n, p.nr, g.ta, &x.epilogue);
+    }
     let mut generator = Generator::<S>::default();
     let offsets = generator.tiles_for(&p, &x.epilogue).expect("assembles");
     let mut out = vec![f32::NAN; c.m * x.ldc + GUARD];
@@ -417,22 +426,25 @@ fn cases() -> impl Strategy<Value = Case> {
         (any::<bool>(), any::<bool>()),
         prop_oneof![2 => Just(0usize), 1 => 1usize..12],
         prop_oneof![2 => Just(0usize), 1 => 1usize..4],
-        0..epilogues().len(),
+        (0..epilogues().len(), any::<bool>()),
         any::<u64>(),
     )
-        .prop_map(|(m, n, k, ta, pad, packed, (pack_b, prepare), kc, mc, epilogue, seed)| Case {
-            m,
-            n,
-            k,
-            ta,
-            pad,
-            a_source: if packed { ASource::Packed } else { ASource::InPlace },
-            pack_b,
-            prepare,
-            kc,
-            mc,
-            epilogue,
-            seed,
+        .prop_map(|(m, n, k, ta, pad, packed, (pack_b, prepare), kc, mc, (epilogue, narrow), seed)| {
+            Case {
+                m,
+                n,
+                k,
+                ta,
+                pad,
+                a_source: if packed { ASource::Packed } else { ASource::InPlace },
+                pack_b,
+                prepare,
+                kc,
+                mc,
+                narrow,
+                epilogue,
+                seed,
+            }
         })
 }
 
@@ -471,6 +483,7 @@ fn every_tile_of_the_register_tile_and_its_edges() {
                     prepare: n % 2 == 1,
                     kc: [0, 2, 4][m % 3],
                     mc: [0, 1, 2][n % 3],
+                    narrow: k % 2 == 1,
                     epilogue: (m + n + k) % epilogues().len(),
                     seed: (m * 100 + n * 10 + k) as u64,
                 };
@@ -553,6 +566,7 @@ fn long_epilogues_compute_right() {
                 prepare: m == 7,
                 kc: 2,
                 mc: 1,
+                narrow: false,
                 epilogue: 0,
                 seed: (m * n) as u64,
             };
@@ -660,6 +674,7 @@ fn the_most_crowded_epilogue_of_each_function() {
                     prepare: false,
                     kc: k / 2,
                     mc: 1,
+                    narrow: false,
                     epilogue: 0,
                     seed: (m * n + k) as u64,
                 };
@@ -879,6 +894,49 @@ fn tile_functions_on_special_values() {
         }
         for p in [Prim::Tanh, Prim::Sigmoid, Prim::Log] {
             assert!(eval(p, &[f32::NAN])[0].is_nan(), "{p:?}(NaN)");
+        }
+    }
+}
+
+/// With `a` transposed, the columns [`super::narrow`] computes are the tiles' bit for bit
+/// (the same FMAs in the same order, blocks of `k` added alike), bias or none.
+#[test]
+fn narrow_columns_of_a_transposed_a_are_the_tiles_bit_for_bit() {
+    fn compare<S: Simd>(c: &Case) {
+        let x = Inputs::new(c, values, &epilogues()[c.epilogue]);
+        let tiles = product::<S>(&Case { narrow: false, ..*c }, &x, Run::Native);
+        let narrow = product::<S>(c, &x, Run::Native);
+        for (at, (t, w)) in tiles.iter().zip(&narrow).enumerate() {
+            assert_eq!(t.to_bits(), w.to_bits(), "{} {c:?}: c[{at}]", S::NAME);
+        }
+    }
+    let bias = epilogues()
+        .iter()
+        .position(|e| matches!(e.as_slice(), [EInst::Acc, EInst::Col(_), EInst::Bin(BinOp::Add, 0, 1)]))
+        .expect("a bias among the epilogues");
+    for (m, n, k, kc) in [(70, 65, 300, 0), (13, 2, 9, 4), (64, 131, 40, 16), (5, 1, 1, 0)] {
+        for epilogue in [0, bias] {
+            let c = Case {
+                m,
+                n,
+                k,
+                ta: true,
+                pad: (1, 2, 0),
+                a_source: ASource::InPlace,
+                pack_b: true,
+                prepare: false,
+                kc,
+                mc: 0,
+                narrow: true,
+                epilogue,
+                seed: (m + n + k) as u64,
+            };
+            for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                match isa {
+                    Isa::Avx2 => compare::<Avx2>(&c),
+                    Isa::Avx512 => compare::<Avx512>(&c),
+                }
+            }
         }
     }
 }
