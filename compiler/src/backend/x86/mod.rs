@@ -198,6 +198,8 @@ struct Generator<S> {
     /// The maps, each with the offset of its code, and the code of each map shape.
     maps: Vec<(Pin<Box<map::MapCode>>, usize)>,
     map_offsets: HashMap<String, usize>,
+    /// Each piece of code's offset, length and name, for `perf` (see [`Generator::finish`]).
+    names: Vec<(usize, usize, String)>,
     onehots: Vec<Pin<Box<onehot::OneHot>>>,
     sums: Vec<Pin<Box<column_sum::ColumnSums>>>,
     losses: Vec<Pin<Box<cross_entropy::CrossEntropyRows>>>,
@@ -213,6 +215,7 @@ impl<S> Default for Generator<S> {
             tiles: Vec::new(),
             maps: Vec::new(),
             map_offsets: HashMap::new(),
+            names: Vec::new(),
             onehots: Vec::new(),
             sums: Vec::new(),
             losses: Vec::new(),
@@ -275,6 +278,7 @@ impl<S: Simd> Products for Generator<S> {
                     self.code.resize(self.code.len().next_multiple_of(64), 0xcc);
                     let o = self.code.len();
                     self.code.extend_from_slice(&bytes);
+                    self.names.push((o, bytes.len(), format!("nnc map of {} over {rows} rows", m.len)));
                     self.map_offsets.insert(key, o);
                     o
                 }
@@ -366,6 +370,21 @@ impl<S: Simd> Products for Generator<S> {
     }
 }
 
+/// Appends `names` (offsets into `exec`) to `/tmp/perf-<pid>.map`, one
+/// `start length name` line each, in hexadecimal as `perf` reads them.
+fn perf_map(exec: &Executable, names: &[(usize, usize, String)]) -> Result<(), CodegenError> {
+    use std::io::Write;
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    let lines: String =
+        names.iter().map(|(o, len, name)| format!("{:x} {len:x} {name}\n", exec.at(*o) as usize)).collect();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
+        .map_err(|e| CodegenError::Host(format!("cannot write {path}: {e}")))
+}
+
 /// The FMA peak of one core in GFLOP/s, measured by running a generated loop of
 /// independent FMA chains (the best of seven runs of about 20 ms).
 pub fn fma_peak(isa: Isa) -> Result<f64, CodegenError> {
@@ -428,6 +447,15 @@ impl<S: Simd> Generator<S> {
                         self.code.resize(self.code.len().next_multiple_of(64), 0xcc);
                         let o = self.code.len();
                         self.code.extend_from_slice(&bytes);
+                        let name = format!(
+                            "nnc tile {}x{} k{} {:?}{}",
+                            tile.rows,
+                            tile.cols,
+                            k,
+                            phase,
+                            if epilogue.is_empty() { "" } else { " with epilogue" }
+                        );
+                        self.names.push((o, bytes.len(), name));
                         self.offsets.insert(key, o);
                         o
                     }
@@ -439,15 +467,20 @@ impl<S: Simd> Generator<S> {
     }
 
     /// Maps the code executable and hands each product its tiles' addresses and each map
-    /// its code's.
+    /// its code's. With `NNC_PERF_MAP` set in the environment, it also names each piece
+    /// of code in `/tmp/perf-<pid>.map`, where `perf report` looks for the names of
+    /// code generated at run time.
     #[allow(clippy::type_complexity)]
     fn finish(self) -> Result<(Vec<Placed>, Vec<Pin<Box<map::MapCode>>>, Option<Executable>), CodegenError> {
-        let Generator { code, mut products, tiles, maps, .. } = self;
+        let Generator { code, mut products, tiles, maps, names, .. } = self;
         if code.is_empty() {
             return Ok((products, Vec::new(), None));
         }
         let exec = Executable::new(&code)
             .map_err(|e| CodegenError::Host(format!("cannot map code executable: {e}")))?;
+        if std::env::var_os("NNC_PERF_MAP").is_some() {
+            perf_map(&exec, &names)?;
+        }
         for (p, offsets) in products.iter_mut().zip(tiles) {
             for (slot, offset) in p.tiles.iter_mut().zip(offsets) {
                 // SAFETY: the offset is the start of a tile's code, generated with the
