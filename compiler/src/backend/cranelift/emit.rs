@@ -52,6 +52,8 @@ pub struct Emit<'a, 'b> {
     pub sums: HashMap<*const crate::ir::kernel::ColumnSum, super::RoutineCall>,
     /// Cross-entropies computed elsewhere, by the address of their statement.
     pub losses: HashMap<*const crate::ir::kernel::CrossEntropy, super::RoutineCall>,
+    /// Transposes computed elsewhere, by the address of their statement.
+    pub transposes: HashMap<*const crate::ir::kernel::Transpose, super::RoutineCall>,
     /// Called products whose `b` an enclosing loop's preamble already prepared.
     pub prepared: Vec<*const crate::ir::kernel::Gemm>,
     pub call_conv: cranelift_codegen::isa::CallConv,

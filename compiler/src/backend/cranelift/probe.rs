@@ -69,6 +69,7 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
             maps: Default::default(),
             sums: Default::default(),
             losses: Default::default(),
+            transposes: Default::default(),
             prepared: Vec::new(),
             call_conv: module.target_config().default_call_conv,
         };

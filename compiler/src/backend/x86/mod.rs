@@ -9,9 +9,9 @@
 //! tiles apply the epilogue, transcendental functions included ([`math`]); one whose
 //! values do not fit the vector registers runs after the call, in Cranelift code over
 //! the product. Map statements (and loops whose body is one map) are generated the same
-//! way ([`map`]), with the same functions. Products with a one-hot `a` ([`onehot`]) and
-//! column sums ([`column_sum`]), which move memory rather than compute, are Rust compiled
-//! for the set, as the packing is.
+//! way ([`map`]), with the same functions. Products with a one-hot `a` ([`onehot`]),
+//! column sums ([`column_sum`]) and transposes ([`transpose`]), which move memory rather
+//! than compute, are Rust compiled for the set, as the packing is.
 
 mod avx2;
 mod avx512;
@@ -34,10 +34,11 @@ mod pack;
 mod product;
 #[cfg(test)]
 mod tests;
+mod transpose;
 
 use super::cranelift::{self, Call, MapCall, Products, RoutineCall};
 use super::{Backend, Code, CodegenError, Geometry, Kernel, Options};
-use crate::ir::kernel::{ColumnSum, CrossEntropy, EInst, Gemm, Map, Program, Right};
+use crate::ir::kernel::{ColumnSum, CrossEntropy, EInst, Gemm, Map, Program, Right, Transpose};
 use crate::passes::memory::MemoryPlan;
 use isa::Simd;
 use memory::Executable;
@@ -117,7 +118,8 @@ fn compile<S: Simd>(
     let mut generator = Generator::<S>::default();
     let compiled = cranelift::compile(program, memory, options, &mut generator)?;
     let (onehots, sums) = (std::mem::take(&mut generator.onehots), std::mem::take(&mut generator.sums));
-    let losses = std::mem::take(&mut generator.losses);
+    let (losses, transposes) =
+        (std::mem::take(&mut generator.losses), std::mem::take(&mut generator.transposes));
     let (products, maps, code) = generator.finish()?;
     Ok(Box::new(X86Code {
         compiled,
@@ -126,6 +128,7 @@ fn compile<S: Simd>(
         _onehots: onehots,
         _sums: sums,
         _losses: losses,
+        _transposes: transposes,
         _code: code,
         time: started.elapsed(),
         isa,
@@ -145,6 +148,7 @@ struct X86Code {
     _onehots: Vec<Pin<Box<onehot::OneHot>>>,
     _sums: Vec<Pin<Box<column_sum::ColumnSums>>>,
     _losses: Vec<Pin<Box<cross_entropy::CrossEntropyRows>>>,
+    _transposes: Vec<Pin<Box<transpose::Transposes>>>,
     _code: Option<Executable>,
     time: Duration,
     isa: Isa,
@@ -203,6 +207,7 @@ struct Generator<S> {
     onehots: Vec<Pin<Box<onehot::OneHot>>>,
     sums: Vec<Pin<Box<column_sum::ColumnSums>>>,
     losses: Vec<Pin<Box<cross_entropy::CrossEntropyRows>>>,
+    transposes: Vec<Pin<Box<transpose::Transposes>>>,
     _isa: std::marker::PhantomData<S>,
 }
 
@@ -219,6 +224,7 @@ impl<S> Default for Generator<S> {
             onehots: Vec::new(),
             sums: Vec::new(),
             losses: Vec::new(),
+            transposes: Vec::new(),
             _isa: std::marker::PhantomData,
         }
     }
@@ -253,6 +259,13 @@ impl<S: Simd> Products for Generator<S> {
         let data = std::ptr::from_ref::<cross_entropy::CrossEntropyRows>(&routine) as usize;
         self.losses.push(routine);
         Some(RoutineCall { entry: cross_entropy::entry as *const () as usize, data })
+    }
+
+    fn transpose(&mut self, t: &Transpose) -> Option<RoutineCall> {
+        let routine = Box::pin(transpose::Transposes::new(t));
+        let data = std::ptr::from_ref::<transpose::Transposes>(&routine) as usize;
+        self.transposes.push(routine);
+        Some(RoutineCall { entry: transpose::entry as *const () as usize, data })
     }
 
     fn column_sum(&mut self, c: &ColumnSum) -> Option<RoutineCall> {
