@@ -12,6 +12,13 @@
 //! the compiler vectorises to the set's width.
 
 use super::Isa;
+use super::pack::prefetch_run;
+
+/// Rows ahead whose part of a block is prefetched when the block is narrower than a row:
+/// split across threads by columns, a row's part is a run that ends within its page,
+/// where the hardware prefetchers stop (the LSTM variant's bias gradient, two threads,
+/// 512 columns of 1,024 each: 0.42-0.55 -> 0.34-0.37 ms).
+const AHEAD: usize = 4;
 use crate::ir::kernel::ColumnSum;
 
 /// Columns per block: their f64 sums take 16 KiB of L1. A row of up to 2,048 floats is
@@ -72,6 +79,9 @@ impl ColumnSums {
             // SAFETY: as the caller promised; each run lies within a row's `cols`.
             unsafe {
                 for r in 0..self.rows {
+                    if width < self.ld && r + AHEAD < self.rows {
+                        prefetch_run(src.add((r + AHEAD) * self.ld + j), width);
+                    }
                     let row = std::slice::from_raw_parts(src.add(r * self.ld + j), width);
                     for (s, &x) in sums.iter_mut().zip(row) {
                         *s += f64::from(x);
