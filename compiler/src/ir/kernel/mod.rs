@@ -103,9 +103,9 @@ pub enum Inst {
     Store(Ptr, usize),
     /// A store whose value is read only after other kernels have passed over more
     /// memory than the caches hold (a recurrent layer's saved values, read by its
-    /// backward pass): a back end may write it past the caches, which spares reading
-    /// each line in before writing it (the LSTM variant's forward kernel stores 14 MiB
-    /// so).
+    /// backward pass), or once soon after and then so (its steps' gradients): a back end
+    /// may write it past the caches, which spares reading each line in before writing it
+    /// (the LSTM variant's forward kernel stores 14 MiB so, its backward kernel 8 MiB).
     Stream(Ptr, usize),
 }
 
