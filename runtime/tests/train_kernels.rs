@@ -275,6 +275,15 @@ fn matmul_transposed(m: usize, k: usize, n: usize) -> Builder {
     b
 }
 
+/// The weight gradient of a one-hot input's projection, `xᵀ · w` with `x` one-hot: a
+/// scatter-add of `w`'s rows into the rows of the product that `x` selects.
+fn one_hot_transposed(m: usize, k: usize, n: usize) -> Builder {
+    let mut b = matmul_transposed(m, k, n);
+    let x = b.graph.ops[0].inputs[0];
+    b.graph.one_hot.push(x);
+    b
+}
+
 /// A recurrent layer's training forward pass (its output, the state entering each step
 /// and the values each step saves) and backpropagation through time from a given output
 /// gradient, through the transposed recurrent weight as the autodiff rule feeds it.
@@ -495,8 +504,11 @@ fn large_shapes_split_across_threads() {
     let sgd = UpdateRule::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
     let lstm =
         Recurrence { cell: Cell::Lstm, n: 7, t: 9, f: 10, h: 40, last: false, bias: true, train: true };
-    let cases: [(Builder, &[&str]); 12] = [
+    let cases: [(Builder, &[&str]); 13] = [
         (recurrent_training(lstm, false), &["lstm", "lstm_backward"]),
+        // 65 classes and 1,024 columns, as an LSTM's input weight gradient: its columns
+        // split (the characters of a text are far from evenly spread over its classes).
+        (one_hot_transposed(65, 300, 1024), &["matmul"]),
         (batch_statistics(big, 0.1), &["channel_moments"]),
         (conv_backward(conv, 32, 1), &["conv2d_backward_data", "conv2d_backward_weight"]),
         (conv_backward(grouped, 30, 2), &["conv2d_backward_data", "conv2d_backward_weight"]),

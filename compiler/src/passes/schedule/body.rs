@@ -234,8 +234,11 @@ impl Build<'_> {
     /// rows, or of columns when `b` is the larger operand (each block reads the whole of
     /// the operand it does not split, which a back end may pack per block: an LSTM's
     /// `W_hh` gradient, `[256, 2048] · [2048, 1024]`, had each of two threads pack all 8 MiB
-    /// of `b`). Rows or columns left over after the equal blocks form a last product that
-    /// the thread with the last block computes. Every element is the same sum either way.
+    /// of `b`). A one-hot input's weight gradient splits by columns too: its rows are the
+    /// input's classes, which a text's characters fill far from evenly (in blocks of rows,
+    /// the LSTM variant's took 0.40 ms a step on two threads as on one). Rows or columns
+    /// left over after the equal blocks form a last product that the thread with the last
+    /// block computes. Every element is the same sum either way.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         &mut self,
@@ -276,7 +279,7 @@ impl Build<'_> {
         // with wider tiles of its own, as x86's products, still gets whole panels).
         let columns = self.geometry.columns;
         let col_blocks = self.threads.min(n / (8 * columns));
-        if !sparse && n > m && self.parallel(col_blocks, work) != Parallel::Serial {
+        if n > m && self.parallel(col_blocks, work) != Parallel::Serial {
             let width = n / col_blocks / columns * columns;
             let stmts = self.blocks(n, col_blocks, width, |_, at, cols| vec![gemm((m, cols), at, false)]);
             return (stmts, Parallel::Loop { extent: col_blocks });
