@@ -363,7 +363,7 @@ impl<S: Simd> Products for Generator<S> {
         } else if !p.pack_b && displacement(4 * p.ldb * 4).is_none() {
             p.pack_b = true;
         }
-        // A last panel of a few columns of a transposed `a`: rows in the lanes (`narrow.rs`).
+        // A last panel of a few columns: rows in the lanes (`narrow.rs`).
         if p.unfold.is_none() && p.direct.is_none() {
             p.narrow = narrow::Narrow::new(p.n, p.nr, p.ta, epilogue);
         }

@@ -898,10 +898,11 @@ fn tile_functions_on_special_values() {
     }
 }
 
-/// With `a` transposed, the columns [`super::narrow`] computes are the tiles' bit for bit
-/// (the same FMAs in the same order, blocks of `k` added alike), bias or none.
+/// The columns [`super::narrow`] computes are the tiles' bit for bit (the same FMAs in the
+/// same order, blocks of `k` added alike), bias or none, `a` transposed or not (where
+/// the CPU has AVX-512; elsewhere the tiles keep an untransposed `a`'s columns).
 #[test]
-fn narrow_columns_of_a_transposed_a_are_the_tiles_bit_for_bit() {
+fn narrow_columns_are_the_tiles_bit_for_bit() {
     fn compare<S: Simd>(c: &Case) {
         let x = Inputs::new(c, values, &epilogues()[c.epilogue]);
         let tiles = product::<S>(&Case { narrow: false, ..*c }, &x, Run::Native);
@@ -914,15 +915,21 @@ fn narrow_columns_of_a_transposed_a_are_the_tiles_bit_for_bit() {
         .iter()
         .position(|e| matches!(e.as_slice(), [EInst::Acc, EInst::Col(_), EInst::Bin(BinOp::Add, 0, 1)]))
         .expect("a bias among the epilogues");
-    for (m, n, k, kc) in [(70, 65, 300, 0), (13, 2, 9, 4), (64, 131, 40, 16), (5, 1, 1, 0)] {
-        for epilogue in [0, bias] {
+    let shapes = [(70, 65, 300, 0), (13, 2, 9, 4), (64, 131, 40, 16), (5, 1, 1, 0), (33, 67, 37, 17)];
+    for ((m, n, k, kc), epilogue, ta, a_source) in shapes
+        .into_iter()
+        .flat_map(|s| [0, bias].map(|e| (s, e)))
+        .flat_map(|(s, e)| [true, false].map(|ta| (s, e, ta)))
+        .flat_map(|(s, e, ta)| [ASource::InPlace, ASource::Packed].map(|a| (s, e, ta, a)))
+    {
+        {
             let c = Case {
                 m,
                 n,
                 k,
-                ta: true,
+                ta,
                 pad: (1, 2, 0),
-                a_source: ASource::InPlace,
+                a_source,
                 pack_b: true,
                 prepare: false,
                 kc,
