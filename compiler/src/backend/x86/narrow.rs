@@ -159,16 +159,8 @@ impl Narrow {
                 let mut sums = [0.0f32; 16];
                 // SAFETY: `sums` holds 16 floats.
                 unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), acc) };
-                let j = first + c;
                 // SAFETY: as `run`'s caller promised.
-                unsafe {
-                    let bias = if self.bias && last { Some(*o.bias.add(j)) } else { None };
-                    for (r, &sum) in sums[..rows].iter().enumerate() {
-                        let at = o.c.add((r0 + r) * o.ldc + j);
-                        let v = if phase == Phase::Start { sum } else { sum + *at };
-                        *at = bias.map_or(v, |b| v + b);
-                    }
-                }
+                unsafe { self.finish(o, first + c, r0, &sums[..rows], (phase, last)) };
             }
         }
     }
@@ -190,12 +182,6 @@ impl Narrow {
         for j in self.first..self.first + self.cols {
             // SAFETY: as `run`'s caller promised.
             unsafe {
-                let bias = if self.bias && last { Some(*o.bias.add(j)) } else { None };
-                let finish = |i: usize, sum: f32| {
-                    let at = o.c.add(i * o.ldc + j);
-                    let v = if phase == Phase::Start { sum } else { sum + *at };
-                    *at = bias.map_or(v, |b| v + b);
-                };
                 for r0 in (i0..i0 + m).step_by(ROWS) {
                     let rows = ROWS.min(i0 + m - r0);
                     let mut acc = [0.0f32; ROWS];
@@ -215,10 +201,27 @@ impl Narrow {
                             }
                         }
                     }
-                    for (r, &s) in acc[..rows].iter().enumerate() {
-                        finish(r0 + r, s);
-                    }
+                    self.finish(o, j, r0, &acc[..rows], (phase, last));
                 }
+            }
+        }
+    }
+
+    /// Column `j` of the rows from `r0` takes `sums` as the tiles of `phase` take theirs:
+    /// the first block of `k` stores them, later ones add them to `c`, and the `last` adds
+    /// the bias.
+    ///
+    /// # Safety
+    /// `c` must hold those rows of column `j`, and the bias column `j` when there is one.
+    #[inline(always)]
+    unsafe fn finish(&self, o: &Operands, j: usize, r0: usize, sums: &[f32], (phase, last): (Phase, bool)) {
+        // SAFETY: as the caller promised.
+        unsafe {
+            let bias = if self.bias && last { Some(*o.bias.add(j)) } else { None };
+            for (r, &sum) in sums.iter().enumerate() {
+                let at = o.c.add((r0 + r) * o.ldc + j);
+                let v = if phase == Phase::Start { sum } else { sum + *at };
+                *at = bias.map_or(v, |b| v + b);
             }
         }
     }
