@@ -284,6 +284,21 @@ fn one_hot_transposed(m: usize, k: usize, n: usize) -> Builder {
     b
 }
 
+/// A layer's weight gradients from one output gradient `dq [k, n]`: `hᵀ · dq`, the
+/// bias's column sums and a one-hot input's `xᵀ · dq`, the last two riding on the first
+/// product where it is not split by rows (as an LSTM's, over its `dq`).
+fn weight_gradients(m: usize, classes: usize, k: usize, n: usize) -> Builder {
+    let mut b = Builder::new(k);
+    let dq = b.input(vec![k, n]);
+    let h = b.input(vec![k, m]);
+    let x = b.input(vec![k, classes]);
+    b.graph.one_hot.push(x);
+    b.op(Op::MatMul { m: classes, k, n, ta: true }, vec![x, dq], vec![classes, n]);
+    b.op(Op::MatMul { m, k, n, ta: true }, vec![h, dq], vec![m, n]);
+    b.op(Op::ChannelSum { outer: k, channels: n, inner: 1 }, vec![dq], vec![n]);
+    b
+}
+
 /// A recurrent layer's training forward pass (its output, the state entering each step
 /// and the values each step saves) and backpropagation through time from a given output
 /// gradient, through the transposed recurrent weight as the autodiff rule feeds it.
@@ -490,6 +505,13 @@ proptest! {
     fn matmul_with_transposed_left(m in 1usize..40, k in 1usize..40, n in 1usize..40, seed in any::<u64>()) {
         check("matmul ta", &matmul_transposed(m, k, n), seed);
     }
+
+    #[test]
+    fn weight_gradients_sharing_an_output_gradient(
+        m in 1usize..40, classes in 1usize..20, k in 1usize..300, n in 1usize..200, seed in any::<u64>(),
+    ) {
+        check("weight gradients", &weight_gradients(m, classes, k, n), seed);
+    }
 }
 
 /// Large shapes like the proptests' large draws do split across threads — so those
@@ -504,11 +526,14 @@ fn large_shapes_split_across_threads() {
     let sgd = UpdateRule::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
     let lstm =
         Recurrence { cell: Cell::Lstm, n: 7, t: 9, f: 10, h: 40, last: false, bias: true, train: true };
-    let cases: [(Builder, &[&str]); 13] = [
+    let cases: [(Builder, &[&str]); 14] = [
         (recurrent_training(lstm, false), &["lstm", "lstm_backward"]),
         // 65 classes and 1,024 columns, as an LSTM's input weight gradient: its columns
         // split (the characters of a text are far from evenly spread over its classes).
         (one_hot_transposed(65, 300, 1024), &["matmul"]),
+        // An LSTM's weight gradients over its `dq`: the bias's sums and the one-hot input's
+        // gradient ride on the `W_hh` gradient's product, each block of columns its own.
+        (weight_gradients(256, 65, 300, 1024), &["matmul + matmul + channel_sum"]),
         (batch_statistics(big, 0.1), &["channel_moments"]),
         (conv_backward(conv, 32, 1), &["conv2d_backward_data", "conv2d_backward_weight"]),
         (conv_backward(grouped, 30, 2), &["conv2d_backward_data", "conv2d_backward_weight"]),

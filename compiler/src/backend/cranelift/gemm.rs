@@ -10,7 +10,7 @@
 
 use super::Call;
 use super::emit::{Addr, Emit, F32, LANES, VECTOR};
-use crate::ir::kernel::{EInst, Gemm, Right, Unfold};
+use crate::ir::kernel::{BSum, ColumnSum, EInst, Gemm, Ptr, Right, Unfold};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
@@ -53,26 +53,63 @@ impl Emit<'_, '_> {
         }
         if g.sparse_a {
             self.sparse_gemm(g, &bases);
-            return;
+        } else {
+            self.dense_gemm(g, &bases);
         }
+        self.b_sums(g);
+    }
+
+    /// Each sum over `k` of a product's `b` as the statement it equals, after the product
+    /// (a product called elsewhere computes them itself).
+    fn b_sums(&mut self, g: &Gemm) {
+        let Right::Matrix { ptr, ld } = &g.b else { return };
+        for sum in &g.b_sums {
+            match sum {
+                BSum::Columns { dst } => self.column_sum(&ColumnSum {
+                    src: ptr.clone(),
+                    ld: *ld,
+                    dst: dst.clone(),
+                    rows: g.k,
+                    cols: g.n,
+                }),
+                BSum::OneHot { m, a, lda, c, ldc } => self.gemm(&Gemm {
+                    m: *m,
+                    n: g.n,
+                    k: g.k,
+                    a: a.clone(),
+                    lda: *lda,
+                    ta: true,
+                    b: g.b.clone(),
+                    c: c.clone(),
+                    ldc: *ldc,
+                    epilogue: Vec::new(),
+                    sparse_a: true,
+                    b_sums: Vec::new(),
+                }),
+            }
+        }
+    }
+
+    /// A product over every term, in register tiles of the module's shape.
+    fn dense_gemm(&mut self, g: &Gemm, bases: &Bases) {
         let (_, columns) = self.tile;
         let panels = g.n / columns;
         let rest = g.n % columns;
         if panels > 0 {
             self.for_count(None, panels, 1, |e, jt| {
                 let j = e.b.ins().imul_imm_s(jt, columns as i64);
-                e.row_sweep(g, &bases, j, columns / LANES, 0);
+                e.row_sweep(g, bases, j, columns / LANES, 0);
             });
         }
         let mut j0 = panels * columns;
         if rest >= LANES {
             let j = self.iconst(j0 as i64);
-            self.row_sweep(g, &bases, j, rest / LANES, 0);
+            self.row_sweep(g, bases, j, rest / LANES, 0);
             j0 += rest / LANES * LANES;
         }
         if !rest.is_multiple_of(LANES) {
             let j = self.iconst(j0 as i64);
-            self.row_sweep(g, &bases, j, 0, rest % LANES);
+            self.row_sweep(g, bases, j, 0, rest % LANES);
         }
     }
 
@@ -93,6 +130,18 @@ impl Emit<'_, '_> {
         };
         words.push(first_row);
         for at in bases.epi.iter().flatten() {
+            words.push(self.b.ins().iadd_imm_s(at.base, at.offset as i64));
+        }
+        let sums: Vec<&Ptr> = g
+            .b_sums
+            .iter()
+            .flat_map(|s| match s {
+                BSum::Columns { dst } => vec![dst],
+                BSum::OneHot { a, c, .. } => vec![a, c],
+            })
+            .collect();
+        for p in sums {
+            let at = self.addr(p, 0);
             words.push(self.b.ins().iadd_imm_s(at.base, at.offset as i64));
         }
         let entry = match call.prepare {

@@ -198,8 +198,9 @@ pub struct MapCall {
 
 /// A call to a product generated elsewhere: `entry(data, operands)`, where `operands`
 /// holds the addresses of `a`, `b` and `c`, the first output row an unfolded `b` starts
-/// at (0 when it is a matrix), and the addresses of each `Row`, `Col` and `Elem` operand
-/// of the epilogue, in its order.
+/// at (0 when it is a matrix), the addresses of each `Row`, `Col` and `Elem` operand
+/// of the epilogue, in its order, and those of each sum of `b` (a column sum's `dst`, a
+/// one-hot sum's `a` and `c`: [`Gemm::b_sums`]), which the callee computes too.
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
     /// An `extern "sysv64" fn(*const u8, *const *mut f32)`.

@@ -15,6 +15,7 @@
 
 mod avx2;
 mod avx512;
+mod b_sums;
 mod column_sum;
 mod cross_entropy;
 mod direct;
@@ -313,6 +314,10 @@ impl<S: Simd> Products for Generator<S> {
     fn product(&mut self, g: &Gemm) -> Result<Option<Call>, CodegenError> {
         // A one-hot `a` selects rows of `b`: a gather or scatter-add, with a bias at most
         // (Cranelift's loop over its non-zeros applies any other epilogue).
+        // The one-hot routine takes no sums of `b`, nor do products over an image.
+        if !g.b_sums.is_empty() && (g.sparse_a || !matches!(g.b, Right::Matrix { .. })) {
+            return Ok(None);
+        }
         if g.sparse_a {
             let Some(routine) = onehot::OneHot::new(g, S::ISA) else { return Ok(None) };
             let routine = Box::pin(routine);

@@ -149,7 +149,7 @@ impl OneHot {
 /// a time, which compiles to vector compares rather than a compare and branch per value
 /// (65 for each row of a 65-class one-hot input, one of them mispredicted).
 #[inline(always)]
-fn nonzeros(row: &[f32]) -> impl Iterator<Item = usize> + '_ {
+pub(super) fn nonzeros(row: &[f32]) -> impl Iterator<Item = usize> + '_ {
     let chunks = row.chunks_exact(MASK);
     let rest = chunks.remainder();
     chunks.chain(std::iter::once(rest)).enumerate().flat_map(|(c, chunk)| {
@@ -252,7 +252,7 @@ mod tests {
             };
             let g = Gemm {
                 m, n, k, a: tensor(0), lda: if ta { m } else { k }, ta,
-                b: Right::Matrix { ptr: tensor(1), ld: n }, c: tensor(2), ldc: n, epilogue, sparse_a: true,
+                b: Right::Matrix { ptr: tensor(1), ld: n }, c: tensor(2), ldc: n, epilogue, sparse_a: true, b_sums: Vec::new(),
             };
             let want = reference(m, n, k, ta, &a, &b, bias.then_some(&bias_values[..]));
             for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
@@ -283,6 +283,7 @@ mod tests {
             ldc: 3,
             epilogue: vec![],
             sparse_a: true,
+            b_sums: Vec::new(),
         };
         assert!(OneHot::new(&g, Isa::Avx2).is_some());
         let relu = vec![EInst::Acc, EInst::Const(0.0), EInst::Bin(BinOp::Max, 0, 1)];

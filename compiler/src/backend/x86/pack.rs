@@ -2,6 +2,7 @@
 //! `a` into slivers of `MR` rows, `b` into panels of `NR` columns, an image unfolded
 //! into panels, and an image with padding copied once with its padding as zeros.
 
+use super::b_sums::Running;
 use super::product::Product;
 use crate::ir::kernel::Window;
 
@@ -32,31 +33,51 @@ impl Product {
     }
 
     /// Packs columns `0..nb` of `k` rows of `b` (already offset to the block) into
-    /// panels of `NR` columns, `k × NR` each, zero past the last column.
-    pub(super) unsafe fn pack_b(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
-        // SAFETY: as the caller promised; the AVX2 copy runs only where the CPU has AVX2.
+    /// panels of `NR` columns, `k × NR` each, zero past the last column; with `sums`,
+    /// adds each row to them as it copies it (`b` starting at row `p0` and column `j` of
+    /// theirs).
+    pub(super) unsafe fn pack_b(
+        &self,
+        b: *const f32,
+        (nb, k): (usize, usize),
+        dst: *mut f32,
+        sums: Sums<'_>,
+    ) {
+        // SAFETY: as the caller promised; each copy runs only where the CPU has its set.
         unsafe {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                self.pack_b_avx2(b, nb, k, dst)
+            if sums.is_some() && std::arch::is_x86_feature_detected!("avx512f") {
+                self.pack_b_avx512(b, (nb, k), dst, sums)
+            } else if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                self.pack_b_avx2(b, (nb, k), dst, sums)
             } else {
-                self.pack_b_any(b, nb, k, dst)
+                self.pack_b_any(b, (nb, k), dst, sums)
             }
         }
     }
 
     /// [`Product::pack_b`] compiled for AVX2: its fixed-size copies are then 256-bit moves
     /// rather than SSE's 128-bit ones.
-    #[target_feature(enable = "avx2")]
-    unsafe fn pack_b_avx2(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pack_b_avx2(&self, b: *const f32, shape: (usize, usize), dst: *mut f32, sums: Sums<'_>) {
         // SAFETY: as the caller promised.
-        unsafe { self.pack_b_any(b, nb, k, dst) }
+        unsafe { self.pack_b_any(b, shape, dst, sums) }
+    }
+
+    /// [`Product::pack_b`] with sums, compiled for AVX-512: their conversions, additions
+    /// and FMAs sixteen floats at a time.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_b_avx512(&self, b: *const f32, shape: (usize, usize), dst: *mut f32, sums: Sums<'_>) {
+        // SAFETY: as the caller promised.
+        unsafe { self.pack_b_any(b, shape, dst, sums) }
     }
 
     /// Rows a kilobyte or more apart (an LSTM's 2,048 × 1,024 `dq` for its `W_hh`
     /// gradient) are each a short run in another page, which the hardware prefetchers do
     /// not follow: each row's run is prefetched [`PREFETCH_ROWS`] rows ahead.
     #[inline(always)]
-    unsafe fn pack_b_any(&self, b: *const f32, nb: usize, k: usize, dst: *mut f32) {
+    unsafe fn pack_b_any(&self, b: *const f32, (nb, k): (usize, usize), dst: *mut f32, mut sums: Sums<'_>) {
         let nr = self.nr;
         let far = self.ldb >= 256;
         for jr in (0..nb).step_by(nr) {
@@ -65,6 +86,7 @@ impl Product {
             // holds the block's panels. A prefetch reads nothing (it cannot fault).
             unsafe {
                 let panel = dst.add(jr * k);
+                let mut strip = sums.as_ref().and_then(|(s, (_, j))| s.strip(j + jr, cols));
                 for p in 0..k {
                     if far && p + PREFETCH_ROWS < k {
                         prefetch_run(b.add((p + PREFETCH_ROWS) * self.ldb + jr), cols);
@@ -72,14 +94,23 @@ impl Product {
                     let from = b.add(p * self.ldb + jr);
                     let to = panel.add(p * nr);
                     copy(from, to, cols);
+                    if let Some((sums, (p0, j))) = &mut sums {
+                        sums.add_row(from, *p0 + p, (*j + jr, cols), strip.as_mut());
+                    }
                     if cols < nr {
                         zero(to.add(cols), nr - cols);
                     }
+                }
+                if let (Some((sums, (_, j))), Some(strip)) = (&mut sums, strip) {
+                    sums.put(*j + jr, strip);
                 }
             }
         }
     }
 }
+
+/// Sums of `b` that packing adds each row to, with the row and column of `b` it starts at.
+pub(super) type Sums<'a> = Option<(&'a mut Running, (usize, usize))>;
 
 /// Asks for the cache lines of the `n` floats from `p` to be brought into L1, for a run
 /// in a page the hardware prefetchers have not entered yet.

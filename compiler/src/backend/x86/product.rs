@@ -8,6 +8,7 @@
 //! those of later blocks add to them, and only the last block's apply the epilogue,
 //! once, to the finished sums.
 
+use super::b_sums::{self, Running};
 use super::direct::Direct;
 use super::micro::Tile;
 use super::narrow::{self, Narrow};
@@ -82,6 +83,10 @@ pub struct Product {
     pub operands: Vec<EpilogueOperand>,
     /// The last few columns, when [`super::narrow`] computes them rather than tiles.
     pub narrow: Option<Narrow>,
+    /// The sums of `b` the call computes too ([`Gemm::b_sums`]), and the index of their
+    /// first address among the call's words (after every epilogue operand's).
+    pub sums: Vec<b_sums::Shape>,
+    pub sums_at: usize,
     /// The tiles, `[start, middle, last block] × [full, last rows] × [full, last
     /// columns]` (see [`Product::tile_index`]), where generated.
     pub tiles: [Option<TileFn>; 12],
@@ -177,7 +182,11 @@ impl Product {
     /// most [`RESIDENT_FLOATS`] once packed.
     pub fn can_prepare(&self) -> bool {
         let floats = self.n.div_ceil(self.nr.max(1)).saturating_mul(self.nr).saturating_mul(self.k);
-        self.pack_b && self.unfold.is_none() && self.direct.is_none() && floats <= RESIDENT_FLOATS
+        self.pack_b
+            && self.unfold.is_none()
+            && self.direct.is_none()
+            && self.sums.is_empty()
+            && floats <= RESIDENT_FLOATS
     }
 
     /// Packs all of `b` into this thread's resident copy for this product, which the
@@ -204,7 +213,7 @@ impl Product {
             r.b = b as usize;
             let dst = lines(&mut r.panels, self.n.div_ceil(self.nr) * self.nr * self.k);
             // SAFETY: as the caller promised; `dst` holds every panel.
-            unsafe { self.pack_b(b, self.n, self.k, dst) };
+            unsafe { self.pack_b(b, (self.n, self.k), dst, None) };
             all.push(r);
         });
     }
@@ -253,6 +262,8 @@ impl Product {
             nr,
             operands: operands(&g.epilogue),
             narrow: None,
+            sums: g.b_sums.iter().map(b_sums::Shape::of).collect(),
+            sums_at: 4 + operands(&g.epilogue).len(),
             tiles: [None; 12],
         }
     }
@@ -401,6 +412,14 @@ impl Product {
                 };
                 let mut at = [std::ptr::null::<f32>(); MAX_OPERANDS];
                 let single = self.blocks().count() == 1;
+                // The sums of `b` are taken from the panels as they are packed (in the
+                // first block of rows: later ones pack the same panels again), or from `b`
+                // where it is for the columns no panel holds.
+                let packs = self.pack_b && resident.is_none() && unfold.is_none() && self.m > 0;
+                let mut sums = (!self.sums.is_empty()).then(|| {
+                    let words = std::slice::from_raw_parts(ptrs.add(self.sums_at), b_sums::words(&self.sums));
+                    Running::start(&self.sums, words, self.n, self.k)
+                });
                 // The original operands, for the columns [`narrow`] computes.
                 let operands = narrow::Operands {
                     a,
@@ -436,7 +455,8 @@ impl Product {
                                 }
                                 (None, Some(all)) => all.add(j * self.k + p0 * self.nr),
                                 (None, None) if self.pack_b => {
-                                    self.pack_b(b.add(p0 * self.ldb + j), cols, kb, b_panel);
+                                    let sums = sums.as_mut().filter(|_| i0 == 0).map(|s| (s, (p0, j)));
+                                    self.pack_b(b.add(p0 * self.ldb + j), (cols, kb), b_panel, sums);
                                     b_panel as *const f32
                                 }
                                 (None, None) => b.add(p0 * self.ldb + j),
@@ -460,6 +480,17 @@ impl Product {
                             }
                         }
                     }
+                }
+                if let Some(mut sums) = sums {
+                    let first = match self.narrow {
+                        _ if !packs => Some(0),
+                        Some(narrow) => Some(narrow.first),
+                        None => None,
+                    };
+                    if let Some(j) = first.filter(|&j| j < self.n) {
+                        sums.add(b.add(j), self.ldb, (0, self.k), (j, self.n - j));
+                    }
+                    sums.finish();
                 }
             });
         }
@@ -525,6 +556,7 @@ mod tests {
             ldc: 20,
             epilogue: Vec::new(),
             sparse_a: false,
+            b_sums: Vec::new(),
         };
         let products: Vec<Product> = (0..=MAX_RESIDENT).map(|_| Product::new(&g, 6, 16)).collect();
         let b: Vec<f32> = (0..60).map(|i| i as f32).collect();

@@ -283,6 +283,7 @@ fn product<S: Simd>(c: &Case, x: &Inputs, how: Run) -> Vec<f32> {
         ldc: x.ldc,
         epilogue: x.epilogue.clone(),
         sparse_a: false,
+        b_sums: Vec::new(),
     };
     // The narrow shapes too with every source of `a` (the generator reads `a` in place
     // only with the widest).
@@ -710,6 +711,7 @@ fn evaluate<S: Simd>(p: Prim, xs: &[f32]) -> Vec<f32> {
         ldc: n,
         epilogue: epilogue.clone(),
         sparse_a: false,
+        b_sums: Vec::new(),
     };
     let (mr, nv) = super::micro::shape::<S>(g.n);
     let p = Product::new(&g, mr, S::LANES * nv);

@@ -201,6 +201,14 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                     if g.sparse_a { ", one-hot" } else { "" },
                 )?;
                 writeln!(f, "{pad}  epilogue: {}", epilogue_text(&g.epilogue))?;
+                for sum in &g.b_sums {
+                    match sum {
+                        BSum::Columns { dst } => writeln!(f, "{pad}  and colsum of b → {dst}")?,
+                        BSum::OneHot { m, a, lda, c, ldc } => {
+                            writeln!(f, "{pad}  and {c} (ld {ldc}) = {a}ᵀ (ld {lda}, one-hot, {m} rows) · b")?
+                        }
+                    }
+                }
             }
             Stmt::Map(m) => {
                 writeln!(f, "{pad}map i in 0..{} (×4):", m.len)?;

@@ -157,6 +157,21 @@ pub struct Gemm {
     /// with `ta`, a scatter-add in the order of `a`'s rows. It equals the full product
     /// for any `a` unless `b` holds an infinity or NaN where `a` is zero.
     pub sparse_a: bool,
+    /// Sums over `k` of `b` computed as the product reads it (`b` a matrix).
+    pub b_sums: Vec<BSum>,
+}
+
+/// A sum over `k` of a product's `b`, which the product computes while it reads `b`: an
+/// LSTM's bias gradient and its one-hot `W_ih` gradient read the same 8 MiB of `dq` as its
+/// `W_hh` gradient does, and otherwise each read it from memory again.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BSum {
+    /// `dst[j] = Σₚ b[p, j]` for `j < n`, as a [`ColumnSum`] (in f64, rounded once).
+    Columns { dst: Ptr },
+    /// `c[i, j] = Σₚ a[p, i] · b[p, j]` for `i < m`, `j < n`, `a` a one-hot input stored
+    /// `[k, m]`: a transposed [`Gemm::sparse_a`] product with no epilogue (a scatter-add of
+    /// `b`'s rows into the rows of `c` that `a` selects, in the order of `a`'s rows).
+    OneHot { m: usize, a: Ptr, lda: usize, c: Ptr, ldc: usize },
 }
 
 /// A product's right operand.

@@ -5,6 +5,21 @@ use crate::ir::kernel::*;
 use crate::ir::ops::elementwise::Arith;
 use crate::ir::ops::{Elementwise, Op, OpNode, TensorId};
 
+/// How a product's work is shared by threads.
+pub(super) enum Split {
+    Serial,
+    /// Blocks of `width` columns (the last block takes any left over).
+    Columns {
+        blocks: usize,
+        width: usize,
+    },
+    /// Blocks of `width` rows (the last block takes any left over).
+    Rows {
+        blocks: usize,
+        width: usize,
+    },
+}
+
 impl Build<'_> {
     /// The statements of a group's kernel and how they split across threads.
     pub(super) fn body(&mut self, nodes: &[&OpNode]) -> (Vec<Stmt>, Parallel) {
@@ -190,6 +205,7 @@ impl Build<'_> {
             ldc: ohw,
             epilogue,
             sparse_a: false,
+            b_sums: Vec::new(),
         }));
         let per_image = match g {
             Some(g) => vec![Stmt::Loop { var: g, extent: groups, body: stmts }],
@@ -254,6 +270,7 @@ impl Build<'_> {
         // A transposed left operand is stored `[k, m]`: its rows are columns.
         let lda = if ta { m } else { k };
         let a_row = if ta { 1 } else { lda };
+        let riders = self.riders.clone();
         // Rows `at` moves `a` and `c` to (by a row's stride) or columns it moves `b`, `c`
         // and the epilogue's operands to (by 1).
         let gemm = |(rows, cols): (usize, usize), at: &dyn Fn(Ptr, usize) -> Ptr, by_rows: bool| -> Stmt {
@@ -272,28 +289,42 @@ impl Build<'_> {
                 ldc: n,
                 epilogue,
                 sparse_a: sparse,
+                // Blocks of columns sum their own; a product split by rows takes no
+                // riders (`riders::attach`).
+                b_sums: riders.iter().map(|r| r.sum(at, n)).collect(),
             })
         };
+        match self.product_split(m, k, n) {
+            Split::Columns { blocks, width } => {
+                let stmts = self.blocks(n, blocks, width, |_, at, cols| vec![gemm((m, cols), at, false)]);
+                (stmts, Parallel::Loop { extent: blocks })
+            }
+            Split::Rows { blocks, width } => {
+                let stmts = self.blocks(m, blocks, width, |_, at, rows| vec![gemm((rows, n), at, true)]);
+                (stmts, Parallel::Loop { extent: blocks })
+            }
+            Split::Serial => (vec![gemm((m, n), &|p, _| p, true)], Parallel::Serial),
+        }
+    }
+
+    /// How a product `[m, k] · [k, n]` splits across threads ([`Build::matmul`]).
+    pub(super) fn product_split(&self, m: usize, k: usize, n: usize) -> Split {
         let work = m * n * k;
         // Blocks of whole register tiles of columns, at least eight of them (a back end
         // with wider tiles of its own, as x86's products, still gets whole panels).
         let columns = self.geometry.columns;
         let col_blocks = self.threads.min(n / (8 * columns));
         if n > m && self.parallel(col_blocks, work) != Parallel::Serial {
-            let width = n / col_blocks / columns * columns;
-            let stmts = self.blocks(n, col_blocks, width, |_, at, cols| vec![gemm((m, cols), at, false)]);
-            return (stmts, Parallel::Loop { extent: col_blocks });
+            return Split::Columns { blocks: col_blocks, width: n / col_blocks / columns * columns };
         }
         // Each block at least two register tiles of rows.
         let rows = self.geometry.rows;
         let blocks = self.threads.min(m / (2 * rows));
         if self.parallel(blocks, work) == Parallel::Serial {
-            return (vec![gemm((m, n), &|p, _| p, true)], Parallel::Serial);
+            return Split::Serial;
         }
         // Blocks of whole register tiles.
-        let width = m / blocks / rows * rows;
-        let stmts = self.blocks(m, blocks, width, |_, at, rows| vec![gemm((rows, n), at, true)]);
-        (stmts, Parallel::Loop { extent: blocks })
+        Split::Rows { blocks, width: m / blocks / rows * rows }
     }
 
     /// Output rows per block when one image should be split across threads: the batch
@@ -349,6 +380,7 @@ impl Build<'_> {
                 ldc: ohw,
                 epilogue,
                 sparse_a: false,
+                b_sums: Vec::new(),
             }));
             body
         });
@@ -394,6 +426,7 @@ impl Build<'_> {
             ldc: ohw,
             epilogue,
             sparse_a: false,
+            b_sums: Vec::new(),
         }));
         (vec![Stmt::Loop { var: blk, extent: blocks, body }], self.parallel(blocks, work))
     }

@@ -46,6 +46,7 @@ impl Build<'_> {
                 ldc: hw,
                 epilogue: Vec::new(),
                 sparse_a: false,
+                b_sums: Vec::new(),
             }));
         } else {
             let ld = super::body::unaliased(ohw, self.geometry.pad);
@@ -62,6 +63,7 @@ impl Build<'_> {
                 ldc: ld,
                 epilogue: Vec::new(),
                 sparse_a: false,
+                b_sums: Vec::new(),
             }));
             stmts.push(zero(dx_n.clone(), cg * hw));
             let mut w = window(win);
@@ -195,6 +197,7 @@ impl Build<'_> {
                 ldc: kp,
                 epilogue,
                 sparse_a: false,
+                b_sums: Vec::new(),
             }));
             let extent = if first { 1 } else { images / per - 1 };
             if extent > 0 {

@@ -13,6 +13,7 @@
 use crate::backend::Geometry;
 use crate::ir::kernel::*;
 use crate::ir::ops::{Elementwise, Op, OpNode, Role, TensorGraph, TensorId};
+use riders::{Group, Rider};
 
 /// Below this much work (multiply-adds or elements touched), a kernel runs on one thread:
 /// about 20 µs, several times the cost of a dispatch to the workers.
@@ -74,6 +75,7 @@ pub fn schedule(graph: &TensorGraph, threads: usize, geometry: Geometry) -> Prog
     if !prologue.is_empty() {
         program.kernels.push(Build::new(graph, threads, geometry).prologue(&prologue));
     }
+    let groups = riders::attach(graph, &Build::new(graph, threads, geometry), groups);
     for group in groups {
         let name = format!("k{}", program.kernels.len());
         let kernel = Build::new(graph, threads, geometry).kernel(name, &group);
@@ -222,6 +224,8 @@ struct Build<'g> {
     geometry: Geometry,
     vars: u16,
     scratch: Vec<usize>,
+    /// The sums riding on the group's product ([`riders`]).
+    riders: Vec<Rider>,
 }
 
 /// An operand of the element-wise tail, before it is placed in a loop nest.
@@ -255,7 +259,7 @@ impl At<'_> {
 
 impl<'g> Build<'g> {
     fn new(graph: &'g TensorGraph, threads: usize, geometry: Geometry) -> Build<'g> {
-        Build { graph, threads, geometry, vars: 0, scratch: Vec::new() }
+        Build { graph, threads, geometry, vars: 0, scratch: Vec::new(), riders: Vec::new() }
     }
 
     fn var(&mut self) -> Var {
@@ -279,10 +283,13 @@ impl<'g> Build<'g> {
         }
     }
 
-    fn kernel(mut self, name: String, group: &[usize]) -> Kernel {
-        let nodes: Vec<&OpNode> = group.iter().map(|&i| &self.graph.ops[i]).collect();
-        let last = nodes[nodes.len() - 1];
-        let (mut body, mut parallel) = self.body(&nodes);
+    fn kernel(mut self, name: String, group: &Group) -> Kernel {
+        let chain: Vec<&OpNode> = group.ops.iter().map(|&i| &self.graph.ops[i]).collect();
+        let last = chain[chain.len() - 1];
+        let riders: Vec<&OpNode> = group.riders.iter().map(|&i| &self.graph.ops[i]).collect();
+        self.riders = riders.iter().map(|n| Rider::of(n)).collect();
+        let (mut body, mut parallel) = self.body(&chain);
+        let nodes: Vec<&OpNode> = chain.iter().chain(&riders).copied().collect();
         if parallel == Parallel::Serial
             && self.threads > 1
             && let [Stmt::Map(map)] = body.as_slice()
@@ -315,6 +322,7 @@ impl<'g> Build<'g> {
             scratch: self.scratch,
             reads,
             writes: std::iter::once(last.output)
+                .chain(riders.iter().map(|n| n.output))
                 .chain(nodes.iter().flat_map(|n| n.aux.iter().copied()))
                 .collect(),
             macs,
@@ -488,5 +496,6 @@ type Tail = [TailStep];
 mod body;
 mod conv_backward;
 mod recurrent;
+mod riders;
 mod train;
 mod update;

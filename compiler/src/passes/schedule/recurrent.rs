@@ -169,6 +169,7 @@ impl Build<'_> {
                 ldc: g,
                 epilogue: with_bias(r.bias.then(|| Ptr::tensor(node.inputs[3]))),
                 sparse_a: false,
+                b_sums: Vec::new(),
             }));
         }
         let mut zero = vec![Inst::Const(0.0), Inst::Store(s.state.clone(), 0)];
@@ -222,6 +223,7 @@ impl Build<'_> {
                 ldc: g,
                 epilogue: with_bias(bias(3)),
                 sparse_a: true,
+                b_sums: Vec::new(),
             }));
         }
 
@@ -312,6 +314,7 @@ impl Build<'_> {
                 ldc: g,
                 epilogue: with_bias(b_hh),
                 sparse_a: false,
+                b_sums: Vec::new(),
             }));
         }
         step.push(Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts })] });
@@ -453,6 +456,7 @@ impl Build<'_> {
                 ldc: h,
                 epilogue,
                 sparse_a: false,
+                b_sums: Vec::new(),
             }));
         }
         (t, step)

@@ -6,7 +6,7 @@
 //! counts.
 
 use super::product;
-use crate::ir::kernel::{EInst, Inst, Ptr, Right, Stmt, Var, Window};
+use crate::ir::kernel::{BSum, EInst, Inst, Ptr, Right, Stmt, Var, Window};
 
 /// How a statement uses a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +173,21 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
                         list.push(at(p, "element operand", Use::Read, vec![(*ld, g.m), (1, g.n)]))
                     }
                     EInst::Acc | EInst::Const(_) | EInst::Prim(..) | EInst::Bin(..) | EInst::Select(..) => {}
+                }
+            }
+            // gemm.rs: after the product, each sum over `k` of the matrix `b`.
+            if !g.b_sums.is_empty() && !matches!(g.b, Right::Matrix { .. }) {
+                return Err("sums of b need b to be a matrix".into());
+            }
+            for sum in &g.b_sums {
+                match sum {
+                    BSum::Columns { dst } => {
+                        list.push(at(dst, "column sums of b", Use::Write, vec![(1, g.n)]))
+                    }
+                    BSum::OneHot { m, a, lda, c, ldc } => {
+                        list.push(at(a, "one-hot a of a sum", Use::Read, vec![(*lda, g.k), (1, *m)]));
+                        list.push(at(c, "one-hot sum of b", Use::Write, vec![(*ldc, *m), (1, g.n)]));
+                    }
                 }
             }
             list

@@ -237,6 +237,7 @@ fn matmul() -> (TensorGraph, Program) {
         ldc: 3,
         epilogue: Vec::new(),
         sparse_a: false,
+        b_sums: Vec::new(),
     };
     let mut p = one_kernel(vec![Stmt::Gemm(gemm)], Parallel::Serial, Vec::new());
     p.kernels[0].reads = vec![a, b];
