@@ -51,11 +51,20 @@ impl Emit<'_, '_> {
     /// Calls a map generated elsewhere with its operands' addresses for its first row
     /// (the loop it runs whole, if any, at 0).
     pub fn call_map(&mut self, m: &Map, call: super::MapCall) {
+        let indices: Vec<&Ptr> = m
+            .insts
+            .iter()
+            .filter_map(|i| if let Inst::Keep { index, .. } = i { Some(index) } else { None })
+            .collect();
         let words: Vec<Value> = super::map_operands(m)
             .map(|p| {
-                let mut p = p.clone();
-                p.terms.retain(|(v, _)| Some(*v) != call.rows);
-                let at = self.addr(&p, 0);
+                let mut q = p.clone();
+                q.terms.retain(|(v, _)| Some(*v) != call.rows);
+                if indices.iter().any(|i| std::ptr::eq(*i, p)) {
+                    let index = self.element_index(&q);
+                    return self.b.ins().imul_imm_s(index, 4);
+                }
+                let at = self.addr(&q, 0);
                 self.b.ins().iadd_imm_s(at.base, at.offset as i64)
             })
             .collect();

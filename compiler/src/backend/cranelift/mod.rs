@@ -257,11 +257,15 @@ fn maps<'a>(stmts: &'a [Stmt], parallel: bool, out: &mut Vec<(&'a Map, Option<(V
     }
 }
 
-/// The map's operands (loads, broadcasts and stores), in order.
+/// The map's operands, in order: each load, broadcast and store's address, and each
+/// dropout mask's seed and the element index it starts from (a pointer's offset and
+/// terms, not an address: a call passes four times its value, which moves from row to
+/// row as an address into the masked tensor would).
 pub fn map_operands(m: &Map) -> impl Iterator<Item = &Ptr> {
-    m.insts.iter().filter_map(|i| match i {
-        Inst::Load(p) | Inst::Bcast(p) | Inst::Store(p, _) | Inst::Stream(p, _) => Some(p),
-        _ => None,
+    m.insts.iter().flat_map(|i| match i {
+        Inst::Load(p) | Inst::Bcast(p) | Inst::Store(p, _) | Inst::Stream(p, _) => vec![p],
+        Inst::Keep { seed, index, .. } => vec![seed, index],
+        Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => vec![],
     })
 }
 

@@ -19,6 +19,12 @@ fn y(r: V) -> AsmRegisterYmm {
     YMM[r.0 as usize]
 }
 
+/// The low half of `V(r)`.
+fn x(r: V) -> AsmRegisterXmm {
+    [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14, xmm15]
+        [r.0 as usize]
+}
+
 impl Simd for Avx2 {
     const NAME: &'static str = "avx2";
     const ISA: super::Isa = super::Isa::Avx2;
@@ -110,6 +116,7 @@ impl Simd for Avx2 {
         match op {
             IntOp::Add => a.vpaddd(y(dst), y(x), y(y_)),
             IntOp::Sub => a.vpsubd(y(dst), y(x), y(y_)),
+            IntOp::Mul => a.vpmulld(y(dst), y(x), y(y_)),
         }
     }
 
@@ -117,7 +124,20 @@ impl Simd for Avx2 {
         match op {
             Shift::Left => a.vpslld(y(dst), y(x), bits),
             Shift::RightArithmetic => a.vpsrad(y(dst), y(x), bits),
+            Shift::RightLogical => a.vpsrld(y(dst), y(x), bits),
         }
+    }
+
+    fn splat(a: &mut CodeAssembler, dst: V, r: AsmRegister32) -> Result<(), IcedError> {
+        a.vmovd(x(dst), r)?;
+        a.vpbroadcastd(y(dst), x(dst))
+    }
+
+    fn at_least(a: &mut CodeAssembler, dst: V, x: V, y_: V, t: V) -> Result<(), IcedError> {
+        // No unsigned compare: `x ≥ y` where `max(x, y) = x`, all ones there, masking `t`.
+        a.vpmaxud(y(dst), y(x), y(y_))?;
+        a.vpcmpeqd(y(dst), y(dst), y(x))?;
+        a.vandps(y(dst), y(dst), y(t))
     }
 
     fn bits(a: &mut CodeAssembler, op: Bits, dst: V, x: V, y_: V) -> Result<(), IcedError> {

@@ -128,6 +128,7 @@ impl Simd for Avx512 {
         match op {
             IntOp::Add => a.vpaddd(z(dst), z(x), z(y)),
             IntOp::Sub => a.vpsubd(z(dst), z(x), z(y)),
+            IntOp::Mul => a.vpmulld(z(dst), z(x), z(y)),
         }
     }
 
@@ -135,7 +136,20 @@ impl Simd for Avx512 {
         match op {
             Shift::Left => a.vpslld(z(dst), z(x), bits),
             Shift::RightArithmetic => a.vpsrad(z(dst), z(x), bits),
+            Shift::RightLogical => a.vpsrld(z(dst), z(x), bits),
         }
+    }
+
+    fn splat(a: &mut CodeAssembler, dst: V, r: AsmRegister32) -> Result<(), IcedError> {
+        a.vpbroadcastd(z(dst), r)
+    }
+
+    fn at_least(a: &mut CodeAssembler, dst: V, x: V, y: V, t: V) -> Result<(), IcedError> {
+        // `vpcmpud` predicate 5, not less than, into `k2` (the column mask is in `k1`);
+        // then `t` where it is set and zero elsewhere.
+        const NLT: u32 = 5;
+        a.vpcmpud(k2, z(x), z(y), NLT)?;
+        a.vmovaps(z(dst).k2().z(), z(t))
     }
 
     fn bits(a: &mut CodeAssembler, op: Bits, dst: V, x: V, y: V) -> Result<(), IcedError> {

@@ -22,7 +22,7 @@ pub enum Error {
 /// The assembler with the tile's constants and the registers not in use.
 pub struct Emitter<'a, S> {
     pub a: &'a mut CodeAssembler,
-    consts: &'a mut Consts,
+    pub consts: &'a mut Consts,
     /// Bit `r` set: `V(r)` is free.
     free: u64,
     _isa: PhantomData<S>,

@@ -4,7 +4,7 @@
 //! adding one (AVX-512F beside AVX2) touches no generator.
 
 use crate::ir::kernel::{BinOp, Cmp};
-use iced_x86::code_asm::{AsmMemoryOperand, CodeAssembler, CodeLabel, IcedError};
+use iced_x86::code_asm::{AsmMemoryOperand, AsmRegister32, CodeAssembler, CodeLabel, IcedError};
 
 /// A vector register, by number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,11 +96,19 @@ pub trait Simd {
     fn to_int(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError>;
     /// `dst = x`'s `i32` lanes as floats, rounded to nearest (`vcvtdq2ps`).
     fn from_int(a: &mut CodeAssembler, dst: V, x: V) -> Result<(), IcedError>;
-    /// `dst = x op y` in `i32` lanes, wrapping (`vpaddd`, `vpsubd`).
+    /// `dst = x op y` in `i32` lanes, wrapping (`vpaddd`, `vpsubd`, `vpmulld`).
     fn int(a: &mut CodeAssembler, op: IntOp, dst: V, x: V, y: V) -> Result<(), IcedError>;
-    /// `dst = x` shifted by `bits` (below 32) in each 32-bit lane (`vpslld`, `vpsrad`
-    /// with an immediate).
+    /// `dst = x` shifted by `bits` (below 32) in each 32-bit lane (`vpslld`, `vpsrad`,
+    /// `vpsrld` with an immediate).
     fn shift(a: &mut CodeAssembler, op: Shift, dst: V, x: V, bits: u32) -> Result<(), IcedError>;
+
+    // A dropout mask's instructions (`map.rs`), which hash each element's index.
+
+    /// `dst = r` in every 32-bit lane.
+    fn splat(a: &mut CodeAssembler, dst: V, r: AsmRegister32) -> Result<(), IcedError>;
+    /// `dst = x ≥ y ? t : 0` per lane, `x` and `y` unsigned 32-bit integers; `dst` is
+    /// neither `x` nor `t`.
+    fn at_least(a: &mut CodeAssembler, dst: V, x: V, y: V, t: V) -> Result<(), IcedError>;
     /// `dst = x op y` on the bits of the lanes (`vandps`, `vorps`, `vxorps`, `vandnps`).
     fn bits(a: &mut CodeAssembler, op: Bits, dst: V, x: V, y: V) -> Result<(), IcedError>;
 }
@@ -110,6 +118,8 @@ pub trait Simd {
 pub enum IntOp {
     Add,
     Sub,
+    /// The low 32 bits of the product.
+    Mul,
 }
 
 /// Shifts of 32-bit lanes.
@@ -119,6 +129,8 @@ pub enum Shift {
     Left,
     /// Right, shifting in copies of the sign bit.
     RightArithmetic,
+    /// Right, shifting in zeros.
+    RightLogical,
 }
 
 /// Bitwise operations.

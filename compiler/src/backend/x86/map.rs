@@ -8,12 +8,16 @@
 //! moves by its own stride per row.
 //!
 //! The generated function is `extern "sysv64" fn(table)`: `table` holds the address of
-//! each load, broadcast and store of the program, in order, for the first row (the
-//! function moves them on row by row, so the table is the caller's scratch).
+//! each load, broadcast and store of the program, and for a dropout mask its seed's
+//! address and four times the index of its first element, in order, for the first row
+//! (the function moves them on row by row, so the table is the caller's scratch).
+//! Dropout masks hash each element's index as Cranelift's maps do (on two threads,
+//! `char_lstm.net`'s dropout kernels took 0.13 ms each at Cranelift's four lanes).
 
 use super::epilogue::{Emitter, Error};
-use super::isa::{Consts, Simd, V};
+use super::isa::{Bits, Consts, IntOp, Shift, Simd, V};
 use crate::ir::kernel::{Inst, Map, Ptr};
+use crate::ir::ops::dropout_threshold;
 use iced_x86::code_asm::*;
 
 /// A generated map, at an address that stays put while kernels call it: its code is
@@ -42,9 +46,8 @@ pub unsafe extern "sysv64" fn entry(map: *const MapCode, table: *mut *const f32)
     }
 }
 
-/// Whether `m` can run here: no dropout masks (their counter-based hash is Cranelift's
-/// alone), and no buffer stored at one address and read or stored at another within
-/// reach. Sixteen lanes at a time would see a store `i` elements ahead of a load that
+/// Whether `m` can run here: no buffer stored at one address and read or stored at
+/// another within reach. Sixteen lanes at a time would see a store `i` elements ahead of a load that
 /// four lanes (or one) would not; the same address, as an in-place update has, or
 /// ranges at least a row apart (an LSTM's saved gates) are safe.
 pub fn supports(m: &Map) -> bool {
@@ -59,10 +62,9 @@ pub fn supports(m: &Map) -> bool {
         p == q || p.buf != q.buf || (p.terms == q.terms && p.offset.abs_diff(q.offset) >= m.len as u64)
     };
     m.insts.iter().all(|inst| match inst {
-        Inst::Keep { .. } => false,
         Inst::Load(p) | Inst::Store(p, _) | Inst::Stream(p, _) => stores.iter().all(|s| apart(s, p)),
         Inst::Bcast(p) => stores.iter().all(|s| s.buf != p.buf),
-        Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => true,
+        Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) | Inst::Keep { .. } => true,
     })
 }
 
@@ -165,7 +167,13 @@ fn body<S: Simd>(
                 S::select(e.a, cmp, d, reg(&regs, x), reg(&regs, y), reg(&regs, t), reg(&regs, f))?;
                 Some(d)
             }
-            Inst::Keep { .. } => unreachable!("`supports` refuses dropout masks"),
+            Inst::Keep { p, .. } => {
+                operand(e)?;
+                let seed = e.take()?;
+                S::broadcast(e.a, seed, r8 + 0)?;
+                operand(e)?;
+                Some(keep(e, seed, p)?)
+            }
         };
         regs.push(d);
         if !early {
@@ -176,6 +184,45 @@ fn body<S: Simd>(
         }
     }
     Ok(())
+}
+
+/// A dropout mask's multiplier for the vector at byte offset `rax`, as Cranelift's maps
+/// compute it ([`crate::ir::ops::dropout_hash`] of each element's index under the seed in
+/// `seed`, which it releases): `r8` holds four times the index of the row's first element
+/// (a table slot, moved on by four times its stride each row as an address is).
+fn keep<S: Simd>(e: &mut Emitter<'_, S>, seed: V, p: f32) -> Result<V, Error> {
+    e.a.lea(r8, qword_ptr(r8 + rax))?;
+    e.a.shr(r8, 2)?;
+    let h = e.take()?;
+    S::splat(e.a, h, r8d)?;
+    let lanes: Vec<u32> = (0..S::LANES as u32).collect();
+    let iota = e.take()?;
+    let label = e.consts.get(e.a, &lanes);
+    S::load(e.a, iota, label.into(), false)?;
+    S::int(e.a, IntOp::Add, h, h, iota)?;
+    let k = e.word(0x9e37_79b1)?;
+    S::int(e.a, IntOp::Mul, h, h, k)?;
+    e.release(k);
+    S::bits(e.a, Bits::Xor, h, h, seed)?;
+    e.release(seed);
+    // `iota` is a temporary from here on.
+    for (shift, mul) in [(16, Some(0x85eb_ca6b)), (13, Some(0xc2b2_ae35)), (16, None)] {
+        S::shift(e.a, Shift::RightLogical, iota, h, shift)?;
+        S::bits(e.a, Bits::Xor, h, h, iota)?;
+        if let Some(m) = mul {
+            let k = e.word(m)?;
+            S::int(e.a, IntOp::Mul, h, h, k)?;
+            e.release(k);
+        }
+    }
+    let threshold = e.word(dropout_threshold(p))?;
+    let scale = e.constant(1.0 / (1.0 - p))?;
+    let d = e.take()?;
+    S::at_least(e.a, d, h, threshold, scale)?;
+    for r in [h, iota, threshold, scale] {
+        e.release(r);
+    }
+    Ok(d)
 }
 
 /// The code of `rows` rows of map `m` (`rows ≥ 1`, `m.len ≥ 1`), operand `j` moving by
@@ -198,12 +245,8 @@ pub fn generate<S: Simd>(m: &Map, rows: usize, strides: &[i32]) -> Result<Vec<u8
     let ahead: Vec<Option<i32>> =
         strides.iter().map(|&s| (rows > 1 && s.unsigned_abs() as usize > m.len).then_some(4 * s)).collect();
     // Operand slots, in the table's order.
-    let operands = m
-        .insts
-        .iter()
-        .filter(|i| matches!(i, Inst::Load(_) | Inst::Bcast(_) | Inst::Store(..) | Inst::Stream(..)));
     let streams: Vec<usize> =
-        operands.enumerate().filter(|(_, i)| matches!(i, Inst::Stream(..))).map(|(j, _)| j).collect();
+        slots(m).enumerate().filter(|(_, i)| matches!(i, Inst::Stream(..))).map(|(j, _)| j).collect();
     let vector = (S::LANES * 4) as i32;
     let aligned_rows = streams.iter().all(|&j| strides.get(j).is_none_or(|s| (4 * s) % vector == 0));
     if !streams.is_empty() && aligned_rows && m.len >= S::LANES {
@@ -268,6 +311,16 @@ fn rows_of<S: Simd>(
     Ok(())
 }
 
+/// The instruction of each slot of the table, in order: a load, broadcast or store
+/// one each, a dropout mask two (its seed's address, four times its first index).
+fn slots(m: &Map) -> impl Iterator<Item = &Inst> {
+    m.insts.iter().flat_map(|i| match i {
+        Inst::Load(_) | Inst::Bcast(_) | Inst::Store(..) | Inst::Stream(..) => vec![i],
+        Inst::Keep { .. } => vec![i, i],
+        Inst::Const(_) | Inst::Prim(..) | Inst::Bin(..) | Inst::Select(..) => vec![],
+    })
+}
+
 /// What a map's code depends on: its program with the addresses left out, its length,
 /// rows and strides (so maps of the same shape share their code).
 pub fn key(m: &Map, rows: usize, strides: &[i32]) -> String {
@@ -279,6 +332,7 @@ pub fn key(m: &Map, rows: usize, strides: &[i32]) -> String {
             Inst::Bcast(_) => "bcast".into(),
             Inst::Store(_, x) => format!("store {x}"),
             Inst::Stream(_, x) => format!("stream {x}"),
+            Inst::Keep { p, .. } => format!("keep {p}"),
             other => format!("{other:?}"),
         })
         .collect();

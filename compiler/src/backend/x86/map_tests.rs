@@ -2,7 +2,7 @@
 //! arithmetic, a function, a select, a store (or a stream, at addresses aligned to a
 //! vector or not, rows apart by whole vectors or not) and an in-place update, over
 //! lengths around the vector width and rows with gaps between them, which must stay
-//! untouched.
+//! untouched; and dropout masks against the hash they stand for.
 
 use super::Isa;
 use super::avx2::Avx2;
@@ -140,7 +140,81 @@ fn maps_refuse_stores_within_reach_of_other_addresses() {
     assert!(map::supports(&apart));
     let bcast = Map { len: 8, insts: vec![Bcast(t(0, 100)), Store(t(0, 0), 0)] };
     assert!(!map::supports(&bcast));
-    let dropout =
-        Map { len: 8, insts: vec![Keep { seed: t(1, 0), p: 0.5, index: t(0, 0) }, Store(t(0, 0), 0)] };
-    assert!(!map::supports(&dropout));
+}
+
+/// `y = x · keep(seed, p)` for each element of each row (`x` and `y` rows `stride` apart,
+/// the mask's index from `first`, `index_stride` per row) against the hash in Rust, bit
+/// for bit: Cranelift's maps compute the same.
+fn check_dropout<S: Simd>(
+    len: usize,
+    rows: usize,
+    (stride, index_stride): (usize, usize),
+    seed: u32,
+    p: f32,
+) {
+    let t = |i: u32| Ptr::tensor(TensorId(i));
+    use Inst::*;
+    let first = 1_000_003usize;
+    let m = Map {
+        len,
+        insts: vec![
+            Load(t(0)),
+            Keep { seed: t(1), p, index: t(2).plus(first) },
+            Bin(BinOp::Mul, 0, 1),
+            Store(t(3), 2),
+        ],
+    };
+    assert!(map::supports(&m));
+    let strides = [stride as i32, 0, index_stride as i32, stride as i32];
+    let code = map::generate::<S>(&m, rows, &strides).expect("the program fits the registers");
+    let exec = Executable::new(&code).expect("maps");
+    // SAFETY: the code is a map function of this signature.
+    let f = unsafe { std::mem::transmute::<*const u8, MapFn>(exec.at(0)) };
+    let size = rows * stride;
+    let x = values(size, u64::from(seed));
+    let mut y = vec![f32::NAN; size];
+    let seeds = [seed];
+    let mut table =
+        [x.as_ptr(), seeds.as_ptr().cast::<f32>(), (4 * first) as *const f32, y.as_mut_ptr() as *const f32];
+    // SAFETY: `x` and `y` hold `rows` rows of `stride` with `len` elements each; the
+    // index slot is never read as an address.
+    unsafe { f(table.as_mut_ptr()) };
+    let threshold = crate::ir::ops::dropout_threshold(p);
+    for at in 0..size {
+        let (r, i) = (at / stride, at % stride);
+        if i >= len {
+            assert!(y[at].is_nan(), "{} y[{at}] written", S::NAME);
+            continue;
+        }
+        let index = (first + r * index_stride + i) as u32;
+        let kept = crate::ir::ops::dropout_hash(seed, index) >= threshold;
+        let want = x[at] * if kept { 1.0 / (1.0 - p) } else { 0.0 };
+        assert_eq!(
+            y[at].to_bits(),
+            want.to_bits(),
+            "{} len {len} row {r}: y[{i}] = {}, want {want}",
+            S::NAME,
+            y[at]
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn dropout_masks_are_the_hash_bit_for_bit(
+        len in prop_oneof![1usize..20, 20usize..70],
+        rows in 1usize..5,
+        gap in 0usize..4,
+        index_gap in 0usize..40,
+        seed in any::<u32>(),
+        p in 0.0f32..0.95,
+    ) {
+        let strides = (len + gap, len + index_gap);
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            match isa {
+                Isa::Avx2 => check_dropout::<Avx2>(len, rows, strides, seed, p),
+                Isa::Avx512 => check_dropout::<Avx512>(len, rows, strides, seed, p),
+            }
+        }
+    }
 }
