@@ -216,11 +216,19 @@ pub fn rms(x: &[f32]) -> f64 {
 
 /// Asserts agreement within [`TOL`], reporting the worst element.
 pub fn assert_agree(what: &str, generated: &[f32], reference: &[f32]) {
+    assert_agree_terms(what, generated, reference, &vec![0.0; reference.len()]);
+}
+
+/// Asserts agreement within [`TOL`] of each element's magnitude plus `terms[i]`, the size
+/// of what was summed to make it: a result that cancels (a running mean pulled to zero
+/// by a batch mean of the other sign) is as exact as its terms, not as itself.
+pub fn assert_agree_terms(what: &str, generated: &[f32], reference: &[f32], terms: &[f64]) {
     assert_eq!(generated.len(), reference.len(), "{what}: output lengths");
     let scale = rms(reference);
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&g, &r)) in generated.iter().zip(reference).enumerate() {
-        let err = (g as f64 - r as f64).abs() / (r.abs() as f64 + scale).max(f64::MIN_POSITIVE);
+        let size = r.abs() as f64 + scale + terms[i];
+        let err = (g as f64 - r as f64).abs() / size.max(f64::MIN_POSITIVE);
         if (err.is_nan() || err > TOL) && worst.is_none_or(|(_, e)| err > e || err.is_nan()) {
             worst = Some((i, err));
         }
