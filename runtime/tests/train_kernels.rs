@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Builder, Written, assert_agree, assert_agree_terms, rms, run_all, window};
+use common::{Builder, Written, assert_agree, assert_agree_terms, rms, run_all, term_sizes, window};
 use nnc_compiler::backend::Target;
 use nnc_compiler::front::layers::activation::{Activation, EXAMPLES};
 use nnc_compiler::ir::kernel::{Kernel, Parallel};
@@ -60,6 +60,16 @@ fn check_terms(what: &str, b: &Builder, seed: u64, threads: usize, terms: Terms)
 /// Checks on one thread, or split across two or three.
 fn check(what: &str, b: &Builder, seed: u64) -> Vec<Written> {
     check_on(what, b, seed, 1 + (seed % 3) as usize)
+}
+
+/// [`check`] for a graph of sums of products, each element against the size of its
+/// terms ([`term_sizes`]).
+fn check_sums(what: &str, b: &Builder, seed: u64) -> Vec<Written> {
+    let threads = 1 + (seed % 3) as usize;
+    let sizes = term_sizes(&b.graph, seed, threads, Target::Cranelift);
+    let terms =
+        |w: &Written, _: &[Written]| sizes.iter().find(|(t, _)| *t == w.tensor).map(|(_, s)| s.clone());
+    check_terms(what, b, seed, threads, &terms)
 }
 
 /// The written tensor `t`.
@@ -431,7 +441,7 @@ proptest! {
         // A 1×1, stride-1 unpadded convolution multiplies without unfolding.
         let (k, s, d, pad) = if direct { ((1, 1), (1, 1), (1, 1), [0; 4]) } else { (k, s, d, pad) };
         let Some(win) = window(n, cg * groups, h, w, k, s, d, pad, false) else { return Ok(()) };
-        check("conv backward", &conv_backward(win, kg * groups, groups), seed);
+        check_sums("conv backward", &conv_backward(win, kg * groups, groups), seed);
     }
 
     #[test]
@@ -448,7 +458,7 @@ proptest! {
 
     #[test]
     fn channel_broadcast_and_sum(shape in shape3(), scale in 0.01f32..2.0, seed in any::<u64>()) {
-        check("channel broadcast and sum", &broadcast_and_channel_sum(shape, scale), seed);
+        check_sums("channel broadcast and sum", &broadcast_and_channel_sum(shape, scale), seed);
     }
 
     #[test]
@@ -486,7 +496,7 @@ proptest! {
 
     #[test]
     fn embedding_backward_sums_repeated_ids(count in 1usize..40, vocab in 1usize..12, dim in 1usize..20, seed in any::<u64>()) {
-        check("embedding backward", &embedding_backward(count, vocab, dim), seed);
+        check_sums("embedding backward", &embedding_backward(count, vocab, dim), seed);
     }
 
     #[test]
@@ -547,14 +557,14 @@ proptest! {
 
     #[test]
     fn matmul_with_transposed_left(m in 1usize..40, k in 1usize..40, n in 1usize..40, seed in any::<u64>()) {
-        check("matmul ta", &matmul_transposed(m, k, n), seed);
+        check_sums("matmul ta", &matmul_transposed(m, k, n), seed);
     }
 
     #[test]
     fn weight_gradients_sharing_an_output_gradient(
         m in 1usize..40, classes in 1usize..20, k in 1usize..300, n in 1usize..200, seed in any::<u64>(),
     ) {
-        check("weight gradients", &weight_gradients(m, classes, k, n), seed);
+        check_sums("weight gradients", &weight_gradients(m, classes, k, n), seed);
     }
 }
 

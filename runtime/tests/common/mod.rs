@@ -85,6 +85,26 @@ pub fn run_all_for(
     written
 }
 
+/// For a graph of sums of products (a matrix product, an embedding's or a convolution's
+/// gradient, a channel sum), each written tensor's sums of the absolute values of their
+/// terms: the reference run on the absolute values of everything fed with `seed`. An
+/// f32 sum of `k` terms is exact to about `k` roundings of that, not of its result,
+/// which may cancel to nothing.
+pub fn term_sizes(
+    graph: &TensorGraph,
+    seed: u64,
+    threads: usize,
+    target: Target,
+) -> Vec<(TensorId, Vec<f64>)> {
+    let (exec, mut values) = prepare(graph, seed, threads, None, target);
+    for v in values.iter_mut().flatten() {
+        *v = v.abs();
+    }
+    reference::run(graph, &mut values);
+    let written = exec.program().kernels.iter().flat_map(|k| k.writes.iter().copied());
+    written.map(|t| (t, reference::read(graph, &values, t).iter().map(|&x| x as f64).collect())).collect()
+}
+
 /// Compiles `graph` (scheduled for `geometry`, or the back end's) and fills everything
 /// the caller feeds from `seed`: returns the executable and the same values laid out for
 /// the reference (views read their blocks).
