@@ -218,6 +218,9 @@ impl Executable {
                 pool.run(code.as_fn(), arena, extent as u64)
             },
             (Parallel::Loop { extent }, None) => unsafe { code.call(arena, 0, extent as u64, 0) },
+            // The verifier made the team as large as the pool, or 1 without one.
+            (Parallel::Team { .. }, Some(pool)) => unsafe { pool.run_team(code.as_fn(), arena) },
+            (Parallel::Team { .. }, None) => unsafe { code.call(arena, 0, 1, 0) },
             (Parallel::Serial, _) => unsafe { code.call(arena, 0, 1, 0) },
         }
         if self.plan.guard > 0 {

@@ -117,6 +117,27 @@ impl Pool {
     /// - `arena` must stay valid, and not be accessed otherwise, until `run` returns.
     pub unsafe fn run(&mut self, f: KernelFn, arena: *mut u8, extent: u64) {
         let job = Job { f: Some(f), arena, extent, chunk: chunk(extent, self.threads() as u64) };
+        // SAFETY: as the caller promised.
+        unsafe { self.dispatch(job) }
+    }
+
+    /// Runs a team kernel: `f` over `0..threads`, one unit per thread, all at once (a
+    /// member waits at the kernel's barriers until every other one arrives, so none can
+    /// take a second unit while one is left).
+    ///
+    /// # Safety
+    /// As [`Pool::run`] with an extent of [`Pool::threads`].
+    pub unsafe fn run_team(&mut self, f: KernelFn, arena: *mut u8) {
+        let job = Job { f: Some(f), arena, extent: self.threads() as u64, chunk: 1 };
+        // SAFETY: as the caller promised.
+        unsafe { self.dispatch(job) }
+    }
+
+    /// Publishes `job`, takes its chunks as thread 0 and waits for the workers.
+    ///
+    /// # Safety
+    /// As [`Pool::run`].
+    unsafe fn dispatch(&mut self, job: Job) {
         // SAFETY: every worker is idle: the previous dispatch waited for all of them.
         unsafe { *self.shared.job.get() = job };
         self.shared.next.store(0, Ordering::Relaxed);

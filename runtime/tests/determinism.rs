@@ -113,6 +113,28 @@ fn lstm_weights_do_not_depend_on_the_thread_count() {
     same_on_any_thread_count(&m, ADAM, 16, 2);
 }
 
+/// Batches too small to share out by sequence: on two and three threads the recurrent
+/// layers' threads share their hidden units (96 of them: 48 each or 32 each), a team
+/// meeting at a barrier once a step.
+#[test]
+fn recurrent_teams_do_not_depend_on_the_thread_count() {
+    use nnc_compiler::ir::kernel::Parallel;
+    let lstm = source("network n(x: seq[9] of onehot(20)) { x |> lstm(96) |> dropout(0.2) |> dense(20) }");
+    let gru =
+        source("network n(x: seq[6] of tokens(9)) { x |> embedding(5) |> gru(96, last: true) |> dense(4) }");
+    for (m, rule, batch) in [(&lstm, ADAM, 3), (&gru, SGD, 2)] {
+        for threads in [2, 3] {
+            let options = Options { threads, guard: false, verify: true, fma: true, ..Default::default() };
+            let step =
+                TrainStep::new(&m.networks[0], Loss::CrossEntropy, rule, batch, &options).expect("compiles");
+            let teams =
+                step.exe.program().kernels.iter().filter(|k| matches!(k.parallel, Parallel::Team { .. }));
+            assert_eq!(teams.count(), 2, "the recurrent layer's two kernels are teams on {threads} threads");
+        }
+        same_on_any_thread_count(m, rule, batch, 2);
+    }
+}
+
 #[test]
 fn split_transposes_and_dropout_do_not_depend_on_the_thread_count() {
     use nnc_compiler::ir::kernel::{KernelKind, Parallel};

@@ -542,12 +542,13 @@ proptest! {
 
     /// Every cell, with and without biases, the whole sequence or its last state, over
     /// sequence lengths of 1, 2, odd and 64, batches of 1 and odd ones, hidden sizes that
-    /// leave vector remainders, dense and one-hot inputs, on one to three threads.
+    /// leave vector remainders, dense and one-hot inputs, on one to three threads; hidden
+    /// sizes of whole vectors per thread make the threads of a small batch share units.
     #[test]
     fn recurrent_forward_and_backward_through_time(
         cell in 0usize..3, n in prop_oneof![1usize..8, 9usize..14],
         t in prop_oneof![Just(1usize), Just(2), (1usize..6).prop_map(|k| 2 * k + 1), Just(64)],
-        f in 1usize..9, h in prop_oneof![3 => 1usize..11, 1 => 17usize..40],
+        f in 1usize..9, h in prop_oneof![3 => 1usize..11, 1 => 17usize..40, 1 => prop_oneof![Just(32), Just(48), Just(96)]],
         last in any::<bool>(), bias in any::<bool>(), one_hot in any::<bool>(), seed in any::<u64>(),
     ) {
         let cell = [Cell::Rnn, Cell::Lstm, Cell::Gru][cell];
@@ -565,6 +566,25 @@ proptest! {
         m in 1usize..40, classes in 1usize..20, k in 1usize..300, n in 1usize..200, seed in any::<u64>(),
     ) {
         check_sums("weight gradients", &weight_gradients(m, classes, k, n), seed);
+    }
+}
+
+/// A batch of few sequences, whose hidden units split into whole vectors per thread:
+/// the threads share each step's units (a team meeting at a barrier once a step), and
+/// agree with the reference, for every cell, either output and either input.
+#[test]
+fn few_sequences_share_their_units_across_threads() {
+    for (threads, n, h) in [(2, 3, 32), (3, 5, 48), (2, 1, 64)] {
+        for (i, cell) in [Cell::Rnn, Cell::Lstm, Cell::Gru].into_iter().enumerate() {
+            let (last, one_hot) = (i == 1, i != 2);
+            let r = Recurrence { cell, n, t: 7, f: 5, h, last, bias: i != 0, train: true };
+            let b = recurrent_training(r, one_hot);
+            let program = schedule(&b.graph, threads, Target::Cranelift.geometry());
+            let teams =
+                program.kernels.iter().filter(|k| matches!(k.parallel, Parallel::Team { .. })).count();
+            assert_eq!(teams, 2, "{cell:?}: the forward and backward kernels are teams on {threads} threads");
+            check_on("recurrent team", &b, 7, threads);
+        }
     }
 }
 

@@ -195,6 +195,8 @@ fn stmts<'a>(body: &'a mut [Stmt], sites: &mut Vec<Site<'a>>) {
                     ptr(q, sites);
                 }
             }
+            // No numbers to change.
+            Stmt::Barrier => {}
         }
     }
 }

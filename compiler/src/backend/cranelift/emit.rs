@@ -57,6 +57,8 @@ pub struct Emit<'a, 'b> {
     /// Called products whose `b` an enclosing loop's preamble already prepared.
     pub prepared: Vec<*const crate::ir::kernel::Gemm>,
     pub call_conv: cranelift_codegen::isa::CallConv,
+    /// A team kernel's barrier.
+    pub barrier: Option<*const super::barrier::TeamBarrier>,
 }
 
 /// A computed address: a base value plus a constant byte offset for the load immediate.

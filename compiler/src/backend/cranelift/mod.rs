@@ -3,6 +3,7 @@
 //! the signature of [`KernelFn`].
 
 mod backward;
+mod barrier;
 mod emit;
 mod gemm;
 mod loss;
@@ -114,6 +115,9 @@ pub struct Compiled {
     /// Taken (and their memory freed) only in `drop`.
     modules: ManuallyDrop<[JITModule; 2]>,
     kernels: Vec<KernelFn>,
+    /// The barriers of team kernels, which their code calls by address (so each in an
+    /// allocation of its own, which the vector's growth does not move).
+    _barriers: Vec<std::sync::Arc<barrier::TeamBarrier>>,
     /// Per kernel, whether it calls products generated elsewhere.
     calls: Vec<bool>,
     /// Whether the host has FMA (otherwise multiply-add pairs were generated).
@@ -326,6 +330,7 @@ pub fn compile(
     let mut ids = Vec::with_capacity(program.kernels.len());
     let mut called = Vec::with_capacity(program.kernels.len());
     let mut fbc = FunctionBuilderContext::new();
+    let mut barriers = Vec::new();
     for (index, kernel) in program.kernels.iter().enumerate() {
         let mut own = Vec::new();
         gemms(&kernel.body, &mut own);
@@ -346,7 +351,7 @@ pub fn compile(
             });
         }
         let mut own_maps = Vec::new();
-        maps(&kernel.body, matches!(kernel.parallel, Parallel::Loop { .. }), &mut own_maps);
+        maps(&kernel.body, kernel.parallel != Parallel::Serial, &mut own_maps);
         let mut map_calls = HashMap::new();
         for (m, rows) in own_maps {
             let strides: Vec<i64> = match rows {
@@ -428,6 +433,15 @@ pub fn compile(
                 transposes: transpose_calls,
                 prepared: Vec::new(),
                 call_conv: module.target_config().default_call_conv,
+                barrier: match kernel.parallel {
+                    Parallel::Team { members } => {
+                        let b = std::sync::Arc::new(barrier::TeamBarrier::new(members));
+                        let at = std::sync::Arc::as_ptr(&b);
+                        barriers.push(b);
+                        Some(at)
+                    }
+                    Parallel::Serial | Parallel::Loop { .. } => None,
+                },
             };
             e.stmts(&kernel.body, kernel.parallel);
             b.ins().return_(&[]);
@@ -448,18 +462,25 @@ pub fn compile(
             unsafe { std::mem::transmute::<*const u8, KernelFn>(modules[which].get_finalized_function(id)) }
         })
         .collect();
-    Ok(Compiled { modules: ManuallyDrop::new(modules), kernels, calls: called, fma, time: started.elapsed() })
+    Ok(Compiled {
+        modules: ManuallyDrop::new(modules),
+        kernels,
+        _barriers: barriers,
+        calls: called,
+        fma,
+        time: started.elapsed(),
+    })
 }
 
 impl Emit<'_, '_> {
-    /// Emits statements; with `Parallel::Loop`, the first (a loop) runs over
+    /// Emits statements; with `Parallel::Loop` or `Team`, the first (a loop) runs over
     /// `start..end` instead of its full extent, and the statements after it (an
     /// optimizer update's tail) run once, in the call whose share ends the loop.
     fn stmts(&mut self, stmts: &[Stmt], parallel: Parallel) {
         for (i, s) in stmts.iter().enumerate() {
             match s {
                 Stmt::Loop { var, extent, body } => {
-                    if i == 0 && matches!(parallel, Parallel::Loop { .. }) {
+                    if i == 0 && parallel != Parallel::Serial {
                         let (from, to) = (self.start, self.end);
                         self.for_range(Some(*var), from, to, 1, false, |e, _| {
                             e.stmts(body, Parallel::Serial)
@@ -505,12 +526,25 @@ impl Emit<'_, '_> {
                 Stmt::Scatter(s) => self.scatter(s),
                 Stmt::LrnBackward(l) => self.lrn_backward(l),
                 Stmt::CrossEntropy(c) => self.cross_entropy(c),
+                Stmt::Barrier => self.barrier(),
             }
         }
     }
 
+    /// A call of the kernel's barrier's [`barrier::wait`] (the verifier allows barriers
+    /// only in team kernels, which have one).
+    fn barrier(&mut self) {
+        let at = self.barrier.expect("a barrier stands only in a team kernel") as i64;
+        let (data, entry) = (self.iconst(at), self.iconst(barrier::wait as *const () as i64));
+        let mut sig = Signature::new(self.call_conv);
+        sig.params.push(AbiParam::new(types::I64));
+        let sig = self.b.import_signature(sig);
+        self.b.ins().call_indirect(sig, entry, &[data]);
+    }
+
     /// Before a loop: prepares each called product of `body` whose `b` the loop cannot
-    /// change — a tensor the kernel only reads, at an address no loop variable moves —
+    /// change — a tensor the kernel only reads, at an address no variable of the loop's
+    /// moves —
     /// and which no enclosing loop prepared, so that its calls in the loop read `b` as
     /// packed once here (a recurrent layer's `W_hh` had been packed again at every step:
     /// 12 % of an LSTM's training step).
@@ -521,8 +555,9 @@ impl Emit<'_, '_> {
             let key = std::ptr::from_ref(g);
             let Some(call) = self.calls.get(&key).copied() else { continue };
             let (Some((prepare, _)), Right::Matrix { ptr, .. }) = (call.prepare, &g.b) else { continue };
-            let fixed =
-                ptr.terms.is_empty() && matches!(ptr.buf, Buffer::Tensor(t) if self.read_only.contains(&t));
+            // Moved only by variables bound outside the loop (a team member's columns).
+            let fixed = ptr.terms.iter().all(|(v, _)| self.vars.contains_key(v))
+                && matches!(ptr.buf, Buffer::Tensor(t) if self.read_only.contains(&t));
             if !fixed || self.prepared.contains(&key) {
                 continue;
             }

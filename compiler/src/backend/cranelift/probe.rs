@@ -72,6 +72,7 @@ pub fn evaluate(f: MathFn, xs: &[f32]) -> Result<Vec<f32>, CodegenError> {
             transposes: Default::default(),
             prepared: Vec::new(),
             call_conv: module.target_config().default_call_conv,
+            barrier: None,
         };
         let base = Addr { base: data, offset: 0 };
         let vec_len = xs.len() / LANES * LANES;

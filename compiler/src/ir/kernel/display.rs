@@ -291,6 +291,7 @@ fn write_stmts(f: &mut fmt::Formatter<'_>, stmts: &[Stmt], depth: usize) -> fmt:
                 "{pad}cross_entropy {} (labels {}) → {}, stats {}: {} rows of {}",
                 c.logits, c.labels, c.grad, c.stats, c.rows, c.cols
             )?,
+            Stmt::Barrier => writeln!(f, "{pad}barrier")?,
         }
     }
     Ok(())
@@ -300,8 +301,12 @@ impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}: {}", self.name, self.label)?;
         writeln!(f, "  from {}", self.layers.join(", "))?;
-        if let Parallel::Loop { extent } = self.parallel {
-            writeln!(f, "  threads split the outer loop's {extent} iterations")?;
+        match self.parallel {
+            Parallel::Serial => {}
+            Parallel::Loop { extent } => writeln!(f, "  threads split the outer loop's {extent} iterations")?,
+            Parallel::Team { members } => {
+                writeln!(f, "  {members} threads run the outer loop's iterations together")?
+            }
         }
         for (i, s) in self.scratch.iter().enumerate() {
             writeln!(f, "  scratch s{i}: {s} floats per thread")?;

@@ -384,7 +384,11 @@ pub struct CrossEntropy {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    Loop { var: Var, extent: usize, body: Vec<Stmt> },
+    Loop {
+        var: Var,
+        extent: usize,
+        body: Vec<Stmt>,
+    },
     Gemm(Gemm),
     Map(Map),
     Im2col(Im2col),
@@ -401,6 +405,10 @@ pub enum Stmt {
     Scatter(Scatter),
     LrnBackward(LrnBackward),
     CrossEntropy(CrossEntropy),
+    /// Waits until every member of a [`Parallel::Team`] has reached it, its writes before
+    /// it then seen by all of them (a recurrent layer whose gate columns the threads
+    /// share: each step's product reads the state every member wrote the step before).
+    Barrier,
 }
 
 /// How a kernel's work is split across threads. The generated function receives the
@@ -411,6 +419,10 @@ pub enum Parallel {
     Serial,
     /// The first statement is a loop; its iterations are split.
     Loop { extent: usize },
+    /// The first statement is a loop of `members` iterations, one per thread, all running
+    /// at once, so that they may meet at [`Stmt::Barrier`]s: `members` is the program's
+    /// thread count.
+    Team { members: usize },
 }
 
 impl Parallel {
@@ -419,6 +431,7 @@ impl Parallel {
         match self {
             Parallel::Serial => 1,
             Parallel::Loop { extent } => extent,
+            Parallel::Team { members } => members,
         }
     }
 }

@@ -54,6 +54,51 @@ fn block_rows(r: &Recurrence, threads: usize, projections: bool) -> usize {
     (r.n / blocks).max(1)
 }
 
+/// Whether the threads share a training layer's hidden units, each running every
+/// sequence's steps for its own units' gate columns and meeting the others at a barrier
+/// once a step, rather than sharing its sequences. A batch too small to give each thread
+/// a block of its own would otherwise leave threads idle; and each thread then reads its
+/// share of `W_hh` only, which stays in its core's cache. Each member's units are whole
+/// vectors (16 floats), and the state it reads at a step is the training state record
+/// (`aux[0]` of the forward op), which inference does not keep.
+fn team(r: &Recurrence, threads: usize) -> bool {
+    r.train && threads > 1 && r.h.is_multiple_of(16 * threads) && r.n < TEAM_BELOW * threads
+}
+
+/// The sequences per thread below which a training layer's threads share its units
+/// rather than its sequences ([`team`]).
+const TEAM_BELOW: usize = 8;
+
+/// A team member's share of the hidden units: `width` from `member · width`.
+#[derive(Clone, Copy)]
+struct Units {
+    member: Var,
+    width: usize,
+}
+
+/// Moves `p` from a hidden unit's or gate column's place to the first of the member's
+/// (nothing outside a team).
+fn own(p: Ptr, units: Option<Units>) -> Ptr {
+    match units {
+        Some(u) => p.plus_var(u.member, u.width),
+        None => p,
+    }
+}
+
+/// The statements computing a product's gate columns: all of them at once, or, for a
+/// team member, each gate's columns of its units (`cols` moves a pointer at a gate
+/// column 0 to the gate's first; `n` is how many).
+fn gate_columns(
+    r: &Recurrence,
+    units: Option<Units>,
+    mut product: impl FnMut(&dyn Fn(Ptr) -> Ptr, usize) -> Stmt,
+) -> Vec<Stmt> {
+    match units {
+        None => vec![product(&|p| p, r.cell.gates() * r.h)],
+        Some(u) => (0..r.cell.gates()).map(|k| product(&|p| own(p.plus(k * r.h), units), u.width)).collect(),
+    }
+}
+
 /// An epilogue adding a per-column bias, if there is one.
 fn with_bias(b: Option<Ptr>) -> Vec<EInst> {
     match b {
@@ -124,7 +169,8 @@ impl Build<'_> {
 
     pub(super) fn recurrent(&mut self, r: &Recurrence, node: &OpNode, out: Ptr) -> (Vec<Stmt>, Parallel) {
         let one_hot = self.graph.one_hot.contains(&node.inputs[0]);
-        let rows = block_rows(r, self.threads, !one_hot);
+        let team = team(r, self.threads);
+        let rows = block_rows(r, if team { 1 } else { self.threads }, !one_hot);
         let (h, g) = (r.h, r.cell.gates() * r.h);
         let scratch = Forward {
             proj: self.scratch(rows * if one_hot { 1 } else { r.t } * g),
@@ -132,22 +178,34 @@ impl Build<'_> {
             state: self.scratch(rows * h),
             cell: (r.cell == Cell::Lstm).then(|| self.scratch(rows * h)),
         };
+        if team {
+            let units = Units { member: self.var(), width: h / self.threads };
+            let body = self.blocks(r.n, r.n / rows, rows, |b, at, rows| {
+                b.forward_block(r, node, (&out, &scratch), at, rows, Some(units))
+            });
+            let members = self.threads;
+            return (
+                vec![Stmt::Loop { var: units.member, extent: members, body }],
+                Parallel::Team { members },
+            );
+        }
         self.sequence_blocks(r, (rows, r.n * r.t * g * (r.f + h)), |b, at, rows| {
-            b.forward_block(r, node, &out, &scratch, at, rows)
+            b.forward_block(r, node, (&out, &scratch), at, rows, None)
         })
     }
 
-    /// The forward pass of one block of `rb` sequences. The state entering step 0 is
-    /// zero, so that step reads the hidden projection's bias instead of a product with
-    /// `W_hh` (one step's product in `r.t`: 1/64 of the LSTM variant's).
+    /// The forward pass of one block of `rb` sequences, for all hidden units or a team
+    /// member's. The state entering step 0 is zero, so that step reads the hidden
+    /// projection's bias instead of a product with `W_hh` (one step's product in `r.t`:
+    /// 1/64 of the LSTM variant's).
     fn forward_block(
         &mut self,
         r: &Recurrence,
         node: &OpNode,
-        out: &Ptr,
-        s: &Forward,
+        (out, s): (&Ptr, &Forward),
         at_block: &dyn Fn(Ptr, usize) -> Ptr,
         rb: usize,
+        units: Option<Units>,
     ) -> Vec<Stmt> {
         let (h, g) = (r.h, r.cell.gates() * r.h);
         let x = at_block(Ptr::tensor(node.inputs[0]), r.t * r.f);
@@ -157,33 +215,58 @@ impl Build<'_> {
         // The input projections of all steps before the loop; a one-hot input's (a
         // gather, no arithmetic to batch) are each step's own, within it.
         if !one_hot {
-            block.push(Stmt::Gemm(Gemm {
-                m: rb * r.t,
-                n: g,
-                k: r.f,
-                a: x.clone(),
-                lda: r.f,
-                ta: false,
-                b: Right::Matrix { ptr: Ptr::tensor(node.inputs[1]), ld: g },
-                c: s.proj.clone(),
-                ldc: g,
-                epilogue: with_bias(r.bias.then(|| Ptr::tensor(node.inputs[3]))),
-                sparse_a: false,
-                b_sums: Vec::new(),
+            let bias = r.bias.then(|| Ptr::tensor(node.inputs[3]));
+            block.extend(gate_columns(r, units, |cols, n| {
+                Stmt::Gemm(Gemm {
+                    m: rb * r.t,
+                    n,
+                    k: r.f,
+                    a: x.clone(),
+                    lda: r.f,
+                    ta: false,
+                    b: Right::Matrix { ptr: cols(Ptr::tensor(node.inputs[1])), ld: g },
+                    c: cols(s.proj.clone()),
+                    ldc: g,
+                    epilogue: with_bias(bias.clone().map(cols)),
+                    sparse_a: false,
+                    b_sums: Vec::new(),
+                })
             }));
         }
-        let mut zero = vec![Inst::Const(0.0), Inst::Store(s.state.clone(), 0)];
-        if let Some(c) = &s.cell {
-            zero.push(Inst::Store(c.clone(), 0));
+        match units {
+            // A team's state is the record of the states entering each step, which its
+            // members read whole: each zeroes its units of step 0's.
+            Some(u) => {
+                let row = self.var();
+                let states = at_block(Ptr::tensor(node.aux[0]), r.t * h).plus_var(row, r.t * h);
+                let mut zero = vec![Inst::Const(0.0), Inst::Store(own(states, units), 0)];
+                if let Some(c) = &s.cell {
+                    zero.push(Inst::Store(own(c.plus_var(row, h), units), 0));
+                }
+                let body = vec![Stmt::Map(Map { len: u.width, insts: zero })];
+                block.push(Stmt::Loop { var: row, extent: rb, body });
+            }
+            None => {
+                let mut zero = vec![Inst::Const(0.0), Inst::Store(s.state.clone(), 0)];
+                if let Some(c) = &s.cell {
+                    zero.push(Inst::Store(c.clone(), 0));
+                }
+                block.push(Stmt::Map(Map { len: rb * h, insts: zero }));
+            }
         }
-        block.push(Stmt::Map(Map { len: rb * h, insts: zero }));
-        for (first, extent) in [(0, r.t.min(1)), (1, r.t.saturating_sub(1))] {
+        // Step 0 alone (its entering state is zero); in a team, the last step alone too
+        // (it writes no entering state for a next one).
+        let last_alone = units.is_some() && r.t > 1;
+        let middle = r.t.saturating_sub(1 + usize::from(last_alone));
+        for (first, extent) in
+            [(0, r.t.min(1)), (1, middle), (r.t.saturating_sub(1), usize::from(last_alone))]
+        {
             if extent > 0 {
-                let (t, body) = self.forward_step(r, node, (s, &x, &out), at_block, rb, first);
+                let (t, body) = self.forward_step(r, node, (s, &x, &out), at_block, (rb, first), units);
                 block.push(Stmt::Loop { var: t, extent, body });
             }
         }
-        if r.last {
+        if r.last && units.is_none() {
             let insts = vec![Inst::Load(s.state.clone()), Inst::Store(out, 0)];
             block.push(Stmt::Map(Map { len: rb * h, insts }));
         }
@@ -191,15 +274,17 @@ impl Build<'_> {
     }
 
     /// The body of a block's loop over steps from `first` (0: step 0 alone, whose
-    /// entering state is zero), and its variable.
+    /// entering state is zero), and its variable. A team member computes its units'
+    /// gates, and meets the others at the end of the step, after which the next step's
+    /// product reads the state they all wrote.
     fn forward_step(
         &mut self,
         r: &Recurrence,
         node: &OpNode,
         (s, x, out): (&Forward, &Ptr, &Ptr),
         at_block: &dyn Fn(Ptr, usize) -> Ptr,
-        rb: usize,
-        first: usize,
+        (rb, first): (usize, usize),
+        units: Option<Units>,
     ) -> (Var, Vec<Stmt>) {
         let (h, g) = (r.h, r.cell.gates() * r.h);
         let w_hh = Ptr::tensor(node.inputs[2]);
@@ -209,40 +294,47 @@ impl Build<'_> {
         let at = Steps { row, t, first, steps: r.t, back: false };
         let (proj, hidden_proj, state) = (&s.proj, &s.hidden_proj, &s.state);
         let one_hot = self.graph.one_hot.contains(&node.inputs[0]);
+        // The record of the states entering each step, which training keeps.
+        let states = || at_block(Ptr::tensor(node.aux[0]), r.t * h);
         let mut step = Vec::new();
         if one_hot {
-            step.push(Stmt::Gemm(Gemm {
-                m: rb,
-                n: g,
-                k: r.f,
-                a: at.rows(x, r.f),
-                lda: r.t * r.f,
-                ta: false,
-                b: Right::Matrix { ptr: Ptr::tensor(node.inputs[1]), ld: g },
-                c: proj.clone(),
-                ldc: g,
-                epilogue: with_bias(bias(3)),
-                sparse_a: true,
-                b_sums: Vec::new(),
+            step.extend(gate_columns(r, units, |cols, n| {
+                Stmt::Gemm(Gemm {
+                    m: rb,
+                    n,
+                    k: r.f,
+                    a: at.rows(x, r.f),
+                    lda: r.t * r.f,
+                    ta: false,
+                    b: Right::Matrix { ptr: cols(Ptr::tensor(node.inputs[1])), ld: g },
+                    c: cols(proj.clone()),
+                    ldc: g,
+                    epilogue: with_bias(bias(3).map(cols)),
+                    sparse_a: true,
+                    b_sums: Vec::new(),
+                })
             }));
         }
 
         // The gates of sequence `row` at step `t`: input part from `proj`, hidden part
         // from `hidden_proj` (at step 0 the bias, or nothing), one vector of `h` per gate.
         let p = |gate: usize| match one_hot {
-            true => Inst::Load(proj.plus(gate * h).plus_var(row, g)),
-            false => Inst::Load(at.at(&proj.plus(gate * h), g)),
+            true => Inst::Load(own(proj.plus(gate * h).plus_var(row, g), units)),
+            false => Inst::Load(own(at.at(&proj.plus(gate * h), g), units)),
         };
         let q = |gate: usize| match (first, &b_hh) {
-            (0, Some(b)) => Inst::Load(b.plus(gate * h)),
+            (0, Some(b)) => Inst::Load(own(b.plus(gate * h), units)),
             (0, None) => Inst::Const(0.0),
-            _ => Inst::Load(hidden_proj.plus(gate * h).plus_var(row, g)),
+            _ => Inst::Load(own(hidden_proj.plus(gate * h).plus_var(row, g), units)),
         };
-        let st = state.plus_var(row, h);
+        let st = match units {
+            Some(_) => own(at.at(&states(), h), units),
+            None => state.plus_var(row, h),
+        };
         // The cell's arithmetic (`Cell::step`): each value it reads loaded when a stage
         // first needs it, each stage's program inlined.
         let programs = r.cell.step();
-        let c = s.cell.as_ref().map(|c| c.plus_var(row, h));
+        let c = s.cell.as_ref().map(|c| own(c.plus_var(row, h), units));
         let mut insts: Vec<Inst> = Vec::new();
         let mut loaded: Vec<(Term, usize)> = Vec::new();
         let mut values: Vec<usize> = Vec::with_capacity(programs.stages.len());
@@ -265,10 +357,11 @@ impl Build<'_> {
             loaded.push((t, insts.len() - 1));
             insts.len() - 1
         };
-        if r.train {
+        // Outside a team the state lives in scratch, and its record is written here;
+        // a team's state is that record.
+        if r.train && units.is_none() {
             let old = load(&mut insts, Term::H);
-            let states = at_block(Ptr::tensor(node.aux[0]), r.t * h);
-            insts.push(Inst::Stream(at.at(&states, h), old));
+            insts.push(Inst::Stream(at.at(&states(), h), old));
         }
         for stage in &programs.stages {
             let args: Vec<usize> = stage
@@ -290,34 +383,54 @@ impl Build<'_> {
                     Saved::Stage(k) => values[k],
                     Saved::Term(t) => load(&mut insts, t),
                 };
-                insts.push(Inst::Stream(record.plus(i * h), v));
+                insts.push(Inst::Stream(own(record.plus(i * h), units), v));
             }
         }
         if let (Some(i), Some(c)) = (programs.cell, c) {
             insts.push(Inst::Store(c, values[i]));
         }
         let new_h = values[programs.hidden];
-        insts.push(Inst::Store(st, new_h));
+        let last_step = first + 1 == r.t;
+        match units {
+            None => insts.push(Inst::Store(st, new_h)),
+            Some(_) if last_step => {
+                if r.last {
+                    insts.push(Inst::Store(own(out.plus_var(row, h), units), new_h));
+                }
+            }
+            // The state entering the next step.
+            Some(_) => insts.push(Inst::Store(own(at.at(&states().plus(h), h), units), new_h)),
+        }
         if !r.last {
-            insts.push(Inst::Store(at.at(out, h), new_h));
+            insts.push(Inst::Store(own(at.at(out, h), units), new_h));
         }
         if first > 0 {
-            step.push(Stmt::Gemm(Gemm {
-                m: rb,
-                n: g,
-                k: h,
-                a: state.clone(),
-                lda: h,
-                ta: false,
-                b: Right::Matrix { ptr: w_hh, ld: g },
-                c: hidden_proj.clone(),
-                ldc: g,
-                epilogue: with_bias(b_hh),
-                sparse_a: false,
-                b_sums: Vec::new(),
+            let a = match units {
+                Some(_) => (at.rows(&states(), h), r.t * h),
+                None => (state.clone(), h),
+            };
+            step.extend(gate_columns(r, units, |cols, n| {
+                Stmt::Gemm(Gemm {
+                    m: rb,
+                    n,
+                    k: h,
+                    a: a.0.clone(),
+                    lda: a.1,
+                    ta: false,
+                    b: Right::Matrix { ptr: cols(w_hh.clone()), ld: g },
+                    c: cols(hidden_proj.clone()),
+                    ldc: g,
+                    epilogue: with_bias(b_hh.clone().map(cols)),
+                    sparse_a: false,
+                    b_sums: Vec::new(),
+                })
             }));
         }
-        step.push(Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts })] });
+        let width = units.map_or(h, |u| u.width);
+        step.push(Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: width, insts })] });
+        if units.is_some() {
+            step.push(Stmt::Barrier);
+        }
         (t, step)
     }
 
@@ -329,7 +442,8 @@ impl Build<'_> {
         node: &OpNode,
         out: Ptr,
     ) -> (Vec<Stmt>, Parallel) {
-        let rows = block_rows(r, self.threads, false);
+        let team = team(r, self.threads);
+        let rows = block_rows(r, if team { 1 } else { self.threads }, false);
         let h = r.h;
         let step = r.cell.step();
         let reads_h = step.stages.iter().any(|s| s.inputs.contains(&Arg::Term(Term::H)));
@@ -338,21 +452,34 @@ impl Build<'_> {
             dc: step.cell.map(|_| self.scratch(rows * h)),
             direct: reads_h.then(|| self.scratch(rows * h)),
         };
+        if team {
+            let units = Units { member: self.var(), width: h / self.threads };
+            let body = self.blocks(r.n, r.n / rows, rows, |b, at, rows| {
+                b.backward_block(r, node, (&out, &scratch), at, rows, Some(units))
+            });
+            let members = self.threads;
+            return (
+                vec![Stmt::Loop { var: units.member, extent: members, body }],
+                Parallel::Team { members },
+            );
+        }
         self.sequence_blocks(r, (rows, r.n * r.t * r.cell.gates() * h * h), |b, at, rows| {
-            b.backward_block(r, node, &out, &scratch, at, rows)
+            b.backward_block(r, node, (&out, &scratch), at, rows, None)
         })
     }
 
-    /// The backward pass of one block of `rb` sequences, from the last step. Step 0's
-    /// has no product: it would give the gradient of the zero state entering it.
+    /// The backward pass of one block of `rb` sequences, from the last step, for all
+    /// hidden units or a team member's (which starts the gradients of all units in its
+    /// own scratch, and then reads and writes only its units'). Step 0's has no product:
+    /// it would give the gradient of the zero state entering it.
     fn backward_block(
         &mut self,
         r: &Recurrence,
         node: &OpNode,
-        out: &Ptr,
-        s: &Backward,
+        (out, s): (&Ptr, &Backward),
         at_block: &dyn Fn(Ptr, usize) -> Ptr,
         rb: usize,
+        units: Option<Units>,
     ) -> Vec<Stmt> {
         let h = r.h;
         let dy = at_block(Ptr::tensor(node.inputs[0]), if r.last { h } else { r.t * h });
@@ -364,7 +491,7 @@ impl Build<'_> {
         let mut block = vec![Stmt::Map(Map { len: rb * h, insts: first })];
         for (first, extent) in [(0, r.t.saturating_sub(1)), (r.t.saturating_sub(1), r.t.min(1))] {
             if extent > 0 {
-                let (t, body) = self.backward_step(r, node, (out, s), at_block, rb, first);
+                let (t, body) = self.backward_step(r, node, (out, s), at_block, (rb, first), units);
                 block.push(Stmt::Loop { var: t, extent, body });
             }
         }
@@ -372,15 +499,17 @@ impl Build<'_> {
     }
 
     /// The body of a block's loop over steps back from `steps − 1 − first`, and its
-    /// variable: the cell's backward arithmetic, then (but for step 0) the product.
+    /// variable: the cell's backward arithmetic, then (but for step 0) the product. A team
+    /// member computes its units' gradients, and meets the others before the product,
+    /// which reads all of them.
     fn backward_step(
         &mut self,
         r: &Recurrence,
         node: &OpNode,
         (out, s): (&Ptr, &Backward),
         at_block: &dyn Fn(Ptr, usize) -> Ptr,
-        rb: usize,
-        first: usize,
+        (rb, first): (usize, usize),
+        units: Option<Units>,
     ) -> (Var, Vec<Stmt>) {
         let (h, g) = (r.h, r.cell.gates() * r.h);
         let tensor = |i: usize| Ptr::tensor(node.inputs[i]);
@@ -399,17 +528,17 @@ impl Build<'_> {
         let mut a = Step {
             insts: Vec::new(),
             loaded: Vec::new(),
-            states: at.at(&states, h),
-            saved: at.at(&saved, list.len() * h),
+            states: own(at.at(&states, h), units),
+            saved: own(at.at(&saved, list.len() * h), units),
             list: &list,
             h,
         };
-        let mut d_hidden = a.push(Inst::Load(dh.plus_var(row, h)));
+        let mut d_hidden = a.push(Inst::Load(own(dh.plus_var(row, h), units)));
         if !r.last {
-            let d_out = a.push(Inst::Load(at.at(&dy, h)));
+            let d_out = a.push(Inst::Load(own(at.at(&dy, h), units)));
             d_hidden = a.add(d_hidden, d_out);
         }
-        let d_cell = dc.as_ref().map(|dc| a.push(Inst::Load(dc.plus_var(row, h))));
+        let d_cell = dc.as_ref().map(|dc| a.push(Inst::Load(own(dc.plus_var(row, h), units))));
         let terms = programs.backward(&mut a, d_hidden, d_cell);
         let grad = |a: &mut Step<'_>, wanted: &dyn Fn(Term) -> bool| {
             terms.iter().filter(|(t, _)| wanted(*t)).map(|&(_, v)| v).reduce(|x, y| a.add(x, y))
@@ -419,40 +548,47 @@ impl Build<'_> {
         for k in 0..r.cell.gates() {
             let p = grad(&mut a, &|t| t == Term::Sum(k) || t == Term::P(k)).unwrap_or(zero);
             // Past the caches (see the module's comment).
-            a.push(Inst::Stream(dp_row.plus(k * h), p));
+            a.push(Inst::Stream(own(dp_row.plus(k * h), units), p));
             if let Some(dq_row) = &dq_row {
                 let q = grad(&mut a, &|t| t == Term::Sum(k) || t == Term::Q(k)).unwrap_or(zero);
-                a.push(Inst::Store(dq_row.plus(k * h), q));
+                a.push(Inst::Store(own(dq_row.plus(k * h), units), q));
             }
         }
         // The state entering step 0 has no gradient to pass on.
         if let (Some(dc), false) = (dc, last_step) {
             let d = grad(&mut a, &|t| t == Term::C).unwrap_or(zero);
-            a.push(Inst::Store(dc.plus_var(row, h), d));
+            a.push(Inst::Store(own(dc.plus_var(row, h), units), d));
         }
         // A cell that reads the previous state other than through `W_hh` (a GRU's
         // interpolation): that part is kept for the product's epilogue to add.
         let direct = s.direct.as_ref().filter(|_| !last_step);
         let epilogue = match direct.and_then(|direct| Some((direct, grad(&mut a, &|t| t == Term::H)?))) {
             Some((direct, d)) => {
-                a.push(Inst::Store(direct.plus_var(row, h), d));
-                vec![EInst::Acc, EInst::Elem(direct.clone(), h), EInst::Bin(BinOp::Add, 0, 1)]
+                a.push(Inst::Store(own(direct.plus_var(row, h), units), d));
+                vec![EInst::Acc, EInst::Elem(own(direct.clone(), units), h), EInst::Bin(BinOp::Add, 0, 1)]
             }
             None => Vec::new(),
         };
-        let mut step =
-            vec![Stmt::Loop { var: row, extent: rb, body: vec![Stmt::Map(Map { len: h, insts: a.insts })] }];
+        let width = units.map_or(h, |u| u.width);
+        let mut step = vec![Stmt::Loop {
+            var: row,
+            extent: rb,
+            body: vec![Stmt::Map(Map { len: width, insts: a.insts })],
+        }];
         // dh ← dq_t · W_hhᵀ (+ the direct part): the gradient of the state entering step t.
         if !last_step {
+            if units.is_some() {
+                step.push(Stmt::Barrier);
+            }
             step.push(Stmt::Gemm(Gemm {
                 m: rb,
-                n: h,
+                n: width,
                 k: g,
                 a: at.rows(dq.as_ref().unwrap_or(&dp), g),
                 lda: r.t * g,
                 ta: false,
-                b: Right::Matrix { ptr: tensor(3), ld: h },
-                c: dh.clone(),
+                b: Right::Matrix { ptr: own(tensor(3), units), ld: h },
+                c: own(dh.clone(), units),
                 ldc: h,
                 epilogue,
                 sparse_a: false,

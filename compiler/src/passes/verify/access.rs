@@ -142,8 +142,9 @@ pub(super) fn of(stmt: &Stmt) -> Result<Accesses<'_>, String> {
     let mut vars = Vec::new();
     let mut binds = None;
     let list = match stmt {
-        // Loops are walked by the caller, which binds their variables.
-        Stmt::Loop { .. } => Vec::new(),
+        // Loops are walked by the caller, which binds their variables; a barrier touches
+        // no memory (where it may stand is the caller's check).
+        Stmt::Loop { .. } | Stmt::Barrier => Vec::new(),
         // gemm.rs: tiles of `m × n` over `k`, `a` transposed when `ta`.
         Stmt::Gemm(g) => {
             epilogue_operands(&g.epilogue)?;

@@ -64,7 +64,7 @@ pub fn program(graph: &TensorGraph, program: &Program, plan: &MemoryPlan) -> Res
     }
     for (k, kernel) in program.kernels.iter().enumerate() {
         scratch(kernel, &plan.scratch[k], program.threads, plan.size)?;
-        Walk { graph, plan, kernel, scope: Vec::new() }.kernel()?;
+        Walk { graph, plan, kernel, threads: program.threads, scope: Vec::new() }.kernel()?;
     }
     Ok(())
 }
@@ -97,6 +97,7 @@ struct Walk<'a> {
     graph: &'a TensorGraph,
     plan: &'a MemoryPlan,
     kernel: &'a Kernel,
+    threads: usize,
     scope: Vec<(Var, usize)>,
 }
 
@@ -108,7 +109,7 @@ impl Walk<'_> {
     fn kernel(&mut self) -> Result<(), VerifyError> {
         // The generated function runs the first loop over the share `start..end` of
         // `0..extent` it is handed, so that loop's extent is what the split covers.
-        if let Parallel::Loop { extent } = self.kernel.parallel {
+        if let Parallel::Loop { extent } | Parallel::Team { members: extent } = self.kernel.parallel {
             let found = match self.kernel.body.first() {
                 Some(Stmt::Loop { extent: e, .. }) if *e == extent => None,
                 Some(Stmt::Loop { extent: e, .. }) => Some(format!("its first loop runs to {e}")),
@@ -117,6 +118,24 @@ impl Walk<'_> {
             if let Some(found) = found {
                 return Err(VerifyError::Parallel { kernel: self.name(), parallel: extent, found });
             }
+        }
+        // A barrier waits for every member of a team: in any other kernel, or after a
+        // team's loop (run by one member only), it would wait forever.
+        let barriers = match self.kernel.parallel {
+            Parallel::Team { .. } => &self.kernel.body[1..],
+            Parallel::Serial | Parallel::Loop { .. } => &self.kernel.body[..],
+        };
+        if let Parallel::Team { members } = self.kernel.parallel
+            && members != self.threads
+        {
+            let found = format!("the program runs on {} threads", self.threads);
+            return Err(VerifyError::Parallel { kernel: self.name(), parallel: members, found });
+        }
+        if has_barrier(barriers) {
+            return Err(VerifyError::Statement {
+                kernel: self.name(),
+                message: "a barrier outside a team's loop".into(),
+            });
         }
         let body = &self.kernel.body;
         self.stmts(body)
@@ -256,4 +275,13 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `stmts` hold a barrier, at any depth.
+fn has_barrier(stmts: &[Stmt]) -> bool {
+    stmts.iter().any(|s| match s {
+        Stmt::Barrier => true,
+        Stmt::Loop { body, .. } => has_barrier(body),
+        _ => false,
+    })
 }

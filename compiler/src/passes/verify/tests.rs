@@ -106,6 +106,33 @@ fn a_loop_one_too_long_is_out_of_bounds() {
     assert!(matches!(check(&relu_graph(), &p), Err(VerifyError::OutOfBounds { high: 11, .. })));
 }
 
+/// A barrier stands only inside a team's loop, and a team has one member per thread:
+/// anywhere else its members could wait for one another forever.
+#[test]
+fn barriers_stand_only_in_teams_of_every_thread() {
+    let team = |members: usize, extent: usize, barrier_after: bool| {
+        let mut p = split_relu();
+        if let Stmt::Loop { extent: e, body, .. } = &mut p.kernels[0].body[0] {
+            *e = extent;
+            body.push(Stmt::Barrier);
+        }
+        if barrier_after {
+            p.kernels[0].body.push(Stmt::Barrier);
+        }
+        p.kernels[0].parallel = Parallel::Team { members };
+        p
+    };
+    assert!(check(&relu_graph(), &team(2, 2, false)).is_ok());
+    assert!(matches!(check(&relu_graph(), &team(2, 2, true)), Err(VerifyError::Statement { .. })));
+    assert!(matches!(
+        check(&relu_graph(), &team(3, 3, false)),
+        Err(VerifyError::Parallel { parallel: 3, .. })
+    ));
+    let mut split = team(2, 2, false);
+    split.kernels[0].parallel = Parallel::Loop { extent: 2 };
+    assert!(matches!(check(&relu_graph(), &split), Err(VerifyError::Statement { .. })));
+}
+
 #[test]
 fn the_parallel_extent_must_be_the_first_loops() {
     let mut p = split_relu();
