@@ -38,15 +38,9 @@ impl Build<'_> {
             direct: reads_h.then(|| self.scratch(rows * h)),
         };
         if team {
-            let units = Units { member: self.var(), width: h / self.threads };
-            let body = self.blocks(r.n, r.n / rows, rows, |b, at, rows| {
+            return self.team_blocks(r, rows, |b, at, rows, units| {
                 b.backward_block(r, node, (&out, &scratch), at, rows, Some(units))
             });
-            let members = self.threads;
-            return (
-                vec![Stmt::Loop { var: units.member, extent: members, body }],
-                Parallel::Team { members },
-            );
         }
         self.sequence_blocks(r, (rows, r.n * r.t * r.cell.gates() * h * h), |b, at, rows| {
             b.backward_block(r, node, (&out, &scratch), at, rows, None)

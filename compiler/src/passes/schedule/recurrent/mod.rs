@@ -169,6 +169,20 @@ impl Build<'_> {
         (body, self.parallel(blocks, work))
     }
 
+    /// A team kernel over `r.n` sequences in blocks of `width` (see [`team`]): each
+    /// member runs every block, written by `block` given how to move a tensor's pointer
+    /// to it, its number of sequences and the member's units.
+    fn team_blocks(
+        &mut self,
+        r: &Recurrence,
+        width: usize,
+        mut block: impl FnMut(&mut Self, &dyn Fn(Ptr, usize) -> Ptr, usize, Units) -> Vec<Stmt>,
+    ) -> (Vec<Stmt>, Parallel) {
+        let (units, members) = (Units { member: self.var(), width: r.h / self.threads }, self.threads);
+        let body = self.blocks(r.n, r.n / width, width, |b, at, rows| block(b, at, rows, units));
+        (vec![Stmt::Loop { var: units.member, extent: members, body }], Parallel::Team { members })
+    }
+
     pub(super) fn recurrent(&mut self, r: &Recurrence, node: &OpNode, out: Ptr) -> (Vec<Stmt>, Parallel) {
         let one_hot = self.graph.one_hot.contains(&node.inputs[0]);
         let team = team(r, self.threads);
@@ -181,15 +195,9 @@ impl Build<'_> {
             cell: (r.cell == Cell::Lstm).then(|| self.scratch(rows * h)),
         };
         if team {
-            let units = Units { member: self.var(), width: h / self.threads };
-            let body = self.blocks(r.n, r.n / rows, rows, |b, at, rows| {
+            return self.team_blocks(r, rows, |b, at, rows, units| {
                 b.forward_block(r, node, (&out, &scratch), at, rows, Some(units))
             });
-            let members = self.threads;
-            return (
-                vec![Stmt::Loop { var: units.member, extent: members, body }],
-                Parallel::Team { members },
-            );
         }
         self.sequence_blocks(r, (rows, r.n * r.t * g * (r.f + h)), |b, at, rows| {
             b.forward_block(r, node, (&out, &scratch), at, rows, None)
